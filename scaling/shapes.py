@@ -1,0 +1,333 @@
+"""Model shapes for Llama-style decoders and their exact parameter counts.
+
+A :class:`ModelShape` is everything about a decoder-only transformer that changes its parameter
+count or its FLOPs per token. The parameter count is exact for the Llama family (RMSNorm without
+bias, SwiGLU MLP with gate/up/down projections, rotary positions, optional GQA, optional q/k/v
+bias as in Qwen2, optional tied embeddings): it equals ``sum(p.numel() for p in
+LlamaForCausalLM(config).parameters())`` for the matching transformers config.
+
+Conventions (see ``flops.py``):
+* ``embedding_params``: the vocabulary matrices, i.e. the input embedding and, when untied, the
+  output projection (``lm_head``). Kaplan et al. (2020, sec. 2.1) exclude "all vocabulary and
+  positional embeddings"; Porian et al. (2024) and Pearce & Song (2024) show that this choice is
+  most of the Kaplan/Chinchilla disagreement at small scale.
+* ``non_embedding_params = params - embedding_params`` (norms included).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+Count = Literal["total", "non_embedding"]
+
+
+class ShapeError(ValueError):
+    """A shape that cannot exist (names the field and the fix)."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A Llama-style decoder.
+
+    ``ffn`` is the MLP intermediate size: three matrices of ``hidden x ffn`` with SwiGLU
+    (``glu=True``, Llama), two otherwise.
+    ``head_dim`` defaults to ``hidden // heads``.
+    """
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int | None = None
+    ffn: int | None = None
+    vocab: int = 32000
+    seq_len: int = 2048
+    tied: bool = False
+    qkv_bias: bool = False
+    head_dim: int | None = None
+    glu: bool = True  # SwiGLU (3 FFN matrices, Llama); False: a 2-matrix MLP (GPT-2, Chinchilla)
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "hidden", "heads", "vocab", "seq_len"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ShapeError(f"shape.{name}={v!r}: must be a positive integer")
+        kv = self.kv_heads if self.kv_heads is not None else self.heads
+        if kv < 1 or self.heads % kv:
+            raise ShapeError(
+                f"shape.kv_heads={kv}: must divide heads={self.heads} (grouped-query attention)"
+            )
+        if self.head_dim is None and self.hidden % self.heads:
+            raise ShapeError(
+                f"shape.heads={self.heads}: must divide hidden={self.hidden} "
+                f"(pick heads from {_divisors(self.hidden)} or set head_dim)"
+            )
+        if self.ffn is not None and self.ffn < 1:
+            raise ShapeError(f"shape.ffn={self.ffn}: must be a positive integer")
+
+    # ---- derived sizes -------------------------------------------------------------------
+    @property
+    def n_kv_heads(self) -> int:
+        return self.kv_heads if self.kv_heads is not None else self.heads
+
+    @property
+    def d_head(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.hidden // self.heads
+
+    @property
+    def d_ffn(self) -> int:
+        return self.ffn if self.ffn is not None else default_ffn(self.hidden)
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the query projection, heads x head size (Chinchilla's ``kq``)."""
+        return self.heads * self.d_head
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.d_head
+
+    @property
+    def aspect_ratio(self) -> float:
+        return self.hidden / self.layers
+
+    # ---- exact parameter counts ------------------------------------------------------------
+    @property
+    def attention_params_per_layer(self) -> int:
+        d = self.hidden
+        weights = d * self.q_dim + 2 * d * self.kv_dim + self.q_dim * d
+        bias = (self.q_dim + 2 * self.kv_dim) if self.qkv_bias else 0
+        return weights + bias
+
+    @property
+    def mlp_params_per_layer(self) -> int:
+        return (3 if self.glu else 2) * self.hidden * self.d_ffn
+
+    @property
+    def params_per_layer(self) -> int:
+        # two RMSNorm weight vectors per block
+        return self.attention_params_per_layer + self.mlp_params_per_layer + 2 * self.hidden
+
+    @property
+    def embedding_params(self) -> int:
+        """Vocabulary matrices: input embedding plus untied output projection."""
+        return self.vocab * self.hidden * (1 if self.tied else 2)
+
+    @property
+    def non_embedding_params(self) -> int:
+        """Transformer blocks plus the final norm (Kaplan's N)."""
+        return self.layers * self.params_per_layer + self.hidden
+
+    @property
+    def params(self) -> int:
+        """All parameters (Chinchilla's N): non-embedding plus vocabulary matrices."""
+        return self.non_embedding_params + self.embedding_params
+
+    def count(self, convention: Count = "total") -> int:
+        if convention == "total":
+            return self.params
+        if convention == "non_embedding":
+            return self.non_embedding_params
+        raise ShapeError(f"count={convention!r}: use 'total' or 'non_embedding'")
+
+    # ---- conversions --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["kv_heads"] = self.n_kv_heads
+        d["ffn"] = self.d_ffn
+        d["head_dim"] = self.d_head
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelShape:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ShapeError(f"shape: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**dict(d))
+
+    def replace(self, **changes: Any) -> ModelShape:
+        return replace(self, **changes)
+
+    def to_hf_config(self) -> dict[str, Any]:
+        """A transformers ``LlamaConfig`` dict (``model_type: llama``) with this shape."""
+        return {
+            "model_type": "llama",
+            "architectures": ["LlamaForCausalLM"],
+            "num_hidden_layers": self.layers,
+            "hidden_size": self.hidden,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.n_kv_heads,
+            "head_dim": self.d_head,
+            "intermediate_size": self.d_ffn,
+            "vocab_size": self.vocab,
+            "max_position_embeddings": self.seq_len,
+            "tie_word_embeddings": self.tied,
+            "attention_bias": self.qkv_bias,
+            "mlp_bias": False,
+            "hidden_act": "silu",
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0,
+        }
+
+    @classmethod
+    def from_hf_config(cls, config: Mapping[str, Any] | str | Path, seq_len: int | None = None) -> ModelShape:
+        """Build from a Hugging Face ``config.json`` (Llama, Mistral, Qwen2 families).
+
+        Qwen2 always has q/k/v biases; Llama/Mistral have them only with ``attention_bias``.
+        """
+        if not isinstance(config, Mapping):
+            path = Path(config)
+            if path.is_dir():
+                path = path / "config.json"
+            if not path.exists():
+                raise ShapeError(f"--hf-config {path}: no such file (give a config.json or its folder)")
+            config = json.loads(path.read_text())
+        mt = str(config.get("model_type", "llama"))
+        if mt not in {"llama", "mistral", "qwen2", "qwen3", "smollm", "olmo2"}:
+            raise ShapeError(f"model_type={mt!r}: supported families are llama, mistral, qwen2")
+        try:
+            hidden = int(config["hidden_size"])
+            heads = int(config["num_attention_heads"])
+            layers = int(config["num_hidden_layers"])
+            vocab = int(config["vocab_size"])
+            ffn = int(config["intermediate_size"])
+        except KeyError as e:  # pragma: no cover - message path
+            raise ShapeError(f"config.json: missing field {e.args[0]!r}") from None
+        kv = int(config.get("num_key_value_heads") or heads)
+        head_dim = config.get("head_dim")
+        qkv_bias = bool(config.get("attention_bias", False)) or mt == "qwen2"
+        seq = seq_len or int(config.get("max_position_embeddings") or 2048)
+        return cls(
+            layers=layers,
+            hidden=hidden,
+            heads=heads,
+            kv_heads=kv,
+            ffn=ffn,
+            vocab=vocab,
+            seq_len=seq,
+            tied=bool(config.get("tie_word_embeddings", False)),
+            qkv_bias=qkv_bias,
+            head_dim=int(head_dim) if head_dim else None,
+        )
+
+
+def default_ffn(hidden: int, multiple_of: int = 256, mult: float = 8 / 3) -> int:
+    """Llama's SwiGLU width: ``8/3 * hidden`` rounded up to ``multiple_of`` (Touvron et al. 2023).
+
+    ``multiple_of`` is capped at the hidden size so tiny models keep ffn ~ 8/3 d.
+    """
+    m = max(8, min(multiple_of, 2 ** int(math.log2(max(hidden, 8)))))
+    return int(m * math.ceil(mult * hidden / m))
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, min(n, 64) + 1) if n % k == 0]
+
+
+# ---- ladders: from a target parameter count to a concrete shape -------------------------------
+
+
+@dataclass(frozen=True)
+class LadderRule:
+    """How a target N becomes a shape.
+
+    The aspect ratio hidden/layers follows Kaplan et al. (2020, fig. 5: loss is flat for
+    aspect ratios 20-200) and common practice (Llama 2 7B: 128; Chinchilla: 64-160). Heads have
+    ``head_dim`` channels; ``kv_ratio`` query heads share one key/value head (GQA);
+    ``hidden`` is a multiple of ``hidden_multiple``; the FFN is ``8/3 hidden`` rounded up to
+    ``ffn_multiple``.
+    """
+
+    aspect_ratio: float = 64.0
+    head_dim: int = 64
+    kv_ratio: int = 1
+    hidden_multiple: int = 64
+    ffn_multiple: int = 256
+    min_layers: int = 1
+    max_layers: int = 128
+    tied: bool = False
+
+    def shape(self, layers: int, hidden: int, vocab: int, seq_len: int) -> ModelShape:
+        heads = max(1, hidden // self.head_dim)
+        while hidden % heads:
+            heads -= 1
+        kv = max(1, heads // self.kv_ratio)
+        while heads % kv:
+            kv -= 1
+        return ModelShape(
+            layers=layers,
+            hidden=hidden,
+            heads=heads,
+            kv_heads=kv,
+            ffn=default_ffn(hidden, self.ffn_multiple),
+            vocab=vocab,
+            seq_len=seq_len,
+            tied=self.tied,
+        )
+
+
+def shape_for_params(
+    target: float,
+    *,
+    vocab: int = 32000,
+    seq_len: int = 2048,
+    count: Count = "total",
+    rule: LadderRule | None = None,
+) -> ModelShape:
+    """The shape whose ``count`` parameters are nearest ``target`` under ``rule``.
+
+    For each depth L the width is the multiple of ``hidden_multiple`` nearest the target; among
+    those, the pair closest to the rule's aspect ratio wins unless another is more than 5%
+    nearer the target count. Deterministic.
+    """
+    if not (target > 0 and math.isfinite(target)):
+        raise ShapeError(f"target params={target!r}: must be a positive number")
+    rule = rule or LadderRule()
+    best: tuple[float, ModelShape] | None = None
+    for layers in range(rule.min_layers, rule.max_layers + 1):
+        for hidden in _widths_near(target, layers, vocab, seq_len, count, rule):
+            shape = rule.shape(layers, hidden, vocab, seq_len)
+            miss = abs(math.log(shape.count(count) / target))
+            aspect = abs(math.log(shape.aspect_ratio / rule.aspect_ratio))
+            score = miss / 0.05 + aspect  # 5% of count error weighs like one e-fold of aspect
+            if best is None or score < best[0]:
+                best = (score, shape)
+    assert best is not None
+    return best[1]
+
+
+def _widths_near(
+    target: float, layers: int, vocab: int, seq_len: int, count: Count, rule: LadderRule
+) -> Iterable[int]:
+    m = rule.hidden_multiple
+    lo, hi = 1, max(2, int(1e6 // m))
+    # count grows monotonically with width: bisect on multiples of m
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if rule.shape(layers, mid * m, vocab, seq_len).count(count) < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return [k * m for k in {max(1, lo - 1), lo} if k >= 1]
+
+
+def ladder(
+    targets: Iterable[float],
+    *,
+    vocab: int = 32000,
+    seq_len: int = 2048,
+    count: Count = "total",
+    rule: LadderRule | None = None,
+) -> list[ModelShape]:
+    """Shapes for several target sizes (duplicates removed, order kept)."""
+    out: list[ModelShape] = []
+    for t in targets:
+        s = shape_for_params(t, vocab=vocab, seq_len=seq_len, count=count, rule=rule)
+        if s not in out:
+            out.append(s)
+    return out

@@ -1,0 +1,351 @@
+"""The results store: one folder per sweep, one folder per run, every write crash-safe.
+
+Layout (DESIGN.md, "Results store")::
+
+    SWEEP/
+      sweep.yaml                 the resolved sweep spec
+      runs/<run_id>/
+        spec.json                resolved RunSpec (written once, atomically)
+        status.json              {"state": pending|running|done|failed, "attempts", "host", "job_id", ...}
+        metrics.jsonl            one JSON object per step, appended line by line (fsync'd)
+        result.json              written last, atomically: the run is done iff this exists
+        checkpoints/
+
+Atomic writes: temp file in the same folder, fsync, ``os.replace``, fsync of the folder.
+Metrics: each line is written with one ``write`` and fsync'd; a torn last line (a kill mid-write)
+is skipped on read, and :meth:`RunDir.append_metrics` first truncates such a tail so the next line
+starts clean. ``load_runs(path)`` is the one reader for fits and reports.
+
+Pure: imports the standard library, plus pandas in :func:`load_runs`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+State = Literal["pending", "running", "done", "failed", "cancelled"]
+STATES: tuple[str, ...] = ("pending", "running", "done", "failed", "cancelled")
+
+
+# ---- atomic primitives --------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    """JSON with numpy values converted; NaN/inf written as null (strict JSON)."""
+    return json.dumps(_clean(obj), indent=indent, default=_json_default, allow_nan=False)
+
+
+def _clean(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if o == o and o not in (float("inf"), float("-inf")) else None
+    if isinstance(o, Mapping):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if hasattr(o, "item") and not hasattr(o, "__len__"):
+        return _clean(o.item())
+    return o
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, dumps(obj) + "\n")
+
+
+def read_json(path: str | Path, default: Any = None) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return default
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete JSON line; a torn or corrupt line (a kill mid-write) is skipped."""
+    out: list[dict[str, Any]] = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.endswith("\n"):
+                    break  # torn tail
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return out
+
+
+# ---- run folders ----------------------------------------------------------------------------------
+
+
+class RunDir:
+    """One run's folder. Backends write through this; nothing else writes run files."""
+
+    SPEC = "spec.json"
+    STATUS = "status.json"
+    METRICS = "metrics.jsonl"
+    RESULT = "result.json"
+    CHECKPOINTS = "checkpoints"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    # -- spec / status / result
+    def write_spec(self, spec: Mapping[str, Any]) -> None:
+        atomic_write_json(self.path / self.SPEC, spec)
+
+    def read_spec(self) -> dict[str, Any] | None:
+        return read_json(self.path / self.SPEC)
+
+    def read_status(self) -> dict[str, Any]:
+        st = read_json(self.path / self.STATUS) or {"state": "pending", "attempts": 0}
+        if self.is_done() and st.get("state") != "done":
+            st = {**st, "state": "done"}  # result.json is the truth
+        return st
+
+    def update_status(self, state: State | None = None, **fields: Any) -> dict[str, Any]:
+        st = read_json(self.path / self.STATUS) or {"state": "pending", "attempts": 0}
+        if state is not None:
+            if state not in STATES:
+                raise ValueError(f"state={state!r}: one of {STATES}")
+            st["state"] = state
+        st.update(fields)
+        st["updated"] = time.time()
+        atomic_write_json(self.path / self.STATUS, st)
+        return st
+
+    def mark_running(self, job_id: str | None = None) -> dict[str, Any]:
+        st = read_json(self.path / self.STATUS) or {"state": "pending", "attempts": 0}
+        return self.update_status(
+            "running",
+            attempts=int(st.get("attempts", 0)) + 1,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            job_id=job_id or os.environ.get("SLURM_JOB_ID"),
+            started=time.time(),
+        )
+
+    def is_done(self) -> bool:
+        return (self.path / self.RESULT).exists()
+
+    def write_result(self, result: Mapping[str, Any]) -> None:
+        """Written last: its presence means the run finished."""
+        atomic_write_json(self.path / self.RESULT, result)
+        self.update_status("done", finished=time.time())
+
+    def read_result(self) -> dict[str, Any] | None:
+        return read_json(self.path / self.RESULT)
+
+    # -- metrics
+    def _repair_metrics_tail(self) -> None:
+        p = self.path / self.METRICS
+        if not p.exists():
+            return
+        with open(p, "rb+") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            # find the last newline and cut the torn line
+            pos = size - 1
+            chunk = 4096
+            while pos > 0:
+                start = max(0, pos - chunk)
+                f.seek(start)
+                buf = f.read(pos - start)
+                i = buf.rfind(b"\n")
+                if i >= 0:
+                    f.truncate(start + i + 1)
+                    return
+                pos = start
+            f.truncate(0)
+
+    def append_metrics(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Append rows, one JSON line each, with one write and an fsync."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._repair_metrics_tail()
+        data = "".join(dumps(r, indent=None) + "\n" for r in rows)
+        if not data:
+            return
+        with open(self.path / self.METRICS, "a", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path / self.METRICS)
+
+    def truncate_metrics_after(self, step: int) -> None:
+        """On resume from a checkpoint at ``step``: drop rows logged after it, atomically,
+        so the resumed run's rows do not repeat steps."""
+        rows = [r for r in self.read_metrics() if int(r.get("step", 0)) <= step]
+        atomic_write_text(self.path / self.METRICS, "".join(dumps(r, indent=None) + "\n" for r in rows))
+
+
+class SweepStore:
+    """A sweep folder: ``sweep.yaml`` and ``runs/<run_id>/``."""
+
+    SWEEP = "sweep.yaml"
+    RUNS = "runs"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def run(self, run_id: str) -> RunDir:
+        return RunDir(self.path / self.RUNS / run_id)
+
+    def runs(self) -> list[RunDir]:
+        d = self.path / self.RUNS
+        if not d.is_dir():
+            return []
+        return [RunDir(p) for p in sorted(d.iterdir()) if p.is_dir() and (p / RunDir.SPEC).exists()]
+
+    def write_sweep(self, text: str) -> None:
+        atomic_write_text(self.path / self.SWEEP, text)
+
+    def read_sweep(self) -> str | None:
+        p = self.path / self.SWEEP
+        return p.read_text() if p.exists() else None
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATES, 0)
+        for r in self.runs():
+            out[r.read_status().get("state", "pending")] += 1
+        return out
+
+    def artifact(self, *parts: str) -> Path:
+        """A path for a stage's artifact (``fit/``, ``align/``, ``select.json``...) in the sweep."""
+        p = self.path.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+# ---- the one reader ---------------------------------------------------------------------------------
+
+
+def _flatten(prefix: str, d: Mapping[str, Any], out: dict[str, Any]) -> None:
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and k not in ("backend_options",):
+            _flatten(key + ".", v, out)
+        else:
+            out[key] = v
+
+
+def iter_run_dirs(path: str | Path) -> Iterator[RunDir]:
+    """Run folders under ``path``: a sweep folder, a ``runs/`` folder, or one run folder."""
+    p = Path(path)
+    if (p / RunDir.SPEC).exists():
+        yield RunDir(p)
+        return
+    if (p / SweepStore.RUNS).is_dir():
+        yield from SweepStore(p).runs()
+        return
+    if p.is_dir():
+        for q in sorted(p.iterdir()):
+            if (q / RunDir.SPEC).exists():
+                yield RunDir(q)
+
+
+def load_runs(path: str | Path, curves: bool = False) -> pd.DataFrame:
+    """One row per run: run_id, status, config columns (``shape.hidden``...), params,
+    non_embedding_params, tokens, flops, final_loss, eval_loss, wall_time and the rest of
+    ``result.json``. With ``curves=True``, one row per logged step instead (``run_id`` plus the
+    metrics columns), for approach 1 and training-curve plots.
+    """
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    for rd in iter_run_dirs(path):
+        spec = rd.read_spec() or {}
+        status = rd.read_status()
+        if curves:
+            for m in rd.read_metrics():
+                rows.append({"run_id": rd.run_id, "name": spec.get("name"), "budget": spec.get("budget"), **m})
+            continue
+        row: dict[str, Any] = {"run_id": rd.run_id, "status": status.get("state"), "attempts": status.get("attempts", 0)}
+        flat: dict[str, Any] = {}
+        _flatten("", {k: v for k, v in spec.items() if k not in ("run_id",)}, flat)
+        derived = spec.get("derived", {})
+        row.update({k: v for k, v in flat.items() if not k.startswith("derived.")})
+        row.update(
+            {
+                "params": derived.get("params"),
+                "non_embedding_params": derived.get("non_embedding_params"),
+                "planned_flops": derived.get("flops"),
+            }
+        )
+        result = rd.read_result()
+        if result:
+            row.update({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
+        rows.append(row)
+    return pd.DataFrame(rows)
