@@ -67,7 +67,7 @@ def unavailable_reason() -> str | None:
         return f"Slurm plugins {', '.join(PLUGINS)} not found in {', '.join(PLUGIN_DIRS)}"
     if os.geteuid() != 0:
         # slurmd must run jobs as the submitting user and needs root to do so.
-        return "slurmd needs root to launch jobs (tests run as uid %d)" % os.geteuid()
+        return f"slurmd needs root to launch jobs (tests run as uid {os.geteuid()})"
     return None
 
 
@@ -162,9 +162,11 @@ class SlurmCluster:
         raise TimeoutError(f"job {job_id} still queued after {timeout} s: {self.squeue(job_id)}")
 
     def wait_state(self, job_id: str, state: str, timeout: float = 60) -> None:
+        """Wait until ``job_id`` (or, for an array id without index, any of its tasks) is in ``state``."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if any(v["state"] == state for k, v in self.squeue(job_id).items() if k.split("_")[0] == job_id.split("_")[0] and (k == job_id or "_" not in job_id)):
+            q = self.squeue(job_id)
+            if any(v["state"] == state for k, v in q.items() if k == job_id or "_" not in job_id):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"job {job_id} never reached {state} in {timeout} s: {self.squeue(job_id)}")
