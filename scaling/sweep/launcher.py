@@ -543,9 +543,11 @@ def launch(
     progress: ProgressArg = None,
     retries: int | None = None,
     threads: int | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every unfinished run of ``spec`` into ``out_dir``; block until all are done or failed.
 
+    ``cache_dir`` is what the backend's ``prepare`` fills (default ``out_dir/data``).
     Returns the summary: counts (done, failed, skipped, retried, cancelled), FLOPs, wall time and
     the failed runs with their errors. Finished runs are never run again; a failed run is retried
     up to ``retries`` times (from its checkpoint); a second launcher on ``out_dir`` is refused.
@@ -563,13 +565,15 @@ def launch(
         with contextlib.suppress(FileNotFoundError):
             (out / CANCEL).unlink()
         return _launch_locked(spec, out, kind, settings, max_parallel or settings.max_parallel,
-                              threads or settings.threads_per_run, retries, _progress_fn(progress), lock)
+                              threads or settings.threads_per_run, retries, _progress_fn(progress), lock,
+                              Path(cache_dir) if cache_dir else out / "data")
     finally:
         lock.release()
 
 
 def _launch_locked(spec: SweepSpec, out: Path, kind: str, settings: ExecutorSettings, max_parallel: int | None,
-                   threads: int | None, retries: int, show: Callable[[Progress], None], lock: SweepLock) -> dict[str, Any]:
+                   threads: int | None, retries: int, show: Callable[[Progress], None], lock: SweepLock,
+                   cache_dir: Path) -> dict[str, Any]:
     t0 = time.time()
     store, runs = write_store(spec, out)
     by_id = {r.run_id: r for r in runs}
@@ -586,7 +590,7 @@ def _launch_locked(spec: SweepSpec, out: Path, kind: str, settings: ExecutorSett
     target = _backend_target(spec.backend)
     backend = _load_backend(spec.backend, target) if todo else None
     if todo and backend is not None and hasattr(backend, "prepare"):
-        backend.prepare([by_id[i] for i in todo], str(out / "data"))
+        backend.prepare([by_id[i] for i in todo], str(cache_dir))
     ex = _Executor(kind, out / SUBMITIT / "%j", settings, threads, backend) if todo else None
 
     # adopt runs still alive from an earlier launcher
@@ -647,7 +651,7 @@ def _launch_locked(spec: SweepSpec, out: Path, kind: str, settings: ExecutorSett
                 if ready(rid):
                     pending.remove(rid)
                     attempts[rid] += 1
-                    task = RunTask(str(store.run(rid).path), spec.backend, target, threads)
+                    task = RunTask(str(store.run(rid).path), spec.backend, target, threads, str(cache_dir))
                     batch.append((rid, task, by_id[rid]))
             if batch and ex is not None:
                 for h in ex.submit(batch):

@@ -57,11 +57,13 @@ class RunTask(_Checkpointable):  # type: ignore[misc,valid-type]
     this same task; the backend then resumes from the run's newest checkpoint.
     """
 
-    def __init__(self, run_dir: str, backend: str, target: str, threads: int | None = None) -> None:
+    def __init__(self, run_dir: str, backend: str, target: str, threads: int | None = None,
+                 cache_dir: str | None = None) -> None:
         self.run_dir = str(run_dir)
         self.backend = backend
         self.target = target
         self.threads = threads
+        self.cache_dir = cache_dir
 
     def __call__(self) -> dict[str, Any]:
         if self.threads:
@@ -81,6 +83,9 @@ class RunTask(_Checkpointable):  # type: ignore[misc,valid-type]
             rd.update_status("running", host=socket.gethostname(), pid=os.getpid(), pid_start=_proc_start(os.getpid()),
                              job_id=job_id, executor=os.environ.get("SUBMITIT_EXECUTOR") or "debug",
                              threads=self.threads, started=time.time(), error=None, traceback=None)
+            if self.cache_dir is not None:
+                # the sweep's shared cache (tokenized corpus...): prepared by the launcher, so this is a lookup
+                backend.prepare([spec], self.cache_dir)
             result = backend.train(spec, rd)
         except BaseException as e:
             if not rd.is_done():
