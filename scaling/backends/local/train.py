@@ -34,8 +34,9 @@ from scaling.runspec import RunSpec
 from scaling.store import RunDir, atomic_write_json, read_json
 
 from . import checkpoint as ck
-from .data import PreparedData, load_tokenizer, prepare_data
-from .model import LlamaLM, build_model, to_hf_model
+from .data import PreparedData, prepare_data
+from .model import LlamaLM, build_model, save_hf_model
+from .optim import AdamW
 
 OPTION_KEYS = {
     "threads": "int, CPU threads (default: all cores)",
@@ -245,18 +246,16 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: torch.nn.Module, spec: RunSpec, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, spec: RunSpec) -> AdamW:
     o = spec.optimizer
-    return torch.optim.AdamW(
-        _param_groups(model, o.weight_decay),
-        lr=lr_at(spec, 0),
-        betas=(o.beta1, o.beta2),
-        eps=o.eps,
-        fused=True,  # one kernel per parameter group on CPU and CUDA
-    )
+    return AdamW(_param_groups(model, o.weight_decay), lr=lr_at(spec, 0), betas=(o.beta1, o.beta2), eps=o.eps)
 
 
-def _validate(spec: RunSpec) -> None:
+def validate_spec(spec: RunSpec) -> Options:
+    """Every check that needs no data or torch work; raises :class:`UsageError` naming the field."""
+    from .data import BUILTINS, SPECIAL_TOKENS, token_dtype
+
+    opts = Options.from_spec(spec)
     if not spec.shape.glu:
         raise UsageError("shape.glu=false: the local backend trains Llama (SwiGLU) models; set glu: true")
     if spec.backend != "local":
@@ -266,6 +265,17 @@ def _validate(spec: RunSpec) -> None:
             f"micro_batch={spec.micro_batch}: must divide the batch of {spec.batch_size} sequences "
             f"(batch_tokens / seq_len); try {math.gcd(spec.batch_size, spec.micro_batch)}"
         )
+    token_dtype(spec.shape.vocab, opts.token_dtype)
+    src = spec.data.source
+    if src.startswith("builtin:") and src.removeprefix("builtin:") not in BUILTINS:
+        raise UsageError(f"data.source={src!r}: builtin corpora are {', '.join('builtin:' + b for b in BUILTINS)}")
+    if not src.startswith(("builtin:", "hf:")) and not Path(src).expanduser().exists():
+        raise UsageError(f"data.source={src!r}: no such file or folder; give a text file or folder, .jsonl/.parquet, hf:NAME or builtin:default")
+    if spec.data.tokenizer == "bpe" and spec.shape.vocab < 256 + len(SPECIAL_TOKENS):
+        raise UsageError(f"shape.vocab={spec.shape.vocab}: a byte-level BPE needs at least {256 + len(SPECIAL_TOKENS)} entries")
+    if spec.branch_of is not None and spec.branch_from_tokens is None:
+        raise UsageError("branch_from_tokens: required with branch_of (the trunk's token count to branch at)")
+    return opts
 
 
 def _trunk_dir(spec: RunSpec, run_dir: RunDir) -> RunDir:
@@ -331,8 +341,7 @@ def train_run(
     would; the next call resumes. ``progress`` receives a dict after every logged step.
     """
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    _validate(spec)
-    opts = Options.from_spec(spec)
+    opts = validate_spec(spec)
     done = rd.read_result()
     if done is not None:
         return done
@@ -359,7 +368,7 @@ def train_run(
 
     torch.manual_seed(spec.seed)
     model = build_model(shape, spec.init_std, spec.seed).to(device)
-    opt = make_optimizer(model, spec, device)
+    opt = make_optimizer(model, spec)
     step, wall_before, resumed_from, branch = 0, 0.0, None, None
     ck.clean_partial(rd.checkpoints)
     last = ck.latest_checkpoint(rd.checkpoints)
@@ -478,21 +487,12 @@ def train_run(
 
 
 def save_final_model(model: LlamaLM, data: PreparedData, path: Path) -> None:
-    """``save_pretrained`` of the transformers model and the tokenizer, renamed into place."""
+    """The transformers model folder (weights, config, tokenizer), renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-model-", dir=path.parent))
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
+    tmp.chmod(0o755)
     try:
-        hf = to_hf_model(model.float().cpu())
-        tok = load_tokenizer(data.tokenizer_dir)
-        hf.generation_config.pad_token_id = tok.pad_token_id
-        hf.generation_config.eos_token_id = tok.eos_token_id
-        hf.generation_config.bos_token_id = tok.bos_token_id
-        hf.config.pad_token_id, hf.config.eos_token_id, hf.config.bos_token_id = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
-        hf.save_pretrained(str(tmp))
-        tok.save_pretrained(str(tmp))
+        save_hf_model(model, data.tokenizer_dir, tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
