@@ -24,7 +24,9 @@ def add_arguments(p: Any) -> None:
     p.add_argument("spec", nargs="?", help="a run file (RunSpec as YAML or JSON)")
     g = p.add_argument_group("model")
     g.add_argument("--params", type=float, help="target parameter count (picks a Llama shape)")
-    g.add_argument("--count", choices=["total", "non_embedding"], default="total", help="what --params counts")
+    g.add_argument(
+        "--count", choices=["total", "non_embedding"], default="total", help="what --params counts"
+    )
     g.add_argument("--layers", type=int)
     g.add_argument("--hidden", type=int)
     g.add_argument("--heads", type=int)
@@ -63,7 +65,9 @@ def add_arguments(p: Any) -> None:
 def _load_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"spec={path!r}: no such file; give a RunSpec YAML/JSON file or use --params/--tokens")
+        raise UsageError(
+            f"spec={path!r}: no such file; give a RunSpec YAML/JSON file or use --params/--tokens"
+        )
     text = p.read_text()
     if p.suffix == ".json":
         return json.loads(text)
@@ -96,7 +100,9 @@ def build_spec(args: Any) -> Any:
                 shape[k] = getattr(args, k)
         shape["vocab"], shape["seq_len"] = vocab, seq
         if not {"layers", "hidden", "heads"} <= set(shape):
-            raise UsageError("shape: give --params, or --layers, --hidden and --heads, or a run file with a shape")
+            raise UsageError(
+                "shape: give --params, or --layers, --hidden and --heads, or a run file with a shape"
+            )
         if args.heads is not None or args.hidden is not None:
             shape.pop("head_dim", None)
             if shape.get("kv_heads") and shape["heads"] % shape["kv_heads"]:
@@ -120,12 +126,22 @@ def build_spec(args: Any) -> Any:
         opt["weight_decay"] = args.weight_decay
     d["optimizer"] = opt
     sch = dict(d.get("schedule") or {})
-    for flag, key in (("schedule", "kind"), ("warmup_frac", "warmup_frac"), ("decay_frac", "decay_frac"), ("final_frac", "final_frac")):
+    for flag, key in (
+        ("schedule", "kind"),
+        ("warmup_frac", "warmup_frac"),
+        ("decay_frac", "decay_frac"),
+        ("final_frac", "final_frac"),
+    ):
         if getattr(args, flag) is not None:
             sch[key] = getattr(args, flag)
     d["schedule"] = sch
     data = dict(d.get("data") or {})
-    for flag, key in (("corpus", "source"), ("text_column", "text_column"), ("tokenizer", "tokenizer"), ("max_chars", "max_chars")):
+    for flag, key in (
+        ("corpus", "source"),
+        ("text_column", "text_column"),
+        ("tokenizer", "tokenizer"),
+        ("max_chars", "max_chars"),
+    ):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
     d["data"] = data
@@ -139,7 +155,7 @@ def build_spec(args: Any) -> Any:
     d["backend_options"] = bo
     d.setdefault("backend", "local")
     spec = RunSpec.model_validate(d)
-    from scaling.backends.local.train import validate_spec
+    from scaling.backends.local.options import validate_spec
 
     validate_spec(spec)
     return spec
@@ -163,8 +179,13 @@ class _Progress:
         self.task = self.p.add_task(spec.name or spec.run_id, total=spec.steps, tokens="0", loss="-", tps="-")
 
     def __call__(self, row: dict[str, Any]) -> None:
-        self.p.update(self.task, completed=row["step"], tokens=f"{row['tokens']:.3g}", loss=f"{row['loss']:.4f}",
-                      tps=f"{row['tokens_per_s']:.0f}")
+        self.p.update(
+            self.task,
+            completed=row["step"],
+            tokens=f"{row['tokens']:.3g}",
+            loss=f"{row['loss']:.4f}",
+            tps=f"{row['tokens_per_s']:.0f}",
+        )
 
 
 def run(args: Any) -> int:

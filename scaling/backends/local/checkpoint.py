@@ -99,7 +99,10 @@ def save_checkpoint(
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    groups = [{k: v for k, v in g.items() if k != "params"} | {"n_params": len(g["params"])} for g in optimizer.param_groups]
+    groups = [
+        {k: v for k, v in g.items() if k != "params"} | {"n_params": len(g["params"])}
+        for g in optimizer.param_groups
+    ]
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
     tmp.chmod(0o755)
     save_file(tensors, str(tmp / TENSORS))
@@ -116,7 +119,9 @@ def save_checkpoint(
     return Checkpoint(final, step)
 
 
-def load_checkpoint(ckpt: Checkpoint, model: torch.nn.Module, optimizer: Any, restore_rng: bool = True) -> dict[str, Any]:
+def load_checkpoint(
+    ckpt: Checkpoint, model: torch.nn.Module, optimizer: Any, restore_rng: bool = True
+) -> dict[str, Any]:
     """Load weights, optimizer moments and RNG state in place; return ``state.json``."""
     device = next(model.parameters()).device
     tensors = load_file(str(ckpt.path / TENSORS), device="cpu")
@@ -140,7 +145,13 @@ def load_checkpoint(ckpt: Checkpoint, model: torch.nn.Module, optimizer: Any, re
             if i in per_param:
                 optimizer.state[p] = {k: t.to(p.device) for k, t in per_param[i].items()}
         for g, saved in zip(optimizer.param_groups, state.get("param_groups", []), strict=False):
-            g.update({k: (tuple(v) if k == "betas" else v) for k, v in saved.items() if k not in ("params", "n_params")})
+            g.update(
+                {
+                    k: (tuple(v) if k == "betas" else v)
+                    for k, v in saved.items()
+                    if k not in ("params", "n_params")
+                }
+            )
     if restore_rng:
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and torch.cuda.is_available():

@@ -214,10 +214,18 @@ def to_hf_state_dict(model: LlamaLM) -> dict[str, torch.Tensor]:
     for i, b in enumerate(model.layers):
         p = f"model.layers.{i}."
         q, k, v = b.qkv.weight.detach().split([s.q_dim, s.kv_dim, s.kv_dim])
-        out |= {p + "self_attn.q_proj.weight": q, p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v}
+        out |= {
+            p + "self_attn.q_proj.weight": q,
+            p + "self_attn.k_proj.weight": k,
+            p + "self_attn.v_proj.weight": v,
+        }
         if b.qkv.bias is not None:
             qb, kb, vb = b.qkv.bias.detach().split([s.q_dim, s.kv_dim, s.kv_dim])
-            out |= {p + "self_attn.q_proj.bias": qb, p + "self_attn.k_proj.bias": kb, p + "self_attn.v_proj.bias": vb}
+            out |= {
+                p + "self_attn.q_proj.bias": qb,
+                p + "self_attn.k_proj.bias": kb,
+                p + "self_attn.v_proj.bias": vb,
+            }
         out[p + "self_attn.o_proj.weight"] = b.o_proj.weight.detach()
         g, u = b.gate_up.weight.detach().split(s.d_ffn)
         out |= {p + "mlp.gate_proj.weight": g, p + "mlp.up_proj.weight": u}
@@ -248,7 +256,10 @@ def to_hf_model(model: LlamaLM, dtype: torch.dtype = torch.float32) -> Any:
 def _special_ids(tokenizer_dir: Path) -> dict[str, int | None]:
     """bos/eos/pad ids from a saved tokenizer folder's JSON files (no transformers import)."""
     cfg = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
-    vocab = {t["content"]: t["id"] for t in json.loads((tokenizer_dir / "tokenizer.json").read_text())["added_tokens"]}
+    vocab = {
+        t["content"]: t["id"]
+        for t in json.loads((tokenizer_dir / "tokenizer.json").read_text())["added_tokens"]
+    }
     out: dict[str, int | None] = {}
     for k in ("bos", "eos", "pad"):
         tok = cfg.get(f"{k}_token")

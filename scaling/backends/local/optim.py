@@ -16,10 +16,22 @@ import torch
 
 
 class AdamW:
-    def __init__(self, groups: Iterable[dict[str, Any]], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        groups: Iterable[dict[str, Any]],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         self.param_groups: list[dict[str, Any]] = [
-            {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": 0.0, **g, "params": list(g["params"])}
+            {
+                "lr": lr,
+                "betas": tuple(betas),
+                "eps": eps,
+                "weight_decay": 0.0,
+                **g,
+                "params": list(g["params"]),
+            }
             for g in groups
         ]
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
