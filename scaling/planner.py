@@ -206,8 +206,9 @@ def _resolve_law(law: str | Law) -> Law:
         return law
     try:
         return get_law(law)
-    except ValueError as e:
-        raise PlanError(str(e)) from None
+    except (ValueError, OSError) as e:
+        msg = str(e)
+        raise PlanError(msg if msg.startswith("law=") else f"law={law!r}: {msg}") from None
 
 
 # ---- the modes -----------------------------------------------------------------------------

@@ -77,6 +77,7 @@ def test_plan_modes_from_the_command_line():
         (["--flops", "1e22", "--gpu-hours", "100"], "budget"),
         (["--budget-usd", "1e5"], "price"),
         (["--flops"], "flops"),
+        (["--flops", "1e22", "--law", "fit:/nonexistent/approach3_total.json"], "fit:"),
     ],
 )
 def test_plan_bad_input_exits_2_with_one_line(args, field):
