@@ -41,6 +41,18 @@ from scaling.laws.deepseek import deepseek_batch_tokens, deepseek_lr, hyperparam
 from scaling.laws.muennighoff import R_D_STAR
 from scaling.shapes import LadderRule, ModelShape, shape_for_params
 
+__all__ = [
+    "Plan",
+    "PlanError",
+    "Unanswerable",
+    "budget_flops",
+    "deepseek_batch_tokens",
+    "deepseek_lr",
+    "hyperparams_extrapolated",
+    "plan",
+    "plan_all",
+]
+
 DEFAULT_VOCAB = 32000
 DEFAULT_SEQ_LEN = 2048
 _LN_C_RANGE = (math.log(1e6), math.log(1e40))  # budgets the inverse searches span
