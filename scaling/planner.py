@@ -267,6 +267,8 @@ def _tokens_for_loss(law: Law, params: float, target: float) -> float:
     """D with ``L(params, D) = target`` (bisection on ln D); inf when out of reach."""
     if law.loss(params, 1e30) > target:
         return math.inf
+    if law.loss(params, 1.0) <= target:  # a target this loose needs no training to speak of
+        return 1.0
     return math.exp(bisect(lambda x: law.loss(params, math.exp(x)) - target, math.log(1.0), math.log(1e30)))
 
 
@@ -300,6 +302,10 @@ def _inference_aware(law: Law, target: float, d_inf: float) -> tuple[float, floa
     def gap(ln_n: float) -> float:
         return law.loss(math.exp(ln_n), 1e30) - target
 
+    if gap(math.log(1e16)) >= 0:
+        raise Unanswerable(
+            f"target_loss={target:g}: below what law {law.name!r} reaches at any size; choose a higher target"
+        )
     ln_min = bisect(gap, math.log(1.0), math.log(1e16)) if gap(math.log(1.0)) > 0 else 0.0
     n = math.exp(golden_min(cost, ln_min + 1e-9, math.log(1e16), tol=1e-12))
     return n, _tokens_for_loss(law, n, target)

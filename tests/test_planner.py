@@ -111,6 +111,8 @@ def test_target_loss_refusals():
         plan(target_loss=1.5, law="chinchilla")  # below E = 1.693
     with pytest.raises(PlanError, match="allocation only"):
         plan(target_loss=2.1, law="llama3")
+    with pytest.raises(PlanError, match="target_loss"):
+        plan(target_loss=1.8, inference_tokens=1e13, law="epoch")  # below E = 1.8169
 
 
 def test_data_constrained_plan():
