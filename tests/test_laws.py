@@ -201,3 +201,12 @@ def test_fit_prefix_delegates_to_load_law(monkeypatch, tmp_path):
 
     p = plan(1e20, law=f"fit:{path}")
     assert p.law == "fit" and rel(p.params, fitted.optimal_allocation(1e20).params) < 1e-12
+
+
+def test_tokens_per_param_rules_by_name():
+    law = get_law("tokens-per-param-200-non-embedding")
+    assert law.param_convention == "non_embedding" and law.name == "tokens-per-param-200-non-embedding"
+    assert math.isclose(law.optimal_allocation(3e11).tokens_per_param, 200.0)
+    assert get_law("tokens-per-param-20").param_convention == "total"
+    with pytest.raises(UnknownLawError, match="tokens-per-param-R"):
+        get_law("tokens-per-param-lots")
