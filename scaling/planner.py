@@ -358,6 +358,8 @@ def plan(
     n, d, c, mode, loss = _allocate(
         lw, budget, params, tokens, target_loss, unique_tokens, inference_tokens, notes
     )
+    if not all(x > 0 and math.isfinite(x) for x in (n, d, c)):
+        raise Unanswerable(f"law={lw.name!r}: gives no finite allocation here (N={n:g}, D={d:g}, C={c:g})")
     if loss is None:
         loss = lw.loss(n, d)
     loss_out = loss if math.isfinite(loss) else None

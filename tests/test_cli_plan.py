@@ -115,3 +115,20 @@ def test_params_from_flags_and_errors():
     assert bad.returncode == 2 and "heads" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     missing = run_cli("params", "--hf-config", "/nonexistent/config.json")
     assert missing.returncode == 2 and "hf-config" in missing.stderr
+
+
+def test_plan_with_a_fitted_law(tmp_path):
+    """``--law fit:PATH`` reads a fit saved by ``scaling fit`` (here: Epoch's constants as a fit)."""
+    fit = pytest.importorskip("scaling.fit")
+    if not hasattr(fit, "load_law") or not hasattr(fit, "LawFit"):
+        pytest.skip("scaling.fit.load_law is not available in this checkout")
+    epoch = {"E": 1.8169, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+    law = fit.LawFit(approach="3", form="chinchilla", params=epoch, n_points=240)
+    path = tmp_path / "fit" / "approach3_total.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(law.to_dict()))
+    d = json.loads(run_cli("plan", "--law", f"fit:{path}", "--flops", "5.76e23", "--json", check=True).stdout)
+    assert round(d["params"] / 1e9, 1) == 72.2 and round(d["tokens"] / 1e12, 2) == 1.33
+    assert d["loss"] == pytest.approx(
+        1.8169 + 482.01 / d["params"] ** 0.3478 + 2085.43 / d["tokens"] ** 0.3658
+    )
