@@ -64,28 +64,41 @@ def test_plan_modes_from_the_command_line():
     assert d["epochs"] > 1 and d["unique_tokens"] == 5e10
 
 
-@pytest.mark.parametrize(
-    "args, field",
-    [
-        (["--flops=-1e22"], "flops"),
-        (["--flops", "-1e22"], "flops"),
-        (["--flops", "lots"], "flops"),
-        (["--flops", "1e22", "--law", "chinchila"], "law"),
-        (["--flops", "1e22", "--gpu", "tpu9"], "gpu"),
-        (["--flops", "1e22", "--mfu", "1.5"], "mfu"),
-        (["--flops", "1e22", "--mfu", "0"], "mfu"),
-        (["--flops", "1e22", "--gpu-hours", "100"], "budget"),
-        (["--budget-usd", "1e5"], "price"),
-        (["--flops"], "flops"),
-        (["--flops", "1e22", "--law", "fit:/nonexistent/approach3_total.json"], "fit:"),
-    ],
-)
-def test_plan_bad_input_exits_2_with_one_line(args, field):
-    proc = run_cli("plan", *args)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+BAD_PLAN_INPUT = [
+    (["--flops=-1e22"], "flops"),
+    (["--flops", "-1e22"], "flops"),
+    (["--flops", "lots"], "flops"),
+    (["--flops", "1e22", "--law", "chinchila"], "law"),
+    (["--flops", "1e22", "--gpu", "tpu9"], "gpu"),
+    (["--flops", "1e22", "--mfu", "1.5"], "mfu"),
+    (["--flops", "1e22", "--mfu", "0"], "mfu"),
+    (["--flops", "1e22", "--gpu-hours", "100"], "budget"),
+    (["--budget-usd", "1e5"], "price"),
+    (["--flops"], "flops"),
+    (["--flops", "1e22", "--law", "fit:/nonexistent/approach3_total.json"], "fit:"),
+]
+
+
+@pytest.mark.parametrize("args, field", BAD_PLAN_INPUT)
+def test_plan_bad_input_exits_2_with_one_line(args, field, capsys):
+    from scaling.cli import main
+
+    try:
+        code = main(["plan", *args])
+    except SystemExit as e:  # argparse's own errors (a flag with no value)
+        code = e.code
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and field in lines[0]
-    assert proc.stdout == ""
+    assert out == ""
+
+
+def test_bad_input_as_a_process():
+    for args, field in (BAD_PLAN_INPUT[1], BAD_PLAN_INPUT[3], BAD_PLAN_INPUT[9]):
+        proc = run_cli("plan", *args)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert len(proc.stderr.strip().splitlines()) == 1 and field in proc.stderr
 
 
 def test_params_from_an_hf_config(tmp_path):
@@ -132,3 +145,13 @@ def test_plan_with_a_fitted_law(tmp_path):
     assert d["loss"] == pytest.approx(
         1.8169 + 482.01 / d["params"] ** 0.3478 + 2085.43 / d["tokens"] ** 0.3658
     )
+
+
+def test_plan_a_list_of_laws():
+    out = json.loads(
+        run_cli(
+            "plan", "--law", "epoch,chinchilla-rounded", "--flops", "5.76e23", "--json", check=True
+        ).stdout
+    )
+    assert [d["law"] for d in out] == ["epoch", "chinchilla-rounded"]
+    assert round(out[1]["params"] / 1e9, 1) == 32.2

@@ -81,23 +81,40 @@ def _kwargs(args: Any) -> dict[str, Any]:
     }
 
 
+def _law_names(text: str) -> list[str]:
+    """``epoch``, ``all``, or a comma-separated list such as ``all,fit:study/fit/approach3_total.json``."""
+    from scaling.laws import LAW_NAMES
+
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        names.extend(LAW_NAMES if part.lower() == "all" else [part])
+    if not names:
+        raise UsageError("law: give a law name, 'all', or fit:PATH")
+    return names
+
+
 def run(args: Any) -> int:
     from scaling.planner import PlanError, plan, plan_all
 
     kwargs = _kwargs(args)
+    names = _law_names(args.law)
     skipped: dict[str, str] = {}
     try:
-        if args.law.strip().lower() == "all":
-            plans = plan_all(skipped=skipped, **kwargs)
+        if len(names) > 1:
+            plans = plan_all(names, skipped=skipped, **kwargs)
             if not plans:
-                raise UsageError(f"law=all: no law answers this question ({next(iter(skipped.values()))})")
+                raise UsageError(
+                    f"law={args.law}: no law answers this question ({next(iter(skipped.values()))})"
+                )
         else:
-            plans = [plan(law=args.law, **kwargs)]
+            plans = [plan(law=names[0], **kwargs)]
     except PlanError as e:
         raise UsageError(str(e)) from None
     if args.json:
         out = [p.to_dict() for p in plans]
-        emit_json(out if args.law.strip().lower() == "all" else out[0])
+        emit_json(out if len(names) > 1 else out[0])
         return 0
     from scaling.commands._plan_table import render
 
