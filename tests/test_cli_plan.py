@@ -130,6 +130,7 @@ def test_params_from_flags_and_errors():
     assert missing.returncode == 2 and "hf-config" in missing.stderr
 
 
+@pytest.mark.slow
 def test_plan_with_a_fitted_law(tmp_path):
     """``--law fit:PATH`` reads a fit saved by ``scaling fit`` (here: Epoch's constants as a fit)."""
     fit = pytest.importorskip("scaling.fit")
