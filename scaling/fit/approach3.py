@@ -185,7 +185,8 @@ class Approach3:
             starts = optim.linear_starts(exps, problem.logn, problem.logd, loss, w)
             starts = np.vstack([starts, HOFFMANN_THETA])
         starts = self._theta_fixed(starts)
-        theta, f, _ = optim.levenberg_marquardt(problem, starts, rtol=1e-10)
+        # 150 iterations bring every start that can win near its optimum; the polish finishes it
+        theta, f, _ = optim.levenberg_marquardt(problem, starts, rtol=1e-10, max_iter=150)
         if not np.isfinite(f).any():
             raise FitRefusal("DATA: no start reached a finite objective; check the losses and sizes")
         best = theta[int(np.nanargmin(f))]
