@@ -130,6 +130,7 @@ class Approach3:
             "residual_scale": float(1.4826 * np.median(np.abs(resid))),
             "bootstrap": {"n": 0 if draws is None else len(draws), "seed": self.seed, "failed": n_failed},
             "params_col": data.attrs.get("params_col"),
+            "max_flops": float(data["flops"].max()),
             **extra,
         }
         return LawFit(
