@@ -157,3 +157,13 @@ def test_load_law_refuses_bad_files(tmp_path):
     (tmp_path / "x.json").write_text("[1, 2]")
     with pytest.raises(UsageError, match="not a saved fit"):
         load_law(tmp_path / "x.json")
+
+
+def test_fit_package_imports_no_heavy_modules():
+    import subprocess
+    import sys
+
+    code = "import sys, scaling.fit; print(sorted(m for m in ('torch', 'plotly', 'submitit', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(__import__("tests.conftest").conftest.ROOT))
+    assert out.stdout.strip() == "[]"

@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(fit.summary())
     if fit.form == "chinchilla":
-        for c in (1e18, 1e21, 1e24):
+        top = float(fit.info.get("max_flops") or 1e21)
+        for c in (top, 10 * top, 100 * top):
             a = fit.optimal_allocation(c)
             print(f"C = {c:.0e}: N* = {a.params:.4g}, D* = {a.tokens:.4g} ({a.tokens_per_param:.1f} tokens/param)")
     if bt is not None:

@@ -95,6 +95,26 @@ def power_law_fit(minima: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def allocation_fit(approach: str, minima: list[dict[str, Any]], data: pd.DataFrame) -> LawFit:
+    """The :class:`LawFit` of OLS power laws through per-budget (or per-run) optima."""
+    ols = power_law_fit(minima)
+    params = {
+        "n_coef": math.exp(ols["n"]["params"][0]),
+        "n_exponent": ols["n"]["params"][1],
+        "d_coef": math.exp(ols["d"]["params"][0]),
+        "d_exponent": ols["d"]["params"][1],
+    }
+    return LawFit(
+        approach=approach,
+        form="allocation",
+        params=params,
+        n_points=len(data),
+        estimator="ols",
+        param_convention=data.attrs.get("param_convention", "total"),
+        info={"ols": ols, "minima": minima, "params_col": data.attrs.get("params_col")},
+    )
+
+
 @dataclass(frozen=True)
 class Approach2:
     """IsoFLOP parabolas per budget, then OLS power laws ``N*(C)``, ``D*(C)``.
@@ -120,19 +140,4 @@ class Approach2:
         for m in minima:
             if not m["interior"]:
                 raise FitRefusal(f"budget {m['flops']:.4g} FLOPs: minimum not interior: {m['reason']}")
-        ols = power_law_fit(minima)
-        params = {
-            "n_coef": math.exp(ols["n"]["params"][0]),
-            "n_exponent": ols["n"]["params"][1],
-            "d_coef": math.exp(ols["d"]["params"][0]),
-            "d_exponent": ols["d"]["params"][1],
-        }
-        return LawFit(
-            approach="2",
-            form="allocation",
-            params=params,
-            n_points=len(data),
-            estimator="ols",
-            param_convention=data.attrs.get("param_convention", "total"),
-            info={"ols": ols, "minima": minima, "params_col": data.attrs.get("params_col")},
-        )
+        return allocation_fit("2", minima, data)

@@ -130,6 +130,7 @@ class Approach3:
             "residual_scale": float(1.4826 * np.median(np.abs(resid))),
             "bootstrap": {"n": 0 if draws is None else len(draws), "seed": self.seed, "failed": n_failed},
             "params_col": data.attrs.get("params_col"),
+            "max_flops": float(data["flops"].max()),
             **extra,
         }
         return LawFit(
@@ -185,7 +186,8 @@ class Approach3:
             starts = optim.linear_starts(exps, problem.logn, problem.logd, loss, w)
             starts = np.vstack([starts, HOFFMANN_THETA])
         starts = self._theta_fixed(starts)
-        theta, f, _ = optim.levenberg_marquardt(problem, starts, rtol=1e-10)
+        # 150 iterations bring every start that can win near its optimum; the polish finishes it
+        theta, f, _ = optim.levenberg_marquardt(problem, starts, rtol=1e-10, max_iter=150)
         if not np.isfinite(f).any():
             raise FitRefusal("DATA: no start reached a finite objective; check the losses and sizes")
         best = theta[int(np.nanargmin(f))]

@@ -47,7 +47,7 @@ def isoflop_optimum(law: Any, group: pd.DataFrame, span: float = 3.0) -> tuple[f
         return float(law.loss(math.exp(x), math.exp(c + k * x)))
 
     grid = np.linspace(lo, hi, 601)
-    values = np.array([loss_at(x) for x in grid])
+    values = np.asarray(law.loss(np.exp(grid), np.exp(c + k * grid)), float)
     i = int(np.nanargmin(values))
     a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     res = optimize.minimize_scalar(loss_at, bounds=(a, b), method="bounded", options={"xatol": 1e-9})
