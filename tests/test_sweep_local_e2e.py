@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import scaling
+import scaling.sweep
 from scaling.store import SweepStore
 from scaling.sweep import resume, status
 
@@ -96,3 +97,31 @@ def test_sigkill_of_a_run_then_resume(tmp_path, cache):
     assert rd.read_status()["attempts"] == 2
     df = scaling.load_runs(out)
     assert set(df["status"]) == {"done"} and (df["eval_loss"] < 6.0).all()  # ln(384) = 5.95: they learned
+
+
+@pytest.mark.slow
+def test_wsd_branches_train_from_their_trunk(tmp_path, cache):
+    """The trunk runs first; each cooldown branch starts from the trunk's checkpoint at its branch point."""
+    spec = tmp_path / "wsd.yaml"
+    spec.write_text("""\
+name: wsd-e2e
+backend: local
+backend_options: {save_model: false}
+data: {source: "builtin:shakespeare", max_chars: 200000}
+model: {vocab: 384, seq_len: 64}
+train: {batch: 1024, lr: 0.01, checkpoint_every: 10, eval_tokens: 4096, schedule: {kind: wsd, warmup_frac: 0.05, final_frac: 0.0}}
+grid: {kind: wsd_branches, sizes: [{layers: 1, hidden: 16, heads: 2}], tokens: [40960, 81920], cooldown_frac: 0.25}
+executor: {kind: debug, retries: 0}
+""")
+    s = scaling.sweep.launch(spec, tmp_path / "out", progress=False, cache_dir=cache)
+    assert s["done"] == 3 and s["failed"] == 0
+    df = scaling.load_runs(tmp_path / "out").sort_values("steps")
+    trunk = df[df["branch_of"].isna()].iloc[0]
+    branches = df[df["branch_of"].notna()]
+    assert set(branches["branch_of"]) == {trunk["run_id"]} and len(branches) == 2
+    long = SweepStore(tmp_path / "out").run(branches.iloc[-1]["run_id"])
+    tr = SweepStore(tmp_path / "out").run(trunk["run_id"])
+    start = long.read_spec()["branch_from_tokens"] // 1024
+    # the branch's first steps are the trunk's, copied; the cooldown is its own
+    assert [m["loss"] for m in long.read_metrics()[:start]] == [m["loss"] for m in tr.read_metrics()[:start]]
+    assert branches.iloc[-1]["eval_loss"] < trunk["eval_loss"]  # more tokens, and a cooldown: lower loss
