@@ -60,7 +60,9 @@ def test_unknown_grid_kind_lists_kinds():
 def test_missing_and_conflicting_fields():
     assert "grid" in _err("name: t\n")
     msg = _err(GOOD.replace("  budgets: [1e11, 2e11]\n", "  budgets: [1e11]\n  around_optimum: {k: 3}\n"))
-    assert "exactly one of sizes" in msg
+    assert "fewer than around_optimum.k=3" in msg  # sizes with around_optimum is a ladder: too short here
+    msg = _err(GOOD.replace("  sizes:\n", "  sizes_per_budget: {1e11: [1e4]}\n  sizes:\n"))
+    assert "give one of sizes, sizes_per_budget or around_optimum" in msg
     assert "backend" in _err(GOOD + "backend: nope\n") and "local" in _err(GOOD + "backend: nope\n")
     assert "not valid YAML" in _err("name: [t\n")
 

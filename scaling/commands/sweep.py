@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         q.add_argument("--max-parallel", type=int, default=None, help="runs at once (local: default one per core)")
         q.add_argument("--threads", type=int, default=None, help="threads per run (local: default cores / runs at once)")
         q.add_argument("--retries", type=int, default=None, help="retries of a failed run (default: the spec's)")
+        q.add_argument("--cache-dir", default=None, help="where the backend prepares data (default: DIR/data)")
         q.add_argument("--quiet", action="store_true", help="no progress display")
         add_json_flag(q)
 
@@ -122,7 +123,8 @@ def _launch(args: argparse.Namespace) -> int:
 
         raise UsageError(f"--retries={args.retries}: must be 0 or more")
     kw: dict[str, Any] = {"executor": args.executor, "max_parallel": args.max_parallel, "threads": args.threads,
-                          "retries": args.retries, "progress": False if (args.quiet or args.json) else None}
+                          "retries": args.retries, "progress": False if (args.quiet or args.json) else None,
+                          "cache_dir": args.cache_dir}
     summary = launch(args.spec, args.out, **kw) if args.action == "launch" else resume(args.dir, **kw)
     if args.json:
         emit_json(summary)

@@ -167,7 +167,8 @@ def batch_tokens_for(rule: BatchRule, shape: ModelShape, tokens_estimate: float)
         b = max(b, rule.min_tokens)
     if rule.max_tokens:
         b = min(b, rule.max_tokens)
-    return max(1, round(b / seq)) * seq
+    m = rule.sequences_multiple
+    return max(1, round(b / seq / m)) * m * seq
 
 
 def lr_for(rule: LrRule, shape: ModelShape, tokens: float, count: str) -> float:

@@ -216,10 +216,22 @@ class _InlineJob:
 
         self.job_id = "debug"
         self._exc: BaseException | None = None
+        saved = {k: os.environ.get(k) for k in THREAD_ENV}
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch is not None else None
         try:
             DelayedSubmission(task).result()
         except Exception as e:
             self._exc = e
+        finally:  # the run set this process's thread counts: give the caller its own back
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            torch = sys.modules.get("torch")
+            if torch is not None:
+                torch.set_num_threads(threads or os.cpu_count() or 1)
 
     def done(self) -> bool:
         return True
@@ -764,9 +776,11 @@ def status(out_dir: str | Path) -> dict[str, Any]:
         rows.append({
             "run_id": rd.run_id, "name": spec.get("name"), "budget": spec.get("budget"), "state": state,
             "attempts": st.get("attempts", 0), "requeues": st.get("requeues", 0), "tokens": tokens,
+            "params": (spec.get("derived") or {}).get("params"),
             "tokens_done": done_tokens, "final_loss": res.get("final_loss"), "eval_loss": res.get("eval_loss"),
             "wall_time": res.get("wall_time"), "job_id": st.get("job_id"), "error": st.get("error") if state != "done" else None,
         })
+    rows.sort(key=lambda r: (r["budget"] is None, r["budget"] or 0, r["params"] or 0, str(r["name"])))
     info = SweepLock(out).read()
     launcher = None
     if info:

@@ -92,10 +92,12 @@ class BatchRule(_Strict):
     * ``table``: ``table`` maps parameter counts (``model.count``) to tokens; the entry with the
       nearest count (in log space) applies.
 
-    The result is rounded to a whole number of sequences and clipped to ``[min_tokens, max_tokens]``.
+    The result is clipped to ``[min_tokens, max_tokens]`` and rounded to a whole number of
+    sequences, a multiple of ``sequences_multiple`` (e.g. data-parallel ranks x micro-batch).
     """
 
     rule: Literal["fixed", "deepseek", "table"] = "fixed"
+    sequences_multiple: int = Field(default=1, gt=0)
     tokens: int | None = Field(default=None, gt=0)
     table: dict[float, int] | None = None
     min_tokens: int | None = Field(default=None, gt=0)
@@ -423,6 +425,8 @@ def _format_errors(err: ValidationError, data: Any, lines: dict[tuple[Any, ...],
         path, line = _locate(tuple(e["loc"]), data, lines)
         if e["type"] == "union_tag_invalid":
             path, line = _locate((*path, "kind"), data, lines)
+        if e["type"] == "missing" and loc:
+            path = (*path, loc[-1])
         dotted = ".".join(str(p) for p in path) or "(top level)"
         if e["type"] == "extra_forbidden":
             key = str(path[-1]) if path else dotted
@@ -431,6 +435,8 @@ def _format_errors(err: ValidationError, data: Any, lines: dict[tuple[Any, ...],
             msg = f"unknown key {key!r}{hint}"
         elif e["type"] == "union_tag_invalid":
             msg = f"unknown grid kind {e['input'].get('kind')!r}: choose one of {', '.join(GRID_KINDS)}" if isinstance(e.get("input"), Mapping) else str(e["msg"])
+        elif e["type"] == "missing":
+            msg = "required; add it"
         elif e["type"] == "union_tag_not_found":
             msg = f"missing 'kind': choose one of {', '.join(GRID_KINDS)}"
         else:
