@@ -62,8 +62,11 @@ def resolve_model(path: str | Path) -> tuple[Path, Path | None]:
 def _data(
     sft_data: str | None, dpo_data: str | None, demo: DemoOptions, eval_frac: float, seed: int
 ) -> tuple[dict[str, list[Record]], dict[str, Any]]:
+    # user data first: a malformed record is reported before any corpus is read or model loaded
+    user = {kind: load_records(src, kind) for kind, src in (("sft", sft_data), ("dpo", dpo_data))  # type: ignore[arg-type]
+            if src not in (None, "builtin")}
     tasks: DemoTasks | None = None
-    if sft_data in (None, "builtin") or dpo_data in (None, "builtin"):
+    if len(user) < 2:
         tasks = demo_tasks(
             corpus_text(demo.corpus), n_train=demo.n_train, n_eval=demo.n_eval,
             prompt_words=demo.prompt_words, completion_words=demo.completion_words, seed=seed,
@@ -76,8 +79,7 @@ def _data(
             sets[f"{kind}_train"], sets[f"{kind}_eval"] = getattr(tasks, f"{kind}_train"), getattr(tasks, f"{kind}_eval")
             info[kind] = {"source": f"builtin ({demo.corpus})", **asdict(demo)}
         else:
-            records = load_records(src, kind)  # type: ignore[arg-type]
-            sets[f"{kind}_train"], sets[f"{kind}_eval"] = split_records(records, eval_frac, seed)
+            sets[f"{kind}_train"], sets[f"{kind}_eval"] = split_records(user[kind], eval_frac, seed)
             info[kind] = {"source": str(src), "eval_frac": eval_frac}
         info[kind].update(train=len(sets[f"{kind}_train"]), held_out=len(sets[f"{kind}_eval"]))
     return sets, info
@@ -145,9 +147,9 @@ def align(
     out = Path(out_dir) if out_dir is not None else (study or model.parent) / "align"
     sft = sft or SFTOptions(seed=seed)
     dpo = DPOOptions(**{**asdict(dpo or DPOOptions(seed=seed)), "beta": beta, "loss_type": loss_type})
+    sets, info = _data(sft_data, dpo_data, demo, eval_frac, seed)
     set_threads(threads)
     quiet()
-    sets, info = _data(sft_data, dpo_data, demo, eval_frac, seed)
     sft_eval, dpo_eval = sets["sft_eval"][:max_eval], sets["dpo_eval"][:max_eval]
     tok = load_tokenizer(model)
 

@@ -26,12 +26,12 @@ SELECT_FILE = "select.json"
 
 def load_law(path: str | Path) -> Any:
     """A fitted law from ``LawFit.to_dict()`` JSON."""
-    from scaling.fit import LawFit
-
     p = Path(path)
     data = read_json(p)
     if data is None:
         raise UsageError(f"fit={p}: no such file; run `scaling fit` first or name a fit JSON")
+    from scaling.fit import LawFit
+
     try:
         return LawFit.from_dict(data)
     except Exception as e:
