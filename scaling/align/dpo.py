@@ -16,12 +16,12 @@ Output folder: ``OUT/spec.json  metrics.jsonl  model/  result.json`` (result.jso
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from scaling.align.data import Record
+from scaling.align.model import StageOptions
 from scaling.errors import UsageError
 from scaling.store import RunDir
 
@@ -29,29 +29,22 @@ LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca
 
 
 @dataclass(frozen=True)
-class DPOOptions:
-    """DPO hyperparameters. ``lr`` is above TRL's 1e-6 default, which suits billion-parameter
-    models; the small models here need larger steps to move in a few hundred updates."""
+class DPOOptions(StageOptions):
+    """DPO hyperparameters. ``lr`` is far above TRL's 1e-6 default, which suits
+    billion-parameter models; the small models here need larger steps to move in a hundred updates."""
 
-    steps: int = 100
     lr: float = 5e-4
     beta: float = 0.1
     loss_type: str = "sigmoid"
-    batch_size: int = 16
-    max_length: int = 256
-    eval_every: int = 25
-    seed: int = 0
+
+    STAGE: ClassVar[str] = "dpo"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.loss_type not in LOSS_TYPES:
             raise UsageError(f"dpo.loss_type={self.loss_type!r}: use one of {', '.join(LOSS_TYPES)}")
         if not self.beta > 0:
             raise UsageError(f"dpo.beta={self.beta}: must be positive (0.1 is usual)")
-        for name in ("steps", "batch_size", "max_length", "eval_every"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"dpo.{name}={getattr(self, name)}: must be at least 1")
-        if not self.lr > 0:
-            raise UsageError(f"dpo.lr={self.lr}: must be positive")
 
 
 def run_dpo(
@@ -63,62 +56,18 @@ def run_dpo(
     source: str | None = None,
 ) -> dict[str, Any]:
     """Train ``model_dir`` (policy and reference) on ``train`` pairs; write ``out_dir``."""
-    import datasets
     from trl import DPOConfig, DPOTrainer
 
-    from scaling.align.model import (
-        drop_printer,
-        load_model,
-        load_tokenizer,
-        metrics_callback,
-        quiet,
-        save_model,
-        tail_loss,
-        trainer_kwargs,
-    )
+    from scaling.align.model import train_stage
 
-    rd = RunDir(out_dir)
-    rd.path.mkdir(parents=True, exist_ok=True)
-    rd.write_spec({"stage": "dpo", "base_model": str(model_dir), "data": source, "options": asdict(opts),
-                   "train_records": len(train), "eval_records": len(held_out)})
-    rd.mark_running()
-    quiet()
-    tok = load_tokenizer(model_dir)
-    model = load_model(model_dir)
-    config = DPOConfig(
-        **trainer_kwargs(rd.path, steps=opts.steps, lr=opts.lr, batch_size=opts.batch_size,
-                         seed=opts.seed, eval_every=opts.eval_every),
-        beta=opts.beta,
-        loss_type=[opts.loss_type],
-        max_length=opts.max_length,
-    )
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=None,  # reloaded from model_dir: the frozen starting point
-        args=config,
-        train_dataset=datasets.Dataset.from_list(train),
-        eval_dataset=datasets.Dataset.from_list(held_out),
-        processing_class=tok,
-        callbacks=[metrics_callback(rd)],
-    )
-    drop_printer(trainer)
-    t0 = time.perf_counter()
-    out = trainer.train()
-    wall = time.perf_counter() - t0
-    final_eval = trainer.evaluate()
-    rd.append_metrics([{"step": opts.steps, "final": True,
-                        **{k: float(v) for k, v in final_eval.items() if isinstance(v, (int, float))}}])
-    save_model(trainer.model, tok, rd.path / "model")
-    result = {
-        "stage": "dpo",
-        "final_loss": tail_loss(rd, float(out.training_loss)),
-        "eval_loss": float(final_eval["eval_loss"]),
-        "eval_rewards_accuracies": float(final_eval.get("eval_rewards/accuracies", float("nan"))),
-        "eval_rewards_margins": float(final_eval.get("eval_rewards/margins", float("nan"))),
-        "steps": int(out.global_step),
-        "wall_time": wall,
-        "model": str(rd.path / "model"),
-    }
-    rd.write_result(result)
+    def make(model: Any, tok: Any, common: dict, train_ds: Any, eval_ds: Any, callbacks: list) -> Any:
+        config = DPOConfig(**common, beta=opts.beta, loss_type=[opts.loss_type], max_length=opts.max_length)
+        # ref_model=None: TRL reloads the reference from model_dir, the frozen starting point
+        return DPOTrainer(model=model, ref_model=None, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
+                          processing_class=tok, callbacks=callbacks)
+
+    result = train_stage("dpo", model_dir, train, held_out, out_dir, opts, source, make)
+    result["eval_rewards_accuracies"] = result["eval"].get("eval_rewards/accuracies")
+    result["eval_rewards_margins"] = result["eval"].get("eval_rewards/margins")
+    RunDir(out_dir).write_result(result)
     return result
-

@@ -8,10 +8,33 @@ where there is no accelerator, and ``report_to="none"`` so no logger integration
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from scaling.errors import UsageError
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """Hyperparameters every TRL stage shares; ``stage`` names them in error messages."""
+
+    steps: int = 100
+    lr: float = 1e-3
+    batch_size: int = 16
+    max_length: int = 256
+    eval_every: int = 25
+    seed: int = 0
+
+    STAGE: ClassVar[str] = "stage"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "max_length", "eval_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{self.STAGE}.{name}={getattr(self, name)}: must be at least 1")
+        if not self.lr > 0:
+            raise UsageError(f"{self.STAGE}.lr={self.lr}: must be positive")
+
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -186,3 +209,61 @@ def tail_loss(run_dir: Any, default: float) -> float:
     losses = [r["loss"] for r in run_dir.read_metrics() if "loss" in r and not r.get("final")]
     tail = losses[-max(1, len(losses) // 10) :]
     return sum(tail) / len(tail) if tail else default
+
+
+def stage_spec(stage: str, model_dir: Any, source: str | None, opts: Any, n_train: int, n_eval: int) -> dict[str, Any]:
+    """What a stage's result depends on; a finished stage with the same spec is reused."""
+    from dataclasses import asdict
+
+    return {"stage": stage, "base_model": str(model_dir), "data": source, "options": asdict(opts),
+            "train_records": n_train, "eval_records": n_eval}
+
+
+def train_stage(
+    stage: str,
+    model_dir: Any,
+    train: list[dict[str, Any]],
+    held_out: list[dict[str, Any]],
+    out_dir: Any,
+    opts: Any,
+    source: str | None,
+    make_trainer: Any,
+) -> dict[str, Any]:
+    """Run one TRL stage into a store folder: spec, per-step metrics, final held-out eval, model, result.
+
+    ``make_trainer(model, tokenizer, common_args, train_ds, eval_ds, callbacks)`` builds the
+    trainer; ``opts`` has steps, lr, batch_size, seed and eval_every. Returns the result dict
+    with the final eval metrics under ``eval``.
+    """
+    import time
+
+    import datasets
+
+    from scaling.store import RunDir
+
+    rd = RunDir(out_dir)
+    rd.path.mkdir(parents=True, exist_ok=True)
+    rd.write_spec(stage_spec(stage, model_dir, source, opts, len(train), len(held_out)))
+    rd.mark_running()
+    quiet()
+    tok = load_tokenizer(model_dir)
+    common = trainer_kwargs(rd.path, steps=opts.steps, lr=opts.lr, batch_size=opts.batch_size,
+                            seed=opts.seed, eval_every=opts.eval_every)
+    trainer = make_trainer(load_model(model_dir), tok, common, datasets.Dataset.from_list(train),
+                           datasets.Dataset.from_list(held_out), [metrics_callback(rd)])
+    drop_printer(trainer)
+    t0 = time.perf_counter()
+    out = trainer.train()
+    wall = time.perf_counter() - t0
+    final = {k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))}
+    rd.append_metrics([{"step": int(out.global_step), "final": True, **final}])
+    save_model(trainer.model, tok, rd.path / "model")
+    return {
+        "stage": stage,
+        "final_loss": tail_loss(rd, float(out.training_loss)),
+        "eval_loss": final["eval_loss"],
+        "steps": int(out.global_step),
+        "wall_time": wall,
+        "model": str(rd.path / "model"),
+        "eval": final,
+    }

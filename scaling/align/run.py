@@ -94,8 +94,9 @@ def _run_stage(
     name: str, fn: Callable[..., dict], model: Path, train: list[Record], held: list[Record],
     out: Path, opts: Any, source: str, log: Callable[[str], None],
 ) -> dict[str, Any]:
-    spec = {"stage": name, "base_model": str(model), "data": source, "options": asdict(opts),
-            "train_records": len(train), "eval_records": len(held)}
+    from scaling.align.model import stage_spec
+
+    spec = stage_spec(name, model, source, opts, len(train), len(held))
     if _stage_done(out, spec):
         log(f"{name}: done before, reusing {out / 'model'}")
         return RunDir(out).read_result() or {}
