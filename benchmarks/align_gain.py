@@ -30,12 +30,14 @@ def train_tiny_model(out: Path, threads: int) -> Path:
     from scaling.runspec import DataSpec, OptimizerSpec, RunSpec, ShapeSpec
     from scaling.store import RunDir
 
-    hidden = 64
+    # the size the quickstart's law picks at its largest budget (8e11 FLOPs, ~200 tokens per
+    # non-embedding parameter): 2 layers of width 32
+    hidden = 32
     spec = RunSpec(
         shape=ShapeSpec(layers=2, hidden=hidden, heads=2, vocab=1024, seq_len=128, ffn=3 * hidden),
-        tokens=2_048 * 600,
+        tokens=2_048 * 1_500,
         batch_tokens=2_048,
-        optimizer=OptimizerSpec(lr=0.32 / hidden),
+        optimizer=OptimizerSpec(lr=min(1e-2, 0.32 / hidden)),
         data=DataSpec(source="builtin:default"),
         name="align-bench",
         backend_options={"threads": threads},

@@ -153,3 +153,22 @@ def test_write_jsonl_round_trip(tmp_path):
     t = demo_tasks(TEXT, n_train=4, n_eval=2, prompt_words=5, completion_words=3)
     write_jsonl(tmp_path / "dpo.jsonl", t.dpo_train)
     assert load_records(tmp_path / "dpo.jsonl", "dpo") == t.dpo_train
+
+
+def test_windows_stay_inside_documents():
+    docs = [" ".join(f"a{i}" for i in range(50)), " ".join(f"b{i}" for i in range(50))]
+    t = demo_tasks(docs, n_train=4, n_eval=2, prompt_words=6, completion_words=4, seed=0)
+    for r in t.sft_train + t.sft_eval:
+        words = (r["prompt"] + r["completion"]).split()
+        assert len({w[0] for w in words}) == 1  # all from one document
+
+
+def test_corpus_documents_are_the_held_out_tails(tmp_path):
+    from scaling.align.data import corpus_documents
+
+    (tmp_path / "a.txt").write_text("".join(f"line a{i}\n" for i in range(100)))
+    (tmp_path / "b.txt").write_text("".join(f"line b{i}\n" for i in range(100)))
+    tails = corpus_documents(str(tmp_path), tail_frac=0.1)
+    assert len(tails) == 2
+    assert tails[0].split()[-1] == "a99" and "a50" not in tails[0]
+    assert len(corpus_documents(str(tmp_path), tail_frac=None)[0]) > 5 * len(tails[0])

@@ -18,8 +18,9 @@ field; nothing is dropped silently.
 
 Built-in demo tasks (:func:`demo_tasks`), made from a text corpus, no download:
 
-* The text is cut into non-overlapping windows of ``prompt_words + completion_words``
-  whitespace-separated words (line breaks kept); windows are shuffled with ``seed`` and split
+* The text (by default the last 2% of each document of the pretraining corpus, the part the
+  local backend holds out of pretraining) is cut into non-overlapping windows of ``prompt_words + completion_words``
+  whitespace-separated words (line breaks kept) within each document; windows are shuffled with ``seed`` and split
   into train and held-out sets (a window is in exactly one set).
 * SFT: prompt = the first ``prompt_words`` words of a window, completion = the next
   ``completion_words`` words (its true continuation).
@@ -273,7 +274,7 @@ def _pairs(windows: list[list[str]], prompt_words: int) -> list[tuple[str, str]]
 
 
 def demo_tasks(
-    text: str,
+    text: str | Sequence[str],
     *,
     n_train: int = 512,
     n_eval: int = 128,
@@ -281,10 +282,12 @@ def demo_tasks(
     completion_words: int = 12,
     seed: int = 0,
 ) -> DemoTasks:
-    """SFT and DPO records from ``text`` by the generator in this module's docstring."""
+    """SFT and DPO records from ``text`` (one string or a list of documents; windows never
+    cross a document boundary) by the generator in this module's docstring."""
     if n_train < 2 or n_eval < 2:
         raise UsageError(f"n_train={n_train}, n_eval={n_eval}: need at least 2 of each")
-    windows = _windows(text, prompt_words + completion_words)
+    docs = [text] if isinstance(text, str) else list(text)
+    windows = [w for d in docs for w in _windows(d, prompt_words + completion_words)]
     need = n_train + n_eval
     if len(windows) < need:
         raise UsageError(
@@ -305,12 +308,17 @@ def demo_tasks(
     return DemoTasks(**out)
 
 
-def corpus_text(source: str = "builtin:default", max_chars: int | None = 2_000_000) -> str:
-    """The pretraining corpus text (the local backend's loader), for the demo tasks."""
-    from scaling.backends.local.data import load_text
+def corpus_documents(source: str = "builtin:default", tail_frac: float | None = 0.02) -> list[str]:
+    """Documents of a pretraining corpus (the local backend's reader), for the demo tasks.
 
-    text = load_text(source)
-    return text[:max_chars] if max_chars else text
+    With ``tail_frac`` (default 0.02, ``DataSpec.val_frac``'s default), only the last
+    ``tail_frac`` of each document, which the local backend holds out of pretraining: the demo
+    tasks then use text the pretrained model never trained on.
+    """
+    from scaling.backends.local.data import _split_docs, load_documents
+
+    docs = [d for d in load_documents(source) if d.strip()]
+    return _split_docs(docs, tail_frac)[1] if tail_frac else docs
 
 
 def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:

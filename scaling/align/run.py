@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scaling.align.data import DemoTasks, Record, corpus_text, demo_tasks, load_records, split_records
+from scaling.align.data import DemoTasks, Record, corpus_documents, demo_tasks, load_records, split_records
 from scaling.align.dpo import DPOOptions
 from scaling.align.sft import SFTOptions
 from scaling.errors import UsageError
@@ -37,6 +37,7 @@ class DemoOptions:
     prompt_words: int = 24
     completion_words: int = 12
     corpus: str = "builtin:default"
+    tail_frac: float | None = 0.02  # the part of each document pretraining held out; None: all of it
 
 
 def resolve_model(path: str | Path) -> tuple[Path, Path | None]:
@@ -68,7 +69,7 @@ def _data(
     tasks: DemoTasks | None = None
     if len(user) < 2:
         tasks = demo_tasks(
-            corpus_text(demo.corpus), n_train=demo.n_train, n_eval=demo.n_eval,
+            corpus_documents(demo.corpus, demo.tail_frac), n_train=demo.n_train, n_eval=demo.n_eval,
             prompt_words=demo.prompt_words, completion_words=demo.completion_words, seed=seed,
         )
     sets: dict[str, list[Record]] = {}
