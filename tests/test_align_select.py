@@ -122,3 +122,27 @@ def test_bad_input(study, tmp_path):
     assert proc.returncode == 2 and "none.json" in proc.stderr
     proc = run_cli("select", str(path), "--budget", "lots", timeout=60)
     assert proc.returncode == 2 and "--budget" in proc.stderr
+
+
+def test_cli_with_a_saved_fit_picks_what_the_law_says(study):
+    """`scaling select STUDY` reads the study's own fit JSON (LawFit.to_dict) and follows its N*."""
+    import json
+
+    from scaling.fit import LawFit
+    from scaling.store import atomic_write_json
+
+    path, _ = study
+    # Chinchilla form with alpha = beta: N* = G (C/6)^0.5, G = (A/B)^(1/(2 alpha)) (Hoffmann et al. 2022, eq. 4)
+    fit = LawFit(approach="3", form="chinchilla", n_points=18, param_convention="non_embedding",
+                 params={"E": 1.8, "A": 400.0, "B": 900.0, "alpha": 0.34, "beta": 0.34})
+    atomic_write_json(path / "fit" / "approach3_non_embedding.json", fit.to_dict())
+    proc = run_cli("select", str(path), "--budget", "3e11", "--json", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    choice = json.loads(proc.stdout)
+    n_opt = fit.optimal_allocation(3e11).params
+    want = min(HIDDENS, key=lambda h: abs(math.log(_spec(h, 3e11).non_embedding_params / n_opt)))
+    assert choice["run_id"] == _spec(want, 3e11).run_id
+    assert choice["n_opt"] == pytest.approx(n_opt) and choice["fit_file"].endswith("approach3_non_embedding.json")
+    assert choice["predicted_loss"] == pytest.approx(fit.loss(choice["non_embedding_params"], choice["tokens"]))
+    proc = run_cli("select", str(path), "--budget", "3e11", timeout=120)  # the table for people
+    assert proc.returncode == 0 and "chosen" in proc.stdout and choice["run_id"] in proc.stdout

@@ -44,12 +44,12 @@ def run(args: Any) -> int:
 
     table = Table(title=f"runs at C = {choice['budget']:.3g} FLOPs ({choice['param_convention']} N)")
     for col in ("run", "N", "N / N*", "loss", ""):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True)
     for c in choice["candidates"]:
         mark = "chosen" if c["run_id"] == choice["run_id"] else ""
         loss = f"{c['loss']:.4f}" if c["loss"] is not None else "-"
         table.add_row(c["run_id"], f"{c['n']:.4g}", f"{c['n'] / choice['n_opt']:.2f}", loss, mark)
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(table)
     console.print(choice["reason"], markup=False)
     console.print(f"model: {choice['model_dir']}", markup=False)
