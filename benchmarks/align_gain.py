@@ -55,9 +55,9 @@ def curves(out: Path) -> dict[str, list[tuple[int, float]]]:
     from scaling.store import read_jsonl
 
     sft = [(r["step"], r["eval_loss"]) for r in read_jsonl(out / "sft" / "metrics.jsonl")
-           if "eval_loss" in r and not r.get("final")]
+           if "eval_loss" in r]
     dpo = [(r["step"], r["eval_rewards/accuracies"]) for r in read_jsonl(out / "dpo" / "metrics.jsonl")
-           if "eval_rewards/accuracies" in r and not r.get("final")]
+           if "eval_rewards/accuracies" in r]
     return {"sft_eval_loss": sft, "dpo_eval_reward_accuracy": dpo}
 
 
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("target", nargs="?", help="a study folder or a model folder")
     ap.add_argument("--model", help="a model folder (save_pretrained + tokenizer)")
     ap.add_argument("--out", help="where align/ goes (default: a temporary folder)")
-    ap.add_argument("--sft-steps", type=int, default=100)
-    ap.add_argument("--dpo-steps", type=int, default=100)
+    ap.add_argument("--sft-steps", type=int, default=60)
+    ap.add_argument("--dpo-steps", type=int, default=40)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--loss-type", default="sigmoid")
     ap.add_argument("--demo-train", type=int, default=512)

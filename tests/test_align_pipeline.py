@@ -90,7 +90,8 @@ def test_layout_metrics_and_models(aligned):
         rows = read_jsonl(d / "metrics.jsonl")
         train = [r for r in rows if "loss" in r]
         assert [r["step"] for r in train] == list(range(1, 7))  # one row per step, full precision
-        assert any("eval_loss" in r for r in rows)
+        evals = [r["step"] for r in rows if "eval_loss" in r]
+        assert evals == [3, 6]  # every eval_every steps, the last one not repeated
     dpo_rows = read_jsonl(out / "dpo" / "metrics.jsonl")
     for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins"):
         assert any(key in r for r in dpo_rows) and any(f"eval_{key}" in r for r in dpo_rows)
@@ -120,7 +121,8 @@ def test_table_base_sft_dpo(aligned, tiny):
 def test_implicit_reward_matches_trl(aligned):
     """Our held-out implicit rewards of the DPO model equal TRL's own eval metrics on the same pairs."""
     summary, out, _ = aligned
-    final = [r for r in read_jsonl(out / "dpo" / "metrics.jsonl") if r.get("final")][-1]
+    final = [r for r in read_jsonl(out / "dpo" / "metrics.jsonl") if "eval_rewards/chosen" in r][-1]
+    assert final["step"] == 6
     dpo = summary["table"][-1]
     assert dpo["reward_chosen"] == pytest.approx(final["eval_rewards/chosen"], abs=1e-4)
     assert dpo["reward_rejected"] == pytest.approx(final["eval_rewards/rejected"], abs=1e-4)

@@ -146,3 +146,34 @@ def test_cli_with_a_saved_fit_picks_what_the_law_says(study):
     assert choice["predicted_loss"] == pytest.approx(fit.loss(choice["non_embedding_params"], choice["tokens"]))
     proc = run_cli("select", str(path), "--budget", "3e11", timeout=120)  # the table for people
     assert proc.returncode == 0 and "chosen" in proc.stdout and choice["run_id"] in proc.stdout
+
+
+@pytest.mark.slow
+def test_train_optimal_trains_a_run_at_n_opt(tmp_path):
+    """--train-optimal: a new run at N*(C), D*(C) with the local backend (tiny corpus and budget)."""
+    from scaling.align import select
+    from scaling.runspec import DataSpec
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"The {w} went to the market on day {i}.\n" for i in range(3000)
+                              for w in ("cat", "dog")[i % 2 : i % 2 + 1]))
+    budget = 3e9
+    store = SweepStore(tmp_path / "study")
+    for hidden in (16, 48):  # the law's N* lies between these: neither is optimal
+        shape = ShapeSpec(layers=2, hidden=hidden, heads=2, vocab=320, seq_len=64, ffn=3 * hidden)
+        n = shape.to_shape().non_embedding_params
+        spec = RunSpec(shape=shape, tokens=max(1024, round(budget / (6 * n) / 1024) * 1024), batch_tokens=1024,
+                       optimizer=OptimizerSpec(lr=0.01), data=DataSpec(source=str(corpus)), budget=budget,
+                       backend_options={"threads": 1}, eval_tokens=2048)
+        rd = store.run(spec.run_id)
+        rd.write_spec(spec.to_json_dict())
+        rd.write_result({"eval_loss": 3.0, "tokens": spec.tokens, "budget": budget})
+    n_opt = 27_000.0
+    law = PowerLawAllocation(g=n_opt / budget**0.5, a=0.5)
+    choice = select(store.path, fit=law, train_optimal=True)
+    assert choice["trained_optimal"] and choice["n_ratio"] == pytest.approx(1.0, abs=0.25)
+    rd = store.run(choice["run_id"])
+    assert rd.is_done() and (rd.path / "model" / "config.json").exists()
+    spec = RunSpec.from_json_dict(rd.read_spec())
+    assert 6 * spec.non_embedding_params * spec.tokens == pytest.approx(budget, rel=0.1)
+    assert choice["loss"] is not None and read_json(store.path / "select.json")["run_id"] == choice["run_id"]

@@ -167,7 +167,8 @@ def stage_row(scores: StageScores, reference: StageScores | None, beta: float) -
 def generate(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: Sequence[Any], max_new_tokens: int = 24
 ) -> list[dict[str, str]]:
-    """Greedy continuations of a few prompts (chat prompts get the generation prompt)."""
+    """Greedy continuations of a few prompts, no trigram repeated (chat prompts get the
+    generation prompt)."""
     import torch
 
     out = []
@@ -188,6 +189,7 @@ def generate(
                 attention_mask=torch.ones_like(x),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
+                no_repeat_ngram_size=3,  # small greedy models loop; this keeps the samples readable
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=tok.eos_token_id,
             )

@@ -206,7 +206,7 @@ def drop_printer(trainer: Any) -> None:
 
 def tail_loss(run_dir: Any, default: float) -> float:
     """Mean train loss of the last tenth of the logged steps (less noisy than the last step)."""
-    losses = [r["loss"] for r in run_dir.read_metrics() if "loss" in r and not r.get("final")]
+    losses = [r["loss"] for r in run_dir.read_metrics() if "loss" in r]
     tail = losses[-max(1, len(losses) // 10) :]
     return sum(tail) / len(tail) if tail else default
 
@@ -233,7 +233,7 @@ def train_stage(
 
     ``make_trainer(model, tokenizer, common_args, train_ds, eval_ds, callbacks)`` builds the
     trainer; ``opts`` has steps, lr, batch_size, seed and eval_every. Returns the result dict
-    with the final eval metrics under ``eval``.
+    with the final held-out metrics under ``eval``.
     """
     import time
 
@@ -255,8 +255,7 @@ def train_stage(
     t0 = time.perf_counter()
     out = trainer.train()
     wall = time.perf_counter() - t0
-    final = {k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))}
-    rd.append_metrics([{"step": int(out.global_step), "final": True, **final}])
+    final = _final_eval(rd, trainer, int(out.global_step))
     save_model(trainer.model, tok, rd.path / "model")
     return {
         "stage": stage,
@@ -267,3 +266,17 @@ def train_stage(
         "model": str(rd.path / "model"),
         "eval": final,
     }
+
+
+def _final_eval(run_dir: Any, trainer: Any, step: int) -> dict[str, float]:
+    """Held-out metrics after the last step: the in-training evaluation at that step when there
+    was one, else a fresh ``evaluate()`` (logged to the store by the metrics callback)."""
+    def last() -> dict[str, Any] | None:
+        rows = [r for r in run_dir.read_metrics() if "eval_loss" in r and r.get("step") == step]
+        return rows[-1] if rows else None
+
+    row = last()
+    if row is None:
+        trainer.evaluate()
+        row = last() or {}
+    return {k: float(v) for k, v in row.items() if k.startswith("eval_")}

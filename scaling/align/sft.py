@@ -23,7 +23,9 @@ class SFTOptions(StageOptions):
     """SFT hyperparameters. ``lr`` is far above TRL's 2e-5 default: these are tiny models
     trained in a hundred steps, not billion-parameter ones."""
 
+    steps: int = 60
     lr: float = 1e-3
+    eval_every: int = 20
 
     STAGE: ClassVar[str] = "sft"
 
