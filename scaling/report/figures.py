@@ -352,16 +352,18 @@ def backtest(study: Study) -> go.Figure | None:
     errs = [100 * (p - ach) / ach for _, p in rows]
     fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.16,
                         subplot_titles=["lowest loss at the held-out budget", "N* at the held-out budget"])
-    fig.add_trace(go.Bar(y=[r[0] for r in rows], x=[r[1] for r in rows], orientation="h", name="prediction",
-                         marker={"color": ["#1f77b4"] + ["#bbb"] * (len(rows) - 1)},
-                         text=[f"{p:.4f} ({e:+.2f}%)" for (_, p), e in zip(rows, errs, strict=True)], textposition="auto",
-                         hovertemplate="%{y}: %{x:.4f}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Scatter(y=[r[0] for r in rows], x=[r[1] for r in rows], mode="markers+text", name="prediction",
+                             marker={"color": ["#1f77b4"] + ["#999"] * (len(rows) - 1), "size": 14, "symbol": "diamond"},
+                             text=[f"{p:.4f} ({e:+.2f}%)" for (_, p), e in zip(rows, errs, strict=True)],
+                             textposition="top center", cliponaxis=False,
+                             hovertemplate="%{y}: %{x:.4f}<extra></extra>"), row=1, col=1)
     fig.add_vline(x=ach, line={"color": "black", "width": 2}, row=1, col=1)
-    fig.add_trace(go.Scatter(x=[ach], y=[rows[0][0]], mode="markers", marker={"symbol": "line-ns", "size": 1, "color": "black"},
-                             name=f"achieved {ach:.4f}", hoverinfo="skip"), row=1, col=1)
-    xlo = min(ach, *(p for _, p in rows))
-    fig.update_xaxes(range=[xlo - 0.15 * (max(ach, *(p for _, p in rows)) - xlo + 1e-3) - 0.02, None],
-                     title_text=LOSS_AXIS, row=1, col=1)
+    fig.add_annotation(x=ach, y=0.0, xref="x", yref="paper", yanchor="bottom", xanchor="left", xshift=4,
+                       showarrow=False, text=f"achieved {ach:.4f}", font={"size": 11}, bgcolor="white")
+    vals = [ach, *(p for _, p in rows)]
+    pad = 0.25 * (max(vals) - min(vals)) + 1e-3
+    fig.update_xaxes(range=[min(vals) - pad, max(vals) + pad], title_text=LOSS_AXIS, row=1, col=1)
+    fig.update_yaxes(range=[-0.6, len(rows) - 0.3], row=1, col=1)
     npred, nobs = bt.get("n_opt_predicted"), bt.get("n_opt_observed")
     if isinstance(npred, (int, float)) and isinstance(nobs, (int, float)):
         fig.add_trace(go.Bar(x=["predicted", "observed"], y=[npred, nobs], marker={"color": ["#1f77b4", "#444"]},
@@ -370,7 +372,7 @@ def backtest(study: Study) -> go.Figure | None:
         fig.update_yaxes(title_text="parameters N*", row=1, col=2)
     budget = bt.get("budget") or bt.get("flops")
     title = "Backtest" + (f" at C = {fmt_sci(float(budget))} FLOPs" if isinstance(budget, (int, float)) else "")
-    return _layout(fig, title + ": black line = achieved", showlegend=False, height=380,
+    return _layout(fig, title + ": predictions (◆) against the achieved loss (black line)", showlegend=False, height=380,
                    margin={"l": 230, "r": 20, "t": 60, "b": 60})
 
 
