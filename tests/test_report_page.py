@@ -12,19 +12,19 @@ from scaling.report import ExportUnavailable, build_report, export_figures
 from scaling.report.analysis import parabola, valleys
 from scaling.report.data import load_study
 from scaling.report.figures import all_figures
-from tests.report_study import INJECTED, read, small_study
+from tests.report_study import INJECTED, full_study_and_page, read, small_study
 
 PLOTLY_BANNER = re.compile(r"plotly\.js v\d+\.\d+\.\d+")
 
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory) -> Path:
-    return small_study(tmp_path_factory.mktemp("full") / "study")
+    return full_study_and_page(tmp_path_factory)[0]
 
 
 @pytest.fixture(scope="module")
-def full_html(full, tmp_path_factory) -> str:
-    return read(build_report(full, tmp_path_factory.mktemp("out") / "r.html"))
+def full_html(tmp_path_factory) -> str:
+    return read(full_study_and_page(tmp_path_factory)[1])
 
 
 def section_ids(page: str) -> list[str]:
@@ -78,11 +78,11 @@ def test_runs_only_no_budget_still_builds(tmp_path):
 
 
 def test_fit_numbers_reach_the_page(full, full_html):
-    fit = json.loads((full / "fit" / "approach2_non_embedding.json").read_text())
-    exp = fit["n_opt"]["exponent"]
+    fit = json.loads((full / "fit" / "approach3_non_embedding.json").read_text())
     conv = full_html[full_html.index('<section id="conventions">'):]
     conv = conv[: conv.index("</section>")]
-    assert f"{exp:.5g}" in conv and "Pearce" in conv and "Porian" in conv
+    assert f"{fit['a']:.5g}" in conv and "Pearce" in conv and "Porian" in conv
+    assert "fit/approach3_non_embedding.json" in conv  # the N* line comes from the fit, not the report
     bt = json.loads((full / "fit" / "backtest.json").read_text())
     assert f"{100 * bt['error']:+.2f}%" in full_html
 

@@ -157,6 +157,18 @@ class Study:
                 return f
         return None
 
+    def budget_convention(self) -> str | None:
+        """Which parameter count the budget labels use: the one with C = 6 N D closest to them."""
+        d = self.done
+        if d.empty or "budget" not in d or "tokens" not in d:
+            return None
+        err = {}
+        for conv, col in N_COLUMN.items():
+            if col in d and d[col].notna().any():
+                ratio = d["budget"] / (6.0 * d[col] * d["tokens"])
+                err[conv] = float(np.nanmedian(np.abs(np.log(ratio.astype(float)))))
+        return min(err, key=err.get) if err else None
+
     def target_flops(self) -> float | None:
         for src in (self.plan, self.summary, self.backtest):
             if isinstance(src, dict):

@@ -220,9 +220,12 @@ def _frontier_data(study: Study, conv: str) -> dict[str, Any] | None:
         return None
     loss_col = study.loss_column()
     vs = [v for v in valleys(done, col, loss_col) if v.interior]
+    # A parametric fit counts C = 6 N D with its own N; its allocation is drawn against the
+    # budget labels only when they count N the same way. IsoFLOP (approach 2) fits use the labels.
+    same = study.budget_convention()
     fit = None
-    for c in ([conv] if conv != "tokens" else list(CONVENTIONS)):
-        fit = fit or study.fit("2", c) or study.fit("3", c)
+    for c in ([conv] if conv != "tokens" else [same, *CONVENTIONS]):
+        fit = fit or study.fit("2", c) or (study.fit("3", c) if c == same else None)
     pl = None
     if fit is not None:
         pl = fit.n_opt_coef_at_c() if conv != "tokens" else fit.power_law("d_opt")
@@ -237,9 +240,35 @@ def _frontier_data(study: Study, conv: str) -> dict[str, Any] | None:
         source = "power law through the minima"
     else:
         source = f"fit/{fit.name}.json"
-    band = bootstrap_frontier(done, col, loss_col, c_grid)
-    return {"conv": conv, "valleys": vs, "c": c_grid, "y": pl["coef"] * c_grid ** pl["exponent"],
-            "band": band, "law": pl, "source": source, "target": target, "fit": fit}
+    y = pl["coef"] * c_grid ** pl["exponent"]
+    band = _fit_band(fit, c_grid, "tokens" if conv == "tokens" else "params") if fit is not None else None
+    if band is not None:
+        y, band_label = band.pop("y"), band.pop("label")
+    else:
+        band = bootstrap_frontier(done, col, loss_col, c_grid)
+        band_label = "95% bootstrap band (runs resampled per budget)"
+    return {"conv": conv, "valleys": vs, "c": c_grid, "y": y, "band": band, "band_label": band_label,
+            "law": pl, "source": source, "target": target, "fit": fit}
+
+
+def _fit_band(fit: Any, c_grid: np.ndarray, key: str) -> dict[str, Any] | None:
+    """The fit's own interval of N*(C) or D*(C) (``LawFit.allocation``: bootstrap draws or OLS)."""
+    if "form" not in fit.raw or "params" not in fit.raw:
+        return None
+    try:
+        from scaling.fit import LawFit
+
+        law = LawFit.from_dict(fit.raw)
+        rows = [law.allocation(float(c)) for c in c_grid]
+    except Exception:  # an artifact from another version: fall back to the report's bootstrap
+        return None
+    if not all(isinstance(r.get("ci"), dict) and r["ci"].get(key) for r in rows):
+        return None
+    lo = np.array([r["ci"][key][0] for r in rows], dtype=float)
+    hi = np.array([r["ci"][key][1] for r in rows], dtype=float)
+    kind = "bootstrap" if law.draws is not None else "OLS"
+    return {"y": np.array([r[key] for r in rows], dtype=float), "lo": lo, "hi": hi,
+            "label": f"95% {kind} band of fit/{fit.name}.json"}
 
 
 PALETTE = {"non_embedding": "#1f77b4", "total": "#d62728", "tokens": "#2ca02c"}
@@ -251,7 +280,7 @@ def _frontier_traces(fig: go.Figure, fd: dict[str, Any], col: int, lab: str, sym
     if band is not None:
         fig.add_trace(go.Scatter(x=np.r_[fd["c"], fd["c"][::-1]], y=np.r_[band["hi"], band["lo"][::-1]], fill="toself",
                                  fillcolor=color, opacity=0.18, line={"width": 0}, hoverinfo="skip",
-                                 name=f"95% bootstrap band, {lab}"), row=1, col=col)
+                                 name=f"{fd['band_label'].split(' (')[0].split(' of ')[0]}, {lab}"), row=1, col=col)
     fig.add_trace(go.Scatter(x=fd["c"], y=fd["y"], mode="lines", line={"color": color, "width": 2},
                              name=f"fit, {lab}: {sym} ∝ C^{fd['law']['exponent']:.3f}",
                              hovertemplate=f"C=%{{x:.3s}}<br>{sym}=%{{y:.3s}}<extra></extra>"), row=1, col=col)

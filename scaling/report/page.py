@@ -199,7 +199,7 @@ def _ci_text(fd: dict[str, Any]) -> str:
     if ci:
         return f"95% CI [{ci[0]:.3f}, {ci[1]:.3f}]"
     band = fd.get("band")
-    if band is not None:
+    if band is not None and "exponents" in band:
         lo, hi = np.percentile(band["exponents"], [2.5, 97.5])
         return f"95% bootstrap CI [{lo:.3f}, {hi:.3f}]"
     return ""
