@@ -1,8 +1,9 @@
 """Time to build the HTML report of a 100-run synthetic study, and the page's size.
 
-Targets (report issue): under 5 s and under 6 MB. Baseline from the same run: writing one bare
-plotly page of a single figure with plotly.js embedded (``fig.write_html``), the floor any
-self-contained plotly page pays; the ratio says what the report costs on top of it.
+Targets: under 5 s and under 6 MB. Baseline from the same run: reading the store
+(``scaling.load_runs`` of the runs and of the curves) plus writing a one-figure plotly page with
+plotly.js embedded (``fig.write_html``), the floor of any self-contained report of this store; the
+ratio says what the report costs on top of it. Imports are warm (as in ``scaling run``).
 
 The study is written through ``scaling.store`` (RunSpec, RunDir): IsoFLOP budgets with 20 sizes
 each, losses from a known law L(N, D) = E + A/N^alpha + B/D^beta in non-embedding N plus seeded
@@ -25,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scaling.runspec import OptimizerSpec, RunSpec, ShapeSpec  # noqa: E402
-from scaling.store import RunDir, SweepStore  # noqa: E402
+from scaling.store import RunDir, SweepStore, atomic_write_json  # noqa: E402
 
 # the synthetic study's true law, in non-embedding parameters (made-up constants of a plausible
 # size for 1e4-1e6-parameter models on a 1024-token vocabulary)
@@ -116,6 +117,19 @@ def _write_run(rd: RunDir, spec: RunSpec, n: float, rng: np.random.Generator, st
     })
 
 
+def write_fits(study: Path) -> None:
+    """Approach-3 fits in both parameter conventions (``fit/approach3_*.json``), as the pipeline
+    writes them, so the report has its fit sections; not part of the timed build."""
+    import scaling
+    from scaling.fit import Approach3, Columns
+
+    runs = scaling.load_runs(study)
+    done = runs[runs["status"] == "done"]
+    for col, conv, boot in (("non_embedding_params", "non_embedding", 200), ("params", "total", 200)):
+        fit = Approach3(bootstrap=boot, seed=0, columns=Columns(params=col, loss="eval_loss")).fit(done)
+        atomic_write_json(study / "fit" / f"approach3_{conv}.json", fit.to_dict())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=100)
@@ -123,24 +137,32 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import plotly.graph_objects as go
 
+    import scaling
     from scaling.report import build_report
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         study = make_study(root / "study", n_runs=args.runs)
+        write_fits(study)
         out = root / "report.html"
         t0 = time.perf_counter()
         build_report(study, out)
         t_report = time.perf_counter() - t0
         size = out.stat().st_size
+        t0 = time.perf_counter()
+        scaling.load_runs(study)
+        scaling.load_runs(study, curves=True)
+        t_read = time.perf_counter() - t0
         base = root / "baseline.html"
         t0 = time.perf_counter()
         go.Figure(go.Scatter(x=[1, 2], y=[1, 2])).write_html(str(base), include_plotlyjs=True)
-        t_base = time.perf_counter() - t0
+        t_page = time.perf_counter() - t0
         bsize = base.stat().st_size
+    floor = t_read + t_page
     print(f"report of {args.runs} runs: {t_report:.2f} s (target < 5 s), {size / 1e6:.2f} MB (target < 6 MB)")
-    print(f"baseline, one-figure plotly page: {t_base:.2f} s, {bsize / 1e6:.2f} MB")
-    print(f"ratio report/baseline: time {t_report / t_base:.1f}x, size {size / bsize:.2f}x")
+    print(f"baseline: reading the store (load_runs, runs and curves) {t_read:.2f} s + a one-figure "
+          f"self-contained plotly page {t_page:.2f} s, {bsize / 1e6:.2f} MB")
+    print(f"ratio report/baseline: time {t_report / floor:.2f}x, size {size / bsize:.2f}x")
     ok = t_report < 5 and size < 6e6
     print("targets met" if ok else "TARGET MISSED")
     return 0 if ok else 1

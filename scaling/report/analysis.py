@@ -30,6 +30,7 @@ class Valley:
     loss_opt: float
     interior: bool
     n_range: tuple[float, float]
+    tokens_opt: float  # D at N*, from the runs' ln D against ln N within the budget
 
 
 def parabola(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -60,20 +61,32 @@ def valleys(runs: pd.DataFrame, n_col: str, loss_col: str) -> list[Valley]:
         y = g[loss_col].to_numpy(float)
         coef, se = parabola(x, y)
         c2, c1, _ = coef
-        xs = -c1 / (2 * c2) if c2 > 0 else float(x[np.argmin(y)])
+        xs = -c1 / (2 * c2) if c2 > 0 else float("nan")
         interior = bool(c2 > 0 and x.min() < xs < x.max())
+        if not interior:  # no valley inside the sizes tried: report the best run, not an extrapolation
+            xs, se = float(x[np.argmin(y)]), float("nan")
         out.append(
             Valley(
                 budget=float(budget),
                 coef=(float(coef[0]), float(coef[1]), float(coef[2])),
                 n_opt=float(np.exp(xs)),
                 log_n_se=se,
-                loss_opt=float(np.polyval(coef, xs)),
+                loss_opt=float(np.polyval(coef, xs)) if interior else float(y.min()),
                 interior=interior,
                 n_range=(float(np.exp(x.min())), float(np.exp(x.max()))),
+                tokens_opt=_tokens_at(g, x, xs),
             )
         )
     return out
+
+
+def _tokens_at(g: pd.DataFrame, x: np.ndarray, xs: float) -> float:
+    """D at ln N = xs: within one budget ln D is linear in ln N (exactly, D = C/(6N), when N counts
+    parameters as the budget does; nearly, otherwise)."""
+    if "tokens" not in g or g["tokens"].isna().any():
+        return float("nan")
+    slope, icpt = np.polyfit(x, np.log(g["tokens"].to_numpy(float)), 1)
+    return float(np.exp(icpt + slope * xs))
 
 
 def power_law(c: np.ndarray, n: np.ndarray) -> tuple[float, float]:

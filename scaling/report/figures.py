@@ -22,8 +22,16 @@ from scaling.report.data import CONVENTION_LABEL, CONVENTIONS, N_COLUMN, Study
 
 LOSS_AXIS = "loss (nats/token)"
 MAX_CURVE_POINTS = 120
+# An explicit style instead of a plotly template: templates are deep-copied into every figure,
+# which costs more than building the figure itself.
+AXIS_STYLE = {"gridcolor": "#e6e6e6", "linecolor": "#888", "showline": True, "zeroline": False,
+              "ticks": "outside", "tickcolor": "#888", "ticklen": 4}
 LAYOUT = {
-    "template": "plotly_white",
+    "template": None,
+    "plot_bgcolor": "white",
+    "paper_bgcolor": "white",
+    "font": {"family": "system-ui, -apple-system, 'Segoe UI', sans-serif", "size": 12, "color": "#2a3f5f"},
+    "colorway": ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"],
     "height": 430,
     "margin": {"l": 70, "r": 20, "t": 60, "b": 60},
     "legend": {"font": {"size": 11}},
@@ -55,20 +63,28 @@ def budget_colors(budgets: list[float]) -> dict[float, str]:
     return dict(zip(bs, sample_colorscale("Viridis", [0.05 + 0.8 * i / (len(bs) - 1) for i in range(len(bs))]), strict=True))
 
 
+def _figure(**subplots: Any) -> go.Figure:
+    """An empty figure without a template (see AXIS_STYLE), with subplots when asked."""
+    fig = go.Figure(layout={"template": None})
+    return make_subplots(figure=fig, **subplots) if subplots else fig
+
+
 def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
     fig.update_layout(**{**LAYOUT, "title": {"text": title, "x": 0.01}, **kw})
+    fig.update_xaxes(**AXIS_STYLE)
+    fig.update_yaxes(**AXIS_STYLE)
     return fig
 
 
-def _thin(g: pd.DataFrame, x: str) -> pd.DataFrame:
-    """At most MAX_CURVE_POINTS rows, spread evenly in log x (the axes are logarithmic)."""
-    g = g[g[x] > 0]
-    if len(g) <= MAX_CURVE_POINTS:
-        return g
-    lx = np.log(g[x].to_numpy(float))
-    targets = np.linspace(lx.min(), lx.max(), MAX_CURVE_POINTS)
-    idx = np.unique(np.searchsorted(lx, targets).clip(0, len(g) - 1))
-    return g.iloc[idx]
+def _thin(x: np.ndarray) -> np.ndarray:
+    """Indices of at most MAX_CURVE_POINTS of the positive, increasing ``x``, spread evenly in log x
+    (the axes are logarithmic), always keeping the last point."""
+    ok = np.flatnonzero(x > 0)
+    if len(ok) <= MAX_CURVE_POINTS:
+        return ok
+    lx = np.log(x[ok])
+    idx = np.searchsorted(lx, np.linspace(lx[0], lx[-1], MAX_CURVE_POINTS)).clip(0, len(ok) - 1)
+    return ok[np.unique(np.r_[idx, len(ok) - 1])]
 
 
 def training_curves(study: Study) -> go.Figure | None:
@@ -80,24 +96,32 @@ def training_curves(study: Study) -> go.Figure | None:
     if cv.empty or "loss" not in cv or "tokens" not in cv:
         return None
     xs = ["tokens", "flops"] if "flops" in cv and cv["flops"].notna().any() else ["tokens"]
-    fig = make_subplots(rows=1, cols=len(xs), horizontal_spacing=0.08,
+    fig = _figure(rows=1, cols=len(xs), horizontal_spacing=0.08,
                         subplot_titles=["loss vs tokens", "loss vs compute"][: len(xs)])
     cv = cv.dropna(subset=["loss"])
-    budget = cv["budget"] if "budget" in cv else pd.Series(np.nan, index=cv.index)
-    colors = budget_colors(list(budget.dropna().unique()))
-    for key, g in cv.groupby(budget.fillna(-1.0), sort=True):
+    budget = (cv["budget"] if "budget" in cv else pd.Series(np.nan, index=cv.index)).fillna(-1.0).to_numpy(float)
+    colors = budget_colors([b for b in np.unique(budget) if b > 0])
+    names = cv["name"].where(cv["name"].notna(), cv["run_id"]) if "name" in cv else cv["run_id"]
+    codes, _ = pd.factorize(cv["run_id"])
+    order = np.argsort(codes, kind="stable")  # rows of a run stay in logged order
+    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+    runs = np.split(order, starts[1:])
+    cols = {x: cv[x].to_numpy(float) for x in xs}
+    loss, name_arr = cv["loss"].to_numpy(float), names.astype(str).to_numpy()
+    for key in sorted({budget[r[0]] for r in runs}):
         label = f"C = {fmt_sci(key)} FLOPs" if key > 0 else "no budget"
+        members = [r for r in runs if budget[r[0]] == key]
         for col, x in enumerate(xs, start=1):
-            px, py, names = [], [], []
-            for run_id, r in g.groupby("run_id", sort=False):
-                t = _thin(r.dropna(subset=[x]), x)
-                name = text(r["name"].iloc[0] if "name" in r and r["name"].notna().any() else run_id)
-                px += [_sig(t[x].to_numpy(float)), [np.nan]]
-                py += [np.round(t["loss"].to_numpy(float), 4), [np.nan]]
-                names += [name] * len(t) + [""]
+            px, py, hover = [], [], []
+            for r in members:
+                keep = r[_thin(np.nan_to_num(cols[x][r], nan=-1.0))]
+                px += [_sig(cols[x][keep]), [np.nan]]
+                py += [np.round(loss[keep], 4), [np.nan]]
+                hover += [text(name_arr[r[0]])] * len(keep) + [""]
             fig.add_trace(go.Scatter(
-                x=np.concatenate(px), y=np.concatenate(py), customdata=np.array(names, dtype=object), mode="lines", name=label, legendgroup=label, showlegend=col == 1,
-                line={"width": 1.1, "color": colors.get(key, "#888")}, opacity=0.85, connectgaps=False,
+                x=np.concatenate(px), y=np.concatenate(py), customdata=np.array(hover, dtype=object), mode="lines",
+                name=label, legendgroup=label, showlegend=col == 1, connectgaps=False, opacity=0.85,
+                line={"width": 1.1, "color": colors.get(key, "#888")},
                 hovertemplate=f"%{{customdata}}<br>{x}=%{{x:.3s}}<br>loss=%{{y:.4f}}<extra>{label}</extra>",
             ), row=1, col=col)
     fig.update_xaxes(type="log", title_text="tokens D", row=1, col=1)
@@ -123,14 +147,17 @@ def isoflop(study: Study) -> go.Figure | None:
         return None
     loss_col = study.loss_column()
     colors = budget_colors(list(done["budget"].dropna().unique()))
-    fig = go.Figure()
+    fig = _figure()
     groups: dict[str, list[int]] = {}
+    titles: dict[str, str] = {}
     for conv in CONVENTIONS:
         n_col = N_COLUMN[conv]
         if n_col not in done or done[n_col].isna().all():
             continue
         idx: list[int] = []
         vs = {v.budget: v for v in valleys(done, n_col, loss_col)}
+        titles[conv] = "IsoFLOP curves: ★ parabola minimum ±1σ" + (
+            "" if all(v.interior for v in vs.values()) else "; ✕ no interior minimum (best run)")
         visible = not groups
         for budget, g in done.dropna(subset=["budget", n_col]).groupby("budget"):
             c = colors[budget]
@@ -158,7 +185,7 @@ def isoflop(study: Study) -> go.Figure | None:
                          "arrayminus": [v.n_opt * (1 - math.exp(-se))], "color": c},
                 visible=visible,
                 hovertemplate=f"{label}: N*=%{{x:.3s}} (x/÷ {math.exp(se):.2f})<br>loss=%{{y:.4f}}"
-                + ("" if v.interior else "<br>minimum at the edge") + "<extra></extra>",
+                + ("" if v.interior else "<br>no interior minimum: best run") + "<extra></extra>",
             ))
             idx += [len(fig.data) - 2, len(fig.data) - 1]
         groups[conv] = idx
@@ -168,12 +195,13 @@ def isoflop(study: Study) -> go.Figure | None:
     for conv, idx in groups.items():
         vis = [i in set(idx) for i in range(len(fig.data))]
         buttons.append({"label": CONVENTION_LABEL[conv], "method": "update",
-                        "args": [{"visible": vis}, {"xaxis.title.text": f"parameters N, {CONVENTION_LABEL[conv]}"}]})
+                        "args": [{"visible": vis}, {"xaxis.title.text": f"parameters N, {CONVENTION_LABEL[conv]}",
+                                                    "title.text": titles[conv]}]})
     first = next(iter(groups))
     fig.update_xaxes(type="log", title_text=f"parameters N, {CONVENTION_LABEL[first]}")
     fig.update_yaxes(title_text=f"final {loss_col.replace('_', ' ')} (nats/token)")
     menus = [{"type": "buttons", "direction": "right", "x": 1.0, "xanchor": "right", "y": 1.13, "buttons": buttons}] if len(buttons) > 1 else []
-    return _layout(fig, "IsoFLOP curves: parabola in ln N, minimum ★ with ±1σ", updatemenus=menus, height=470)
+    return _layout(fig, titles[first], updatemenus=menus, height=470)
 
 
 def _published(c_grid: np.ndarray) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
@@ -303,7 +331,7 @@ def frontier(study: Study) -> go.Figure | None:
     fdd = frontier_data(study, "tokens")
     if not fds and fdd is None:
         return None
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+    fig = _figure(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=["compute-optimal parameters N*(C)", "compute-optimal tokens D*(C)"])
     for fd in fds:
         _frontier_traces(fig, fd, 1, CONVENTION_LABEL[fd["conv"]], "N*")
@@ -336,7 +364,7 @@ def parametric(study: Study) -> go.Figure | None:
     pairs = [(conv, f) for conv in CONVENTIONS if (f := study.fit("3", conv)) and f.loss_params and N_COLUMN[conv] in done]
     if not pairs or done.empty or "tokens" not in done:
         return None
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+    fig = _figure(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=["fitted L(N, D) vs observed", "residual (observed − fitted) vs compute"])
     palette = {"non_embedding": "#1f77b4", "total": "#d62728"}
     lo, hi = float(done[loss_col].min()), float(done[loss_col].max())
@@ -379,7 +407,7 @@ def backtest(study: Study) -> go.Figure | None:
         if isinstance(v, (int, float)) and math.isfinite(v):
             rows.append((lab, float(v)))
     errs = [100 * (p - ach) / ach for _, p in rows]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.16,
+    fig = _figure(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.16,
                         subplot_titles=["lowest loss at the held-out budget", "N* at the held-out budget"])
     fig.add_trace(go.Scatter(y=[r[0] for r in rows], x=[r[1] for r in rows], mode="markers+text", name="prediction",
                              marker={"color": ["#1f77b4"] + ["#999"] * (len(rows) - 1), "size": 14, "symbol": "diamond"},
@@ -424,7 +452,7 @@ def alignment(study: Study) -> go.Figure | None:
             panels.append((title, series))
     if not panels:
         return None
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.07)
+    fig = _figure(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.07)
     for col, (_, series) in enumerate(panels, start=1):
         for k, s in series:
             held = k.startswith("eval")

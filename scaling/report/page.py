@@ -43,7 +43,7 @@ table{border-collapse:collapse;font-size:12.5px;margin:8px 0}
 th,td{border-bottom:1px solid #eee;padding:4px 10px;text-align:right;vertical-align:top}
 th{background:#f3f5f8;position:sticky;top:37px}td.s,th.s{text-align:left}
 table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:' \\2195';opacity:.35}
-.scroll{max-height:520px;overflow:auto;border:1px solid #eee}
+.scroll{max-height:520px;overflow:auto;border:1px solid #eee}.scroll th{top:0}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #e3e3e3;border-radius:6px;padding:10px 14px;min-width:170px}
 .card .k{font-size:12px;color:#666}.card .v{font-size:20px;font-weight:600;margin-top:2px}
 .card .n{font-size:12px;color:#444;margin-top:2px}
@@ -224,8 +224,8 @@ def isoflop_table(study: Study) -> str:
         for v in valleys(study.done, N_COLUMN[conv], study.loss_column()):
             se = v.log_n_se
             rows.append((CONVENTION_LABEL[conv], v.budget, v.n_opt,
-                         f"×/÷ {math.exp(se):.2f}" if math.isfinite(se) else "n/a", v.budget / (6 * v.n_opt),
-                         v.budget / (6 * v.n_opt) / v.n_opt, v.loss_opt, "yes" if v.interior else "NO (edge)"))
+                         f"×/÷ {math.exp(se):.2f}" if math.isfinite(se) else "n/a", v.tokens_opt,
+                         v.tokens_opt / v.n_opt, v.loss_opt, "yes" if v.interior else "NO: best run at the edge"))
     return table(["N convention", "budget C", "N*", "N* ±1σ", "D*", "tokens per param", "loss at N*", "interior"],
                  rows, text_cols=1)
 
