@@ -28,7 +28,9 @@ RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("eval_loss", "eval loss"), ("optimizer.lr", "lr"), ("seed", "seed"), ("wall_time", "wall (s)"),
     ("tokens_per_s", "tokens/s"), ("attempts", "attempts"),
 )
-PACKAGES = ("scaling", "numpy", "scipy", "pandas", "statsmodels", "torch", "transformers", "trl", "plotly", "submitit")
+PROVENANCE_KEYS = ("versions", "packages", "git_commit", "git", "hardware", "device", "seed", "seeds", "python",
+                   "platform", "command", "started", "host")
+PACKAGES = ("numpy", "scipy", "pandas", "statsmodels", "torch", "transformers", "trl", "plotly", "submitit")
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#222;background:#fafafa}
@@ -38,12 +40,12 @@ nav{position:sticky;top:0;background:#fff;border-bottom:1px solid #ddd;padding:8
 nav a{margin-right:14px;color:#1f5fa8;text-decoration:none}
 main{padding:8px 32px 40px;max-width:1400px}
 section{background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:14px 20px;margin:16px 0}
-h2{font-size:18px;margin:4px 0 10px}p{line-height:1.5;max-width:1000px}
+h2{font-size:18px;margin:4px 0 10px}h3{font-size:14px;margin:14px 0 4px}p{line-height:1.5;max-width:1000px}
 table{border-collapse:collapse;font-size:12.5px;margin:8px 0}
 th,td{border-bottom:1px solid #eee;padding:4px 10px;text-align:right;vertical-align:top}
-th{background:#f3f5f8;position:sticky;top:37px}td.s,th.s{text-align:left}
+th{background:#f3f5f8}td.s,th.s{text-align:left}
 table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:' \\2195';opacity:.35}
-.scroll{max-height:520px;overflow:auto;border:1px solid #eee}.scroll th{top:0}
+.scroll{max-height:520px;overflow:auto;border:1px solid #eee}.scroll th{position:sticky;top:0}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #e3e3e3;border-radius:6px;padding:10px 14px;min-width:170px}
 .card .k{font-size:12px;color:#666}.card .v{font-size:20px;font-weight:600;margin-top:2px}
 .card .n{font-size:12px;color:#444;margin-top:2px}
@@ -181,6 +183,11 @@ def glance(study: Study) -> str:
     if isinstance(sel, dict):
         who = sel.get("name") or sel.get("run_id") or sel.get("model") or "?"
         cards.append(_card("chosen model", str(who), str(sel.get("reason", ""))[:160]))
+    summ = study.summary if isinstance(study.summary, dict) else {}
+    if isinstance(summ.get("minutes"), (int, float)):
+        stages = summ.get("stage_minutes") if isinstance(summ.get("stage_minutes"), dict) else {}
+        cards.append(_card("study time", f"{summ['minutes']:.1f} min",
+                           ", ".join(f"{k} {v:.1f}" for k, v in stages.items() if isinstance(v, (int, float)))))
     bt = study.backtest
     if isinstance(bt, dict) and bt.get("predicted_loss") is not None and bt.get("achieved_loss") is not None:
         err = bt.get("error")
@@ -311,20 +318,27 @@ def backtest_table(study: Study) -> str:
 def provenance(study: Study) -> str:
     parts = []
     summ = study.summary if isinstance(study.summary, dict) else {}
-    prov = summ.get("provenance") if isinstance(summ.get("provenance"), dict) else {}
+    prov = summ.get("provenance") if isinstance(summ.get("provenance"), dict) else {
+        k: v for k, v in summ.items() if k in PROVENANCE_KEYS}
     if prov:
         parts.append("<h3>recorded by the study</h3>" + kv_table(prov))
     runs = study.runs
+    facts: dict[str, Any] = {}
     if "seed" in runs:
-        parts.append(f"<p>seeds: {e(', '.join(str(s) for s in sorted(runs['seed'].dropna().unique())))}</p>")
+        facts["seeds"] = ", ".join(str(v) for v in sorted(runs["seed"].dropna().unique()))
     hosts = sorted({str(s.get("host")) for s in study.statuses.values() if s.get("host")})
     if hosts:
-        parts.append(f"<p>hosts: {e(', '.join(hosts))}</p>")
-    for key in ("backend", "data.source", "data.tokenizer", "shape.vocab", "shape.seq_len", "batch_tokens"):
+        facts["hosts"] = ", ".join(hosts)
+    for key in ("backend", "data.source", "data.tokenizer", "shape.vocab", "shape.seq_len", "batch_tokens",
+                "schedule.kind", "optimizer.name", "flops_convention"):
         if key in runs and runs[key].notna().any():
-            vals = ", ".join(str(v) for v in runs[key].dropna().unique()[:10])
-            parts.append(f"<p>{e(key)}: {e(vals)}</p>")
-    env = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine()}
+            facts[key] = ", ".join(str(v) for v in runs[key].dropna().unique()[:10])
+    if facts:
+        parts.append("<h3>the runs</h3>" + kv_table(facts))
+    import scaling
+
+    env = {"scaling": scaling.__version__, "python": platform.python_version(), "platform": platform.platform(),
+           "machine": platform.machine()}
     for p in PACKAGES:
         try:
             env[p] = importlib.metadata.version(p)
@@ -354,7 +368,16 @@ def _git_commit() -> str | None:
 
 
 def alignment_table(study: Study) -> str:
-    return any_table(study.align_summary) if study.align_summary is not None else ""
+    """The base -> SFT -> DPO table first, every other recorded setting folded below it."""
+    summ = study.align_summary
+    if summ is None:
+        return ""
+    if isinstance(summ, Mapping) and isinstance(summ.get("table"), list):
+        rest = {k: v for k, v in summ.items() if k != "table"}
+        table_html = records_table([r for r in summ["table"] if isinstance(r, Mapping)])
+        folded = f"<details><summary>settings and data</summary>{any_table(rest)}</details>" if rest else ""
+        return f"<h3>held-out evaluation, base → SFT → DPO</h3>{table_html}{folded}"
+    return any_table(summ)
 
 
 # ---- the page ---------------------------------------------------------------------------------------
