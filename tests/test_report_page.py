@@ -137,6 +137,9 @@ def test_cli_report_and_bad_input(full, tmp_path, cli):
     assert bad.returncode == 2 and "study:" in bad.stderr
     bad_fit = cli("report", str(full), "--fit", str(tmp_path / "nope.json"))
     assert bad_fit.returncode == 2 and "--fit" in bad_fit.stderr
+    (tmp_path / "torn.json").write_text('{"approach": "3", "E": 1.')
+    torn = cli("report", str(full), "--fit", str(tmp_path / "torn.json"))
+    assert torn.returncode == 2 and "not a JSON object" in torn.stderr
 
 
 def test_fit_option_adds_a_fit(full, tmp_path):

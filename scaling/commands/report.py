@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -30,6 +31,12 @@ def run(args: argparse.Namespace) -> int:
     for f in args.fit:
         if not f.is_file():
             raise UsageError(f"--fit: {f} does not exist; pass a JSON written by `scaling fit --out`")
+        try:
+            ok = isinstance(json.loads(f.read_text(encoding="utf-8")), dict)
+        except (ValueError, UnicodeDecodeError):
+            ok = False
+        if not ok:
+            raise UsageError(f"--fit: {f} is not a JSON object; pass a file written by `scaling fit --out`")
     out = build_report(args.study, args.out, fit_paths=args.fit)
     exported: list[str] = []
     export_note = None

@@ -126,7 +126,7 @@ def training_curves(study: Study) -> go.Figure | None:
             ), row=1, col=col)
     fig.update_xaxes(type="log", title_text="tokens D", row=1, col=1)
     if len(xs) == 2:
-        fig.update_xaxes(type="log", title_text="compute C (FLOPs, 6ND with N total)", row=1, col=2)
+        fig.update_xaxes(type="log", title_text="compute C (FLOPs, 6ND with N total)", exponentformat="power", row=1, col=2)
     fig.update_yaxes(type="log", title_text=LOSS_AXIS)
     return _layout(fig, "Training curves (one line per run)", height=460)
 
@@ -388,7 +388,7 @@ def parametric(study: Study) -> go.Figure | None:
     fig.add_hline(y=0, line={"color": "#888", "dash": "dash", "width": 1}, row=1, col=2)
     fig.update_xaxes(title_text=f"fitted {LOSS_AXIS}", row=1, col=1)
     fig.update_yaxes(title_text=f"observed {LOSS_AXIS}", row=1, col=1)
-    fig.update_xaxes(type="log", title_text="compute C = 6ND (FLOPs, N as fitted)", row=1, col=2)
+    fig.update_xaxes(type="log", title_text="compute C = 6ND (FLOPs, N as fitted)", exponentformat="power", row=1, col=2)
     fig.update_yaxes(title_text="residual (nats/token)", row=1, col=2)
     return _layout(fig, "Parametric fit L(N, D) = E + A/N^α + B/D^β against the runs",
                    legend={"orientation": "h", "y": -0.2})
