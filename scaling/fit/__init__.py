@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scaling.fit.approach1 import Approach1
+from scaling.fit.approach2 import Approach2
 from scaling.fit.approach3 import Approach3
+from scaling.fit.backtest import backtest
 from scaling.fit.data import Columns, FitRefusal, normalise, read_table
+from scaling.fit.kaplan import KaplanFit
 from scaling.fit.results import LawFit
 
 
@@ -30,4 +34,16 @@ def load_law(path: str | Path) -> LawFit:
     return LawFit.from_dict(d)
 
 
-__all__ = ["Approach3", "Columns", "FitRefusal", "LawFit", "load_law", "normalise", "read_table"]
+__all__ = [
+    "Approach1",
+    "Approach2",
+    "Approach3",
+    "Columns",
+    "FitRefusal",
+    "KaplanFit",
+    "LawFit",
+    "backtest",
+    "load_law",
+    "normalise",
+    "read_table",
+]

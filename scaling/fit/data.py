@@ -38,10 +38,12 @@ class Columns:
         return "non_embedding" if "non_emb" in self.params or "nonemb" in self.params else "total"
 
 
-def read_table(path: str | Path) -> tuple[pd.DataFrame, bool]:
+def read_table(path: str | Path, curves: bool = False) -> tuple[pd.DataFrame, bool]:
     """Rows of a CSV, parquet or JSONL file, or the runs of a sweep folder (``scaling.load_runs``).
 
-    Returns the frame and whether it came from a sweep folder (whose loss column is ``eval_loss``).
+    With ``curves=True`` a sweep folder gives one row per logged step (for approach 1), with each
+    run's ``params`` and ``non_embedding_params`` joined on. Returns the frame and whether it came
+    from a sweep folder (whose final-loss column is ``eval_loss``).
     """
     p = Path(path)
     if p.is_dir():
@@ -54,6 +56,11 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, bool]:
             frame = frame[frame["status"] == "done"]
         if frame.empty:
             raise UsageError(f"DATA: no finished run under {p}; wait for runs to finish or resume the sweep")
+        if curves:
+            steps = load_runs(p, curves=True)
+            keep = [c for c in ("run_id", "params", "non_embedding_params") if c in frame]
+            steps = steps.drop(columns=[c for c in keep if c != "run_id" and c in steps])
+            frame = steps.merge(frame[keep], on="run_id", how="inner")
         return frame.reset_index(drop=True), True
     if not p.exists():
         raise UsageError(f"DATA: {p} does not exist; pass a CSV, parquet or JSONL file or a sweep folder")
@@ -109,8 +116,9 @@ def normalise(frame: pd.DataFrame, columns: Columns | None = None, *, need_token
     for extra in ("budget", "step", "run_id", "name"):
         if extra in frame:
             out[extra] = frame[extra].to_numpy()
-    out.attrs["param_convention"] = cols.param_convention
-    out.attrs["params_col"] = cols.params
+    inherited = frame.attrs.get("param_convention") if cols.params == "params" else None
+    out.attrs["param_convention"] = inherited or cols.param_convention
+    out.attrs["params_col"] = frame.attrs.get("params_col", cols.params) if inherited else cols.params
     return out
 
 

@@ -112,6 +112,8 @@ class LawFit:
         table = self._draw_table()
         if table:
             return {k: float(np.nanstd(v, ddof=1)) for k, v in table.items()}
+        if self.info.get("ols"):
+            return _ols_se(self.info["ols"])
         return dict(self.info.get("se", {}))
 
     def conf_int(self, alpha: float = 0.05) -> dict[str, tuple[float, float]]:
@@ -123,7 +125,8 @@ class LawFit:
         ols = self.info.get("ols")
         if ols:
             return _ols_conf_int(ols, alpha)
-        return {}
+        z = stats.norm.ppf(1 - alpha / 2)  # normal intervals from the Jacobian standard errors
+        return {k: (self.params[k] - z * s, self.params[k] + z * s) for k, s in self.se.items() if k in self.params}
 
     def allocation(self, flops: float, alpha: float = 0.05) -> dict[str, Any]:
         """N*(C), D*(C) and tokens per parameter at ``flops``, each with its ``1 - alpha`` interval."""
@@ -245,6 +248,11 @@ class LawFit:
         lines += [f"{k:<12}{_fmt(v):>14}{_fmt(s):>14}   {_fmt_ci(c)}" for k, v, s, c in rows]
         if self.objective is not None:
             lines.append(f"objective: {self.objective:.6g}")
+        minima = self.info.get("minima") or []
+        if minima:
+            lines.append(f"{'budget (FLOPs)':<16}{'N*':>12}{'D*':>12}{'loss':>10}")
+            for m in minima:
+                lines.append(f"{m['flops']:<16.4g}{m['n_opt']:>12.4g}{m['d_opt']:>12.4g}{m.get('loss_opt', m.get('loss', math.nan)):>10.4f}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -343,7 +351,19 @@ def _ols_conf_int(ols: Mapping[str, Any], alpha: float) -> dict[str, tuple[float
         s0, s1 = math.sqrt(max(cov[0, 0], 0.0)), math.sqrt(max(cov[1, 1], 0.0))
         with np.errstate(over="ignore"):
             out[f"{prefix}_coef"] = (float(np.exp(c0 - t * s0)), float(np.exp(c0 + t * s0)))
-        out[f"{prefix}_exponent"] = (c1 - t * s1, c1 + t * s1)
+        out[f"{prefix}_exponent"] = (float(c1 - t * s1), float(c1 + t * s1))
+    return out
+
+
+def _ols_se(ols: Mapping[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for prefix in ("n", "d"):
+        fit = ols.get(prefix)
+        if fit:
+            cov = np.asarray(fit["cov"], float)
+            out[f"{prefix}_exponent"] = float(math.sqrt(cov[1, 1])) if np.isfinite(cov[1, 1]) else math.nan
+            se0 = float(math.sqrt(cov[0, 0])) if np.isfinite(cov[0, 0]) else math.nan
+            out[f"{prefix}_coef"] = math.exp(fit["params"][0]) * se0  # delta method
     return out
 
 

@@ -1,0 +1,107 @@
+"""``scaling fit DATA``: fit a scaling law (approach 1, 2, 3 or Kaplan) to losses, with uncertainty.
+
+DATA is a CSV, parquet or JSONL file with ``params, tokens, loss`` (optionally ``flops``,
+``step``, ``run_id``), or a sweep folder (its ``eval_loss`` by default). ``--json`` prints the
+fit as one object; ``--out`` writes it with its bootstrap draws, for ``scaling plan --law fit:PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from scaling.commands import add_json_flag, emit_json
+from scaling.errors import UsageError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA", help="CSV/parquet/JSONL file or sweep folder")
+    p.add_argument("--approach", choices=["1", "2", "3", "kaplan"], default="3")
+    p.add_argument("--estimator", choices=["grid", "mle"], default="grid", help="approach 3: Huber grid or Huber MLE")
+    p.add_argument("--loss-type", choices=["huber", "mse"], default="huber", help="approach 3 objective")
+    p.add_argument("--delta", type=float, default=1e-3, help="Huber threshold (log-loss units)")
+    p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help="approach 3: pin a parameter")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="B", help="bootstrap resamples (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kaplan-form", choices=["n", "d", "joint", "compute"], default="joint")
+    p.add_argument("--offset", action="store_true", help="Kaplan forms: add an irreducible loss E")
+    p.add_argument("--backtest", action="store_true", help="also fit without the largest budget and predict it")
+    p.add_argument("--params-col", default="params", help="column of N (non_embedding_params: Kaplan's convention)")
+    p.add_argument("--tokens-col", default="tokens")
+    p.add_argument("--flops-col", default="flops")
+    p.add_argument("--loss-col", default=None, help="default: loss (files), eval_loss (sweep folders)")
+    p.add_argument("--out", default=None, metavar="PATH", help="write the fit as JSON (atomic)")
+    add_json_flag(p)
+
+
+def _fixed(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UsageError(f"--fix: {item!r} is not NAME=VALUE (e.g. --fix alpha=0.34)")
+    return out
+
+
+def fit_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
+    from scaling.fit import Approach1, Approach2, Approach3, Columns, KaplanFit, backtest, read_table
+
+    frame, is_sweep = read_table(args.data, curves=args.approach == "1")
+    loss_col = args.loss_col or ("eval_loss" if is_sweep and args.approach != "1" else "loss")
+    cols = Columns(params=args.params_col, tokens=args.tokens_col, flops=args.flops_col, loss=loss_col)
+    a3 = Approach3(
+        estimator=args.estimator,
+        loss=args.loss_type,
+        delta=args.delta,
+        fixed=_fixed(args.fix),
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        columns=cols,
+    )
+    if args.approach == "3":
+        fit = a3.fit(frame)
+    elif args.approach == "2":
+        fit = Approach2(columns=cols).fit(frame)
+    elif args.approach == "1":
+        fit = Approach1(columns=cols).fit(frame)
+    else:
+        fit = KaplanFit(form=args.kaplan_form, offset=args.offset, columns=cols).fit(frame)
+    bt = backtest(frame, columns=cols, fitter=a3) if args.backtest else None
+    return fit, bt
+
+
+def run(args: argparse.Namespace) -> int:
+    from scaling.store import atomic_write_json
+
+    if args.bootstrap < 0:
+        raise UsageError("--bootstrap: must be >= 0")
+    fit, bt = fit_from_args(args)
+    if args.out:
+        atomic_write_json(args.out, fit.to_dict())
+    if args.json:
+        out = fit.to_dict(include_draws=False)
+        out.pop("info", None)
+        if bt is not None:
+            out["backtest"] = bt
+        emit_json(out)
+        return 0
+    print(fit.summary())
+    if fit.form == "chinchilla":
+        top = float(fit.info.get("max_flops") or 1e21)
+        for c in (top, 10 * top, 100 * top):
+            a = fit.optimal_allocation(c)
+            print(f"C = {c:.0e}: N* = {a.params:.4g}, D* = {a.tokens:.4g} ({a.tokens_per_param:.1f} tokens/param)")
+    if bt is not None:
+        print(
+            f"backtest at C = {bt['budget']:.4g}: predicted {bt['predicted_loss']:.4f}, achieved "
+            f"{bt['achieved_loss']:.4f} (error {100 * bt['error']:+.2f}%); previous budget "
+            f"{100 * bt['baselines']['previous_budget']['error']:+.2f}%, power law on minima "
+            f"{100 * bt['baselines']['power_law_on_minima']['error']:+.2f}%"
+        )
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0

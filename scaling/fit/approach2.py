@@ -1,0 +1,143 @@
+"""Approach 2: IsoFLOP profiles (Hoffmann et al. 2022, sec. 3.2).
+
+For each compute budget, fit a parabola to the loss against ``x = log N`` (and against
+``log D``) by OLS; its vertex ``x* = -c1 / (2 c2)`` is the budget's compute-optimal size, with a
+delta-method standard error from the coefficient covariance. Then fit the power laws
+``N*(C) = n_coef C^n_exponent`` and ``D*(C) = d_coef C^d_exponent`` by OLS in log-log
+(statsmodels), with t intervals. A budget with fewer than 3 sizes, a concave fit, or a vertex
+outside the sizes it sampled, or a lowest observed loss at the smallest or largest size, is
+refused by name: its minimum is not interior, so the parabola
+would extrapolate, not locate, the optimum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+
+from scaling.fit.data import Columns, FitRefusal, budget_groups, normalise
+from scaling.fit.results import LawFit
+
+
+def _parabola_vertex(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """OLS ``y = c0 + c1 u + c2 u^2`` with ``u = x - mean(x)``; vertex, its se and the value there."""
+    xm = float(np.mean(x))
+    u = x - xm
+    design = np.column_stack([np.ones_like(u), u, u * u])
+    res = sm.OLS(y, design).fit()
+    c0, c1, c2 = (float(v) for v in res.params)
+    if c2 <= 0:
+        return {"curvature": c2, "x": math.nan, "se": math.nan, "y": math.nan}
+    v = -c1 / (2 * c2)
+    grad = np.array([0.0, -1 / (2 * c2), c1 / (2 * c2 * c2)])
+    cov = np.asarray(res.cov_params()) if len(y) > 3 else np.full((3, 3), np.nan)
+    se = float(math.sqrt(max(grad @ cov @ grad, 0.0))) if np.isfinite(cov).all() else math.nan
+    return {"curvature": c2, "x": v + xm, "se": se, "y": c0 + c1 * v + c2 * v * v}
+
+
+def isoflop_minimum(flops: float, group: pd.DataFrame) -> dict[str, Any]:
+    """The IsoFLOP minimum of one budget: ``n_opt``, ``d_opt`` (parabola vertices), their log-space
+    standard errors, ``loss_opt``, the observed best, and whether the minimum is ``interior``."""
+    out: dict[str, Any] = {"flops": float(flops), "n_points": len(group)}
+    sizes = group["params"].nunique()
+    i_best = int(np.argmin(group["loss"].to_numpy()))
+    out["observed_best_loss"] = float(group["loss"].iloc[i_best])
+    out["observed_best_params"] = float(group["params"].iloc[i_best])
+    if sizes < 3:
+        out.update(interior=False, reason=f"{sizes} size(s); an IsoFLOP parabola needs at least 3")
+        return out
+    logn, logd = np.log(group["params"].to_numpy()), np.log(group["tokens"].to_numpy())
+    loss = group["loss"].to_numpy()
+    vn, vd = _parabola_vertex(logn, loss), _parabola_vertex(logd, loss)
+    inside_n = logn.min() < vn["x"] < logn.max()
+    inside_d = logd.min() < vd["x"] < logd.max()
+    best_at_edge = out["observed_best_params"] in (group["params"].min(), group["params"].max())
+    out.update(
+        n_opt=math.exp(vn["x"]) if math.isfinite(vn["x"]) else math.nan,
+        n_opt_log_se=vn["se"],
+        d_opt=math.exp(vd["x"]) if math.isfinite(vd["x"]) else math.nan,
+        d_opt_log_se=vd["se"],
+        loss_opt=vn["y"],
+        interior=bool(inside_n and inside_d and not best_at_edge),
+    )
+    if not out["interior"]:
+        if best_at_edge:
+            side = "smallest" if out["observed_best_params"] == group["params"].min() else "largest"
+            why = f"the lowest loss is at the {side} size; add sizes beyond it"
+        elif vn["curvature"] <= 0:
+            why = "the losses do not curve upward (no valley)"
+        else:
+            side = "smallest" if vn["x"] <= logn.min() else "largest"
+            why = f"the parabola's minimum lies beyond the {side} size; add sizes past it"
+        out["reason"] = why
+    return out
+
+
+def _power_law(logc: np.ndarray, logy: np.ndarray) -> dict[str, Any]:
+    """OLS ``log y = c0 + c1 log C``: params, covariance, residual degrees of freedom."""
+    res = sm.OLS(logy, sm.add_constant(logc)).fit()
+    df = int(res.df_resid)
+    cov = np.asarray(res.cov_params()) if df > 0 else np.full((2, 2), np.nan)
+    return {"params": [float(v) for v in res.params], "cov": cov.tolist(), "df": df}
+
+
+def power_law_fit(minima: list[dict[str, Any]]) -> dict[str, Any]:
+    """OLS power laws of ``n_opt`` and ``d_opt`` against C through the given minima."""
+    logc = np.log([m["flops"] for m in minima])
+    return {
+        "n": _power_law(logc, np.log([m["n_opt"] for m in minima])),
+        "d": _power_law(logc, np.log([m["d_opt"] for m in minima])),
+    }
+
+
+def allocation_fit(approach: str, minima: list[dict[str, Any]], data: pd.DataFrame) -> LawFit:
+    """The :class:`LawFit` of OLS power laws through per-budget (or per-run) optima."""
+    ols = power_law_fit(minima)
+    params = {
+        "n_coef": math.exp(ols["n"]["params"][0]),
+        "n_exponent": ols["n"]["params"][1],
+        "d_coef": math.exp(ols["d"]["params"][0]),
+        "d_exponent": ols["d"]["params"][1],
+    }
+    return LawFit(
+        approach=approach,
+        form="allocation",
+        params=params,
+        n_points=len(data),
+        estimator="ols",
+        param_convention=data.attrs.get("param_convention", "total"),
+        info={"ols": ols, "minima": minima, "params_col": data.attrs.get("params_col")},
+    )
+
+
+@dataclass(frozen=True)
+class Approach2:
+    """IsoFLOP parabolas per budget, then OLS power laws ``N*(C)``, ``D*(C)``.
+
+    Budgets come from a numeric ``budget`` column, else from FLOPs equal within ``rtol``.
+    """
+
+    columns: Columns = field(default_factory=Columns)
+    rtol: float = 0.02
+
+    def minima(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
+        data = normalise(frame, self.columns)
+        return [isoflop_minimum(c, g) for c, g in budget_groups(data, self.rtol)]
+
+    def fit(self, frame: pd.DataFrame) -> LawFit:
+        data = normalise(frame, self.columns)
+        groups = budget_groups(data, self.rtol)
+        if len(groups) < 2:
+            raise FitRefusal(
+                f"DATA: {len(groups)} compute budget(s); approach 2 needs IsoFLOP profiles at 2 or more budgets"
+            )
+        minima = [isoflop_minimum(c, g) for c, g in groups]
+        for m in minima:
+            if not m["interior"]:
+                raise FitRefusal(f"budget {m['flops']:.4g} FLOPs: minimum not interior: {m['reason']}")
+        return allocation_fit("2", minima, data)

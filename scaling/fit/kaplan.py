@@ -1,0 +1,124 @@
+"""Kaplan et al. (2020) forms, fitted by least squares on log loss.
+
+* ``n``: ``L(N) = (N_c / N)^alpha_N`` (eq. 1.1), for models trained to convergence;
+* ``d``: ``L(D) = (D_c / D)^alpha_D`` (eq. 1.2), for large models trained with early stopping;
+* ``joint``: ``L(N, D) = [(N_c / N)^(alpha_N / alpha_D) + D_c / D]^alpha_D`` (eq. 1.5);
+* ``compute``: ``L(C) = (C_c / C)^alpha_C`` (eq. 1.3) through the frontier, the lowest loss
+  at each compute budget.
+
+Each takes an optional irreducible loss ``E`` (``offset=True``). N counts non-embedding
+parameters by default, as Kaplan did: when the frame has ``non_embedding_params`` and the
+columns name plain ``params``, that column is used (``non_embedding=False`` keeps total N).
+Standard errors come from the Jacobian at the optimum, ``s^2 (J^T J)^-1``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+
+from scaling.fit.data import Columns, FitRefusal, budget_groups, normalise
+from scaling.fit.results import LawFit
+
+# Parameters are fitted in (log N_c, log D_c, log C_c, log E) where positive; exponents as is.
+_FORMS = {
+    "n": ("N_c", "alpha_N"),
+    "d": ("D_c", "alpha_D"),
+    "compute": ("C_c", "alpha_C"),
+    "joint": ("N_c", "D_c", "alpha_N", "alpha_D"),
+}
+
+
+def _model(form: str, x: np.ndarray, n: np.ndarray, d: np.ndarray, c: np.ndarray, offset: bool) -> np.ndarray:
+    if form == "joint":
+        ln_nc, ln_dc, an, ad = x[:4]
+        inner = np.exp(an / ad * (ln_nc - np.log(n))) + np.exp(ln_dc - np.log(d))
+        core = np.exp(ad * np.log(inner))
+    else:
+        ln_c, a = x[:2]
+        v = {"n": n, "d": d, "compute": c}[form]
+        core = np.exp(a * (ln_c - np.log(v)))
+    return core + (np.exp(x[-1]) if offset else 0.0)
+
+
+@dataclass(frozen=True)
+class KaplanFit:
+    """Fit one of Kaplan's forms (``n``, ``d``, ``joint``, ``compute``), optionally with an offset E."""
+
+    form: str = "joint"
+    offset: bool = False
+    non_embedding: bool = True
+    columns: Columns = field(default_factory=Columns)
+
+    def __post_init__(self) -> None:
+        if self.form not in _FORMS:
+            raise FitRefusal(f"form: {self.form!r} is not one of {', '.join(_FORMS)}")
+
+    def fit(self, frame: pd.DataFrame) -> LawFit:
+        cols = self.columns
+        if self.non_embedding and cols.params == "params" and "non_embedding_params" in frame:
+            cols = replace(cols, params="non_embedding_params")
+        data = normalise(frame, cols)
+        if self.form == "compute":  # the frontier: the lowest loss at each budget
+            data = pd.DataFrame([g.loc[g["loss"].idxmin()] for _, g in budget_groups(data)])
+        n_par = len(_FORMS[self.form]) + int(self.offset)
+        if len(data) <= n_par:
+            raise FitRefusal(f"DATA: {len(data)} point(s) for {n_par} parameters of Kaplan's {self.form} form")
+        n, d, c = (data[k].to_numpy(float) for k in ("params", "tokens", "flops"))
+        logl = np.log(data["loss"].to_numpy(float))
+
+        def resid(x: np.ndarray) -> np.ndarray:
+            return np.log(_model(self.form, x, n, d, c, self.offset)) - logl
+
+        best = None
+        for x0 in self._starts(n, d, c, np.exp(logl)):
+            with np.errstate(all="ignore"):
+                res = optimize.least_squares(resid, x0, method="lm", max_nfev=4000)
+            if np.isfinite(res.cost) and (best is None or res.cost < best.cost):
+                best = res
+        if best is None:
+            raise FitRefusal(f"DATA: Kaplan's {self.form} form did not fit (no finite optimum)")
+        params, se = self._unpack(best, len(logl))
+        return LawFit(
+            approach="kaplan",
+            form=f"kaplan_{self.form}",
+            params=params,
+            n_points=len(logl),
+            estimator="least_squares_log",
+            objective=float(2 * best.cost),
+            param_convention=data.attrs.get("param_convention", "total"),
+            info={"se": se, "offset": self.offset, "params_col": data.attrs.get("params_col")},
+        )
+
+    def _starts(self, n, d, c, loss) -> list[np.ndarray]:
+        e0 = [math.log(0.5 * loss.min())] if self.offset else []
+        if self.form == "joint":
+            return [
+                np.array([math.log(nc), math.log(dc), an, ad, *e0])
+                for nc in (1e8, 1e13) for dc in (1e8, 1e13) for an in (0.07, 0.3) for ad in (0.1, 0.3)
+            ]
+        v = {"n": n, "d": d, "compute": c}[self.form]
+        slope, icpt = np.polyfit(np.log(v), np.log(loss), 1)
+        a = max(-slope, 1e-3)
+        return [np.array([icpt / a, a, *e0]), np.array([icpt / a + 5, 0.5 * a, *e0])]
+
+    def _unpack(self, res, n_obs: int) -> tuple[dict[str, float], dict[str, float]]:
+        names = list(_FORMS[self.form]) + (["E"] if self.offset else [])
+        x = res.x
+        dof = max(n_obs - len(x), 1)
+        s2 = 2 * res.cost / dof
+        try:
+            cov = s2 * np.linalg.inv(res.jac.T @ res.jac)
+        except np.linalg.LinAlgError:
+            cov = np.full((len(x), len(x)), np.nan)
+        sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+        params, se = {}, {}
+        for i, k in enumerate(names):
+            logged = not k.startswith("alpha")
+            params[k] = float(math.exp(x[i])) if logged else float(x[i])
+            se[k] = float(params[k] * sd[i]) if logged else float(sd[i])  # delta method for exp
+        return params, se
