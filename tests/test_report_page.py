@@ -1,0 +1,153 @@
+"""The report page: sections follow the data, strings are escaped, plotly.js is embedded once."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from scaling.report import ExportUnavailable, build_report, export_figures
+from scaling.report.analysis import parabola, valleys
+from scaling.report.data import load_study
+from scaling.report.figures import all_figures
+from tests.report_study import INJECTED, full_study_and_page, read, small_study
+
+PLOTLY_BANNER = re.compile(r"plotly\.js v\d+\.\d+\.\d+")
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory) -> Path:
+    return full_study_and_page(tmp_path_factory)[0]
+
+
+@pytest.fixture(scope="module")
+def full_html(tmp_path_factory) -> str:
+    return read(full_study_and_page(tmp_path_factory)[1])
+
+
+def section_ids(page: str) -> list[str]:
+    return re.findall(r'<section id="([a-z]+)">', page)
+
+
+def test_every_section_with_its_data(full_html):
+    assert section_ids(full_html) == [
+        "glance", "plan", "runs", "curves", "isoflop", "frontier", "conventions", "parametric", "backtest",
+        "alignment", "provenance",
+    ]
+    # one plotly div per figure section, the page says how many figures it holds
+    figs = re.findall(r'<div id="(fig-[a-z]+)" class="plotly-graph-div"', full_html)
+    assert figs == ["fig-curves", "fig-isoflop", "fig-frontier", "fig-parametric", "fig-backtest", "fig-alignment"]
+    assert f'data-figures="{len(figs)}"' in full_html
+
+
+def test_plotly_js_embedded_once_and_no_network(full_html):
+    assert len(PLOTLY_BANNER.findall(full_html)) == 1
+    # no element loads anything: no script src, no stylesheet link, no CDN reference in a tag
+    tags = re.findall(r"<(?:script|link|img|iframe)\b[^>]*>", full_html)
+    assert tags and not [t for t in tags if "src=" in t or "href=" in t]
+
+
+def test_injected_strings_are_escaped(full_html):
+    raw = INJECTED in full_html  # (a bool: pytest would otherwise diff a 5 MB page)
+    assert not raw
+    shown = "&lt;script&gt;alert(1)&lt;/script&gt;" in full_html  # run table and provenance show it as text
+    assert shown
+    # inside plotly's JSON the name is escaped too (no '</' can close the script element)
+    for script in re.findall(r"<script[^>]*>(.*?)</script>", full_html, flags=re.S):
+        assert "alert(1)" not in script or "<script>alert" not in script
+
+
+def test_sections_absent_without_their_data(tmp_path):
+    study = small_study(tmp_path / "bare", artifacts=False)
+    page = read(build_report(study, tmp_path / "bare.html"))
+    ids = section_ids(page)
+    assert {"glance", "runs", "curves", "isoflop", "frontier", "conventions", "provenance"} <= set(ids)
+    assert not {"plan", "parametric", "backtest", "alignment"} & set(ids)
+    # without a fit artifact the frontier says where its line comes from
+    assert "power law through the minima" in page
+
+
+def test_runs_only_no_budget_still_builds(tmp_path):
+    from benchmarks.report_build import make_study
+
+    study = make_study(tmp_path / "one", n_runs=2, sizes_per_budget=2, steps_logged=10)
+    page = read(build_report(study, tmp_path / "one.html"))
+    assert section_ids(page) == ["glance", "runs", "curves", "provenance"]
+
+
+def test_fit_numbers_reach_the_page(full, full_html):
+    fit = json.loads((full / "fit" / "approach3_non_embedding.json").read_text())
+    conv = full_html[full_html.index('<section id="conventions">'):]
+    conv = conv[: conv.index("</section>")]
+    assert f"{fit['a']:.5g}" in conv and "Pearce" in conv and "Porian" in conv
+    assert "fit/approach3_non_embedding.json" in conv  # the N* line comes from the fit, not the report
+    bt = json.loads((full / "fit" / "backtest.json").read_text())
+    assert f"{100 * bt['error']:+.2f}%" in full_html
+
+
+def test_isoflop_parabola_recovers_a_known_vertex():
+    import numpy as np
+
+    x = np.linspace(8, 12, 9)
+    y = 0.3 * (x - 10.2) ** 2 + 3.0 + np.random.default_rng(0).normal(0, 1e-3, x.size)
+    coef, se = parabola(x, y)
+    assert -coef[1] / (2 * coef[0]) == pytest.approx(10.2, abs=0.01)
+    assert 0 < se < 0.01
+
+
+def test_valleys_are_interior_and_move_with_budget(full):
+    study = load_study(full)
+    vs = valleys(study.done, "non_embedding_params", study.loss_column())
+    assert len(vs) == 3 and all(v.interior for v in vs)
+    assert [v.n_opt for v in vs] == sorted(v.n_opt for v in vs)
+
+
+def test_figures_have_log_axes_and_units(full):
+    figs = all_figures(load_study(full))
+    curves = figs["curves"]
+    assert curves.layout.xaxis.type == "log" and curves.layout.yaxis.type == "log"
+    assert "nats/token" in curves.layout.yaxis.title.text
+    assert "FLOPs" in curves.layout.xaxis2.title.text
+    assert figs["frontier"].layout.xaxis.type == "log"
+
+
+def test_export_skips_clearly_without_kaleido(full, tmp_path):
+    pytest.importorskip("plotly")
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        with pytest.raises(ExportUnavailable, match="kaleido"):
+            export_figures(full, tmp_path / "png")
+    else:  # pragma: no cover - only where kaleido is installed
+        assert export_figures(full, tmp_path / "png")
+
+
+def test_cli_report_and_bad_input(full, tmp_path, cli):
+    out = tmp_path / "cli.html"
+    proc = cli("report", str(full), "-o", str(out), "--json", "--export", str(tmp_path / "figs"), check=True)
+    payload = json.loads(proc.stdout)
+    assert payload["report"] == str(out) and out.stat().st_size == payload["bytes"]
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        assert "figure export skipped" in proc.stderr and "kaleido" in proc.stderr
+    bad = cli("report", str(tmp_path / "missing"))
+    assert bad.returncode == 2 and "study:" in bad.stderr
+    bad_fit = cli("report", str(full), "--fit", str(tmp_path / "nope.json"))
+    assert bad_fit.returncode == 2 and "--fit" in bad_fit.stderr
+    (tmp_path / "torn.json").write_text('{"approach": "3", "E": 1.')
+    torn = cli("report", str(full), "--fit", str(tmp_path / "torn.json"))
+    assert torn.returncode == 2 and "not a JSON object" in torn.stderr
+
+
+def test_fit_option_adds_a_fit(full, tmp_path):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(full, bare, ignore=shutil.ignore_patterns("fit"))
+    no_fit = read(build_report(bare, tmp_path / "a.html"))
+    assert '<section id="parametric">' not in no_fit
+    with_fit = read(build_report(bare, tmp_path / "b.html", fit_paths=[full / "fit" / "approach3_non_embedding.json"]))
+    assert '<section id="parametric">' in with_fit
