@@ -29,3 +29,7 @@ def run_cli(*args: str, check: bool = False, timeout: float = 600, env: dict | N
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# A real single-node Slurm for tests marked `slurm` (tests/slurm_harness.py).
+from tests.slurm_harness import slurm_cluster  # noqa: E402,F401
