@@ -252,13 +252,30 @@ class LadderRule:
     max_layers: int = 128
     tied: bool = False
 
-    def shape(self, layers: int, hidden: int, vocab: int, seq_len: int) -> ModelShape:
+    def heads_for(self, hidden: int) -> tuple[int, int]:
+        """(query heads, key/value heads) for a width: ``hidden / head_dim`` heads, rounded down to
+        a divisor of ``hidden``; ``heads / kv_ratio`` kv heads, rounded down to a divisor of heads."""
         heads = max(1, hidden // self.head_dim)
         while hidden % heads:
             heads -= 1
         kv = max(1, heads // self.kv_ratio)
         while heads % kv:
             kv -= 1
+        return heads, kv
+
+    def count(self, layers: int, hidden: int, vocab: int, convention: Count = "total") -> int:
+        """``self.shape(...).count(convention)`` without building the shape (the ladder's inner loop)."""
+        heads, kv = self.heads_for(hidden)
+        d_head = hidden // heads
+        attn = 2 * hidden * heads * d_head + 2 * hidden * kv * d_head
+        per_layer = attn + 3 * hidden * default_ffn(hidden, self.ffn_multiple) + 2 * hidden
+        n = layers * per_layer + hidden
+        if convention == "total":
+            n += vocab * hidden * (1 if self.tied else 2)
+        return n
+
+    def shape(self, layers: int, hidden: int, vocab: int, seq_len: int) -> ModelShape:
+        heads, kv = self.heads_for(hidden)
         return ModelShape(
             layers=layers,
             hidden=hidden,
@@ -289,31 +306,44 @@ def shape_for_params(
         raise ShapeError(f"target params={target!r}: must be a positive number")
     rule = rule or LadderRule()
     best: tuple[float, ModelShape] | None = None
-    for layers in range(rule.min_layers, rule.max_layers + 1):
-        for hidden in _widths_near(target, layers, vocab, seq_len, count, rule):
-            shape = rule.shape(layers, hidden, vocab, seq_len)
-            miss = abs(math.log(shape.count(count) / target))
-            aspect = abs(math.log(shape.aspect_ratio / rule.aspect_ratio))
+    for layers in _depths_near(target, rule):
+        for hidden in _widths_near(target, layers, vocab, count, rule):
+            n = rule.count(layers, hidden, vocab, count)
+            miss = abs(math.log(n / target))
+            aspect = abs(math.log(hidden / layers / rule.aspect_ratio))
             score = miss / 0.05 + aspect  # 5% of count error weighs like one e-fold of aspect
             if best is None or score < best[0]:
-                best = (score, shape)
+                best = (score, (layers, hidden))
     assert best is not None
-    return best[1]
+    layers, hidden = best[1]
+    return rule.shape(layers, hidden, vocab, seq_len)
 
 
-def _widths_near(
-    target: float, layers: int, vocab: int, seq_len: int, count: Count, rule: LadderRule
-) -> Iterable[int]:
+def _depths_near(target: float, rule: LadderRule) -> range:
+    """Depths worth trying: within 4x of the depth at which ``12 L (aspect L)^2 = target``.
+
+    Outside that window the aspect-ratio penalty alone (ln 4 = 1.39, worth a 7% count miss)
+    loses to the depths inside it, whose count miss is at most a few percent.
+    """
+    l0 = (target / (12.0 * rule.aspect_ratio**2)) ** (1.0 / 3.0)
+    lo = min(rule.max_layers, max(rule.min_layers, math.floor(l0 / 4.0)))
+    hi = min(rule.max_layers, max(lo, math.ceil(l0 * 4.0)))
+    return range(lo, hi + 1)
+
+
+def _widths_near(target: float, layers: int, vocab: int, count: Count, rule: LadderRule) -> Iterable[int]:
+    """The two multiples of ``hidden_multiple`` whose counts bracket ``target`` at this depth."""
     m = rule.hidden_multiple
-    lo, hi = 1, max(2, int(1e6 // m))
-    # count grows monotonically with width: bisect on multiples of m
+    # Every block holds at least 10 hidden^2 weights (attention >= 2 h^2, SwiGLU MLP 8 h^2), so
+    # this width already reaches the target: bisect below it on multiples of m.
+    lo, hi = 1, max(2, math.ceil(math.sqrt(target / (10.0 * layers)) / m) + 1)
     while lo < hi:
         mid = (lo + hi) // 2
-        if rule.shape(layers, mid * m, vocab, seq_len).count(count) < target:
+        if rule.count(layers, mid * m, vocab, count) < target:
             lo = mid + 1
         else:
             hi = mid
-    return [k * m for k in {max(1, lo - 1), lo} if k >= 1]
+    return [k * m for k in sorted({max(1, lo - 1), lo})]
 
 
 def ladder(
