@@ -4,8 +4,9 @@
 run for a shape on ``gpus`` devices, estimates the memory of each per GPU and keeps the first
 that fits in this order of preference: fewest model-parallel GPUs (``tp x pp``: communication
 and the pipeline bubble cost most), then no activation recomputation (it repeats the forward,
-about a third more compute), then tensor before pipeline parallelism (within a node), then the
-largest micro-batch (fewer, larger matmuls).
+about a third more compute), then tensor before pipeline parallelism (within a node), then a pipeline
+bubble ``(pp - 1) / (accumulation + pp - 1)`` of at most 20%, then the largest micro-batch
+(fewer, larger matmuls).
 
 Memory per GPU (bytes), with ``P`` the parameters held by the busiest pipeline stage after
 tensor-parallel sharding:
@@ -275,7 +276,8 @@ def plan_parallelism(
                         sequence_parallel=sp, zero_stage=zero_stage, overhead_gib=overhead_gib,
                     )  # fmt: skip
                     plan = ParallelPlan(d, t, q, m, acc, r, sp, mem, gpu_memory_gib)
-                    key = (t * q, r, q, -m)
+                    bubble = (q - 1) / (acc + q - 1)  # 1F1B idle fraction (Narayanan et al. 2021)
+                    key = (t * q, r, q, bubble > 0.2, -m)
                     candidates.append((key, plan))
     if not candidates:
         raise first_error or UsageError(
