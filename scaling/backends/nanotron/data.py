@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from scaling.errors import UsageError
+from scaling.runspec import RunSpec
 from scaling.store import atomic_write_json, read_json
 
 CHUNK = 1 << 24  # tokens copied at a time
@@ -118,3 +122,64 @@ def data_key(data_spec: dict[str, Any], vocab: int) -> str:
 
 def nanoset_folder(data_dir: str | Path, data_spec: dict[str, Any], vocab: int) -> Path:
     return Path(data_dir) / "nanoset" / data_key(data_spec, vocab)
+
+
+def link_or_copy_ds(src: str | Path, dst: str | Path, src_dtype: str, vocab: int) -> int:
+    """A local ``.bin`` memmap as a ``.ds`` file. On a little-endian machine with the same token
+    width the bytes are identical, so the file is hard-linked (no copy of a large corpus);
+    otherwise it is rewritten."""
+    src, dst = Path(src), Path(dst)
+    want = token_dtype(vocab)
+    same = np.dtype(src_dtype).itemsize == want.itemsize and sys.byteorder == "little"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if same:
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+        return os.path.getsize(dst) // want.itemsize
+    return write_ds(np.memmap(src, dtype=np.dtype(src_dtype), mode="r"), dst, vocab)
+
+
+def padded_tokenizer(tokenizer_dir: str | Path, vocab: int, out_dir: str | Path) -> tuple[Path, int | None, int | None]:
+    """A copy of the tokenizer with exactly ``vocab`` entries.
+
+    Nanotron's ``run_train.py`` asserts ``len(tokenizer) == vocab_size`` for nanosets; a BPE
+    trained to at most ``vocab`` entries may have fewer, so unused placeholder tokens fill the
+    gap (their ids never occur in the data). Returns the folder, eos and bos ids.
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    n = len(tok)
+    if n > vocab:
+        raise UsageError(f"shape.vocab={vocab}: smaller than the tokenizer's {n} tokens; raise shape.vocab")
+    if n < vocab:
+        tok.add_tokens([f"<|unused_{i}|>" for i in range(vocab - n)], special_tokens=True)
+    if len(tok) != vocab:
+        raise UsageError(f"data.tokenizer: could not pad the tokenizer to shape.vocab={vocab} (got {len(tok)})")
+    out = Path(out_dir)
+    tok.save_pretrained(str(out))
+    return out, tok.eos_token_id, tok.bos_token_id
+
+
+def prepare_from_local(spec: RunSpec, folder: str | Path) -> NanosetData:
+    """Tokenize with the local backend (same corpus, tokenizer and split) and expose the result
+    as nanoset files in ``folder``; the local backend's cache sits beside it."""
+    from scaling.backends.local.data import prepare_data
+
+    folder = Path(folder)
+    vocab = spec.shape.vocab
+    prepared = prepare_data(spec.data, vocab, cache_dir=folder.parents[1])
+    n_train = link_or_copy_ds(prepared.train_path, folder / "train" / "train.ds", prepared.dtype, vocab)
+    n_val = link_or_copy_ds(prepared.val_path, folder / "val" / "val.ds", prepared.dtype, vocab)
+    tok_dir, eos, bos = padded_tokenizer(prepared.tokenizer_dir, vocab, folder / "tokenizer")
+    data = NanosetData(
+        folder=str(folder.resolve()), vocab=vocab, token_size=token_dtype(vocab).itemsize, train_tokens=n_train,
+        val_tokens=n_val, tokenizer_dir=str(tok_dir.resolve()), eos_id=eos, bos_id=bos,
+    )  # fmt: skip
+    atomic_write_json(folder / "meta.json", asdict(data))  # last: marks the folder complete
+    return data
