@@ -113,7 +113,7 @@ class RunSpec(_Strict):
     eval_every: int | None = Field(default=None, gt=0, description="steps between eval losses")
     eval_tokens: int = Field(default=65536, gt=0)
     checkpoint_every: int | None = Field(default=None, gt=0, description="steps between checkpoints")
-    backend: Literal["local", "nanotron"] = "local"
+    backend: str = Field(default="local", min_length=1, description="a name in scaling.backends.base's registry")
     backend_options: dict[str, Any] = Field(default_factory=dict)
     # WSD cooldown branch: start from the stable trunk's checkpoint at ``branch_from_tokens``.
     branch_of: str | None = None

@@ -1,0 +1,41 @@
+"""The sweep engine: specs (``spec``), their expansion into runs (``grid``), and launching them
+through submitit on this machine or a Slurm cluster (``launch``).
+
+Python API (what ``scaling sweep`` and ``scaling.pipeline`` call)::
+
+    from scaling.sweep import load_spec, expand, launch, status, resume, cancel, plan_table
+    spec = load_spec("sweeps/quickstart.yaml")
+    runs = expand(spec)                                  # list[RunSpec], deterministic
+    summary = launch(spec, "studies/quick", executor="local", max_parallel=None, progress=None)
+    status("studies/quick")["counts"]                    # {"done": 20, ...}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "SweepSpec": "scaling.sweep.spec",
+    "load_spec": "scaling.sweep.spec",
+    "parse_spec": "scaling.sweep.spec",
+    "expand": "scaling.sweep.grid",
+    "plan_table": "scaling.sweep.plan",
+    "launch": "scaling.sweep.launch",
+    "resume": "scaling.sweep.launch",
+    "status": "scaling.sweep.launch",
+    "cancel": "scaling.sweep.launch",
+    "write_store": "scaling.sweep.launch",
+    "Progress": "scaling.sweep.launch",
+    "SweepLocked": "scaling.sweep.launch",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    # lazy: `import scaling.sweep.spec` must not import submitit or a backend
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'scaling.sweep' has no attribute {name!r}")

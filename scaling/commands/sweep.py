@@ -1,0 +1,179 @@
+"""``scaling sweep {plan,launch,status,resume,cancel}``: thin wrappers over :mod:`scaling.sweep`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from scaling.commands import add_json_flag, emit_json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    p = sub.add_parser("plan", help="dry run: the table of runs a spec expands to (N, D, FLOPs, D/N, time)")
+    p.add_argument("spec", help="sweep YAML (e.g. sweeps/quickstart.yaml)")
+    p.add_argument("--max-parallel", type=int, default=None, help="runs at once, for the wall-time estimate")
+    add_json_flag(p)
+
+    def launch_opts(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--executor", choices=("debug", "local", "slurm"), default=None,
+                       help="where runs go (default: the spec's executor.kind)")
+        q.add_argument("--max-parallel", type=int, default=None, help="runs at once (local: default one per core)")
+        q.add_argument("--threads", type=int, default=None, help="threads per run (local: default cores / runs at once)")
+        q.add_argument("--retries", type=int, default=None, help="retries of a failed run (default: the spec's)")
+        q.add_argument("--quiet", action="store_true", help="no progress display")
+        add_json_flag(q)
+
+    p = sub.add_parser("launch", help="run a sweep into a folder (finished runs are skipped)")
+    p.add_argument("spec", help="sweep YAML")
+    p.add_argument("--out", required=True, help="the sweep folder (results store)")
+    launch_opts(p)
+
+    p = sub.add_parser("resume", help="launch a sweep folder again from its own sweep.yaml")
+    p.add_argument("dir", help="the sweep folder")
+    launch_opts(p)
+
+    p = sub.add_parser("status", help="runs done/running/failed, FLOPs done, per-run losses")
+    p.add_argument("dir", help="the sweep folder")
+    add_json_flag(p)
+
+    p = sub.add_parser("cancel", help="stop the launcher and every run of a sweep folder")
+    p.add_argument("dir", help="the sweep folder")
+    add_json_flag(p)
+
+
+def _positive(name: str, v: int | None) -> None:
+    from scaling.errors import UsageError
+
+    if v is not None and v < 1:
+        raise UsageError(f"{name}={v}: must be at least 1")
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"plan": _plan, "launch": _launch, "resume": _launch, "status": _status, "cancel": _cancel}[args.action](args)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(soft_wrap=False, width=max(140, Console().width))
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from scaling.sweep import plan_table
+
+    _positive("--max-parallel", args.max_parallel)
+    table = plan_table(args.spec, max_parallel=args.max_parallel)
+    if args.json:
+        emit_json(table)
+        return 0
+    from rich.table import Table
+
+    rows = table["runs"]
+    t = Table(title=f"sweep {table['name']}: {len(rows)} runs, {table['flops_total']:.3g} FLOPs ({table['flops_convention']})")
+    cols = ["name", "run_id", "budget", "shape", "params", "non_emb", "tokens", "flops", "D/N", "batch", "lr", "est"]
+    extra = table["describe_columns"]
+    for c in cols + extra:
+        t.add_column(c, justify="left" if c in ("name", "run_id", "shape") else "right")
+    for r in rows:
+        est = r.get("est_seconds")
+        t.add_row(
+            str(r["name"]), r["run_id"], "" if r["budget"] is None else f"{r['budget']:.3g}", r["shape"],
+            f"{r['params']:,}", f"{r['non_embedding_params']:,}", f"{r['tokens']:.4g}", f"{r['flops']:.3g}",
+            f"{r['tokens_per_param']:.1f}", str(r["batch_tokens"]), f"{r['lr']:.3g}",
+            "?" if est is None else _dur(est), *[_cell(r.get(c)) for c in extra],
+        )
+    con = _console()
+    con.print(t)
+    wall = table.get("est_wall_seconds")
+    con.print(f"estimated wall time: {'unknown' if wall is None else _dur(wall)} "
+              f"({table['max_parallel']} at a time, {table['threads_per_run']} thread(s) each, executor {table['executor']})")
+    return 0
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, dict):
+        return " ".join(f"{k}={_cell(x)}" for k, x in v.items())
+    return str(v)
+
+
+def _dur(s: float) -> str:
+    s = float(s)
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{s / 60:.1f}m"
+    return f"{s / 3600:.1f}h"
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from scaling.sweep import launch, resume
+
+    for name in ("max_parallel", "threads"):
+        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.retries is not None and args.retries < 0:
+        from scaling.errors import UsageError
+
+        raise UsageError(f"--retries={args.retries}: must be 0 or more")
+    kw: dict[str, Any] = {"executor": args.executor, "max_parallel": args.max_parallel, "threads": args.threads,
+                          "retries": args.retries, "progress": False if (args.quiet or args.json) else None}
+    summary = launch(args.spec, args.out, **kw) if args.action == "launch" else resume(args.dir, **kw)
+    if args.json:
+        emit_json(summary)
+    else:
+        print(f"{summary['name']}: {summary['done']}/{summary['runs']} done ({summary['skipped']} already done), "
+              f"{summary['failed']} failed, {summary['retried']} retried, {_dur(summary['wall_s'])} "
+              f"-> {summary['out_dir']}")
+        for f in summary["failed_runs"]:
+            print(f"  failed {f['name']} ({f['run_id']}): {f['error'].strip().splitlines()[-1] if f['error'] else ''}",
+                  file=sys.stderr)
+    if summary["cancelled"]:
+        return 1
+    return 0 if summary["failed"] == 0 else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from scaling.sweep import status
+
+    st = status(args.dir)
+    if args.json:
+        emit_json(st)
+        return 0
+    from rich.table import Table
+
+    c = st["counts"]
+    launcher = st["launcher"]
+    who = "no launcher" if not launcher else (
+        f"launcher pid {launcher['pid']} on {launcher['host']} ({'alive' if launcher['alive'] else 'gone: stale lock'})")
+    pct = 100 * st["flops_done"] / st["flops_total"] if st["flops_total"] else 0.0
+    t = Table(title=f"{st['out_dir']}: {c['done']}/{st['total']} done, {c['running']} running, {c['failed']} failed, "
+                    f"{c['interrupted']} interrupted, {c['cancelled']} cancelled, {c['pending']} pending; "
+                    f"{pct:.0f}% of {st['flops_total']:.3g} FLOPs; {who}")
+    for col in ("name", "run_id", "state", "attempts", "progress", "final_loss", "eval_loss", "wall_time", "error"):
+        t.add_column(col)
+    for r in st["runs"]:
+        prog = f"{100 * r['tokens_done'] / r['tokens']:.0f}%" if r["tokens"] else ""
+        err = (r.get("error") or "").strip().splitlines()
+        t.add_row(str(r["name"]), r["run_id"], r["state"], str(r["attempts"]), prog, _cell(r["final_loss"]),
+                  _cell(r["eval_loss"]), "" if r["wall_time"] is None else _dur(r["wall_time"]), err[-1][:60] if err else "")
+    _console().print(t)
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from scaling.sweep import cancel
+
+    out = cancel(args.dir)
+    if args.json:
+        emit_json(out)
+    else:
+        c = out["counts"]
+        print(f"cancelled {args.dir}: {len(out['stopped_processes'])} run process(es) stopped, "
+              f"{len(out['scancelled'])} Slurm job(s) cancelled; {c.get('done', 0)} done, {c.get('cancelled', 0)} cancelled")
+    return 0

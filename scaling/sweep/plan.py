@@ -1,0 +1,71 @@
+"""``sweep plan``: the runs a spec expands to, with sizes, tokens, FLOPs and time estimates."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from scaling.sweep.grid import expand
+from scaling.sweep.spec import SweepSpec, load_spec
+
+
+def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None) -> dict[str, Any]:
+    """One row per run (N, non-embedding N, D, FLOPs, D/N, batch, LR, estimated seconds, and the
+    backend's ``describe(spec)`` columns where it has one), plus totals and a wall-time estimate.
+
+    The wall-time estimate packs the runs' estimates onto ``max_parallel`` slots, longest first.
+    """
+    from scaling.backends.base import get_backend
+    from scaling.sweep.launch import share_cores
+
+    spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
+    runs = expand(spec)
+    backend = None
+    with contextlib.suppress(ImportError):
+        backend = get_backend(spec.backend)
+    describe = getattr(backend, "describe", None)
+    rows: list[dict[str, Any]] = []
+    extra: list[str] = []
+    for r in runs:
+        s = r.model_shape
+        est = None
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                est = backend.estimate_seconds(r)
+        count = r.non_embedding_params if spec.model.count == "non_embedding" else r.params
+        row: dict[str, Any] = {
+            "run_id": r.run_id, "name": r.name, "budget": r.budget, "group": r.group,
+            "shape": f"L{s.layers} d{s.hidden} h{s.heads}" + (f"/{s.n_kv_heads}" if s.n_kv_heads != s.heads else ""),
+            "layers": s.layers, "hidden": s.hidden, "heads": s.heads,
+            "params": r.params, "non_embedding_params": r.non_embedding_params, "tokens": r.steps * r.batch_tokens,
+            "flops": r.flops(), "tokens_per_param": r.steps * r.batch_tokens / count, "batch_tokens": r.batch_tokens,
+            "steps": r.steps, "lr": r.optimizer.lr, "est_seconds": est, "branch_of": r.branch_of,
+        }
+        if callable(describe):
+            d = describe(r) or {}
+            for k in d:
+                if k not in extra:
+                    extra.append(k)
+            row.update(d)
+        rows.append(row)
+    kind = spec.executor.kind
+    if kind == "slurm":
+        par, threads = max_parallel or spec.executor.slurm.array_parallelism, spec.executor.slurm.cpus_per_task or 1
+    else:
+        par, threads = share_cores(len(runs), max_parallel or spec.executor.max_parallel, spec.executor.threads_per_run)
+        if kind == "debug":
+            par = 1
+    ests = [r["est_seconds"] for r in rows]
+    wall = None
+    if ests and all(e is not None for e in ests):
+        slots = [0.0] * max(1, par)
+        for e in sorted(ests, reverse=True):
+            i = slots.index(min(slots))
+            slots[i] += float(e)
+        wall = max(slots)
+    return {
+        "name": spec.name, "backend": spec.backend, "executor": kind, "max_parallel": par, "threads_per_run": threads,
+        "flops_convention": spec.train.flops_convention, "param_count": spec.model.count,
+        "flops_total": sum(r["flops"] for r in rows), "est_wall_seconds": wall, "describe_columns": extra, "runs": rows,
+    }

@@ -1,0 +1,462 @@
+"""Sweep specs: a YAML file validated by pydantic, with errors that name the key and its line.
+
+A spec has shared training settings (data, model family, batch and LR rules, schedule, optimizer),
+a backend, executor settings and one grid::
+
+    name: quickstart
+    backend: local
+    data: {source: builtin:default, tokenizer: bpe}
+    model: {vocab: 1024, seq_len: 128, count: non_embedding}
+    train: {batch: 2048, lr: {rule: inverse_width, scale: 0.32, max: 0.01}}
+    grid:
+      kind: isoflop
+      budgets: [1e11, 2e11, 4e11]
+      around_optimum: {k: 5, spread: 6, centre: tokens_per_param, tokens_per_param: 200}
+    executor: {kind: local, retries: 2}
+
+Grid kinds: ``isoflop`` (budgets x sizes), ``kaplan_n`` (sizes at fixed tokens), ``kaplan_d``
+(tokens at a fixed size), ``wsd_branches`` (a constant-LR trunk per size with cooldown branches)
+and ``runs`` (an explicit list). A size is either a number (target parameters, counted as
+``model.count`` says) or an explicit ``{layers, hidden, heads}`` shape.
+
+Pure: pydantic and PyYAML only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from scaling.errors import UsageError
+from scaling.runspec import DataSpec, ScheduleSpec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- sizes and the model family ------------------------------------------------------------------
+
+
+class ShapeSize(_Strict):
+    """An explicit shape; fields left out come from ``model`` (vocab, seq_len, tied...)."""
+
+    layers: int = Field(gt=0)
+    hidden: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    kv_heads: int | None = Field(default=None, gt=0)
+    ffn: int | None = Field(default=None, gt=0)
+    head_dim: int | None = Field(default=None, gt=0)
+
+
+Size = Annotated[float, Field(gt=0)] | ShapeSize
+
+
+class ModelSettings(_Strict):
+    """The model family every size of the sweep belongs to, and how a target N becomes a shape.
+
+    ``count``: what numeric sizes and ``tokens_per_param`` refer to, ``total`` parameters
+    (Chinchilla) or ``non_embedding`` (Kaplan). The ladder fields are those of
+    :class:`scaling.shapes.LadderRule`.
+    """
+
+    vocab: int = Field(default=32000, gt=0)
+    seq_len: int = Field(default=2048, gt=0)
+    tied: bool = False
+    glu: bool = True
+    qkv_bias: bool = False
+    count: Literal["total", "non_embedding"] = "total"
+    aspect_ratio: float = Field(default=64.0, gt=0)
+    head_dim: int = Field(default=64, gt=0)
+    kv_ratio: int = Field(default=1, gt=0)
+    hidden_multiple: int = Field(default=64, gt=0)
+    ffn_multiple: int = Field(default=256, gt=0)
+    min_layers: int = Field(default=1, gt=0)
+    max_layers: int = Field(default=128, gt=0)
+
+
+# ---- batch and learning-rate rules -------------------------------------------------------------
+
+
+class BatchRule(_Strict):
+    """Tokens per optimizer step.
+
+    * ``fixed``: ``tokens``.
+    * ``deepseek``: ``B = 0.2920 C^0.3271`` with C = M D (DeepSeek-AI 2024, eq. 1).
+    * ``table``: ``table`` maps parameter counts (``model.count``) to tokens; the entry with the
+      nearest count (in log space) applies.
+
+    The result is rounded to a whole number of sequences and clipped to ``[min_tokens, max_tokens]``.
+    """
+
+    rule: Literal["fixed", "deepseek", "table"] = "fixed"
+    tokens: int | None = Field(default=None, gt=0)
+    table: dict[float, int] | None = None
+    min_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> BatchRule:
+        if self.rule == "fixed" and self.tokens is None:
+            raise ValueError("rule 'fixed' needs tokens: e.g. batch: {rule: fixed, tokens: 2048} or batch: 2048")
+        if self.rule == "table" and not self.table:
+            raise ValueError("rule 'table' needs table: {params: batch_tokens, ...}")
+        return self
+
+
+class LrRule(_Strict):
+    """Peak learning rate.
+
+    * ``fixed``: ``value``.
+    * ``inverse_width``: ``min(max, scale / hidden)`` (muP-style 1/width scaling of Adam's LR).
+    * ``deepseek``: ``eta = 0.3118 C^-0.1250`` with C = M D (DeepSeek-AI 2024, eq. 1).
+    * ``table``: parameter count -> LR, nearest entry in log space.
+    """
+
+    rule: Literal["fixed", "inverse_width", "deepseek", "table"] = "fixed"
+    value: float | None = Field(default=None, gt=0)
+    scale: float | None = Field(default=None, gt=0)
+    max: float | None = Field(default=None, gt=0)
+    table: dict[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> LrRule:
+        need = {"fixed": "value", "inverse_width": "scale", "table": "table"}.get(self.rule)
+        if need and not getattr(self, need):
+            raise ValueError(f"rule {self.rule!r} needs {need}")
+        return self
+
+
+class OptimizerSettings(_Strict):
+    """AdamW settings shared by every run (the LR comes from ``train.lr``)."""
+
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.95, ge=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0)
+    weight_decay: float = Field(default=0.1, ge=0)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+
+
+class TrainSettings(_Strict):
+    batch: BatchRule = BatchRule(tokens=2048)
+    lr: LrRule = LrRule(value=1e-3)
+    schedule: ScheduleSpec = ScheduleSpec()
+    optimizer: OptimizerSettings = OptimizerSettings()
+    seeds: list[int] = Field(default=[0], min_length=1)
+    micro_batch: int | None = Field(default=None, gt=0)
+    init_std: float = Field(default=0.02, gt=0)
+    eval_every: int | None = Field(default=None, gt=0)
+    eval_tokens: int = Field(default=65536, gt=0)
+    checkpoint_every: int | None = Field(default=None, gt=0)
+    flops_convention: str = "6N"
+
+    @field_validator("batch", mode="before")
+    @classmethod
+    def _batch_shorthand(cls, v: Any) -> Any:
+        return {"rule": "fixed", "tokens": v} if isinstance(v, (int, float, str)) else v
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr_shorthand(cls, v: Any) -> Any:
+        return {"rule": "fixed", "value": v} if isinstance(v, (int, float, str)) else v
+
+    @field_validator("flops_convention")
+    @classmethod
+    def _convention(cls, v: str) -> str:
+        from scaling.flops import FLOP_CONVENTIONS
+
+        if v not in FLOP_CONVENTIONS:
+            raise ValueError(f"unknown convention {v!r}: choose one of {', '.join(FLOP_CONVENTIONS)}")
+        return v
+
+
+# ---- grids ---------------------------------------------------------------------------------------
+
+
+class AroundOptimum(_Strict):
+    """``k`` sizes spread evenly in log space over ``[N*/sqrt(spread), N* sqrt(spread)]``.
+
+    ``centre``: where N*(C) comes from: ``planner`` (``scaling.planner`` with ``law``) or
+    ``tokens_per_param`` (``N* = sqrt(C / (6 r))``, i.e. D/N = r at the optimum; counted as
+    ``model.count`` says).
+    """
+
+    k: int = Field(default=5, ge=2)
+    spread: float = Field(default=8.0, gt=1)
+    centre: Literal["planner", "tokens_per_param"] = "planner"
+    law: str = "chinchilla"
+    tokens_per_param: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> AroundOptimum:
+        if self.centre == "tokens_per_param" and self.tokens_per_param is None:
+            raise ValueError("centre 'tokens_per_param' needs tokens_per_param: e.g. 20 (Chinchilla)")
+        return self
+
+
+class IsoflopGrid(_Strict):
+    """Budgets x sizes; each run gets ``D = C / (FLOPs per token)`` under ``train.flops_convention``."""
+
+    kind: Literal["isoflop"]
+    budgets: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=1)
+    sizes: list[Size] | None = None
+    sizes_per_budget: dict[float, list[Size]] | None = None
+    around_optimum: AroundOptimum | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IsoflopGrid:
+        given = [n for n in ("sizes", "sizes_per_budget", "around_optimum") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of sizes, sizes_per_budget or around_optimum"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.sizes_per_budget is not None:
+            missing = [b for b in self.budgets if not any(math.isclose(b, k, rel_tol=1e-9) for k in self.sizes_per_budget)]
+            if missing:
+                raise ValueError(f"sizes_per_budget has no entry for budget(s) {missing}")
+        return self
+
+
+class KaplanNGrid(_Strict):
+    """Sizes at a fixed token count (Kaplan et al. 2020, fig. 1 middle: L(N) at large D)."""
+
+    kind: Literal["kaplan_n"]
+    sizes: list[Size] = Field(min_length=1)
+    tokens: int = Field(gt=0)
+
+
+class KaplanDGrid(_Strict):
+    """Token counts at a fixed size (Kaplan et al. 2020, L(D))."""
+
+    kind: Literal["kaplan_d"]
+    size: Size
+    tokens: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
+
+
+class WsdGrid(_Strict):
+    """One constant-LR trunk per size, with a cooldown branch ending at each token count.
+
+    Branch ``T`` starts from the trunk's checkpoint at ``(1 - cooldown_frac) T`` and decays the
+    LR over its last ``cooldown_frac T`` tokens (Hägele et al. 2024, "Scaling Laws and
+    Compute-Optimal Training Beyond Fixed Training Durations"): one trunk gives a whole L(D)
+    curve for the price of one run plus the cooldowns.
+    """
+
+    kind: Literal["wsd_branches"]
+    sizes: list[Size] = Field(min_length=1)
+    tokens: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
+    cooldown_frac: float = Field(default=0.2, gt=0, lt=1)
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "1-sqrt"
+
+
+class RunEntry(_Strict):
+    """One explicit run: a size and either ``tokens`` or a FLOP ``budget``; optional overrides."""
+
+    size: Size
+    tokens: int | None = Field(default=None, gt=0)
+    budget: float | None = Field(default=None, gt=0)
+    name: str | None = None
+    lr: float | None = Field(default=None, gt=0)
+    batch_tokens: int | None = Field(default=None, gt=0)
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> RunEntry:
+        if (self.tokens is None) == (self.budget is None):
+            raise ValueError("give exactly one of tokens or budget")
+        return self
+
+
+class RunsGrid(_Strict):
+    kind: Literal["runs"]
+    runs: list[RunEntry] = Field(min_length=1)
+
+
+Grid = Annotated[IsoflopGrid | KaplanNGrid | KaplanDGrid | WsdGrid | RunsGrid, Field(discriminator="kind")]
+GRID_KINDS = ("isoflop", "kaplan_n", "kaplan_d", "wsd_branches", "runs")
+
+
+# ---- executors -------------------------------------------------------------------------------------
+
+
+class SlurmSettings(_Strict):
+    """What ``sbatch`` is asked for, per run (one array task per run)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = Field(default=60, gt=0)
+    nodes: int = Field(default=1, gt=0)
+    gpus_per_node: int = Field(default=0, ge=0)
+    tasks_per_node: int = Field(default=1, gt=0)
+    cpus_per_task: int | None = Field(default=None, gt=0)
+    mem_gb: float | None = Field(default=None, gt=0)
+    array_parallelism: int = Field(default=64, gt=0)
+    constraint: str | None = None
+    exclude: str | None = None
+    signal_delay_s: int = Field(default=120, ge=0)
+    max_num_timeout: int = Field(default=3, ge=0, description="requeues after a timeout or pre-emption")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before the job")
+    additional: dict[str, str | int | bool] = Field(default_factory=dict, description="extra sbatch options")
+
+
+class ExecutorSettings(_Strict):
+    """How runs are launched.
+
+    ``debug`` runs them one by one in this process; ``local`` as processes on this machine,
+    ``max_parallel`` at once (default: one per core) with ``threads_per_run`` threads each
+    (default: cores / max_parallel); ``slurm`` as a job array. Failed runs are retried up to
+    ``retries`` times; each resumes from its own checkpoint.
+    """
+
+    kind: Literal["debug", "local", "slurm"] = "local"
+    max_parallel: int | None = Field(default=None, gt=0)
+    threads_per_run: int | None = Field(default=None, gt=0)
+    retries: int = Field(default=2, ge=0)
+    timeout_min: int = Field(default=24 * 60, gt=0)
+    poll_s: float = Field(default=0.5, gt=0)
+    slurm: SlurmSettings = SlurmSettings()
+
+
+# ---- the spec --------------------------------------------------------------------------------------
+
+
+class SweepSpec(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    backend: str = "local"
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    data: DataSpec = DataSpec()
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings()
+    grid: Grid
+    executor: ExecutorSettings = ExecutorSettings()
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        from scaling.backends.base import backend_names
+
+        if v not in backend_names():
+            raise ValueError(f"unknown backend {v!r}: choose one of {', '.join(backend_names())}")
+        return v
+
+    def to_yaml(self) -> str:
+        """The resolved spec (every default filled in), as ``sweep.yaml`` stores it."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ---- loading with line numbers ---------------------------------------------------------------------
+
+_ALL_FIELDS = sorted(
+    {
+        f
+        for m in (SweepSpec, ModelSettings, BatchRule, LrRule, OptimizerSettings, TrainSettings, AroundOptimum,
+                  IsoflopGrid, KaplanNGrid, KaplanDGrid, WsdGrid, RunEntry, RunsGrid, SlurmSettings,
+                  ExecutorSettings, ShapeSize, DataSpec, ScheduleSpec)
+        for f in m.model_fields
+    }
+)
+
+
+def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    """Record the 1-based line of every key and list item under ``node`` (keys at their own line)."""
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = yaml.safe_load(yaml.serialize(k)) if isinstance(k, yaml.ScalarNode) else None
+            out[(*path, key)] = k.start_mark.line + 1
+            _lines(v, (*path, key), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _lines(v, (*path, i), out)
+
+
+def _locate(loc: tuple[Any, ...], data: Any, lines: dict[tuple[Any, ...], int]) -> tuple[tuple[Any, ...], int | None]:
+    """The data path a pydantic ``loc`` refers to (union tags dropped) and its line."""
+    path: list[Any] = []
+    cur = data
+    for part in loc:
+        if isinstance(cur, Mapping) and part in cur or isinstance(cur, list) and isinstance(part, int) and part < len(cur):
+            path.append(part)
+            cur = cur[part]
+        elif isinstance(cur, Mapping) and isinstance(part, str) and str(part) in {str(k) for k in cur}:
+            key = next(k for k in cur if str(k) == str(part))
+            path.append(key)
+            cur = cur[key]
+        # anything else is a union tag ('isoflop', 'float', 'ShapeSize'...): skip it
+    p = tuple(path)
+    while p and p not in lines:
+        p = p[:-1]
+    return tuple(path), lines.get(p)
+
+
+def _format_errors(err: ValidationError, data: Any, lines: dict[tuple[Any, ...], int], source: str) -> str:
+    msgs: list[str] = []
+    seen: set[str] = set()
+    errors = err.errors()
+    for e in errors:
+        loc = tuple(e["loc"])
+        # A size is a number or a shape: report only the branch that matches what was written.
+        if "constrained-float" in loc and isinstance(e.get("input"), Mapping):
+            continue
+        if "ShapeSize" in loc and e["type"] == "model_type" and not isinstance(e.get("input"), Mapping):
+            continue
+        path, line = _locate(tuple(e["loc"]), data, lines)
+        if e["type"] == "union_tag_invalid":
+            path, line = _locate((*path, "kind"), data, lines)
+        dotted = ".".join(str(p) for p in path) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            key = str(path[-1]) if path else dotted
+            close = difflib.get_close_matches(key, _ALL_FIELDS, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else "; remove it"
+            msg = f"unknown key {key!r}{hint}"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"unknown grid kind {e['input'].get('kind')!r}: choose one of {', '.join(GRID_KINDS)}" if isinstance(e.get("input"), Mapping) else str(e["msg"])
+        elif e["type"] == "union_tag_not_found":
+            msg = f"missing 'kind': choose one of {', '.join(GRID_KINDS)}"
+        else:
+            msg = str(e["msg"]).removeprefix("Value error, ")
+        where = f"{source}:{line}: " if line else f"{source}: "
+        text = f"{where}{dotted}: {msg}"
+        if text not in seen:
+            seen.add(text)
+            msgs.append(text)
+    return "; ".join(msgs[:6]) + (f"; and {len(msgs) - 6} more" if len(msgs) > 6 else "")
+
+
+def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
+    """Validate YAML text; errors are :class:`UsageError` naming ``source:line: key: problem``."""
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise UsageError(f"{source}{line}: not valid YAML: {getattr(e, 'problem', e)}; fix the syntax") from None
+    if not isinstance(data, Mapping):
+        raise UsageError(f"{source}: a sweep spec is a YAML mapping with at least name and grid")
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _lines(node, (), lines)
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as e:
+        raise UsageError(_format_errors(e, data, lines, source)) from None
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep spec file (see :func:`parse_spec`)."""
+    p = Path(path)
+    if p.is_dir() and (p / "sweep.yaml").exists():
+        p = p / "sweep.yaml"  # a sweep folder: its resolved spec
+    if not p.exists():
+        raise UsageError(f"spec {str(p)!r}: no such file; give a sweep YAML (see sweeps/)")
+    return parse_spec(p.read_text(), source=p.name)
