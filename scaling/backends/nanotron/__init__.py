@@ -87,6 +87,14 @@ class NanotronBackend:
             "nanotron_commit": NANOTRON_COMMIT,
         }
 
+    def slurm_parameters(self, spec: RunSpec) -> dict[str, Any]:
+        """How the sweep engine shapes this run's Slurm job: ``nodes`` nodes with
+        ``gpus_per_node`` GPUs, one task per node (each task runs torchrun)."""
+        from scaling.backends.nanotron.config import options_of
+        from scaling.backends.nanotron.launch import slurm_parameters
+
+        return slurm_parameters(options_of(spec))
+
     def estimate_seconds(self, spec: RunSpec) -> float | None:
         try:
             return self.describe(spec)["hours"] * 3600.0
@@ -142,7 +150,7 @@ class NanotronBackend:
         """Run this node's share of the run (every Slurm task calls this); node 0 returns the result."""
         from scaling.backends.nanotron.config import options_of
         from scaling.backends.nanotron.entry import missing_requirements
-        from scaling.backends.nanotron.launch import node_environment, run_node
+        from scaling.backends.nanotron.launch import node_environment, run_node, wait_for_result
 
         if run_dir.read_spec() is None:
             run_dir.write_spec(spec.to_json_dict())
@@ -160,7 +168,7 @@ class NanotronBackend:
         if code != 0:
             raise RuntimeError(f"torchrun exited {code} on node {where['node_rank']}; see {log}")
         if where["node_rank"] != 0:
-            return {}
+            return wait_for_result(run_dir, opts.result_wait_s)
         result = run_dir.read_result()
         if result is None:
             raise RuntimeError(f"the entry point exited 0 without writing {run_dir.path / 'result.json'}; see {log}")

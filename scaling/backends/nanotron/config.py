@@ -64,6 +64,7 @@ class NanotronOptions(BaseModel):
     rdzv_port: int = Field(default=29500, ge=1024, le=65535)
     cpus_per_task: int | None = Field(default=None, ge=1)
     final_loss_steps: int = Field(default=10, ge=1)
+    result_wait_s: float = Field(default=3600.0, gt=0, description="how long nodes > 0 wait for result.json")
 
     @property
     def gpus(self) -> int:

@@ -118,14 +118,28 @@ def run_node(run_dir: str | Path, opts: NanotronOptions, env: Mapping[str, str] 
     return proc.returncode
 
 
-def executor_parameters(opts: NanotronOptions) -> dict[str, Any]:
-    """submitit ``update_parameters`` for a nanotron run: nodes x GPUs, one task per node."""
+def slurm_parameters(opts: NanotronOptions) -> dict[str, Any]:
+    """``submitit.SlurmExecutor`` parameters of a nanotron run: nodes x GPUs, one task per node."""
     return {
         "nodes": opts.nodes,
-        "tasks_per_node": 1,
+        "ntasks_per_node": 1,
         "gpus_per_node": opts.gpus_per_node,
         "cpus_per_task": opts.cpus_per_task or max(1, 4 * opts.gpus_per_node),
     }
+
+
+def wait_for_result(run_dir: Any, timeout_s: float, poll_s: float = 2.0) -> dict[str, Any]:
+    """Nodes other than the first wait for node 0's conversion, evaluation and ``result.json``,
+    so no task reports the run finished (or failed) before it is."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = run_dir.read_result()
+        if result is not None:
+            return result
+        time.sleep(poll_s)
+    raise RuntimeError(f"no {run_dir.path / 'result.json'} from node 0 after {timeout_s:.0f} s")
 
 
 class NanotronJob(submitit.helpers.Checkpointable):
@@ -141,21 +155,25 @@ class NanotronJob(submitit.helpers.Checkpointable):
         return NanotronBackend().train(RunSpec.from_json_dict(spec_json), RunDir(run_dir))
 
 
-def submit(runs: list[tuple[Any, Any]], folder: str | Path, *, timeout_min: int = 60,
-           slurm_partition: str | None = None, array_parallelism: int = 16, extra: dict | None = None) -> list[Any]:  # fmt: skip
-    """Submit ``(spec, run_dir)`` pairs as Slurm job arrays (one array per parallelism shape)."""
+def submit(runs: list[tuple[Any, Any]], folder: str | Path, *, time_min: int = 60, partition: str | None = None,
+           array_parallelism: int = 16, max_num_timeout: int = 3, extra: dict | None = None) -> list[Any]:  # fmt: skip
+    """Submit ``(spec, run_dir)`` pairs as Slurm job arrays, one array per (nodes, GPUs) shape.
+
+    ``scaling sweep launch`` does the same through the sweep engine (via
+    :meth:`NanotronBackend.slurm_parameters`); this is the direct path for runs outside a sweep.
+    """
     from scaling.backends.nanotron.config import options_of
 
     groups: dict[tuple, list[tuple[Any, Any]]] = {}
     for spec, rd in runs:
-        params = executor_parameters(options_of(spec))
+        params = slurm_parameters(options_of(spec))
         groups.setdefault(tuple(sorted(params.items())), []).append((spec, rd))
     jobs = []
     for key, members in groups.items():
-        ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-        ex.update_parameters(timeout_min=int(timeout_min), slurm_array_parallelism=array_parallelism, **dict(key))
-        if slurm_partition:
-            ex.update_parameters(slurm_partition=slurm_partition)
+        ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=max_num_timeout)
+        ex.update_parameters(time=int(time_min), array_parallelism=array_parallelism, job_name="nanotron", **dict(key))
+        if partition:
+            ex.update_parameters(partition=partition)
         if extra:
             ex.update_parameters(**extra)
         with ex.batch():
