@@ -61,7 +61,7 @@ class NanotronOptions(BaseModel):
     overhead_gib: float = Field(default=3.0, ge=0)
     data_dir: str | None = None
     torchrun: str = "torchrun"
-    rdzv_port: int = Field(default=29500, ge=1024, le=65535)
+    rdzv_port: int = Field(default=29500, ge=1024, le=64535, description="base; plus a hash of the job id")
     cpus_per_task: int | None = Field(default=None, ge=1)
     final_loss_steps: int = Field(default=10, ge=1)
     result_wait_s: float = Field(default=3600.0, gt=0, description="how long nodes > 0 wait for result.json")

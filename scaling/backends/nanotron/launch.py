@@ -28,6 +28,7 @@ import os
 import shlex
 import socket
 import subprocess
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,12 @@ def first_host(nodelist: str) -> str:
     return head
 
 
+def rdzv_port(base: int, job_id: str) -> int:
+    """The rendezvous port of a job: ``base`` plus a hash of the job id, so array tasks sharing a
+    node do not collide while every node of one job computes the same port."""
+    return base + zlib.crc32(str(job_id).encode()) % 1000
+
+
 def torchrun_command(run_dir: str | Path, opts: NanotronOptions, where: Mapping[str, Any]) -> list[str]:
     """The command one node runs (``opts.torchrun`` may be a launcher with its own arguments)."""
     base = shlex.split(opts.torchrun)
@@ -80,7 +87,7 @@ def torchrun_command(run_dir: str | Path, opts: NanotronOptions, where: Mapping[
     else:
         rdzv = [
             "--rdzv_backend=c10d",
-            f"--rdzv_endpoint={where['master']}:{opts.rdzv_port}",
+            f"--rdzv_endpoint={where['master']}:{rdzv_port(opts.rdzv_port, where['job_id'])}",
             f"--rdzv_id={where['job_id']}",
         ]
     return [
