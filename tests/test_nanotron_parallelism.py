@@ -106,8 +106,11 @@ def test_pipeline_plans_keep_the_bubble_small():
 
 
 def test_describe_for_sweep_plan():
-    d = NanotronBackend().describe(spec())
+    cols = NanotronBackend().describe(spec())
+    assert cols["parallel"] == "dp8 tp1 pp1" and cols["recompute"] is False
+    d = NanotronBackend().details(spec())
     assert {"dp", "tp", "pp", "micro_batch", "accumulation", "steps", "memory_gib", "gpu_hours"} <= set(d)
+    assert (cols["micro_batch"], cols["accum"], cols["gpu_hours"]) == (d["micro_batch"], d["accumulation"], d["gpu_hours"])
     assert d["dp"] * d["micro_batch"] * d["accumulation"] == 64
     assert d["steps"] == 153
     # GPU-hours = matmul FLOPs / (peak x MFU): H100 989.4 TFLOP/s dense BF16

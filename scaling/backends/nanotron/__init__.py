@@ -49,10 +49,23 @@ class NanotronBackend:
 
     # ---- planning (no GPU needed) --------------------------------------------------------------
     def describe(self, spec: RunSpec) -> dict[str, Any]:
-        """What ``scaling sweep plan`` shows for a run: parallelism, batch split, memory, GPU-hours.
+        """The columns ``scaling sweep plan`` adds for a run: parallelism, micro-batch x accumulation,
+        recomputation, memory per GPU and GPU-hours (:meth:`details` has everything).
 
         Raises :class:`UsageError` (exit 2) naming the field when Nanotron cannot run the spec.
         """
+        d = self.details(spec)
+        return {
+            "parallel": f"dp{d['dp']} tp{d['tp']} pp{d['pp']}",
+            "micro_batch": d["micro_batch"],
+            "accum": d["accumulation"],
+            "recompute": d["recompute"],
+            "mem_gib": round(d["memory_gib"], 1),
+            "gpu_hours": d["gpu_hours"],
+        }
+
+    def details(self, spec: RunSpec) -> dict[str, Any]:
+        """Parallelism, batch split, memory breakdown, GPU-hours and wall hours of one run."""
         from scaling.backends.nanotron.config import lr_schedule, options_of, plan_for
         from scaling.flops import training_flops
 
@@ -64,23 +77,13 @@ class NanotronBackend:
         work = training_flops(spec.model_shape, tokens, "matmul")  # the matmuls the GPUs really do
         gpu_hours = work / (peak * opts.assumed_mfu) / 3600
         return {
-            "backend": "nanotron",
+            **plan.to_dict(),
             "gpu": opts.gpu,
             "nodes": opts.nodes,
             "gpus_per_node": opts.gpus_per_node,
-            "gpus": plan.gpus,
-            "dp": plan.dp,
-            "tp": plan.tp,
-            "pp": plan.pp,
-            "micro_batch": plan.micro_batch,
-            "accumulation": plan.accumulation,
-            "recompute": plan.recompute,
-            "sequence_parallel": plan.sequence_parallel,
             "steps": spec.steps,
             "batch_sequences": spec.batch_size,
-            "memory_gib": round(plan.memory.total_gib, 2),
-            "gpu_memory_gib": round(plan.gpu_memory_gib, 2),
-            "memory": plan.memory.to_dict(),
+            "memory_gib": plan.memory.total_gib,
             "assumed_mfu": opts.assumed_mfu,
             "gpu_hours": gpu_hours,
             "hours": gpu_hours / plan.gpus,
@@ -97,7 +100,7 @@ class NanotronBackend:
 
     def estimate_seconds(self, spec: RunSpec) -> float | None:
         try:
-            return self.describe(spec)["hours"] * 3600.0
+            return self.details(spec)["hours"] * 3600.0
         except UsageError:
             return None
 
@@ -106,7 +109,7 @@ class NanotronBackend:
         """Validate every spec against Nanotron, then write each corpus once as nanoset files."""
         seen: set[Path] = set()
         for spec in specs:
-            self.describe(spec)
+            self.details(spec)
             folder = self._data_folder(spec, cache_dir)
             if folder not in seen:
                 seen.add(folder)

@@ -244,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(rd: RunDir) -> int:  # pragma: no cover - needs CUDA and Nanotron
     import torch
+
     from nanotron.config import get_config_from_file
     from nanotron.trainer import DistributedTrainer
-
     from scaling.backends.nanotron import peak_flops_per_gpu
     from scaling.backends.nanotron.config import options_of
     from scaling.backends.nanotron.convert import convert_checkpoint, load_hf_model
