@@ -1,0 +1,543 @@
+"""The local training loop: one run, from a :class:`RunSpec` to a finished run folder.
+
+Short by design. Per optimizer step: ``accum`` forward/backward passes over micro-batches,
+gradient clipping (global L2 norm), the learning rate of :func:`lr_at` for this step, one fused
+(CPU/CUDA) AdamW step with decoupled weight decay on matrices only (Loshchilov & Hutter 2019; norms
+and biases are not decayed). Values that need a host sync (loss, gradient norm) stay on the device
+and are fetched once every ``log_every`` steps (every step on the CPU, where a fetch is free).
+
+Data order is a pure function of (seed, step): the training tokens are cut into
+``seq_len + 1``-token windows, each epoch visits them in a fresh permutation drawn from
+``numpy.random.default_rng([seed, epoch])``, and step ``s`` reads windows ``s*B .. s*B + B - 1``
+of that endless stream. Resuming therefore needs only the step number, and a resumed run on the
+CPU reproduces the uninterrupted run's losses bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scaling.errors import UsageError
+from scaling.flops import flops_per_token
+from scaling.runspec import RunSpec
+from scaling.store import RunDir, atomic_write_json, read_json
+
+from . import checkpoint as ck
+from .data import PreparedData, load_tokenizer, prepare_data
+from .model import LlamaLM, build_model, to_hf_model
+
+OPTION_KEYS = {
+    "threads": "int, CPU threads (default: all cores)",
+    "device": "auto | cpu | cuda",
+    "compile": "bool, torch.compile the model",
+    "dtype": "auto | float32 | bfloat16 (autocast; auto = bfloat16 on CUDA, float32 on CPU)",
+    "log_every": "int, steps between host syncs for metrics (default 1 on CPU, 10 on CUDA)",
+    "keep_checkpoints": "bool, keep every checkpoint (default: only for constant-LR trunks)",
+    "token_dtype": "auto | uint16 | uint32",
+    "save_model": "bool, save the final transformers model to model/ (default true)",
+}
+METRICS_FLUSH_S = 5.0
+
+
+# ---- options and schedule ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    threads: int | None = None
+    device: str = "auto"
+    compile: bool = False
+    dtype: str = "auto"
+    log_every: int | None = None
+    keep_checkpoints: bool | None = None
+    token_dtype: str | None = None
+    save_model: bool = True
+
+    @classmethod
+    def from_spec(cls, spec: RunSpec) -> Options:
+        opts = dict(spec.backend_options)
+        unknown = set(opts) - set(OPTION_KEYS)
+        if unknown:
+            known = "; ".join(f"{k}: {v}" for k, v in OPTION_KEYS.items())
+            raise UsageError(f"backend_options: unknown key(s) {sorted(unknown)}; known: {known}")
+        o = cls(**opts)
+        if o.threads is not None and (not isinstance(o.threads, int) or o.threads < 1):
+            raise UsageError(f"backend_options.threads={o.threads!r}: a positive integer")
+        if o.device not in ("auto", "cpu", "cuda") and not str(o.device).startswith("cuda:"):
+            raise UsageError(f"backend_options.device={o.device!r}: auto, cpu or cuda")
+        if o.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise UsageError(f"backend_options.dtype={o.dtype!r}: auto, float32, bfloat16 or float16")
+        if o.log_every is not None and (not isinstance(o.log_every, int) or o.log_every < 1):
+            raise UsageError(f"backend_options.log_every={o.log_every!r}: a positive integer")
+        return o
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"backend_options.device={self.device!r}: no CUDA device here; use auto or cpu")
+        return torch.device(self.device)
+
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The autocast dtype, or None for plain fp32."""
+        name = self.dtype
+        if name == "auto":
+            name = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+        return None if name == "float32" else getattr(torch, name)
+
+
+def warmup_steps(spec: RunSpec) -> int:
+    return round(spec.schedule.warmup_frac * spec.steps)
+
+
+def decay_start(spec: RunSpec) -> int:
+    """First step of the WSD decay phase: the last ``decay_frac`` of the steps (at least one)."""
+    return spec.steps - max(1, round(spec.schedule.decay_frac * spec.steps))
+
+
+def lr_at(spec: RunSpec, step: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) over exactly ``spec.steps`` steps.
+
+    Linear warmup ``lr (step+1)/W``; then ``cosine``: ``f + (1-f)(1 + cos(pi p))/2`` times lr with
+    ``p`` from 0 after warmup to 1 at the last step (so the last step uses ``final_frac * lr``);
+    ``wsd``: lr until :func:`decay_start`, then ``linear`` / ``cosine`` / ``1-sqrt`` decay
+    (Hägele et al. 2024, eq. 1) reaching ``final_frac * lr`` at the last step; ``constant``: lr.
+    """
+    sch, peak, n = spec.schedule, spec.optimizer.lr, spec.steps
+    w = warmup_steps(spec)
+    if step < w:
+        return peak * (step + 1) / w
+    f = sch.final_frac
+    if sch.kind == "constant":
+        return peak
+    if sch.kind == "cosine":
+        span = n - 1 - w
+        p = 1.0 if span <= 0 else min(1.0, (step - w) / span)
+        return peak * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * p)))
+    start = max(decay_start(spec), w)
+    if step < start:
+        return peak
+    p = min(1.0, (step - start + 1) / max(1, n - start))
+    if sch.decay_shape == "linear":
+        g = 1 - p
+    elif sch.decay_shape == "cosine":
+        g = 0.5 * (1 + math.cos(math.pi * p))
+    else:  # 1-sqrt
+        g = 1 - math.sqrt(p)
+    return peak * (f + (1 - f) * g)
+
+
+# ---- data ------------------------------------------------------------------------------------------
+
+
+class Batches:
+    """Step -> (inputs, targets): windows of ``seq_len + 1`` tokens, a seeded permutation per epoch."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int) -> None:
+        self.tokens = np.asarray(tokens)  # a few MB: read into memory once
+        self.T, self.B, self.seed = seq_len, batch_size, seed
+        self.n_windows = (len(self.tokens) - 1) // seq_len
+        if self.n_windows < 1:
+            raise UsageError(f"data: {len(self.tokens)} training tokens are fewer than one sequence of {seq_len}; add text")
+        self._perm: tuple[int, np.ndarray] | None = None
+        self._offsets = np.arange(seq_len + 1)
+
+    def _epoch_perm(self, epoch: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n_windows))
+        return self._perm[1]
+
+    def windows(self, step: int) -> np.ndarray:
+        g = np.arange(step * self.B, (step + 1) * self.B)
+        epochs, pos = np.divmod(g, self.n_windows)
+        idx = np.empty(self.B, dtype=np.int64)
+        for e in np.unique(epochs):
+            m = epochs == e
+            idx[m] = self._epoch_perm(int(e))[pos[m]]
+        return idx
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.tokens[self.windows(step)[:, None] * self.T + self._offsets].astype(np.int64)
+        t = torch.from_numpy(rows)
+        return t[:, :-1], t[:, 1:]
+
+
+def eval_windows(tokens: np.ndarray, seq_len: int, max_tokens: int) -> torch.Tensor:
+    """The first ``max_tokens`` of the validation split as (n, seq_len + 1) windows (fixed)."""
+    n = max(1, min(max_tokens // seq_len, (len(tokens) - 1) // seq_len))
+    if (len(tokens) - 1) // seq_len < 1:
+        raise UsageError(f"data.val_frac: the validation split has {len(tokens)} tokens, fewer than one sequence")
+    idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)
+    return torch.from_numpy(np.asarray(tokens)[idx].astype(np.int64))
+
+
+# ---- peak FLOP/s for MFU -------------------------------------------------------------------------
+
+# Dense peak FLOP/s by GPU name fragment (vendor datasheets; tensor-core dense, no sparsity).
+GPU_PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
+                 "A10G": 70e12, "4090": 165e12, "V100": 125e12, "T4": 65e12}
+
+
+def gpu_peak_flops(name: str, dtype: torch.dtype | None) -> float | None:
+    try:  # the shared hardware table, where present
+        from scaling import hardware  # type: ignore[attr-defined]
+
+        fn = getattr(hardware, "peak_flops", None)
+        if fn is not None:
+            v = fn(name, "bf16" if dtype is torch.bfloat16 else "fp32")
+            if v:
+                return float(v)
+    except Exception:
+        pass
+    for key, v in GPU_PEAK_BF16.items():
+        if key in name:
+            return v if dtype in (torch.bfloat16, torch.float16) else v / 2 if "H" in key else v / 16
+    return None
+
+
+def cpu_peak_flops(threads: int, seconds: float = 0.2) -> float:
+    """fp32 matmul FLOP/s at ``threads`` threads (the best of a few 512^3 products)."""
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    a @ b
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 512**3 / (time.perf_counter() - t))
+    return best
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype | None, threads: int, cache: Path | None) -> float | None:
+    if device.type == "cuda":
+        return gpu_peak_flops(torch.cuda.get_device_name(device), dtype)
+    path = cache / "cpu_peak.json" if cache else None
+    key = f"{os.uname().nodename}:{threads}"
+    known = (read_json(path) or {}) if path else {}
+    if key in known:
+        return float(known[key])
+    v = cpu_peak_flops(threads)
+    if path:
+        atomic_write_json(path, {**known, key: v})
+    return v
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay, seen = [], [], set()
+    for _, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, spec: RunSpec, device: torch.device) -> torch.optim.AdamW:
+    o = spec.optimizer
+    return torch.optim.AdamW(
+        _param_groups(model, o.weight_decay),
+        lr=lr_at(spec, 0),
+        betas=(o.beta1, o.beta2),
+        eps=o.eps,
+        fused=True,  # one kernel per parameter group on CPU and CUDA
+    )
+
+
+def _validate(spec: RunSpec) -> None:
+    if not spec.shape.glu:
+        raise UsageError("shape.glu=false: the local backend trains Llama (SwiGLU) models; set glu: true")
+    if spec.backend != "local":
+        raise UsageError(f"backend={spec.backend!r}: this is the local backend; set backend: local")
+    if spec.micro_batch is not None and spec.batch_size % spec.micro_batch:
+        raise UsageError(
+            f"micro_batch={spec.micro_batch}: must divide the batch of {spec.batch_size} sequences "
+            f"(batch_tokens / seq_len); try {math.gcd(spec.batch_size, spec.micro_batch)}"
+        )
+
+
+def _trunk_dir(spec: RunSpec, run_dir: RunDir) -> RunDir:
+    assert spec.branch_of is not None
+    p = Path(spec.branch_of).expanduser()
+    if not p.is_absolute() and not p.exists():
+        p = run_dir.path.parent / spec.branch_of
+    if not p.is_dir():
+        raise UsageError(f"branch_of={spec.branch_of!r}: no run folder {p}; give the trunk's run_id (same sweep) or path")
+    return RunDir(p)
+
+
+def _branch_start(spec: RunSpec, run_dir: RunDir) -> tuple[ck.Checkpoint, RunDir, int]:
+    """The trunk checkpoint a WSD cooldown branch starts from, after checking it fits."""
+    trunk = _trunk_dir(spec, run_dir)
+    tokens = spec.branch_from_tokens or 0
+    if tokens % spec.batch_tokens:
+        raise UsageError(f"branch_from_tokens={tokens}: must be a multiple of batch_tokens={spec.batch_tokens}")
+    step = tokens // spec.batch_tokens
+    if step > decay_start(spec) or step < warmup_steps(spec):
+        raise UsageError(
+            f"branch_from_tokens={tokens}: step {step} must lie in this run's stable phase, steps "
+            f"{warmup_steps(spec)}..{decay_start(spec)} (raise decay_frac or move the branch point)"
+        )
+    tspec = trunk.read_spec() or {}
+    for field in ("shape", "batch_tokens", "data", "seed", "init_std"):
+        mine = spec.model_dump(mode="json")[field]
+        if tspec.get(field) != mine:
+            raise UsageError(f"branch_of={spec.branch_of!r}: the trunk's {field} differs from this run's; branch a matching trunk")
+    if (tspec.get("optimizer") or {}).get("lr") != spec.optimizer.lr:
+        raise UsageError(f"branch_of={spec.branch_of!r}: the trunk's optimizer.lr differs from this run's")
+    c = ck.find_checkpoint(trunk.checkpoints, step)
+    if c is None:
+        have = [x.state.get("tokens") for x in ck.list_checkpoints(trunk.checkpoints)]
+        raise UsageError(
+            f"branch_from_tokens={tokens}: trunk {trunk.path.name} has no checkpoint there (it has tokens {have}); "
+            "train the trunk past it with checkpoint_every dividing the branch step"
+        )
+    return c, trunk, step
+
+
+@dataclass
+class _Log:
+    """Per-step values kept on the device until the next sync."""
+
+    pending: list[tuple[int, torch.Tensor, torch.Tensor, float]]
+    rows: list[dict[str, Any]]
+    losses: list[float]
+    t_last: float
+    last_write: float
+
+
+def train_run(
+    spec: RunSpec,
+    run_dir: RunDir | str | Path,
+    cache_dir: str | Path | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    stop_after_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train or resume ``spec`` in ``run_dir``; return ``result.json``'s dict.
+
+    ``stop_after_steps`` ends the process's work early (after a checkpoint), as a preemption
+    would; the next call resumes. ``progress`` receives a dict after every logged step.
+    """
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    _validate(spec)
+    opts = Options.from_spec(spec)
+    done = rd.read_result()
+    if done is not None:
+        return done
+    existing = rd.read_spec()
+    if existing is not None and existing.get("run_id") not in (None, spec.run_id):
+        raise UsageError(f"run_dir={rd.path}: holds run {existing.get('run_id')}, not {spec.run_id}; use another folder")
+    if existing is None:
+        rd.write_spec(spec.to_json_dict())
+    rd.mark_running()
+
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    device = opts.torch_device()
+    amp = opts.autocast_dtype(device)
+    threads = torch.get_num_threads()
+    cache = Path(cache_dir).expanduser() if cache_dir else None
+    data = prepare_data(spec.data, spec.shape.vocab, cache, dtype=opts.token_dtype)
+    shape = spec.model_shape
+    T, B = shape.seq_len, spec.batch_size
+    micro = spec.micro_batch or B
+    accum = B // micro
+    batches = Batches(data.tokens("train"), T, B, spec.seed)
+    val = eval_windows(data.tokens("val"), T, spec.eval_tokens)
+
+    torch.manual_seed(spec.seed)
+    model = build_model(shape, spec.init_std, spec.seed).to(device)
+    opt = make_optimizer(model, spec, device)
+    step, wall_before, resumed_from, branch = 0, 0.0, None, None
+    ck.clean_partial(rd.checkpoints)
+    last = ck.latest_checkpoint(rd.checkpoints)
+    if last is not None:
+        state = ck.load_checkpoint(last, model, opt)
+        step, wall_before, resumed_from = last.step, float(state.get("wall_time", 0.0)), last.step
+        branch = state.get("branch")
+        rd.truncate_metrics_after(step)
+    elif spec.branch_of is not None:
+        c, trunk, step = _branch_start(spec, rd)
+        state = ck.load_checkpoint(c, model, opt)
+        wall_before = float(state.get("wall_time", 0.0))
+        branch = {"of": trunk.path.name, "from_step": step, "from_tokens": step * spec.batch_tokens}
+        rd.truncate_metrics_after(-1)
+        rd.append_metrics([r for r in trunk.read_metrics() if int(r.get("step", 0)) <= step])
+    else:
+        rd.truncate_metrics_after(-1)
+
+    # compile the loss method (forward + fused cross-entropy); the module itself stays plain
+    loss_fn = torch.compile(model.loss) if opts.compile else model.loss
+    fpt = flops_per_token(shape, spec.flops_convention)
+    fpt_mm = flops_per_token(shape, "matmul")
+    peak = peak_flops(device, amp, threads, cache)
+    log_every = opts.log_every or (1 if device.type == "cpu" else 10)
+    keep_all = opts.keep_checkpoints if opts.keep_checkpoints is not None else spec.schedule.kind == "constant"
+    ckpt_every = spec.checkpoint_every
+    eval_every = spec.eval_every
+    tok_per_step = spec.batch_tokens
+    val = val.to(device)
+
+    def evaluate() -> float:
+        model.eval()
+        total = torch.zeros((), device=device, dtype=torch.float64)
+        n = 0
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            for i in range(0, len(val), micro):
+                w = val[i : i + micro]
+                total += loss_fn(w[:, :-1], w[:, 1:]).double() * len(w)
+                n += len(w)
+        model.train()
+        return float(total / n)
+
+    t0 = time.perf_counter()
+    log = _Log([], [], [], t0, t0)
+    prior = rd.read_metrics()
+    log.losses = [float(r["loss"]) for r in prior if "loss" in r]
+
+    def flush(write: bool, eval_loss: float | None = None) -> None:
+        if log.pending:
+            vals = torch.stack([torch.stack([l_, g]) for _, l_, g, _ in log.pending]).double().cpu().tolist()
+            now = time.perf_counter()
+            tps = len(log.pending) * tok_per_step / max(now - log.t_last, 1e-9)
+            log.t_last = now
+            for (s, _, _, lr), (loss, gnorm) in zip(log.pending, vals, strict=True):
+                row = {"step": s + 1, "tokens": (s + 1) * tok_per_step, "flops": (s + 1) * tok_per_step * fpt,
+                       "loss": loss, "lr": lr, "grad_norm": gnorm, "tokens_per_s": tps,
+                       "mfu": tps * fpt_mm / peak if peak else None}
+                log.rows.append(row)
+                log.losses.append(loss)
+            log.pending.clear()
+            if progress:
+                progress({**log.rows[-1], "steps": spec.steps})
+        if eval_loss is not None and log.rows:
+            log.rows[-1]["eval_loss"] = eval_loss
+        if write or time.perf_counter() - log.last_write > METRICS_FLUSH_S:
+            rd.append_metrics(log.rows)
+            log.rows.clear()
+            log.last_write = time.perf_counter()
+
+    def save(s: int) -> None:
+        ck.save_checkpoint(
+            rd.checkpoints, s, model, opt,
+            {"tokens": s * tok_per_step, "wall_time": wall_before + time.perf_counter() - t0,
+             "run_id": spec.run_id, "branch": branch, "data": {"seed": spec.seed, "next_window": s * B}},
+            keep_last=None if keep_all else 1,
+        )
+
+    ran = 0
+    autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
+    while step < spec.steps:
+        lr = lr_at(spec, step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = batches.get(step)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss_sum = torch.zeros((), device=device)
+        for m in range(accum):
+            xs, ys = (x, y) if accum == 1 else (x[m * micro : (m + 1) * micro], y[m * micro : (m + 1) * micro])
+            with autocast:
+                loss = loss_fn(xs, ys)
+            (loss / accum).backward()
+            loss_sum += loss.detach()
+        clip = spec.optimizer.grad_clip
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf"), foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        log.pending.append((step, loss_sum / accum, gnorm.detach(), lr))
+        step += 1
+        ran += 1
+        last_step = step == spec.steps
+        do_eval = last_step or (eval_every is not None and step % eval_every == 0)
+        do_ckpt = last_step or (ckpt_every is not None and step % ckpt_every == 0)
+        stop = stop_after_steps is not None and ran >= stop_after_steps
+        if do_eval or do_ckpt or stop or len(log.pending) >= log_every:
+            flush(write=do_ckpt or stop, eval_loss=evaluate() if do_eval else None)
+        if do_ckpt or stop:
+            save(step)
+        if stop and not last_step:
+            rd.update_status("pending", stopped_at_step=step)
+            return {"stopped_at_step": step}
+
+    wall = wall_before + time.perf_counter() - t0
+    if opts.save_model:
+        save_final_model(model, data, rd.path / "model")
+    return _finish(spec, rd, data, log.losses, wall, peak, fpt_mm, device, amp, threads, resumed_from, branch)
+
+
+def save_final_model(model: LlamaLM, data: PreparedData, path: Path) -> None:
+    """``save_pretrained`` of the transformers model and the tokenizer, renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-model-", dir=path.parent))
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        hf = to_hf_model(model.float().cpu())
+        tok = load_tokenizer(data.tokenizer_dir)
+        hf.generation_config.pad_token_id = tok.pad_token_id
+        hf.generation_config.eos_token_id = tok.eos_token_id
+        hf.generation_config.bos_token_id = tok.bos_token_id
+        hf.config.pad_token_id, hf.config.eos_token_id, hf.config.bos_token_id = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
+        hf.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _finish(spec: RunSpec, rd: RunDir, data: PreparedData, losses: list[float], wall: float, peak: float | None,
+            fpt_mm: float, device: torch.device, amp: torch.dtype | None, threads: int,
+            resumed_from: int | None, branch: dict[str, Any] | None) -> dict[str, Any]:
+    shape = spec.model_shape
+    rows = rd.read_metrics()
+    eval_loss = next((r["eval_loss"] for r in reversed(rows) if r.get("eval_loss") is not None), None)
+    k = max(1, spec.steps // 20)
+    tail = [float(r["loss"]) for r in rows[-k:]] or losses[-k:]
+    tokens = spec.steps * spec.batch_tokens
+    # tokens/s of the steps timed in this run folder (the rows), robust to resumes
+    tps_rows = [r["tokens_per_s"] for r in rows if r.get("tokens_per_s")]
+    tps = float(np.median(tps_rows)) if tps_rows else tokens / max(wall, 1e-9)
+    result = {
+        "name": spec.name,
+        "budget": spec.budget,
+        "run_id": spec.run_id,
+        "final_loss": float(np.mean(tail)),
+        "final_loss_steps": len(tail),
+        "eval_loss": eval_loss,
+        "params": shape.params,
+        "non_embedding_params": shape.non_embedding_params,
+        "embedding_params": shape.embedding_params,
+        "tokens": tokens,
+        "flops": 6.0 * shape.params * tokens,
+        "flops_non_embedding": 6.0 * shape.non_embedding_params * tokens,
+        "flops_matmul": fpt_mm * tokens,
+        "wall_time": wall,
+        "steps": spec.steps,
+        "epochs": tokens / data.n_train_tokens,
+        "unique_tokens": data.n_train_tokens,
+        "tokens_per_s": tps,
+        "mfu": tps * fpt_mm / peak if peak else None,
+        "device": str(device),
+        "dtype": str(amp).removeprefix("torch.") if amp else "float32",
+        "threads": threads,
+        "resumed_from_step": resumed_from,
+        "branch": branch,
+    }
+    rd.write_result(result)
+    return result
