@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,29 +118,29 @@ def test_llama_init_workaround_hands_the_whole_config(monkeypatch):
     assert seen[-1] is whole
 
 
-def test_eval_loss_matches_a_direct_computation():
+def test_eval_loss_uses_the_local_backends_windows():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                         vocab_size=64, max_position_embeddings=16))  # fmt: skip
-    tokens = np.random.default_rng(0).integers(0, 64, 17 * 5 + 3).astype(np.uint16)
+                                         vocab_size=64, max_position_embeddings=32))  # fmt: skip
+    tokens = np.random.default_rng(0).integers(0, 64, 16 * 5 + 3).astype(np.uint16)
     got = eval_loss(model, tokens, seq_len=16, max_tokens=10_000, batch_size=2)
-    x = torch.from_numpy(tokens[: 17 * 5].astype(np.int64)).view(5, 17)
+    # the local backend's windows: start every seq_len tokens, seq_len + 1 long (targets overlap inputs by one)
+    x = torch.stack([torch.from_numpy(tokens[i * 16 : i * 16 + 17].astype(np.int64)) for i in range(5)])
     with torch.no_grad():
-        want = model(x[:, :-1], labels=x[:, :-1].clone()).loss  # HF shifts inside; compare on our windows
         logits = model(x[:, :-1]).logits
     direct = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), x[:, 1:].reshape(-1))
     assert got == pytest.approx(float(direct), rel=1e-5)
-    assert float(want) != got  # HF's labels=inputs drops the last target: a different number
-    assert eval_loss(model, tokens, seq_len=16, max_tokens=32) == pytest.approx(
-        float(torch.nn.functional.cross_entropy(logits[:2].reshape(-1, 64), x[:2, 1:].reshape(-1))), rel=1e-5
-    )
+    first_two = torch.nn.functional.cross_entropy(logits[:2].reshape(-1, 64), x[:2, 1:].reshape(-1))
+    assert eval_loss(model, tokens, seq_len=16, max_tokens=32) == pytest.approx(float(first_two), rel=1e-5)
 
 
 def test_result_has_the_layout_keys():
     spec = nanotron_spec()
     rows = [{"step": i, "loss": 10 - i * 0.1, "tokens_per_s": 100.0, "mfu": 0.3} for i in range(1, 21)]
+    r = build_result(spec, rows, eval_loss_value=8.5, wall_time=12.0, train_tokens_available=20_000)
+    assert spec.steps == 20 and r["final_loss_steps"] == 1  # steps // 20, as local runs
     r = build_result(spec, rows, eval_loss_value=8.5, wall_time=12.0, train_tokens_available=20_000, final_loss_steps=10)
     for key in ("final_loss", "eval_loss", "params", "non_embedding_params", "embedding_params", "tokens", "flops",
                 "flops_non_embedding", "wall_time", "steps", "epochs", "tokens_per_s", "mfu", "budget", "name"):  # fmt: skip
@@ -161,3 +162,30 @@ def test_missing_cuda_or_nanotron_is_said_plainly(tmp_path, capsys):
         NanotronBackend().train(spec, store.run(spec.run_id))
     cfg = store.run(spec.run_id).path / "nanotron" / "config.yaml"
     assert cfg.exists()  # the config was written before the refusal: inspectable
+
+
+def test_nanoset_from_the_local_backends_tokens(tmp_path):
+    """Both backends train on the same tokens: the .ds files are the local backend's token files."""
+    import os
+
+    from scaling.backends.local.data import prepare_data
+    from scaling.backends.nanotron.data import nanoset_folder, prepare_from_local
+    from scaling.runspec import RunSpec
+
+    corpus = tmp_path / "corpus.txt"
+    words = np.random.default_rng(0).choice(["the", "king", "and", "lord", "spake", "unto", "thee", "thou"], 6000)
+    corpus.write_text("\n".join(" ".join(words[i : i + 12]) for i in range(0, 6000, 12)))
+    s = nanotron_spec()
+    s = RunSpec.model_validate({**s.model_dump(), "shape": {**s.shape.model_dump(), "vocab": 320},
+                                "data": {"source": str(corpus), "tokenizer": "bpe", "val_frac": 0.1}})  # fmt: skip
+    folder = nanoset_folder(tmp_path / "data", s.data.model_dump(mode="json"), 320)
+    data = prepare_from_local(s, folder)
+    local = prepare_data(s.data, 320, cache_dir=tmp_path / "data")
+    for ours, theirs in ((data.train_folder / "train.ds", local.train_path), (data.val_file, local.val_path)):
+        assert Path(ours).read_bytes() == Path(theirs).read_bytes()
+    assert os.stat(data.train_folder / "train.ds").st_ino == os.stat(local.train_path).st_ino  # hard link, no copy
+    from transformers import AutoTokenizer
+
+    assert len(AutoTokenizer.from_pretrained(data.tokenizer_dir)) == 320  # Nanotron asserts len(tokenizer) == vocab
+    assert data.eos_id is not None
+    NanotronBackend().prepare([s], str(tmp_path / "data"))  # finds the prepared folder, validates the spec

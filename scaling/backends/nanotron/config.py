@@ -63,7 +63,7 @@ class NanotronOptions(BaseModel):
     torchrun: str = "torchrun"
     rdzv_port: int = Field(default=29500, ge=1024, le=64535, description="base; plus a hash of the job id")
     cpus_per_task: int | None = Field(default=None, ge=1)
-    final_loss_steps: int = Field(default=10, ge=1)
+    final_loss_steps: int | None = Field(default=None, ge=1, description="default: steps // 20, as local runs")
     result_wait_s: float = Field(default=3600.0, gt=0, description="how long nodes > 0 wait for result.json")
 
     @property

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from scaling.runspec import RunSpec
-from scaling.store import RunDir
+from scaling.store import RunDir, atomic_write_text, dumps
 
 CONFIG_NAME = "nanotron/config.yaml"
 
@@ -169,20 +169,19 @@ def recording_trainer(base: type, recorder: MetricsRecorder, is_logger: Any) -> 
 
 def eval_loss(model: Any, tokens: np.ndarray, *, seq_len: int, max_tokens: int, batch_size: int = 8,
               device: str = "cpu") -> float:  # fmt: skip
-    """Mean next-token cross-entropy over non-overlapping windows of ``seq_len + 1`` tokens from
-    the start of ``tokens``, at most ``max_tokens`` predicted tokens (every window is full)."""
+    """Mean next-token cross-entropy on the local backend's validation windows
+    (:func:`scaling.backends.local.train.eval_windows`: the first ``max_tokens`` held-out tokens
+    as windows of ``seq_len + 1``), so both backends report the same held-out loss."""
     import torch
 
-    window = seq_len + 1
-    n = min(len(tokens) // window, max(1, max_tokens // seq_len))
-    if n < 1:
-        raise ValueError(f"eval: {len(tokens)} held-out tokens are fewer than one window of {window}")
+    from scaling.backends.local.train import eval_windows
+
+    windows = eval_windows(tokens, seq_len, max_tokens)
     total, count = 0.0, 0
     model.eval()
     with torch.no_grad():
-        for i in range(0, n, batch_size):
-            rows = np.asarray(tokens[i * window : min(n, i + batch_size) * window], dtype=np.int64)
-            batch = torch.from_numpy(rows.reshape(-1, window)).to(device)
+        for i in range(0, len(windows), batch_size):
+            batch = windows[i : i + batch_size].to(device)
             logits = model(batch[:, :-1]).logits.float()
             loss = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
@@ -193,13 +192,16 @@ def eval_loss(model: Any, tokens: np.ndarray, *, seq_len: int, max_tokens: int, 
 
 
 def build_result(spec: RunSpec, rows: list[dict[str, Any]], *, eval_loss_value: float | None, wall_time: float,
-                 train_tokens_available: int, final_loss_steps: int = 10, extra: dict | None = None) -> dict[str, Any]:  # fmt: skip
-    """``result.json`` (LAYOUT.md keys) from the recorded rows."""
+                 train_tokens_available: int, final_loss_steps: int | None = None, extra: dict | None = None) -> dict[str, Any]:  # fmt: skip
+    """``result.json`` (LAYOUT.md keys) from the recorded rows; ``final_loss`` is the mean train
+    loss of the last ``max(1, steps // 20)`` steps, as the local backend computes it."""
     from scaling.flops import training_flops
 
     shape = spec.model_shape
     tokens = spec.steps * spec.batch_tokens
-    tail = [r["loss"] for r in rows[-final_loss_steps:] if r.get("loss") is not None]
+    k = final_loss_steps or max(1, spec.steps // 20)
+    losses = [r["loss"] for r in rows if r.get("loss") is not None]
+    tail = losses[-k:]
     tps = [r["tokens_per_s"] for r in rows if r.get("tokens_per_s")]
     mfus = [r["mfu"] for r in rows if r.get("mfu")]
     return {
@@ -207,6 +209,7 @@ def build_result(spec: RunSpec, rows: list[dict[str, Any]], *, eval_loss_value: 
         "budget": spec.budget,
         "backend": "nanotron",
         "final_loss": float(np.mean(tail)) if tail else None,
+        "final_loss_steps": len(tail),
         "eval_loss": eval_loss_value,
         "params": shape.params,
         "non_embedding_params": shape.non_embedding_params,
@@ -289,9 +292,9 @@ def _train(rd: RunDir) -> int:  # pragma: no cover - needs CUDA and Nanotron
         spec, rows, eval_loss_value=ev, wall_time=wall, train_tokens_available=data.train_tokens,
         final_loss_steps=opts.final_loss_steps, extra={"nanotron": {"world_size": world, "config": str(config_path)}},
     )  # fmt: skip
-    last = rows[-1] if rows else {"step": spec.steps}
-    # an evaluation row: the step it belongs to, the held-out loss, no train loss
-    rd.append_metrics([{k: last.get(k) for k in ("step", "tokens", "flops")} | {"eval_loss": ev}])
+    if rows:  # the last step carries the held-out loss, as in local runs (one atomic rewrite)
+        rows[-1] = {**rows[-1], "eval_loss": ev}
+        atomic_write_text(rd.path / RunDir.METRICS, "".join(dumps(r, indent=None) + "\n" for r in rows))
     rd.write_result(result)
     return 0
 
