@@ -9,7 +9,13 @@ from nanotron_study import nanotron_spec
 
 from scaling.backends.nanotron import NanotronBackend
 from scaling.backends.nanotron.config import options_of
-from scaling.backends.nanotron.launch import first_host, launch_environment, node_environment, rdzv_port, torchrun_command
+from scaling.backends.nanotron.launch import (
+    first_host,
+    launch_environment,
+    node_environment,
+    rdzv_port,
+    torchrun_command,
+)
 
 
 def test_four_nodes_one_task_each_rendezvous_on_the_first():
