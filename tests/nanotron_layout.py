@@ -8,8 +8,9 @@ the converter can be tested without CUDA. It is written independently of
 is never used outside tests.
 
 Sharding, as Nanotron's tensor-parallel modules do it:
-* column-parallel (``qkv_proj``, ``gate_up_proj``, ``lm_head``) and the embedding: rows split
-  into ``tp`` blocks *within each contiguous chunk* (q, k, v; gate, up; vocabulary);
+* column-parallel with contiguous chunks (``qkv_proj``: q, k, v; ``gate_up_proj``: gate, up):
+  rows split into ``tp`` blocks *within each chunk*; ``lm_head`` and the embedding: rows split
+  into ``tp`` blocks;
 * row-parallel (``o_proj``, ``down_proj``): columns split into ``tp`` blocks;
 * norms: not sharded, one ``model_weight.safetensors``;
 * tied embeddings: only the embedding's file is written.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -34,25 +36,29 @@ def _pairs_str(pairs: list[tuple[tuple[slice, ...], tuple[slice, ...]]]) -> str:
     )
 
 
-def _shard_rows(full: torch.Tensor, chunks: list[int], tp: int, rank: int):
-    """Rows of each chunk split in tp blocks; returns the local tensor and its slice pairs."""
-    parts, pairs, offset, local_off = [], [], 0, 0
-    for c in chunks:
-        assert c % tp == 0
+ALL = slice(None, None, None)
+
+
+def _shard_rows(full: torch.Tensor, chunks: list[int] | None, tp: int, rank: int):
+    """Rows split in tp blocks, within each contiguous chunk when ``chunks`` is given
+    (``parallel/sharded_parameters.py::create_sharded_parameter_from_config``). Returns the local
+    tensor, its slice pairs and the unsharded shape as Nanotron records it (numpy scalars from
+    ``np.cumsum`` in the chunked case)."""
+    if chunks is None:
+        n = full.shape[0] // tp
+        return full[rank * n : (rank + 1) * n], [((ALL, ALL), (slice(rank * n, (rank + 1) * n, None), ALL))], tuple(full.shape)
+    parts, pairs = [], []
+    offsets = np.cumsum((0, *chunks))
+    for c, g0, l0, l1 in zip(chunks, offsets[:-1], offsets[:-1] // tp, offsets[1:] // tp, strict=True):
         n = c // tp
-        g0 = offset + rank * n
-        parts.append(full[g0 : g0 + n])
-        pairs.append(((slice(local_off, local_off + n, None), slice(None, None, None)), (slice(g0, g0 + n, None), slice(None, None, None))))
-        offset += c
-        local_off += n
-    return torch.cat(parts, 0), pairs
+        parts.append(full[int(g0) + rank * n : int(g0) + (rank + 1) * n])
+        pairs.append(((slice(l0, l1, None), ALL), (slice(rank * n + g0, (rank + 1) * n + g0, None), ALL)))
+    return torch.cat(parts, 0), pairs, (offsets[-1], full.shape[1])
 
 
 def _shard_cols(full: torch.Tensor, tp: int, rank: int):
     n = full.shape[1] // tp
-    local = full[:, rank * n : (rank + 1) * n]
-    pairs = [((slice(0, full.shape[0], None), slice(0, n, None)), (slice(0, full.shape[0], None), slice(rank * n, (rank + 1) * n, None)))]
-    return local, pairs
+    return full[:, rank * n : (rank + 1) * n], [((ALL, ALL), (ALL, slice(rank * n, (rank + 1) * n, None)))], tuple(full.shape)
 
 
 def _save(root: Path, name: str, tensor: torch.Tensor, tp: int | None, rank: int = 0, pairs=None, full_shape=None):
@@ -65,7 +71,7 @@ def _save(root: Path, name: str, tensor: torch.Tensor, tp: int | None, rank: int
     meta = {
         "version": "1.5",
         "local_global_slices_pairs": _pairs_str(pairs),
-        "unsharded_shape": str(tuple(full_shape)),
+        "unsharded_shape": str(tuple(full_shape)),  # numpy 2 writes "(np.int64(12), 4)"
     }
     fname = f"model_{leaf}_pp-rank-0-of-1_tp-rank-{rank}-of-{tp}.safetensors"
     save_file({"data": tensor.contiguous()}, str(folder / fname), metadata=meta)
@@ -82,17 +88,17 @@ def write_nanotron_checkpoint(model, checkpoints_dir: str | Path, *, tp: int = 1
 
     def column(name, full, chunks):
         for r in range(tp):
-            local, pairs = _shard_rows(full, chunks, tp, r)
-            _save(root, name, local, tp, r, pairs, full.shape)
+            local, pairs, shape = _shard_rows(full, chunks, tp, r)
+            _save(root, name, local, tp, r, pairs, shape)
 
     def row(name, full):
         for r in range(tp):
-            local, pairs = _shard_cols(full, tp, r)
-            _save(root, name, local, tp, r, pairs, full.shape)
+            local, pairs, shape = _shard_cols(full, tp, r)
+            _save(root, name, local, tp, r, pairs, shape)
 
-    column("model.token_position_embeddings.pp_block.token_embedding.weight", sd["model.embed_tokens.weight"], [cfg.vocab_size])
+    column("model.token_position_embeddings.pp_block.token_embedding.weight", sd["model.embed_tokens.weight"], None)
     if not cfg.tie_word_embeddings:
-        column("model.lm_head.pp_block.weight", sd["lm_head.weight"], [cfg.vocab_size])
+        column("model.lm_head.pp_block.weight", sd["lm_head.weight"], None)
     _save(root, "model.final_layer_norm.pp_block.weight", sd["model.norm.weight"], None)
     for i in range(cfg.num_hidden_layers):
         p, q = f"model.layers.{i}", f"model.decoder.{i}.pp_block"

@@ -88,3 +88,14 @@ def test_convert_writes_model_and_tokenizer(tmp_path):
 def test_not_a_checkpoint(tmp_path):
     with pytest.raises(UsageError, match="latest.txt"):
         load_hf_model(tmp_path)
+
+
+def test_metadata_strings_as_nanotron_writes_them():
+    from scaling.backends.nanotron.convert import parse_shape, parse_slices_pairs
+
+    # qkv_proj on TP rank 1 of 2 with chunks (4, 4, 4): SlicesPair.tuple_to_str output, numpy-2 shape repr
+    pairs = "2,4,None|None,None,None#6,8,None|None,None,None;4,6,None|None,None,None#10,12,None|None,None,None"
+    parsed = parse_slices_pairs(pairs)
+    assert parsed[0] == ((slice(2, 4), slice(None)), (slice(6, 8), slice(None)))
+    assert len(parsed) == 2
+    assert parse_shape("(np.int64(12), 4)") == (12, 4) == parse_shape("(12, 4)")

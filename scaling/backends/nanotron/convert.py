@@ -65,8 +65,17 @@ def parse_slices_pairs(text: str) -> list[tuple[tuple[slice, ...], tuple[slice, 
     return pairs
 
 
-def _parse_shape(text: str) -> tuple[int, ...]:
-    return tuple(int(re.sub(r"[^0-9]", "", x)) for x in text.strip("()").split(",") if x.strip())
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"(12, 4)"``, or with numpy 2 scalars ``"(np.int64(12), 4)"`` (Nanotron builds chunked
+    shapes with ``np.cumsum`` and writes ``str(tuple(...))``)."""
+    out = []
+    for part in text.strip().removeprefix("(").removesuffix(")").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.search(r"\((\d+)\)", part) if "np." in part else None
+        out.append(int(m.group(1)) if m else int(part))
+    return tuple(out)
 
 
 def load_nanotron_state(checkpoint: str | Path) -> dict[str, torch.Tensor]:
@@ -102,7 +111,7 @@ def _merge(name: str, files: list[Path], safe_open: Any, torch: Any) -> torch.Te
         if "unsharded_shape" not in meta:
             raise UsageError(f"checkpoint: {f} is a shard without unsharded_shape metadata")
         if full is None:
-            shape = _parse_shape(meta["unsharded_shape"])
+            shape = parse_shape(meta["unsharded_shape"])
             full = torch.empty(shape, dtype=shard.dtype)
             covered = torch.zeros(shape, dtype=torch.bool)
         for local, glob in parse_slices_pairs(meta["local_global_slices_pairs"]):
