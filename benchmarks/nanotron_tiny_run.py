@@ -16,11 +16,14 @@ with the local backend's tokenizer, trains a 2-layer Llama with torchrun on ever
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+ROOT = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, ROOT)  # run from a checkout without installing; torchrun's workers get it too
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
 
 
 def main() -> int:
