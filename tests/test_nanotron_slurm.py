@@ -128,3 +128,40 @@ def test_preempted_run_is_requeued_and_resumes_from_the_latest_checkpoint(slurm_
     assert first["resumed_from"] is None and second["resumed_from"] == 5
     assert second["argv"] == first["argv"]  # the same launch; Nanotron finds latest.txt itself
     assert rd.read_result()["resumed_from"] == 5
+
+
+@pytest.mark.slow
+def test_sweep_launch_of_a_nanotron_spec_on_slurm(slurm_cluster, tmp_path, stand_in, job_env):
+    """``scaling sweep launch`` with backend nanotron: the sweep engine asks the backend for its
+    Slurm shape (one task per node, the GPUs), prepares the data once, and records the results."""
+    from scaling.store import load_runs
+    from scaling.sweep.launch import launch as sweep_launch
+    from scaling.sweep.spec import load_spec
+
+    corpus = tmp_path / "corpus.txt"
+    words = ["the", "king", "and", "lord", "spake", "unto", "thee", "thou", "said", "of"]
+    corpus.write_text("\n".join(" ".join(words[(i * 7 + j) % 10] for j in range(12)) for i in range(800)))
+    spec_path = tmp_path / "nanotron_sweep.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "nanotron-slurm-test", "backend": "nanotron",
+        "backend_options": {"gpus_per_node": 2, "torchrun": stand_in},
+        "data": {"source": str(corpus), "tokenizer": "bpe", "val_frac": 0.1},
+        "model": {"vocab": 320, "seq_len": 32},
+        "train": {"batch": {"rule": "fixed", "tokens": 256}, "lr": {"rule": "fixed", "value": 1e-3}},
+        "grid": {"kind": "runs", "runs": [{"size": {"layers": 2, "hidden": 64, "heads": 4}, "tokens": 5120},
+                                          {"size": {"layers": 2, "hidden": 128, "heads": 4}, "tokens": 5120}]},
+        "executor": {"kind": "slurm", "retries": 0, "slurm": {"time_min": 5, "gpus_per_node": 2}},
+    }))  # fmt: skip
+    out = tmp_path / "study"
+    summary = sweep_launch(load_spec(spec_path), out, progress=None)
+    assert summary["done"] == 2 and summary["failed"] == 0, summary
+    df = load_runs(out)
+    assert set(df["status"]) == {"done"} and df["stand_in"].all()
+    for rd in (out / "runs").iterdir():
+        rec = json.loads((rd / "standin-0.json").read_text())
+        assert rec["env"]["SLURM_GPUS_ON_NODE"] == "2" and rec["env"]["CUDA_DEVICE_MAX_CONNECTIONS"] == "1"
+        cfg = yaml.safe_load((rd / "nanotron" / "config.yaml").read_text())
+        folder = Path(cfg["data_stages"][0]["data"]["dataset"]["dataset_folder"][0])
+        assert folder.is_relative_to((out / "data").resolve()) and (folder / "train.ds").exists()
+    sbatch = "\n".join(p.read_text() for p in (out).rglob("*_submission.sh"))
+    assert "#SBATCH --ntasks-per-node=1" in sbatch and "#SBATCH --gpus-per-node=2" in sbatch
