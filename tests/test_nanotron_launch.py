@@ -28,7 +28,9 @@ def test_four_nodes_one_task_each_rendezvous_on_the_first():
     assert "--nnodes=4" in cmd and "--nproc_per_node=8" in cmd
     assert f"--rdzv_endpoint=gpu07:{rdzv_port(29500, '777')}" in cmd and "--rdzv_id=777" in cmd
     assert cmd[-4:] == ["-m", "scaling.backends.nanotron.entry", "--run-dir", "/study/runs/abc"]
-    assert launch_environment({})["CUDA_DEVICE_MAX_CONNECTIONS"] == "1"
+    env = launch_environment({"OMP_NUM_THREADS": "64"}, opts)
+    assert env["CUDA_DEVICE_MAX_CONNECTIONS"] == "1"
+    assert env["OMP_NUM_THREADS"] == "4"  # 32 CPUs per task (4 per GPU by default) over 8 GPU processes
 
 
 def test_outside_slurm_one_node_is_standalone():

@@ -95,7 +95,7 @@ def test_array_of_runs_each_sees_its_gpus_and_gets_the_torchrun_command(slurm_cl
         assert any(a.startswith("--rdzv_endpoint=") and a.endswith(f":{port}") for a in argv)
         assert f"--rdzv_id={job.job_id}" in argv  # array job id _ task id: unique per run
         assert argv[-4:] == ["-m", "scaling.backends.nanotron.entry", "--run-dir", str(rd.path.resolve())]
-        assert env["CUDA_DEVICE_MAX_CONNECTIONS"] == "1"
+        assert env["CUDA_DEVICE_MAX_CONNECTIONS"] == "1" and env["OMP_NUM_THREADS"] == "4"  # 8 CPUs / 2 GPUs
         assert len(env["CUDA_VISIBLE_DEVICES"].split(",")) == 2  # two of the node's four fake GPUs
         assert env["SLURM_GPUS_ON_NODE"] == "2" and env["SLURM_NODEID"] == "0" and env["SLURM_JOB_NUM_NODES"] == "1"
         assert env["SLURM_ARRAY_TASK_ID"] is not None

@@ -103,10 +103,13 @@ def torchrun_command(run_dir: str | Path, opts: NanotronOptions, where: Mapping[
     ]
 
 
-def launch_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+def launch_environment(base: Mapping[str, str] | None = None, opts: NanotronOptions | None = None) -> dict[str, str]:
+    """The node's environment plus ``CUDA_DEVICE_MAX_CONNECTIONS=1`` and the task's CPUs shared
+    among its GPU processes (a launcher may have set ``OMP_NUM_THREADS`` to all of them)."""
     env = dict(os.environ if base is None else base)
     env["CUDA_DEVICE_MAX_CONNECTIONS"] = "1"
-    env.setdefault("OMP_NUM_THREADS", "1")
+    cpus = slurm_parameters(opts)["cpus_per_task"] if opts else 1
+    env["OMP_NUM_THREADS"] = str(max(1, cpus // (opts.gpus_per_node if opts else 1)))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -121,7 +124,7 @@ def run_node(run_dir: str | Path, opts: NanotronOptions, env: Mapping[str, str] 
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"# {socket.gethostname()} job {where['job_id']}: {shlex.join(cmd)}\n")
         f.flush()
-        proc = subprocess.run(cmd, env=launch_environment(env), stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, env=launch_environment(env, opts), stdout=f, stderr=subprocess.STDOUT)
     return proc.returncode
 
 
