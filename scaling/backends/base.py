@@ -57,6 +57,16 @@ def backend_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def backend_target(name: str) -> str:
+    """``"module:Class"`` of a registered backend; a ``"module:Class"`` string is returned as is,
+    so job processes can import a backend registered only in the launching process."""
+    if ":" in name:
+        return name
+    if name not in _REGISTRY:
+        raise ValueError(f"backend={name!r}: choose one of {', '.join(backend_names())}")
+    return _REGISTRY[name]
+
+
 def get_backend(name: str, **options: Any) -> Backend:
     if name not in _REGISTRY:
         raise ValueError(f"backend={name!r}: choose one of {', '.join(backend_names())}")

@@ -20,13 +20,13 @@ _EXPORTS = {
     "parse_spec": "scaling.sweep.spec",
     "expand": "scaling.sweep.grid",
     "plan_table": "scaling.sweep.plan",
-    "launch": "scaling.sweep.launch",
-    "resume": "scaling.sweep.launch",
-    "status": "scaling.sweep.launch",
-    "cancel": "scaling.sweep.launch",
-    "write_store": "scaling.sweep.launch",
-    "Progress": "scaling.sweep.launch",
-    "SweepLocked": "scaling.sweep.launch",
+    "launch": "scaling.sweep.launcher",
+    "resume": "scaling.sweep.launcher",
+    "status": "scaling.sweep.launcher",
+    "cancel": "scaling.sweep.launcher",
+    "write_store": "scaling.sweep.launcher",
+    "Progress": "scaling.sweep.launcher",
+    "SweepLocked": "scaling.sweep.launcher",
 }
 
 __all__ = sorted(_EXPORTS)

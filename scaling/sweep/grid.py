@@ -139,6 +139,16 @@ def sizes_around(budget: float, around: AroundOptimum, model: ModelSettings, con
     return out
 
 
+def ladder_window(budget: float, around: AroundOptimum, ladder: list[ModelShape], model: ModelSettings,
+                  convention: str) -> list[ModelShape]:
+    """The ``k`` consecutive sizes of ``ladder`` (sorted by parameter count) centred on N*(C)."""
+    centre = centre_params(budget, around, model, convention)
+    ordered = sorted(set(ladder), key=lambda s: s.count(model.count))
+    i = min(range(len(ordered)), key=lambda j: abs(math.log(ordered[j].count(model.count) / centre)))
+    lo = max(0, min(i - around.k // 2, len(ordered) - around.k))
+    return ordered[lo : lo + around.k]
+
+
 def _nearest(table: dict[float, float], n: float) -> float:
     key = min(table, key=lambda k: abs(math.log(k / n)))
     return table[key]
@@ -232,7 +242,9 @@ def _isoflop(spec: SweepSpec, g: IsoflopGrid, b: _Builder) -> list[RunSpec]:
     conv = spec.train.flops_convention
     out: list[RunSpec] = []
     for budget in sorted(g.budgets):
-        if g.around_optimum is not None:
+        if g.around_optimum is not None and g.sizes is not None:
+            shapes = ladder_window(budget, g.around_optimum, [resolve_size(x, spec.model) for x in g.sizes], spec.model, conv)
+        elif g.around_optimum is not None:
             shapes = sizes_around(budget, g.around_optimum, spec.model, conv)
         else:
             sizes = g.sizes

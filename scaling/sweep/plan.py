@@ -16,14 +16,13 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None) ->
 
     The wall-time estimate packs the runs' estimates onto ``max_parallel`` slots, longest first.
     """
-    from scaling.backends.base import get_backend
-    from scaling.sweep.launch import share_cores
+    from scaling.sweep.launcher import _backend_target, _load_backend, share_cores
 
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
     runs = expand(spec)
     backend = None
-    with contextlib.suppress(ImportError):
-        backend = get_backend(spec.backend)
+    with contextlib.suppress(ImportError):  # e.g. nanotron's backend off the cluster: no estimates
+        backend = _load_backend(spec.backend, _backend_target(spec.backend))
     describe = getattr(backend, "describe", None)
     rows: list[dict[str, Any]] = []
     extra: list[str] = []

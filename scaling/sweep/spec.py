@@ -180,7 +180,8 @@ class TrainSettings(_Strict):
 
 
 class AroundOptimum(_Strict):
-    """``k`` sizes spread evenly in log space over ``[N*/sqrt(spread), N* sqrt(spread)]``.
+    """``k`` sizes spread evenly in log space over ``[N*/sqrt(spread), N* sqrt(spread)]``; or, when
+    the grid also lists ``sizes`` (a ladder), the ``k`` consecutive ladder sizes centred on N*.
 
     ``centre``: where N*(C) comes from: ``planner`` (``scaling.planner`` with ``law``) or
     ``tokens_per_param`` (``N* = sqrt(C / (6 r))``, i.e. D/N = r at the optimum; counted as
@@ -212,11 +213,14 @@ class IsoflopGrid(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> IsoflopGrid:
         given = [n for n in ("sizes", "sizes_per_budget", "around_optimum") if getattr(self, n) is not None]
-        if len(given) != 1:
+        ladder = given == ["sizes", "around_optimum"]
+        if len(given) != 1 and not ladder:
             raise ValueError(
-                "give exactly one of sizes, sizes_per_budget or around_optimum"
+                "give one of sizes, sizes_per_budget or around_optimum (or sizes as a ladder with around_optimum)"
                 + (f" (got {', '.join(given)})" if given else "")
             )
+        if ladder and self.around_optimum is not None and len(self.sizes or []) < self.around_optimum.k:
+            raise ValueError(f"sizes: the ladder has {len(self.sizes or [])} sizes, fewer than around_optimum.k={self.around_optimum.k}")
         if self.sizes_per_budget is not None:
             missing = [b for b in self.budgets if not any(math.isclose(b, k, rel_tol=1e-9) for k in self.sizes_per_budget)]
             if missing:
@@ -325,13 +329,18 @@ class ExecutorSettings(_Strict):
     slurm: SlurmSettings = SlurmSettings()
 
 
+def _is_target(v: str) -> bool:
+    module, sep, attr = v.partition(":")
+    return bool(sep) and all(p.isidentifier() for p in module.split(".")) and attr.isidentifier()
+
+
 # ---- the spec --------------------------------------------------------------------------------------
 
 
 class SweepSpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    backend: str = "local"
+    backend: str = Field(default="local", description="a registered backend name, or 'package.module:Class'")
     backend_options: dict[str, Any] = Field(default_factory=dict)
     data: DataSpec = DataSpec()
     model: ModelSettings = ModelSettings()
@@ -344,8 +353,10 @@ class SweepSpec(_Strict):
     def _known_backend(cls, v: str) -> str:
         from scaling.backends.base import backend_names
 
-        if v not in backend_names():
-            raise ValueError(f"unknown backend {v!r}: choose one of {', '.join(backend_names())}")
+        if v not in backend_names() and not _is_target(v):
+            raise ValueError(
+                f"unknown backend {v!r}: choose one of {', '.join(backend_names())}, or give 'package.module:Class'"
+            )
         return v
 
     def to_yaml(self) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import json
 import os
 import signal
@@ -30,7 +29,6 @@ import socket
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,12 +38,12 @@ from scaling.runspec import RunSpec
 from scaling.store import RunDir, SweepStore, atomic_write_json, read_json
 from scaling.sweep.grid import expand
 from scaling.sweep.spec import ExecutorSettings, SweepSpec, load_spec
+from scaling.sweep.task import THREAD_ENV, RunTask, _load_backend, _proc_start
 
 LOCK = "launcher.lock"
 CANCEL = "cancel.request"
 SUBMITIT = "submitit"
 STALE_HEARTBEAT_S = 600.0  # a launcher on another host that has not written its lock for this long is gone
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "SCALING_THREADS")
 
 
 class SweepLocked(UsageError):
@@ -55,16 +53,8 @@ class SweepLocked(UsageError):
 # ---- the lock ------------------------------------------------------------------------------------
 
 
-def _proc_start(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat): tells a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def pid_alive(pid: int | None, start: str | None = None) -> bool:
+    """Whether ``pid`` runs on this host (a zombie does not; a reused pid with another start time does not)."""
     if not pid:
         return False
     try:
@@ -72,16 +62,14 @@ def pid_alive(pid: int | None, start: str | None = None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    if start is not None:
-        now = _proc_start(int(pid))
-        return now is None or now == start
-    st = _proc_start(int(pid))
-    if st is not None:  # a zombie is not alive
-        with contextlib.suppress(OSError, IndexError):
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-    return True
+        pass
+    try:
+        fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return True  # no procfs (macOS): trust kill(0)
+    if fields[0] in ("Z", "X"):
+        return False
+    return start is None or fields[19] == start
 
 
 class SweepLock:
@@ -158,81 +146,12 @@ class SweepLock:
 
 
 def _backend_target(name: str) -> str:
-    from scaling.backends import base
+    from scaling.backends.base import backend_target
 
-    if name not in base._REGISTRY:
-        raise UsageError(f"backend={name!r}: choose one of {', '.join(base.backend_names())}")
-    return base._REGISTRY[name]
-
-
-def _load_backend(name: str, target: str) -> Any:
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)()
-
-
-def set_threads(threads: int) -> None:
-    """Threads for BLAS/OpenMP/torch in this process; set before torch is imported to count."""
-    for k in THREAD_ENV:
-        os.environ[k] = str(threads)
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        with contextlib.suppress(Exception):
-            torch.set_num_threads(threads)
-
-
-try:  # submitit is an optional dependency of the package (the ``train`` extra)
-    from submitit.helpers import Checkpointable as _Checkpointable
-except ImportError:  # pragma: no cover - a clear error at launch instead
-    _Checkpointable = object  # type: ignore[assignment,misc]
-
-
-class RunTask(_Checkpointable):  # type: ignore[misc,valid-type]
-    """Train one run into its folder; idempotent (a finished run returns its result).
-
-    Pre-emption and time-outs call :meth:`checkpoint`, which records the requeue and resubmits
-    this same task; the backend then resumes from the run's newest checkpoint.
-    """
-
-    def __init__(self, run_dir: str, backend: str, target: str, threads: int | None = None) -> None:
-        self.run_dir = str(run_dir)
-        self.backend = backend
-        self.target = target
-        self.threads = threads
-
-    def __call__(self) -> dict[str, Any]:
-        if self.threads:
-            set_threads(self.threads)
-        rd = RunDir(self.run_dir)
-        if rd.is_done():
-            return rd.read_result() or {}
-        spec = RunSpec.from_json_dict(rd.read_spec() or {})
-        job_id = os.environ.get("SLURM_ARRAY_JOB_ID") and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
-        job_id = job_id or os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
-        try:
-            backend = _load_backend(self.backend, self.target)
-            if self.threads:
-                set_threads(self.threads)  # again, now that the backend may have imported torch
-            rd.update_status("running", host=socket.gethostname(), pid=os.getpid(), pid_start=_proc_start(os.getpid()),
-                             job_id=job_id, executor=os.environ.get("SUBMITIT_EXECUTOR") or "debug",
-                             threads=self.threads, started=time.time(), error=None, traceback=None)
-            result = backend.train(spec, rd)
-        except BaseException as e:
-            if not rd.is_done():
-                rd.update_status("failed", error=f"{type(e).__name__}: {e}"[:2000],
-                                 traceback=traceback.format_exc()[-4000:], pid=None)
-            raise
-        if not rd.is_done():
-            raise RuntimeError(f"backend {self.backend!r} returned without writing {rd.path / RunDir.RESULT}")
-        return result
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        from submitit.helpers import DelayedSubmission
-
-        rd = RunDir(self.run_dir)
-        if not rd.is_done():
-            st = rd.read_status()
-            rd.update_status("pending", requeues=int(st.get("requeues", 0)) + 1, pid=None, requeued=time.time())
-        return DelayedSubmission(self, *args, **kwargs)
+    try:
+        return backend_target(name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 # ---- handles on runs in flight ------------------------------------------------------------------------
@@ -624,9 +543,11 @@ def launch(
     progress: ProgressArg = None,
     retries: int | None = None,
     threads: int | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every unfinished run of ``spec`` into ``out_dir``; block until all are done or failed.
 
+    ``cache_dir`` is what the backend's ``prepare`` fills (default ``out_dir/data``).
     Returns the summary: counts (done, failed, skipped, retried, cancelled), FLOPs, wall time and
     the failed runs with their errors. Finished runs are never run again; a failed run is retried
     up to ``retries`` times (from its checkpoint); a second launcher on ``out_dir`` is refused.
@@ -644,13 +565,15 @@ def launch(
         with contextlib.suppress(FileNotFoundError):
             (out / CANCEL).unlink()
         return _launch_locked(spec, out, kind, settings, max_parallel or settings.max_parallel,
-                              threads or settings.threads_per_run, retries, _progress_fn(progress), lock)
+                              threads or settings.threads_per_run, retries, _progress_fn(progress), lock,
+                              Path(cache_dir) if cache_dir else out / "data")
     finally:
         lock.release()
 
 
 def _launch_locked(spec: SweepSpec, out: Path, kind: str, settings: ExecutorSettings, max_parallel: int | None,
-                   threads: int | None, retries: int, show: Callable[[Progress], None], lock: SweepLock) -> dict[str, Any]:
+                   threads: int | None, retries: int, show: Callable[[Progress], None], lock: SweepLock,
+                   cache_dir: Path) -> dict[str, Any]:
     t0 = time.time()
     store, runs = write_store(spec, out)
     by_id = {r.run_id: r for r in runs}
@@ -667,7 +590,7 @@ def _launch_locked(spec: SweepSpec, out: Path, kind: str, settings: ExecutorSett
     target = _backend_target(spec.backend)
     backend = _load_backend(spec.backend, target) if todo else None
     if todo and backend is not None and hasattr(backend, "prepare"):
-        backend.prepare([by_id[i] for i in todo], str(out / "data"))
+        backend.prepare([by_id[i] for i in todo], str(cache_dir))
     ex = _Executor(kind, out / SUBMITIT / "%j", settings, threads, backend) if todo else None
 
     # adopt runs still alive from an earlier launcher
@@ -728,7 +651,7 @@ def _launch_locked(spec: SweepSpec, out: Path, kind: str, settings: ExecutorSett
                 if ready(rid):
                     pending.remove(rid)
                     attempts[rid] += 1
-                    task = RunTask(str(store.run(rid).path), spec.backend, target, threads)
+                    task = RunTask(str(store.run(rid).path), spec.backend, target, threads, str(cache_dir))
                     batch.append((rid, task, by_id[rid]))
             if batch and ex is not None:
                 for h in ex.submit(batch):
