@@ -135,7 +135,7 @@ def test_sweep_launch_of_a_nanotron_spec_on_slurm(slurm_cluster, tmp_path, stand
     """``scaling sweep launch`` with backend nanotron: the sweep engine asks the backend for its
     Slurm shape (one task per node, the GPUs), prepares the data once, and records the results."""
     from scaling.store import load_runs
-    from scaling.sweep.launch import launch as sweep_launch
+    from scaling.sweep.launcher import launch as sweep_launch
     from scaling.sweep.spec import load_spec
 
     corpus = tmp_path / "corpus.txt"

@@ -47,6 +47,9 @@ class NanotronBackend:
 
     name = "nanotron"
 
+    def __init__(self) -> None:
+        self._cache_dir: str | None = None  # set by prepare(): where the sweep keeps prepared data
+
     # ---- planning (no GPU needed) --------------------------------------------------------------
     def describe(self, spec: RunSpec) -> dict[str, Any]:
         """The columns ``scaling sweep plan`` adds for a run: parallelism, micro-batch x accumulation,
@@ -107,6 +110,7 @@ class NanotronBackend:
     # ---- data ------------------------------------------------------------------------------------
     def prepare(self, specs: list[RunSpec], cache_dir: str) -> None:
         """Validate every spec against Nanotron, then write each corpus once as nanoset files."""
+        self._cache_dir = cache_dir
         seen: set[Path] = set()
         for spec in specs:
             self.details(spec)
@@ -128,7 +132,8 @@ class NanotronBackend:
         return prepare_from_local(spec, folder)
 
     def _run_data_dir(self, spec: RunSpec, run_dir: RunDir) -> Path:
-        opts_dir = spec.backend_options.get("data_dir")
+        """``backend_options.data_dir``, else the cache :meth:`prepare` was given, else ``STUDY/data``."""
+        opts_dir = spec.backend_options.get("data_dir") or self._cache_dir
         return Path(opts_dir) if opts_dir else run_dir.path.resolve().parents[1] / "data"
 
     # ---- training ----------------------------------------------------------------------------------
