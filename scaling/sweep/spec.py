@@ -349,6 +349,9 @@ class SweepSpec(_Strict):
     train: TrainSettings = TrainSettings()
     grid: Grid
     executor: ExecutorSettings = ExecutorSettings()
+    pipeline: dict[str, Any] = Field(
+        default_factory=dict, description="settings of `scaling run` (checked by scaling.pipeline.StudyOptions)"
+    )
 
     @field_validator("backend")
     @classmethod

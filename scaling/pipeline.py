@@ -1,0 +1,353 @@
+"""The whole study, and the only place that chains the stages.
+
+``run_study(spec_path, out)``: plan -> sweep -> fit -> backtest -> select -> align (SFT, DPO)
+-> report. Each stage reads what the stages before it wrote to the study folder (see
+:mod:`scaling.store`) and records itself in ``STUDY/stages/`` (:mod:`scaling.stages`), so running
+the same command again after a kill carries on where it stopped; the sweep itself skips finished
+runs and resumes killed ones from their checkpoints.
+
+The science, in short:
+
+* **Two parameter conventions.** Every fit is made twice: with N counting non-embedding
+  parameters (Kaplan et al. 2020) and with N counting all of them (Hoffmann et al. 2022). Their
+  compute-optimal exponents ``a`` in ``N* ~ C^a`` differ, which is most of why the two papers
+  disagreed (Pearce & Song 2024; Porian et al. 2024).
+* **Two law forms.** Chinchilla's ``E + A/N^alpha + B/D^beta`` (approach 3) and Kaplan's joint
+  ``[(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D``. Far from the irreducible loss, as a small CPU
+  study is, E is poorly identified and the two forms extrapolate differently.
+* **An honest backtest.** The law that predicts the largest budget is fitted without it. Which
+  form and convention is the headline is decided *without looking at the largest budget*: each
+  candidate is backtested one level down (fitted on the budgets below the second-largest,
+  predicting the second-largest), and the one with the smallest absolute error there is chosen.
+  Every candidate's result is kept in ``fit/backtest.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scaling.stages import StageLog
+from scaling.store import SweepStore, atomic_write_json, read_json
+
+STAGES: list[str] = ["plan", "sweep", "fit", "backtest", "select", "align", "report"]
+CONVENTIONS: dict[str, str] = {"total": "params", "non_embedding": "non_embedding_params"}
+FORMS: tuple[str, ...] = ("chinchilla", "kaplan")
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """Pipeline settings; the sweep spec's ``pipeline:`` section sets them, the CLI overrides."""
+
+    executor: str | None = None
+    max_parallel: int | None = None
+    bootstrap: int = 1000
+    seed: int = 0
+    loss_column: str = "eval_loss"
+    align: bool = True
+    sft_data: str | None = None
+    dpo_data: str | None = None
+    beta: float = 0.1
+    report: str | None = None
+    cache_dir: str | None = None
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any] | None, **overrides: Any) -> StudyOptions:
+        from scaling.errors import UsageError
+
+        section = dict(section or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise UsageError(f"pipeline.{unknown[0]}: unknown key; known keys: {', '.join(sorted(known))}")
+        section.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**section)
+
+
+# ---- small helpers ----------------------------------------------------------------------------------
+
+
+class _Console:
+    """One progress display for the whole study: stage lines on stderr, the sweep's own bar inside."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            m, s = divmod(int(time.perf_counter() - self.t0), 60)
+            print(f"[{m:02d}:{s:02d}] {msg}", file=sys.stderr, flush=True)
+
+
+def _frame(study: Path, convention: str, loss_column: str):
+    """The done runs as the fit's input: params (in ``convention``), tokens, loss, flops, budget."""
+    import pandas as pd
+
+    from scaling.store import load_runs
+
+    df = load_runs(study)
+    if df.empty:
+        return df
+    df = df[df["status"] == "done"]
+    loss = df[loss_column] if loss_column in df and df[loss_column].notna().all() else df["final_loss"]
+    return pd.DataFrame(
+        {
+            "params": df[CONVENTIONS[convention]].astype(float),
+            "tokens": df["tokens"].astype(float),
+            "loss": loss.astype(float),
+            "flops": df["budget"].astype(float),
+            "budget": df["budget"].astype(float),
+            "run_id": df["run_id"],
+        }
+    ).reset_index(drop=True).assign(**{"_convention": convention})
+
+
+def _fitter(form: str, bootstrap: int = 0, seed: int = 0):
+    from scaling.fit import Approach3, KaplanFit
+
+    if form == "chinchilla":
+        return Approach3(bootstrap=bootstrap, seed=seed)
+    return KaplanFit(form="joint", non_embedding=False)
+
+
+def _with_convention(frame, convention: str):
+    frame = frame.drop(columns=["_convention"], errors="ignore")
+    frame.attrs["param_convention"] = convention
+    return frame
+
+
+def exponent(law: Any, c_lo: float, c_hi: float) -> float:
+    """``a = d log N* / d log C`` of any law, from its allocations at two budgets."""
+    n_lo, n_hi = law.optimal_allocation(c_lo).params, law.optimal_allocation(c_hi).params
+    return math.log(n_hi / n_lo) / math.log(c_hi / c_lo)
+
+
+# ---- stages -----------------------------------------------------------------------------------------
+
+
+def _stage_plan(study: Path, spec: Any, runs: list[Any]) -> dict[str, Any]:
+    """What the published laws say for each budget of the sweep (in the sweep's own units)."""
+    from scaling.planner import plan_all
+
+    model = spec.model
+    out: dict[str, Any] = {"budgets": [], "flops_convention": runs[0].flops_convention if runs else None}
+    for c in sorted({float(r.budget) for r in runs if r.budget}):
+        plans = []
+        for p in plan_all(flops=c, laws=["chinchilla", "epoch", "kaplan"], vocab=model.vocab, seq_len=model.seq_len):
+            d = p.to_dict()
+            plans.append({k: d.get(k) for k in ("law", "params", "tokens", "tokens_per_param", "loss")})
+        sizes = [r.model_shape.count("non_embedding" if "non_embedding" in str(r.flops_convention) else "total")
+                 for r in runs if r.budget and math.isclose(float(r.budget), c, rel_tol=1e-6)]
+        out["budgets"].append({"flops": c, "runs": len(sizes), "sizes": sorted(sizes), "published": plans})
+    out["runs"] = len(runs)
+    out["flops_total"] = float(sum(float(r.budget or 0) for r in runs))
+    atomic_write_json(study / "plan.json", out)
+    return {"runs": len(runs), "budgets": len(out["budgets"])}
+
+
+def _stage_fit(study: Path, opts: StudyOptions, log: Callable[[str], None]) -> dict[str, Any]:
+    from scaling.fit import Approach2
+
+    out: dict[str, Any] = {}
+    for conv in CONVENTIONS:
+        frame = _with_convention(_frame(study, conv, opts.loss_column), conv)
+        for form in FORMS:
+            fit = _fitter(form, opts.bootstrap if form == "chinchilla" else 0, opts.seed).fit(frame)
+            name = f"{'approach3' if form == 'chinchilla' else 'kaplan'}_{conv}"
+            atomic_write_json(study / "fit" / f"{name}.json", fit.to_dict())
+            out[name] = {k: fit.to_dict(include_draws=False).get(k) for k in ("objective", "n_points")}
+        try:
+            a2 = Approach2().fit(frame)
+            atomic_write_json(study / "fit" / f"approach2_{conv}.json", a2.to_dict())
+        except Exception as e:  # a budget without an interior minimum: recorded, not fatal
+            atomic_write_json(study / "fit" / f"approach2_{conv}.refused.json", {"reason": str(e)})
+            log(f"approach 2 ({conv}) refused: {e}")
+    return out
+
+
+def _candidates(study: Path, opts: StudyOptions) -> list[dict[str, Any]]:
+    from scaling.fit import backtest
+
+    rows = []
+    for conv in CONVENTIONS:
+        frame = _with_convention(_frame(study, conv, opts.loss_column), conv)
+        budgets = sorted(frame["budget"].unique())
+        inner = _with_convention(frame[frame["budget"] < budgets[-1]].copy(), conv) if len(budgets) >= 4 else None
+        for form in FORMS:
+            row: dict[str, Any] = {"form": form, "param_convention": conv}
+            try:
+                row["outer"] = backtest(frame, fitter=_fitter(form))
+                row["inner"] = backtest(inner, fitter=_fitter(form)) if inner is not None else None
+            except Exception as e:
+                row["refused"] = str(e)
+            rows.append(row)
+    return rows
+
+
+def _stage_backtest(study: Path, opts: StudyOptions) -> dict[str, Any]:
+    rows = _candidates(study, opts)
+    ok = [r for r in rows if "outer" in r]
+    if not ok:
+        raise RuntimeError("backtest: no law could be fitted without the largest budget: " +
+                           "; ".join(r.get("refused", "") for r in rows))
+    scored = [r for r in ok if r.get("inner")]
+    pick = min(scored, key=lambda r: abs(r["inner"]["error"])) if scored else ok[0]
+    chosen = dict(pick["outer"])
+    chosen.update(form=pick["form"], param_convention=pick["param_convention"],
+                  chosen_by="smallest |error| predicting the second-largest budget from the ones below it"
+                  if scored else "only candidate")
+    out = {"chosen": chosen, "candidates": rows}
+    atomic_write_json(study / "fit" / "backtest.json", out)
+    return {"form": pick["form"], "param_convention": pick["param_convention"], "error": chosen["error"]}
+
+
+def _chosen_law_path(study: Path) -> Path:
+    bt = read_json(study / "fit" / "backtest.json") or {}
+    ch = bt.get("chosen", {})
+    prefix = "approach3" if ch.get("form", "chinchilla") == "chinchilla" else "kaplan"
+    return study / "fit" / f"{prefix}_{ch.get('param_convention', 'total')}.json"
+
+
+def _stage_select(study: Path) -> dict[str, Any]:
+    from scaling.align import select
+
+    choice = select(study, fit=str(_chosen_law_path(study)))
+    return {k: choice.get(k) for k in ("run_id", "name", "reason") if k in choice}
+
+
+def _stage_align(study: Path, opts: StudyOptions, log: Callable[[str], None]) -> dict[str, Any]:
+    from scaling.align import align
+
+    choice = read_json(study / "select.json") or {}
+    model_dir = choice.get("model_dir") or str(study / "runs" / choice["run_id"] / "model")
+    summary = align(model_dir, study / "align", opts.sft_data, opts.dpo_data, beta=opts.beta, seed=opts.seed, log=log)
+    return {k: summary.get(k) for k in ("minutes", "table") if k in summary}
+
+
+def _stage_report(study: Path, opts: StudyOptions) -> dict[str, Any]:
+    from scaling.report import build_report
+
+    out = Path(opts.report) if opts.report else Path("reports") / f"{study.resolve().name}.html"
+    path = build_report(study, out)
+    return {"report": str(path)}
+
+
+# ---- the summary ------------------------------------------------------------------------------------
+
+
+def _exponents(study: Path) -> dict[str, Any]:
+    """The N* exponent per convention: approach 3 (Chinchilla form, bootstrap CI) and Kaplan's form."""
+    from scaling.fit import load_law
+
+    out: dict[str, Any] = {}
+    budgets = sorted(b["flops"] for b in (read_json(study / "plan.json") or {}).get("budgets", [])) or [1e11, 1e12]
+    for conv in CONVENTIONS:
+        a3 = read_json(study / "fit" / f"approach3_{conv}.json") or {}
+        entry: dict[str, Any] = {"a": a3.get("a"), "ci": (a3.get("ci") or {}).get("a"), "form": "chinchilla"}
+        kp = study / "fit" / f"kaplan_{conv}.json"
+        if kp.exists():
+            entry["a_kaplan_form"] = exponent(load_law(kp), budgets[0], budgets[-1])
+        out[conv] = entry
+    return out
+
+
+def _budgets(study: Path, loss_column: str) -> list[dict[str, Any]]:
+    from scaling.fit.approach2 import isoflop_minimum
+
+    frame = _frame(study, "total", loss_column)
+    out = []
+    for c, g in frame.groupby("budget", sort=True):
+        m = isoflop_minimum(float(c), g.sort_values("params"))
+        best = g.loc[g["loss"].idxmin()]
+        ne = _frame(study, "non_embedding", loss_column).set_index("run_id").loc[best["run_id"], "params"]
+        out.append({"flops": float(c), "n_opt": m.get("n_opt"), "interior": bool(m.get("interior")),
+                    "best_run": best["run_id"], "best_params": float(best["params"]),
+                    "best_non_embedding_params": float(ne), "best_loss": float(best["loss"])})
+    return out
+
+
+def summarize(study: Path, log: StageLog, t0: float, report: str | None) -> dict[str, Any]:
+    bt = (read_json(study / "fit" / "backtest.json") or {}).get("chosen", {})
+    select = read_json(study / "select.json") or {}
+    align = read_json(study / "align" / "summary.json") or {}
+    counts = SweepStore(study).counts()
+    summary = {
+        "study": str(study),
+        "minutes": (time.perf_counter() - t0) / 60.0,
+        "stage_minutes": {k: round(v, 3) for k, v in log.minutes.items()},
+        "runs": counts,
+        "budgets": _budgets(study, "eval_loss"),
+        "backtest": {k: bt.get(k) for k in ("budget", "predicted_loss", "achieved_loss", "error", "baselines",
+                                            "beats_baselines", "n_opt_predicted", "n_opt_observed",
+                                            "n_opt_error", "form", "param_convention", "chosen_by")},
+        "exponents": _exponents(study),
+        "chosen": {k: select.get(k) for k in ("run_id", "name", "params", "non_embedding_params", "reason")
+                   if k in select},
+        "align": align.get("table"),
+        "report": report,
+    }
+    atomic_write_json(study / "summary.json", summary)
+    return summary
+
+
+# ---- the entry point ----------------------------------------------------------------------------------
+
+
+def run_study(
+    spec_path: str | Path,
+    out: str | Path | None = None,
+    *,
+    force: str | None = None,
+    quiet: bool = False,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Run (or resume) the whole study of ``spec_path`` into ``out`` (default ``studies/<name>``)."""
+    from scaling.sweep import expand, launch, load_spec
+
+    t0 = time.perf_counter()
+    say = _Console(quiet)
+    spec = load_spec(spec_path)
+    opts = StudyOptions.from_section(getattr(spec, "pipeline", None), **overrides)
+    study = Path(out) if out else Path("studies") / spec.name
+    study.mkdir(parents=True, exist_ok=True)
+    log = StageLog(study)
+    if force:
+        log.invalidate_from(STAGES, force)
+    runs = expand(spec)
+
+    def start(name: str) -> None:
+        say(f"stage {name} ...")
+
+    def end(name: str, minutes: float, skipped: bool) -> None:
+        say(f"stage {name} {'already done' if skipped else 'done'} ({minutes:.2f} min)")
+
+    def stage(name: str, fn: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
+        return log.run(name, fn, on_start=start, on_end=end)
+
+    stage("plan", lambda: _stage_plan(study, spec, runs))
+    if SweepStore(study).counts().get("done", 0) < len(runs):
+        # a marker alone never makes the sweep done: launch() skips finished runs and resumes the rest
+        log.marker("sweep").unlink(missing_ok=True)
+    stage("sweep", lambda: launch(spec, study, executor=opts.executor, max_parallel=opts.max_parallel,
+                                  progress=False if quiet else None, cache_dir=opts.cache_dir))
+    counts = SweepStore(study).counts()
+    if counts.get("done", 0) < len(runs):
+        log.marker("sweep").unlink(missing_ok=True)
+        raise RuntimeError(f"sweep: {counts.get('done', 0)} of {len(runs)} runs done ({counts}); "
+                           f"run the same command again to resume")
+    stage("fit", lambda: _stage_fit(study, opts, say))
+    bt = stage("backtest", lambda: _stage_backtest(study, opts))
+    say(f"backtest: {bt.get('form')} form, {bt.get('param_convention')} parameters, error {100 * bt.get('error', float('nan')):+.2f}%")
+    if opts.align:
+        stage("select", lambda: _stage_select(study))
+        stage("align", lambda: _stage_align(study, opts, say))
+    rep = stage("report", lambda: _stage_report(study, opts))
+    summary = summarize(study, log, t0, rep.get("report"))
+    say(f"study done in {summary['minutes']:.1f} min; report: {rep.get('report')}")
+    return summary
