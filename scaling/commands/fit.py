@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         top = float(fit.info.get("max_flops") or 1e21)
         for c in (top, 10 * top, 100 * top):
             a = fit.optimal_allocation(c)
-            print(f"C = {c:.0e}: N* = {a.params:.4g}, D* = {a.tokens:.4g} ({a.tokens_per_param:.1f} tokens/param)")
+            print(f"C = {c:.3g}: N* = {a.params:.4g}, D* = {a.tokens:.4g} ({a.tokens_per_param:.1f} tokens/param)")
     if bt is not None:
         print(
             f"backtest at C = {bt['budget']:.4g}: predicted {bt['predicted_loss']:.4f}, achieved "
