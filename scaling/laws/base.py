@@ -9,13 +9,17 @@ allocation numerically under ``C = 6 N D``.
 (Kaplan). The planner converts shapes accordingly. ``flops_convention`` says how C was counted
 (``"6N"`` unless a paper says otherwise).
 
-Pure: numpy only.
+Pure: the standard library only (``math``), so ``scaling plan`` starts fast.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+NAN = float("nan")
 
 
 @dataclass(frozen=True)
@@ -45,3 +49,175 @@ class Law(Protocol):
     def optimal_allocation(self, flops: float) -> Allocation:
         """Compute-optimal N* and D* at budget ``flops``."""
         ...
+
+
+def has_loss(law: Law) -> bool:
+    """Whether ``law`` predicts a loss (probed at a mid-sized point)."""
+    return math.isfinite(law.loss(1e9, 2e10))
+
+
+def check_budget(flops: float, field: str = "flops") -> float:
+    f = float(flops)
+    if not (f > 0 and math.isfinite(f)):
+        raise ValueError(f"{field}={flops!r}: must be a positive finite number of FLOPs")
+    return f
+
+
+# ---- small pure-Python solvers (no scipy on the planning path) ------------------------------
+
+_INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def golden_min(f: Callable[[float], float], lo: float, hi: float, tol: float = 1e-10) -> float:
+    """The minimiser of a unimodal ``f`` on ``[lo, hi]`` (golden-section search)."""
+    a, b = lo, hi
+    c, d = b - _INV_PHI * (b - a), a + _INV_PHI * (b - a)
+    fc, fd = f(c), f(d)
+    while b - a > tol * max(1.0, abs(a) + abs(b)):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - _INV_PHI * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + _INV_PHI * (b - a)
+            fd = f(d)
+    return (a + b) / 2.0
+
+
+def bisect(f: Callable[[float], float], lo: float, hi: float, tol: float = 1e-12) -> float:
+    """A root of a monotone ``f`` with a sign change on ``[lo, hi]``."""
+    flo = f(lo)
+    if flo == 0:
+        return lo
+    if (flo > 0) == (f(hi) > 0):
+        raise ValueError("no sign change on the bracket")
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        fm = f(mid)
+        if fm == 0 or hi - lo < tol * max(1.0, abs(mid)):
+            return mid
+        if (fm > 0) == (flo > 0):
+            lo, flo = mid, fm
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
+
+
+def numeric_allocation(loss: Callable[[float, float], float], flops: float, k: float = 6.0) -> Allocation:
+    """``argmin_N L(N, C / (k N))`` by golden section on ``ln N``; for laws given only as a loss.
+
+    The search spans N from 1e2 to ``C / (k * 1e2)`` (at least 100 tokens), widened if the optimum
+    sits on an edge.
+    """
+    c = check_budget(flops)
+    lo, hi = math.log(1e2), math.log(max(c / (k * 1e2), 1e3))
+
+    def f(ln_n: float) -> float:
+        n = math.exp(ln_n)
+        return loss(n, c / (k * n))
+
+    ln_n = golden_min(f, lo, hi, tol=1e-12)
+    n = math.exp(ln_n)
+    return Allocation(flops=c, params=n, tokens=c / (k * n))
+
+
+def effective_repeated_tokens(tokens: float, unique_tokens: float, r_star: float) -> float:
+    """Muennighoff et al. (2023, eq. 5): ``D' = U + U R* (1 - exp(-R / R*))``, ``R = D/U - 1``.
+
+    The value of ``tokens`` seen when only ``unique_tokens`` exist and the rest are repeats.
+    """
+    u = float(unique_tokens)
+    r = max(float(tokens) / u - 1.0, 0.0)
+    if r == 0.0:
+        return float(tokens)
+    return u + u * r_star * (1.0 - math.exp(-r / r_star))
+
+
+# ---- the two shapes most published laws take ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParametricLaw:
+    """``L(N, D) = E + A / N^alpha + B / D^beta`` (Hoffmann et al. 2022, eq. 2).
+
+    Compute-optimal allocation under ``C = 6 N D`` (Hoffmann et al. 2022, eq. 4):
+    ``N* = G (C/6)^a``, ``D* = G^-1 (C/6)^b``, ``G = (alpha A / (beta B))^(1/(alpha+beta))``,
+    ``a = beta/(alpha+beta)``, ``b = alpha/(alpha+beta)``.
+    """
+
+    name: str
+    citation: str
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    param_convention: str = "total"
+    flops_convention: str = "6N"
+
+    def loss(self, params: float, tokens: float) -> float:
+        return self.E + self.A / params**self.alpha + self.B / tokens**self.beta
+
+    @property
+    def G(self) -> float:
+        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+
+    @property
+    def a(self) -> float:
+        """Exponent of N* in C."""
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def b(self) -> float:
+        """Exponent of D* in C."""
+        return self.alpha / (self.alpha + self.beta)
+
+    def optimal_allocation(self, flops: float) -> Allocation:
+        c = check_budget(flops)
+        n = self.G * (c / 6.0) ** self.a
+        return Allocation(flops=c, params=n, tokens=c / (6.0 * n))
+
+    def optimal_loss(self, flops: float) -> float:
+        al = self.optimal_allocation(flops)
+        return self.loss(al.params, al.tokens)
+
+    def tokens_for_loss(self, params: float, target: float) -> float:
+        """The D with ``L(params, D) = target`` (inf when ``target`` is out of reach at this N)."""
+        gap = target - self.E - self.A / params**self.alpha
+        return (self.B / gap) ** (1.0 / self.beta) if gap > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class PowerLawAllocation:
+    """An allocation-only law ``N*(C) = k C^a``, ``D*(C) = C / (6 N*)`` (no loss: ``nan``).
+
+    Hoffmann et al.'s approaches 1 and 2 and Llama 3's approach 2 publish the allocation only.
+    Set ``on="tokens"`` when the paper fits ``D*(C) = k C^a`` instead (Llama 3).
+    """
+
+    name: str
+    citation: str
+    k: float
+    exponent: float
+    on: str = "params"  # which of N* or D* the power law gives
+    param_convention: str = "total"
+    flops_convention: str = "6N"
+
+    def loss(self, params: float, tokens: float) -> float:
+        return NAN
+
+    def optimal_allocation(self, flops: float) -> Allocation:
+        c = check_budget(flops)
+        x = self.k * c**self.exponent
+        if self.on == "tokens":
+            return Allocation(flops=c, params=c / (6.0 * x), tokens=x)
+        return Allocation(flops=c, params=x, tokens=c / (6.0 * x))
+
+    @property
+    def a(self) -> float:
+        return self.exponent if self.on == "params" else 1.0 - self.exponent
+
+    @property
+    def b(self) -> float:
+        return 1.0 - self.a

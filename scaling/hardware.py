@@ -1,0 +1,78 @@
+"""Accelerator peak throughput, model FLOPs utilisation (MFU), GPU-hours, wall clock and cost.
+
+``GPU-hours = C / (peak x MFU x 3600)``. Peaks are dense BF16 tensor-core FLOP/s from the
+vendors' datasheets (the larger figures printed beside them assume 2:4 sparsity and are never
+reached by dense training). The default MFU, 0.40, is what large dense runs report: Llama 3 405B
+reached 38-43% on H100s (Llama Team 2024, Table 4), Megatron-LM up to ~47% on H100s.
+Example: 3.8e25 FLOPs at 40% MFU on H100 SXM = 26.7M GPU-hours, $53M at $2/GPU-hour, 68 days
+on 16,384 GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+DEFAULT_MFU = 0.40
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    peak_flops: float  # dense BF16 FLOP/s
+    source: str
+
+
+# Dense BF16 peaks (datasheet figures; the sparse figure is twice these).
+GPUS: dict[str, GPU] = {
+    g.name: g
+    for g in (
+        GPU("h100", 989.4e12, "NVIDIA H100 SXM datasheet: 1,979 TFLOP/s BF16 with sparsity"),
+        GPU("h100-pcie", 756.0e12, "NVIDIA H100 PCIe datasheet: 1,513 TFLOP/s BF16 with sparsity"),
+        GPU("h200", 989.4e12, "NVIDIA H200 SXM datasheet: same tensor cores as H100 SXM"),
+        GPU("a100", 312.0e12, "NVIDIA A100 datasheet: 312 TFLOP/s BF16 dense"),
+        GPU("b200", 2250.0e12, "NVIDIA HGX B200 datasheet: 4.5 PFLOP/s BF16 with sparsity"),
+        GPU("mi300x", 1307.4e12, "AMD Instinct MI300X datasheet: 1,307.4 TFLOP/s BF16 dense"),
+        GPU("l40s", 362.05e12, "NVIDIA L40S datasheet: 733 TFLOP/s BF16 with sparsity"),
+    )
+}
+ALIASES = {"h100-sxm": "h100", "h200-sxm": "h200", "a100-sxm": "a100", "a100-80gb": "a100"}
+
+
+def get_gpu(name: str) -> GPU:
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in GPUS:
+        raise ValueError(f"gpu={name!r}: unknown; choose one of {', '.join(GPUS)}")
+    return GPUS[key]
+
+
+def check_mfu(mfu: float) -> float:
+    m = float(mfu)
+    if not (0.0 < m <= 1.0):
+        raise ValueError(f"mfu={mfu!r}: must be in (0, 1], e.g. 0.4 for 40% utilisation")
+    return m
+
+
+def gpu_hours(flops: float, gpu: str | GPU = "h100", mfu: float = DEFAULT_MFU) -> float:
+    """``C / (peak x MFU x 3600)``."""
+    g = gpu if isinstance(gpu, GPU) else get_gpu(gpu)
+    return float(flops) / (g.peak_flops * check_mfu(mfu) * 3600.0)
+
+
+def flops_from_gpu_hours(hours: float, gpu: str | GPU = "h100", mfu: float = DEFAULT_MFU) -> float:
+    """The inverse: FLOPs that ``hours`` GPU-hours deliver at ``mfu``."""
+    g = gpu if isinstance(gpu, GPU) else get_gpu(gpu)
+    return float(hours) * g.peak_flops * check_mfu(mfu) * 3600.0
+
+
+def wall_clock_days(hours: float, gpus: int) -> float:
+    if gpus < 1:
+        raise ValueError(f"gpus={gpus!r}: must be a positive integer")
+    return float(hours) / gpus / 24.0
+
+
+def cost_usd(hours: float, price_per_gpu_hour: float) -> float:
+    if not (price_per_gpu_hour > 0 and math.isfinite(price_per_gpu_hour)):
+        raise ValueError(f"price={price_per_gpu_hour!r}: must be a positive USD per GPU-hour")
+    return float(hours) * float(price_per_gpu_hour)
