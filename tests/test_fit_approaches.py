@@ -112,6 +112,13 @@ def test_backtest_beats_baselines_on_synthetic_sweep():
     json.loads(dumps(bt))
 
 
+def test_backtest_intervals_from_bootstrap():
+    bt = backtest(isoflop_sweep(noise=0.001), fitter=Approach3(bootstrap=100, seed=0))
+    lo, hi = bt["predicted_loss_ci"]
+    assert lo <= bt["predicted_loss"] <= hi
+    assert bt["n_opt_predicted_ci"][0] < bt["n_opt_predicted"] < bt["n_opt_predicted_ci"][1]
+
+
 def test_backtest_refuses_two_budgets():
     data = isoflop_sweep(budgets=(1e11, 2e11))
     with pytest.raises(FitRefusal, match="at least 3"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from scaling.fit import load_law
@@ -97,3 +98,21 @@ def test_missing_file_and_nan(tmp_path, cli):
     path.write_text("params,tokens,loss\n1e6,1e8,3.1\n2e6,1e8,nan\n")
     proc = cli("fit", str(path))
     assert proc.returncode == 2 and "loss" in proc.stderr
+
+
+def test_approach1_from_sweep_folder_curves(tmp_path, cli):
+    from tests.fit_helpers import TINY, chinchilla_loss
+
+    for i, n in enumerate(np.geomspace(1e3, 1e6, 10)):
+        rd = RunDir(tmp_path / "runs" / f"r{i}")
+        rd.write_spec({"run_id": f"r{i}", "derived": {"params": n, "non_embedding_params": n / 2}})
+        rd.update_status("done")
+        tokens = np.geomspace(1e5, 1e10, 60)
+        rd.append_metrics(
+            {"step": s, "tokens": d, "flops": 6 * n * d, "loss": float(chinchilla_loss(TINY, n, d))}
+            for s, d in enumerate(tokens)
+        )
+        rd.write_result({"params": n, "non_embedding_params": n / 2, "tokens": tokens[-1], "eval_loss": 3.0})
+    proc = cli("fit", str(tmp_path), "--approach", "1", "--json", check=True)
+    d = json.loads(proc.stdout)
+    assert d["approach"] == "1" and 0.4 < d["n_opt"]["exponent"] < 0.6
