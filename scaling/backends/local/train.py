@@ -365,29 +365,15 @@ def train_run(
         )
 
     ran = 0
-    autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
     while step < spec.steps:
         lr = lr_at(spec, step)
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = batches.get(step)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss_sum = torch.zeros((), device=device)
-        for m in range(accum):
-            xs, ys = (
-                (x, y) if accum == 1 else (x[m * micro : (m + 1) * micro], y[m * micro : (m + 1) * micro])
-            )
-            with autocast:
-                loss = loss_fn(xs, ys)
-            (loss / accum).backward()
-            loss_sum += loss.detach()
-        clip = spec.optimizer.grad_clip
-        gnorm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), clip if clip else float("inf"), foreach=True
+        loss, gnorm = train_step(
+            model, opt, loss_fn, x.to(device), y.to(device), accum, spec.optimizer.grad_clip, amp
         )
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        log.pending.append((step, loss_sum / accum, gnorm.detach(), lr))
+        log.pending.append((step, loss, gnorm, lr))
         step += 1
         ran += 1
         last_step = step == spec.steps
@@ -406,6 +392,33 @@ def train_run(
     if opts.save_model:
         save_final_model(model, data, rd.path / "model")
     return _finish(spec, rd, data, log.losses, wall, peak, fpt_mm, device, amp, threads, resumed_from, branch)
+
+
+def train_step(
+    model: torch.nn.Module,
+    opt: AdamW,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    accum: int = 1,
+    clip: float | None = 1.0,
+    amp: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over ``accum`` micro-batches; returns (mean loss, pre-clip grad norm)
+    as device tensors (no host sync)."""
+    micro = x.shape[0] // accum
+    loss_sum = torch.zeros((), device=x.device)
+    for m in range(accum):
+        xs, ys = (x, y) if accum == 1 else (x[m * micro : (m + 1) * micro], y[m * micro : (m + 1) * micro])
+        with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = loss_fn(xs, ys)
+        (loss / accum).backward()
+        loss_sum += loss.detach()
+    params = [p for g in opt.param_groups for p in g["params"]]
+    gnorm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"), foreach=True)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss_sum / accum, gnorm.detach()
 
 
 def save_final_model(model: LlamaLM, data: PreparedData, path: Path) -> None:

@@ -1,0 +1,275 @@
+"""Training throughput of the local backend's loop against Hugging Face ``Trainer``.
+
+CPU (default): three shapes (hidden x layers 64x2, 128x4, 256x6; vocabulary 1024, sequence 256,
+fp32), the same initial weights, the same random tokens, the same batch and precision for both.
+Prints tokens/s of our loop, of ``transformers.Trainer`` (AdamW fused, no logging or saving) and
+of a plain transformers loop (``LlamaForCausalLM`` + ``torch.optim.AdamW``), their ratios, and our
+achieved matmul FLOP/s (``scaling.flops.flops_per_token(shape, "matmul")`` = 6 (N_non-embedding +
+V d) + 6 L T d per token) as a fraction of this machine's fp32 matmul peak measured in the same
+run with the same threads.
+
+CUDA (``--device cuda``): a ~125M Llama (12 x 768, 12 heads, vocabulary 32000, sequence 1024) in
+bf16 autocast on random tokens, our loop (optionally ``--compile``) against ``Trainer`` (bf16),
+with MFU against the card's dense bf16 peak. Finishes in well under two minutes on an H100/H200.
+
+    python benchmarks/train_throughput.py                   # CPU, all cores
+    python benchmarks/train_throughput.py --threads 1       # one core
+    python benchmarks/train_throughput.py --device cuda --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from scaling.backends.local.model import build_model, to_hf_model  # noqa: E402
+from scaling.backends.local.optim import AdamW  # noqa: E402
+from scaling.backends.local.train import _param_groups, gpu_peak_flops, train_step  # noqa: E402
+from scaling.flops import flops_per_token  # noqa: E402
+from scaling.shapes import ModelShape  # noqa: E402
+
+LR = 1e-3
+
+
+@dataclass
+class Case:
+    shape: ModelShape
+    batch: int  # sequences per step
+    steps: int  # timed steps
+    warmup: int = 2
+
+
+def cpu_cases(seq: int, vocab: int, quick: bool) -> list[Case]:
+    out = []
+    for hidden, layers, steps in ((64, 2, 12), (128, 4, 8), (256, 6, 5)):
+        s = ModelShape(layers=layers, hidden=hidden, heads=max(1, hidden // 64), vocab=vocab, seq_len=seq)
+        out.append(Case(s, batch=16, steps=max(3, steps // 2) if quick else steps))
+    return out
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.5) -> float:
+    """Best FLOP/s of square matmuls (sizes 256-2048 on the CPU, 8192 on a GPU)."""
+    sizes = (8192,) if device.type == "cuda" else (256, 512, 1024, 2048)
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        a @ b
+        end = time.perf_counter() + seconds / len(sizes)
+        while time.perf_counter() < end:
+            _sync(device)
+            t = time.perf_counter()
+            for _ in range(4 if device.type == "cuda" else 1):
+                a @ b
+            _sync(device)
+            best = max(best, (4 if device.type == "cuda" else 1) * 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _tokens(case: Case, n_steps: int, device: torch.device) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, case.shape.vocab, (n_steps, case.batch, case.shape.seq_len + 1), generator=g).to(
+        device
+    )
+
+
+def time_ours(case: Case, device: torch.device, amp: torch.dtype | None, compile_: bool) -> float:
+    """Tokens/s of :func:`scaling.backends.local.train.train_step`, the loop's own step."""
+    model = build_model(case.shape, seed=0).to(device)
+    opt = AdamW(_param_groups(model, 0.1), lr=LR, betas=(0.9, 0.95))
+    loss_fn = torch.compile(model.loss) if compile_ else model.loss
+    data = _tokens(case, case.warmup + case.steps, device)
+    times = []
+    for i in range(case.warmup + case.steps):
+        _sync(device)
+        t = time.perf_counter()
+        loss, _ = train_step(model, opt, loss_fn, data[i, :, :-1], data[i, :, 1:], 1, 1.0, amp)
+        float(loss)  # the loop syncs once per logged step
+        times.append(time.perf_counter() - t)
+    return case.batch * case.shape.seq_len / _median(times[case.warmup :])
+
+
+def time_plain_hf(case: Case, device: torch.device, amp: torch.dtype | None) -> float:
+    """A plain loop over transformers' ``LlamaForCausalLM`` (labels -> its own loss)."""
+    hf = to_hf_model(build_model(case.shape, seed=0)).to(device)
+    opt = torch.optim.AdamW(hf.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    data = _tokens(case, case.warmup + case.steps, device)
+    times = []
+    for i in range(case.warmup + case.steps):
+        _sync(device)
+        t = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = hf(input_ids=data[i, :, :-1], labels=data[i, :, :-1]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        float(loss.detach())
+        times.append(time.perf_counter() - t)
+    return case.batch * case.shape.seq_len / _median(times[case.warmup :])
+
+
+def time_trainer(case: Case, device: torch.device, amp: torch.dtype | None) -> float:
+    """``transformers.Trainer`` on the same model, tokens, batch and precision."""
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf = to_hf_model(build_model(case.shape, seed=0))
+    n = case.warmup + case.steps
+    data = _tokens(case, n, torch.device("cpu")).reshape(n * case.batch, -1)[:, :-1]
+    rows = [{"input_ids": r, "labels": r} for r in data]
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+            _sync(device)
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+            _sync(device)
+            times.append(time.perf_counter() - self.t)
+
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=case.batch,
+            max_steps=n,
+            learning_rate=LR,
+            adam_beta2=0.95,
+            weight_decay=0.1,
+            max_grad_norm=1.0,
+            optim="adamw_torch_fused",
+            lr_scheduler_type="constant",
+            logging_strategy="no",
+            save_strategy="no",
+            report_to="none",
+            use_cpu=device.type == "cpu",
+            bf16=amp is torch.bfloat16,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            seed=0,
+        )
+        trainer = Trainer(model=hf, args=args, train_dataset=rows, callbacks=[Timer()])
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    return case.batch * case.shape.seq_len / _median(times[case.warmup :])
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def run_cpu(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    peak = matmul_peak(device, torch.float32)
+    print(f"CPU, {args.threads} thread(s); fp32 matmul peak measured now: {peak / 1e9:.1f} GFLOP/s")
+    print(
+        f"{'shape':>12} {'ours tok/s':>11} {'Trainer':>9} {'x Trainer':>9} {'plain HF':>9} {'x plain':>8} "
+        f"{'GFLOP/s':>8} {'of peak':>8}"
+    )
+    rows = []
+    for case in cpu_cases(args.seq, args.vocab, args.quick):
+        ours = max(time_ours(case, device, None, args.compile) for _ in range(2))  # best of two
+        trainer = time_trainer(case, device, None)
+        plain = time_plain_hf(case, device, None)
+        fl = ours * flops_per_token(case.shape, "matmul")
+        s = case.shape
+        row = {
+            "shape": f"{s.hidden}x{s.layers}",
+            "ours_tokens_per_s": ours,
+            "trainer_tokens_per_s": trainer,
+            "ratio_vs_trainer": ours / trainer,
+            "plain_hf_tokens_per_s": plain,
+            "ratio_vs_plain": ours / plain,
+            "flops_per_s": fl,
+            "fraction_of_peak": fl / peak,
+            "plain_fraction_of_peak": plain * flops_per_token(s, "matmul") / peak,
+        }
+        rows.append(row)
+        print(
+            f"{row['shape']:>12} {ours:>11.0f} {trainer:>9.0f} {ours / trainer:>8.2f}x {plain:>9.0f} "
+            f"{ours / plain:>7.2f}x {fl / 1e9:>8.1f} {fl / peak:>7.1%}"
+        )
+        sys.stdout.flush()
+    return {"device": "cpu", "threads": args.threads, "peak_flops": peak, "rows": rows}
+
+
+def run_cuda(args: argparse.Namespace) -> dict:
+    device = torch.device("cuda")
+    name = torch.cuda.get_device_name(device)
+    peak = gpu_peak_flops(name, torch.bfloat16)
+    measured = matmul_peak(device, torch.bfloat16, seconds=3)
+    shape = ModelShape(layers=12, hidden=768, heads=12, vocab=32000, seq_len=1024)
+    case = Case(shape, batch=args.batch, steps=20, warmup=5 if args.compile else 3)
+    print(
+        f"{name}: datasheet dense bf16 peak {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s, "
+        f"measured bf16 matmul {measured / 1e12:.0f} TFLOP/s"
+    )
+    print(
+        f"model {shape.params / 1e6:.0f}M params, seq {shape.seq_len}, batch {case.batch} x {shape.seq_len} tokens, bf16"
+    )
+    t = time.perf_counter()
+    ours = time_ours(case, device, torch.bfloat16, args.compile)
+    t_ours = time.perf_counter() - t
+    fpt = flops_per_token(shape, "matmul")
+    mfu = ours * fpt / peak if peak else None
+    out = {
+        "device": name,
+        "params": shape.params,
+        "ours_tokens_per_s": ours,
+        "mfu": mfu,
+        "mfu_vs_measured_matmul": ours * fpt / measured,
+        "compile": args.compile,
+        "seconds_ours": t_ours,
+    }
+    print(
+        f"ours{' (compiled)' if args.compile else ''}: {ours:,.0f} tok/s, MFU {mfu:.1%} of datasheet peak, "
+        f"{ours * fpt / measured:.1%} of measured matmul peak ({t_ours:.0f}s incl. warmup)"
+    )
+    if not args.no_baseline:
+        torch.cuda.empty_cache()
+        trainer = time_trainer(Case(shape, batch=args.batch, steps=10, warmup=3), device, torch.bfloat16)
+        out |= {"trainer_tokens_per_s": trainer, "ratio_vs_trainer": ours / trainer}
+        print(f"HF Trainer (bf16): {trainer:,.0f} tok/s; ours / Trainer = {ours / trainer:.2f}x")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--vocab", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=16, help="sequences per step on CUDA")
+    ap.add_argument("--compile", action="store_true", help="torch.compile our loss (CUDA: recommended)")
+    ap.add_argument("--no-baseline", action="store_true", help="CUDA: skip the Trainer baseline")
+    ap.add_argument("--quick", action="store_true", help="fewer timed steps (noisier)")
+    ap.add_argument("--json", help="also write the figures to this JSON file")
+    args = ap.parse_args()
+    res = run_cuda(args) if args.device == "cuda" else run_cpu(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    assert all(math.isfinite(v) for r in res.get("rows", []) for v in r.values() if isinstance(v, float))
+
+
+if __name__ == "__main__":
+    main()
