@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import scaling
 import scaling.sweep
 from scaling.store import SweepStore
 from scaling.sweep import resume, status
+from tests.sweep_backends import wait_for
 
 pytest.importorskip("torch")
 pytest.importorskip("submitit")
@@ -45,13 +45,6 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")  # the tokenized corpus, shared by the tests here
 
 
-def _wait(pred, timeout=120.0, what=""):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(what)
 
 
 @pytest.mark.slow
@@ -73,7 +66,7 @@ def test_sigkill_of_a_run_then_resume(tmp_path, cache):
                 return rd
         return None
 
-    _wait(lambda: victim() is not None, what="the larger run checkpoints")
+    wait_for(lambda: victim() is not None, 180, "the larger run checkpoints")
     rd = victim()
     st = rd.read_status()
     os.kill(int(st["pid"]), signal.SIGKILL)  # the run's own process, mid-training
