@@ -93,3 +93,13 @@ class ToyBackend:
 
 
 register_backend(NAME, f"{__name__}:ToyBackend")
+
+
+def wait_for(pred, timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll ``pred`` until it holds; TimeoutError naming ``what`` otherwise."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"waited {timeout} s for {what}")

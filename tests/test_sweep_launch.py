@@ -16,6 +16,7 @@ import pytest
 from scaling.store import SweepStore
 from scaling.sweep import launch, load_spec, parse_spec, resume, status
 from scaling.sweep.launcher import LOCK, SweepLock, SweepLocked, share_cores
+from tests.sweep_backends import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = "tests.sweep_backends:ToyBackend"
@@ -117,13 +118,6 @@ def _launcher(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
                             cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _wait(pred, timeout=60.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise TimeoutError
 
 
 @pytest.mark.slow
@@ -134,7 +128,7 @@ def test_killed_launcher_and_runs_then_resume(tmp_path):
     out = tmp_path / "out"
     proc = _launcher(spec, out)
     store = SweepStore(out)
-    _wait(lambda: sum(rd.is_done() for rd in store.runs()) >= 1 and
+    wait_for(lambda: sum(rd.is_done() for rd in store.runs()) >= 1 and
           sum(len(rd.read_metrics()) > 12 and not rd.is_done() for rd in store.runs()) >= 1)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher, its job controllers and the runs
     proc.wait()
@@ -160,7 +154,7 @@ def test_killed_launcher_alone_leaves_runs_that_resume_adopts(tmp_path):
     out = tmp_path / "out"
     proc = _launcher(spec, out)
     store = SweepStore(out)
-    _wait(lambda: sum(len(rd.read_metrics()) > 3 for rd in store.runs()) == 2)
+    wait_for(lambda: sum(len(rd.read_metrics()) > 3 for rd in store.runs()) == 2)
     os.kill(proc.pid, signal.SIGKILL)  # only the launcher: its runs carry on
     proc.wait()
     st = status(out)
@@ -176,7 +170,7 @@ def test_cancel_stops_launcher_and_runs(tmp_path, cli):
     out = tmp_path / "out"
     proc = _launcher(spec, out)
     store = SweepStore(out)
-    _wait(lambda: sum(len(rd.read_metrics()) > 2 for rd in store.runs()) == 2)
+    wait_for(lambda: sum(len(rd.read_metrics()) > 2 for rd in store.runs()) == 2)
     p = cli("sweep", "cancel", str(out), "--json")
     assert p.returncode == 0, p.stderr
     assert proc.wait(timeout=30) == 1  # the launcher exits, reporting the cancel

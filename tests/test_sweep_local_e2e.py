@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import scaling
 import scaling.sweep
 from scaling.store import SweepStore
 from scaling.sweep import resume, status
+from tests.sweep_backends import wait_for
 
 pytest.importorskip("torch")
 pytest.importorskip("submitit")
@@ -45,19 +45,12 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")  # the tokenized corpus, shared by the tests here
 
 
-def _wait(pred, timeout=120.0, what=""):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(what)
 
 
 @pytest.mark.slow
 def test_sigkill_of_a_run_then_resume(tmp_path, cache):
     spec = tmp_path / "s.yaml"
-    spec.write_text(SPEC % 100_000)  # 98 steps each; the wider run does more work per step
+    spec.write_text(SPEC % 51_200)  # 50 steps each; the wider run does more work per step
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     launcher = subprocess.Popen(
@@ -65,13 +58,15 @@ def test_sigkill_of_a_run_then_resume(tmp_path, cache):
          "--cache-dir", str(cache), "--json"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     store = SweepStore(out)
 
+    from scaling.backends.local.checkpoint import latest_checkpoint
+
     def victim():
         for rd in store.runs():
-            if rd.read_spec()["name"].startswith("L1H32") and any(rd.checkpoints.glob("*")) and not rd.is_done():
+            if rd.read_spec()["name"].startswith("L1H32") and latest_checkpoint(rd.checkpoints) and not rd.is_done():
                 return rd
         return None
 
-    _wait(lambda: victim() is not None, what="the larger run checkpoints")
+    wait_for(lambda: victim() is not None, 180, "the larger run checkpoints")
     rd = victim()
     st = rd.read_status()
     os.kill(int(st["pid"]), signal.SIGKILL)  # the run's own process, mid-training

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from scaling.store import SweepStore
 from scaling.sweep import cancel, launch, status
 from tests.slurm_harness import unavailable_reason
+from tests.sweep_backends import wait_for
 from tests.test_sweep_launch import attempts, steps_logged, toy_spec
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow,
@@ -27,13 +27,6 @@ def _at_root(monkeypatch):
     monkeypatch.chdir(ROOT)  # job processes import the test backend from here
 
 
-def _wait(pred, timeout=60.0, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(what)
 
 
 def test_array_runs_to_completion_and_retries_a_failure(slurm_cluster, tmp_path):
@@ -60,7 +53,7 @@ def test_preempted_runs_requeue_and_resume_from_checkpoint(slurm_cluster, tmp_pa
     with c.releasing_requeued() as released:
         t.start()
         store = SweepStore(out)
-        _wait(lambda: len(store.runs()) == 2 and all(len(rd.read_metrics()) >= 10 for rd in store.runs()), 60, "runs start")
+        wait_for(lambda: len(store.runs()) == 2 and all(len(rd.read_metrics()) >= 10 for rd in store.runs()), 60, "runs start")
         a, b = store.runs()
         ja, jb = a.read_status()["slurm_job"], b.read_status()["slurm_job"]
         subprocess.run(["scancel", "--signal=USR2", ja], check=True, env=c.env)  # submitit: checkpoint + requeue
@@ -85,11 +78,11 @@ def test_cancel_stops_the_array(slurm_cluster, tmp_path):
     t = threading.Thread(target=lambda: result.update(launch(spec, out, executor="slurm", progress=False)))
     t.start()
     store = SweepStore(out)
-    _wait(lambda: len(store.runs()) == 2 and all(len(rd.read_metrics()) >= 2 for rd in store.runs()), 60, "runs start")
+    wait_for(lambda: len(store.runs()) == 2 and all(len(rd.read_metrics()) >= 2 for rd in store.runs()), 60, "runs start")
     out_c = cancel(out)
     t.join(timeout=60)
     assert result["cancelled"] is True and result["done"] == 0
-    _wait(lambda: not c.squeue(), 30, "queue empty")
+    wait_for(lambda: not c.squeue(), 30, "queue empty")
     st = status(out)
     assert st["counts"]["cancelled"] == 2 and st["counts"]["running"] == 0
     assert out_c["counts"]["cancelled"] == 2

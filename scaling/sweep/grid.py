@@ -82,19 +82,8 @@ def resolve_size(size: float | ShapeSize, model: ModelSettings) -> ModelShape:
     """A numeric size (parameters counted as ``model.count``) or an explicit shape -> ModelShape."""
     try:
         if isinstance(size, ShapeSize):
-            return ModelShape(
-                layers=size.layers,
-                hidden=size.hidden,
-                heads=size.heads,
-                kv_heads=size.kv_heads,
-                ffn=size.ffn,
-                head_dim=size.head_dim,
-                vocab=model.vocab,
-                seq_len=model.seq_len,
-                tied=model.tied,
-                qkv_bias=model.qkv_bias,
-                glu=model.glu,
-            )
+            return ModelShape(**size.model_dump(), vocab=model.vocab, seq_len=model.seq_len, tied=model.tied,
+                              qkv_bias=model.qkv_bias, glu=model.glu)
         s = shape_for_params(size, vocab=model.vocab, seq_len=model.seq_len, count=model.count, rule=ladder_rule(model))
         return s.replace(qkv_bias=model.qkv_bias, glu=model.glu) if (model.qkv_bias or not model.glu) else s
     except ShapeError as e:

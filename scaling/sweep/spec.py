@@ -31,15 +31,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from scaling.errors import UsageError
-from scaling.runspec import DataSpec, ScheduleSpec
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from scaling.runspec import DataSpec, ScheduleSpec, _Strict
 
 # ---- sizes and the model family ------------------------------------------------------------------
 

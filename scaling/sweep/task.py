@@ -88,7 +88,8 @@ class RunTask(_Checkpointable):  # type: ignore[misc,valid-type]
                 backend.prepare([spec], self.cache_dir)
             result = backend.train(spec, rd)
         except BaseException as e:
-            if not rd.is_done():
+            # a cancelled run stays cancelled: its process is being stopped on purpose
+            if not rd.is_done() and rd.read_status().get("state") != "cancelled":
                 rd.update_status("failed", error=f"{type(e).__name__}: {e}"[:2000],
                                  traceback=traceback.format_exc()[-4000:], pid=None)
             raise
