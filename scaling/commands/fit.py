@@ -18,6 +18,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", metavar="DATA", help="CSV/parquet/JSONL file or sweep folder")
     p.add_argument("--approach", choices=["1", "2", "3", "kaplan"], default="3")
     p.add_argument("--estimator", choices=["grid", "mle"], default="grid", help="approach 3: Huber grid or Huber MLE")
+    p.add_argument(
+        "--search",
+        choices=["projected", "hoffmann"],
+        default="projected",
+        help="grid estimator: exponent pairs by variable projection (fast), or all 4,500 Hoffmann starts",
+    )
     p.add_argument("--loss-type", choices=["huber", "mse"], default="huber", help="approach 3 objective")
     p.add_argument("--delta", type=float, default=1e-3, help="Huber threshold (log-loss units)")
     p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help="approach 3: pin a parameter")
@@ -60,6 +66,7 @@ def fit_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]
         fixed=_fixed(args.fix),
         bootstrap=args.bootstrap,
         seed=args.seed,
+        search=args.search,
         columns=cols,
     )
     if args.approach == "3":
@@ -91,9 +98,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(fit.summary())
     if fit.form == "chinchilla":
-        for c in (1e18, 1e21, 1e24):
+        top = float(fit.info.get("max_flops") or 1e21)
+        for c in (top, 10 * top, 100 * top):
             a = fit.optimal_allocation(c)
-            print(f"C = {c:.0e}: N* = {a.params:.4g}, D* = {a.tokens:.4g} ({a.tokens_per_param:.1f} tokens/param)")
+            print(f"C = {c:.3g}: N* = {a.params:.4g}, D* = {a.tokens:.4g} ({a.tokens_per_param:.1f} tokens/param)")
     if bt is not None:
         print(
             f"backtest at C = {bt['budget']:.4g}: predicted {bt['predicted_loss']:.4f}, achieved "

@@ -10,13 +10,12 @@ intervals are not inflated by counting one run many times).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from scaling.fit.approach2 import power_law_fit
+from scaling.fit.approach2 import allocation_fit
 from scaling.fit.data import Columns, FitRefusal, normalise
 from scaling.fit.results import LawFit
 
@@ -67,20 +66,4 @@ class Approach1:
         if len({p["n_opt"] for p in points}) < 2:
             raise FitRefusal("DATA: one run holds the whole envelope; approach 1 needs runs of several sizes")
         points.sort(key=lambda p: p["flops"])
-        ols = power_law_fit(points)
-        params = {
-            "n_coef": math.exp(ols["n"]["params"][0]),
-            "n_exponent": ols["n"]["params"][1],
-            "d_coef": math.exp(ols["d"]["params"][0]),
-            "d_exponent": ols["d"]["params"][1],
-        }
-        data = normalise(frame, self.columns)
-        return LawFit(
-            approach="1",
-            form="allocation",
-            params=params,
-            n_points=len(data),
-            estimator="ols",
-            param_convention=data.attrs.get("param_convention", "total"),
-            info={"ols": ols, "minima": points, "params_col": data.attrs.get("params_col")},
-        )
+        return allocation_fit("1", points, normalise(frame, self.columns))

@@ -5,7 +5,8 @@ For each compute budget, fit a parabola to the loss against ``x = log N`` (and a
 delta-method standard error from the coefficient covariance. Then fit the power laws
 ``N*(C) = n_coef C^n_exponent`` and ``D*(C) = d_coef C^d_exponent`` by OLS in log-log
 (statsmodels), with t intervals. A budget with fewer than 3 sizes, a concave fit, or a vertex
-outside the sizes it sampled is refused by name: its minimum is not interior, so the parabola
+outside the sizes it sampled, or a lowest observed loss at the smallest or largest size, is
+refused by name: its minimum is not interior, so the parabola
 would extrapolate, not locate, the optimum.
 """
 
@@ -55,16 +56,20 @@ def isoflop_minimum(flops: float, group: pd.DataFrame) -> dict[str, Any]:
     vn, vd = _parabola_vertex(logn, loss), _parabola_vertex(logd, loss)
     inside_n = logn.min() < vn["x"] < logn.max()
     inside_d = logd.min() < vd["x"] < logd.max()
+    best_at_edge = out["observed_best_params"] in (group["params"].min(), group["params"].max())
     out.update(
         n_opt=math.exp(vn["x"]) if math.isfinite(vn["x"]) else math.nan,
         n_opt_log_se=vn["se"],
         d_opt=math.exp(vd["x"]) if math.isfinite(vd["x"]) else math.nan,
         d_opt_log_se=vd["se"],
         loss_opt=vn["y"],
-        interior=bool(inside_n and inside_d),
+        interior=bool(inside_n and inside_d and not best_at_edge),
     )
     if not out["interior"]:
-        if vn["curvature"] <= 0:
+        if best_at_edge:
+            side = "smallest" if out["observed_best_params"] == group["params"].min() else "largest"
+            why = f"the lowest loss is at the {side} size; add sizes beyond it"
+        elif vn["curvature"] <= 0:
             why = "the losses do not curve upward (no valley)"
         else:
             side = "smallest" if vn["x"] <= logn.min() else "largest"
@@ -88,6 +93,26 @@ def power_law_fit(minima: list[dict[str, Any]]) -> dict[str, Any]:
         "n": _power_law(logc, np.log([m["n_opt"] for m in minima])),
         "d": _power_law(logc, np.log([m["d_opt"] for m in minima])),
     }
+
+
+def allocation_fit(approach: str, minima: list[dict[str, Any]], data: pd.DataFrame) -> LawFit:
+    """The :class:`LawFit` of OLS power laws through per-budget (or per-run) optima."""
+    ols = power_law_fit(minima)
+    params = {
+        "n_coef": math.exp(ols["n"]["params"][0]),
+        "n_exponent": ols["n"]["params"][1],
+        "d_coef": math.exp(ols["d"]["params"][0]),
+        "d_exponent": ols["d"]["params"][1],
+    }
+    return LawFit(
+        approach=approach,
+        form="allocation",
+        params=params,
+        n_points=len(data),
+        estimator="ols",
+        param_convention=data.attrs.get("param_convention", "total"),
+        info={"ols": ols, "minima": minima, "params_col": data.attrs.get("params_col")},
+    )
 
 
 @dataclass(frozen=True)
@@ -115,19 +140,4 @@ class Approach2:
         for m in minima:
             if not m["interior"]:
                 raise FitRefusal(f"budget {m['flops']:.4g} FLOPs: minimum not interior: {m['reason']}")
-        ols = power_law_fit(minima)
-        params = {
-            "n_coef": math.exp(ols["n"]["params"][0]),
-            "n_exponent": ols["n"]["params"][1],
-            "d_coef": math.exp(ols["d"]["params"][0]),
-            "d_exponent": ols["d"]["params"][1],
-        }
-        return LawFit(
-            approach="2",
-            form="allocation",
-            params=params,
-            n_points=len(data),
-            estimator="ols",
-            param_convention=data.attrs.get("param_convention", "total"),
-            info={"ols": ols, "minima": minima, "params_col": data.attrs.get("params_col")},
-        )
+        return allocation_fit("2", minima, data)

@@ -12,7 +12,8 @@
   points cannot pin an offset) through the smaller budgets' IsoFLOP minima (parabola vertex
   values, or the observed best where the vertex is not interior), extrapolated to the largest C.
 
-Every ``error`` is relative and signed: ``(predicted - achieved) / achieved``.
+Every ``error`` is relative and signed: ``(predicted - achieved) / achieved``. With a bootstrap
+in the fitter, ``predicted_loss_ci`` and ``n_opt_predicted_ci`` give 95% percentile intervals.
 """
 
 from __future__ import annotations
@@ -47,11 +48,29 @@ def isoflop_optimum(law: Any, group: pd.DataFrame, span: float = 3.0) -> tuple[f
         return float(law.loss(math.exp(x), math.exp(c + k * x)))
 
     grid = np.linspace(lo, hi, 601)
-    values = np.array([loss_at(x) for x in grid])
+    values = np.asarray(law.loss(np.exp(grid), np.exp(c + k * grid)), float)
     i = int(np.nanargmin(values))
     a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     res = optimize.minimize_scalar(loss_at, bounds=(a, b), method="bounded", options={"xatol": 1e-9})
     return float(res.fun), float(math.exp(res.x))
+
+
+def _draw_interval(law: Any, group: pd.DataFrame, span: float = 3.0, alpha: float = 0.05) -> dict[str, Any]:
+    """Percentile intervals of the IsoFLOP minimum and its N over the law's bootstrap draws
+    (a 601-point scan of the line per draw, 0.01 apart in log N)."""
+    if law.draws is None or law.form != "chinchilla":
+        return {}
+    logn, logd = np.log(group["params"].to_numpy()), np.log(group["tokens"].to_numpy())
+    k, c = np.polyfit(logn, logd, 1) if np.ptp(logn) > 0 else (-1.0, float(np.mean(logd + logn)))
+    x = np.linspace(logn.min() - span, logn.max() + span, 601)
+    e, a, b, al, be = (law.draws[:, i, None] for i in range(5))  # E, A, B, alpha, beta
+    with np.errstate(all="ignore"):
+        loss = e + a * np.exp(-al * x) + b * np.exp(-be * (c + k * x))
+    q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
+    return {
+        "predicted_loss_ci": np.nanpercentile(np.nanmin(loss, axis=1), q).tolist(),
+        "n_opt_predicted_ci": np.nanpercentile(np.exp(x[np.nanargmin(loss, axis=1)]), q).tolist(),
+    }
 
 
 def backtest(
@@ -104,6 +123,7 @@ def backtest(
         "n_opt_predicted": n_pred,
         "n_opt_observed": n_obs,
         "n_opt_error": _rel(n_pred, n_obs) if n_obs else None,
+        **_draw_interval(law, last),
         "param_convention": data.attrs.get("param_convention", "total"),
         "law": {k: v for k, v in law.to_dict(include_draws=False).items() if k not in ("info",)},
     }

@@ -50,11 +50,35 @@ def predict_log(theta: np.ndarray, logn: np.ndarray, logd: np.ndarray) -> np.nda
 
 
 def _terms(theta: np.ndarray, logn: np.ndarray, logd: np.ndarray):
+    """LSE and the softmax weights of its three terms, factored by the constant term ``e``.
+
+    ``exp`` is the cost here, so the per-row constant ``e`` is the pivot (two exponentials per
+    point, not three); rows where another term exceeds it by more than 300 nats are recomputed
+    with the per-point maximum as the pivot, so nothing overflows.
+    """
     t1 = theta[:, 0, None] - theta[:, 3, None] * logn
     t2 = theta[:, 1, None] - theta[:, 4, None] * logd
-    t3 = theta[:, 2, None]
+    e = theta[:, 2, None]
+    x1, x2 = t1 - e, t2 - e
+    big = (x1.max(axis=1) > 300.0) | (x2.max(axis=1) > 300.0)
+    if big.any():
+        out = _terms_safe(t1, t2, np.broadcast_to(e, t1.shape).copy())
+        if big.all():
+            return out
+    # exp(-60) is below double precision next to 1; the clip avoids slow subnormal arithmetic
+    e1 = np.exp(np.maximum(np.minimum(x1, 300.0), -60.0))
+    e2 = np.exp(np.maximum(np.minimum(x2, 300.0), -60.0))
+    s = 1.0 + e1 + e2
+    inv = 1.0 / s
+    res = [e + np.log(s), e1 * inv, e2 * inv, inv]
+    if big.any():
+        for r, o in zip(res, out, strict=True):
+            r[big] = o[big]
+    return tuple(res)
+
+
+def _terms_safe(t1: np.ndarray, t2: np.ndarray, t3: np.ndarray):
     m = np.maximum(np.maximum(t1, t2), t3)
-    # exp(-60) is below double precision next to 1; clipping avoids slow subnormal arithmetic
     e1 = np.exp(np.maximum(t1 - m, -60.0))
     e2 = np.exp(np.maximum(t2 - m, -60.0))
     e3 = np.exp(np.maximum(t3 - m, -60.0))

@@ -248,6 +248,11 @@ class LawFit:
         lines += [f"{k:<12}{_fmt(v):>14}{_fmt(s):>14}   {_fmt_ci(c)}" for k, v, s, c in rows]
         if self.objective is not None:
             lines.append(f"objective: {self.objective:.6g}")
+        minima = self.info.get("minima") or []
+        if minima:
+            lines.append(f"{'budget (FLOPs)':<16}{'N*':>12}{'D*':>12}{'loss':>10}")
+            for m in minima:
+                lines.append(f"{m['flops']:<16.4g}{m['n_opt']:>12.4g}{m['d_opt']:>12.4g}{m.get('loss_opt', m.get('loss', math.nan)):>10.4f}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
