@@ -192,3 +192,34 @@ def test_cli_align_bad_input_exits_2(tiny, tmp_path):
     proc = run_cli("align", str(tiny["model"]), "--sft", str(tiny["sft"]), "--dpo", str(tiny["dpo"]),
                    "--loss-type", "ipo", "--beta", "0", timeout=60)
     assert proc.returncode == 2 and "dpo.beta=0.0" in proc.stderr
+
+
+def test_study_folder_and_builtin_demo_tasks(tiny, tmp_path):
+    """A study folder resolves to its select.json model; no data given means the demo tasks."""
+    from scaling.align import align
+    from scaling.align.run import DemoOptions
+    from scaling.align.sft import SFTOptions
+    from scaling.store import atomic_write_json
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(_corpus(20_000))
+    study = tmp_path / "study"
+    atomic_write_json(study / "select.json", {"run_id": "x", "model_dir": str(tiny["model"])})
+    summary = align(study, demo=DemoOptions(corpus=str(corpus), n_train=8, n_eval=4, tail_frac=None),
+                    sft=SFTOptions(steps=1, batch_size=4, max_length=128, eval_every=1), skip_dpo=True,
+                    threads=1, log=lambda m: None)
+    assert summary["base_model"] == str(tiny["model"]) and summary["out"] == str(study / "align")
+    assert [r["stage"] for r in summary["table"]] == ["base", "sft"]
+    assert summary["data"]["sft"]["source"].startswith("builtin") and summary["data"]["sft"]["train"] == 8
+    assert (study / "align" / "summary.json").exists() and not (study / "align" / "dpo").exists()
+
+
+def test_prompts_longer_than_max_length_are_refused(tiny):
+    from scaling.align import align
+    from scaling.align.sft import SFTOptions
+    from scaling.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"sft.max_length=8: \d+ of \d+ sft train records have prompts"):
+        align(tiny["model"], tiny["root"] / "short", sft_data=str(tiny["sft"]), dpo_data=str(tiny["dpo"]),
+              sft=SFTOptions(max_length=8), log=lambda m: None)

@@ -188,9 +188,13 @@ def metrics_callback(run_dir: Any) -> Any:
 
 def quiet() -> None:
     """No progress bars from datasets/transformers: the store and the CLI report progress."""
+    import warnings
+
     import datasets
     import transformers
 
+    # TRL 1.16's DPOTrainer reads a property transformers 5 renamed; nothing for users to act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()

@@ -86,6 +86,23 @@ def _data(
     return sets, info
 
 
+def check_lengths(tok: Any, sets: dict[str, list[Record]], sft_max: int, dpo_max: int) -> None:
+    """Refuse records whose prompt alone fills ``max_length``: truncation would leave no
+    completion token, and TRL drops such records without a word."""
+    from scaling.align.evaluate import encode
+
+    reply = {"sft": "completion", "dpo": "chosen"}  # any reply: the prompt's length is what counts
+    for name, records in sets.items():
+        kind = name.split("_")[0]
+        limit = sft_max if kind == "sft" else dpo_max
+        long = sum(1 for r in records if encode(tok, r["prompt"], r[reply[kind]])[1] >= limit)
+        if long:
+            raise UsageError(
+                f"{kind}.max_length={limit}: {long} of {len(records)} {name.replace('_', ' ')} records have prompts "
+                f"of {limit} tokens or more, leaving no completion to learn; raise --max-length or shorten the prompts"
+            )
+
+
 def _stage_done(out: Path, spec: dict[str, Any]) -> bool:
     rd = RunDir(out)
     return rd.is_done() and rd.read_spec() == spec and (out / "model" / "config.json").exists()
@@ -141,7 +158,7 @@ def align(
     """
     from scaling.align.dpo import run_dpo
     from scaling.align.evaluate import score, stage_row
-    from scaling.align.model import load_model, load_tokenizer, quiet, set_threads
+    from scaling.align.model import has_accelerator, load_model, load_tokenizer, quiet, set_threads
     from scaling.align.sft import run_sft
 
     t0 = time.perf_counter()
@@ -154,9 +171,11 @@ def align(
     quiet()
     sft_eval, dpo_eval = sets["sft_eval"][:max_eval], sets["dpo_eval"][:max_eval]
     tok = load_tokenizer(model)
+    check_lengths(tok, sets, sft.max_length, dpo.max_length)
 
     def evaluate(path: Path) -> Any:
-        return score(load_model(path), tok, sft_eval, dpo_eval, n_samples=n_samples,
+        m = load_model(path).to("cuda" if has_accelerator() else "cpu")
+        return score(m, tok, sft_eval, dpo_eval, n_samples=n_samples,
                      max_length=max(sft.max_length, dpo.max_length))
 
     stages: list[tuple[str, Path, Any]] = [("base", model, evaluate(model))]
