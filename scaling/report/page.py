@@ -312,7 +312,8 @@ def backtest_table(study: Study) -> str:
         rows.append((f"baseline: {k.replace('_', ' ')}", p, err))
     body = [(n, p, ach, f"{100 * err:+.2f}%" if isinstance(err, (int, float)) else "") for n, p, err in rows]
     extra = {k: v for k, v in bt.items() if k not in ("predicted_loss", "achieved_loss", "error", "baselines")}
-    return table(["predictor", "predicted loss", "achieved loss", "error"], body, text_cols=1) + (kv_table(extra) if extra else "")
+    folded = f"<details><summary>the backtest's other fields</summary>{kv_table(extra)}</details>" if extra else ""
+    return table(["predictor", "predicted loss", "achieved loss", "error"], body, text_cols=1) + folded
 
 
 def provenance(study: Study) -> str:
