@@ -126,6 +126,7 @@ def test_export_skips_clearly_without_kaleido(full, tmp_path):
         assert export_figures(full, tmp_path / "png")
 
 
+@pytest.mark.slow
 def test_cli_report_and_bad_input(full, tmp_path, cli):
     out = tmp_path / "cli.html"
     proc = cli("report", str(full), "-o", str(out), "--json", "--export", str(tmp_path / "figs"), check=True)
