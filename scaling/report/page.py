@@ -222,13 +222,11 @@ def run_table(study: Study) -> str:
 
 
 def isoflop_table(study: Study) -> str:
-    from scaling.report.analysis import valleys
-
     rows = []
     for conv in CONVENTIONS:
         if N_COLUMN[conv] not in study.done:
             continue
-        for v in valleys(study.done, N_COLUMN[conv], study.loss_column()):
+        for v in study.valleys(N_COLUMN[conv]):
             se = v.log_n_se
             rows.append((CONVENTION_LABEL[conv], v.budget, v.n_opt,
                          f"×/÷ {math.exp(se):.2f}" if math.isfinite(se) else "n/a", v.tokens_opt,
