@@ -1,8 +1,8 @@
 """Study folders for the report tests: a synthetic store (through scaling.store) plus stage artifacts.
 
-The fits are real (``Approach3`` on the runs, saved with ``LawFit.to_dict()``); the backtest,
-plan, select, align and summary artifacts are written in the layouts those stages use, with values
-from the synthetic study's true law, so the report has every section to draw.
+The fits and the backtest are real (``scaling.fit`` on the runs, saved as the pipeline saves
+them); the plan, select, align and summary artifacts are written in the layouts those stages use,
+so the report has every section to draw.
 """
 
 from __future__ import annotations
@@ -11,41 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.report_build import TRUE_LAW, make_study, true_loss
+from benchmarks.report_build import make_study, write_fits
 from scaling.store import RunDir, atomic_write_json, load_runs
 
 INJECTED = "<script>alert(1)</script>"
 
 
-def _chinchilla_g(p: dict[str, float]) -> tuple[float, float, float]:
-    """G, a, b of Hoffmann et al. 2022 eq. 4: N* = G (C/6)^a, a = beta/(alpha+beta)."""
-    a = p["beta"] / (p["alpha"] + p["beta"])
-    g = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
-    return g, a, 1 - a
-
-
 def write_artifacts(study: Path) -> None:
     runs = load_runs(study)
     done = runs[runs["status"] == "done"]
-    from scaling.fit import Approach3, Columns
-
-    # the budgets count non-embedding FLOPs, so only that fit's bootstrap band is drawn
-    for col, conv, boot in (("non_embedding_params", "non_embedding", 100), ("params", "total", 0)):
-        fit = Approach3(bootstrap=boot, seed=0, columns=Columns(params=col, loss="eval_loss")).fit(done)
-        atomic_write_json(study / "fit" / f"approach3_{conv}.json", fit.to_dict())
-    g, a, b = _chinchilla_g(TRUE_LAW)
-    top = done[done["budget"] == done["budget"].max()]
-    best = top.loc[top["eval_loss"].idxmin()]
-    prev = done[done["budget"] < top["budget"].max()]
-    c = float(top["budget"].max())
-    n_pred = g * (c / 6) ** a
-    pred = float(true_loss(n_pred, c / (6 * n_pred)))
-    achieved = float(best["eval_loss"])
-    atomic_write_json(study / "fit" / "backtest.json", {
-        "budget": c, "predicted_loss": pred, "achieved_loss": achieved, "error": (pred - achieved) / achieved,
-        "baselines": {"previous_budget": float(prev["eval_loss"].min()), "power_law_on_minima": achieved * 1.012},
-        "n_opt_predicted": n_pred, "n_opt_observed": float(best["non_embedding_params"]),
-    })
+    write_fits(study, done)
+    c = float(done["budget"].max())
+    best = done[done["budget"] == c].sort_values("eval_loss").iloc[0]
     atomic_write_json(study / "plan.json", {"target_flops": c * 10, "budgets": sorted(done["budget"].unique().tolist()),
                                             "law": "chinchilla", "tokens_per_param": 20})
     atomic_write_json(study / "select.json", {"run_id": best["run_id"], "name": best["name"],

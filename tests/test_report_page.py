@@ -78,11 +78,13 @@ def test_runs_only_no_budget_still_builds(tmp_path):
 
 
 def test_fit_numbers_reach_the_page(full, full_html):
-    fit = json.loads((full / "fit" / "approach3_non_embedding.json").read_text())
+    a2 = json.loads((full / "fit" / "approach2_non_embedding.json").read_text())
+    a3 = json.loads((full / "fit" / "approach3_non_embedding.json").read_text())
     conv = full_html[full_html.index('<section id="conventions">'):]
     conv = conv[: conv.index("</section>")]
-    assert f"{fit['a']:.5g}" in conv and "Pearce" in conv and "Porian" in conv
-    assert "fit/approach3_non_embedding.json" in conv  # the N* line comes from the fit, not the report
+    assert f"{a2['n_opt']['exponent']:.5g}" in conv and f"{a3['a']:.5g}" in conv  # IsoFLOP and parametric a
+    assert "Pearce" in conv and "Porian" in conv
+    assert "fit/approach2_non_embedding.json" in conv  # the N* line comes from the fit, not the report
     bt = json.loads((full / "fit" / "backtest.json").read_text())
     assert f"{100 * bt['error']:+.2f}%" in full_html
 
@@ -124,6 +126,7 @@ def test_export_skips_clearly_without_kaleido(full, tmp_path):
         assert export_figures(full, tmp_path / "png")
 
 
+@pytest.mark.slow
 def test_cli_report_and_bad_input(full, tmp_path, cli):
     out = tmp_path / "cli.html"
     proc = cli("report", str(full), "-o", str(out), "--json", "--export", str(tmp_path / "figs"), check=True)

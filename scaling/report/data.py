@@ -144,6 +144,15 @@ class Study:
         d = self.runs[self.runs["status"] == "done"]
         return d[d["final_loss"].notna()] if "final_loss" in d else d
 
+    def valleys(self, n_col: str) -> list[Any]:
+        """The IsoFLOP parabolas of the finished runs against ``n_col`` (cached)."""
+        from scaling.report.analysis import valleys
+
+        key = ("valleys", n_col)
+        if key not in self.cache:
+            self.cache[key] = valleys(self.done, n_col, self.loss_column())
+        return self.cache[key]
+
     def loss_column(self) -> str:
         """Held-out loss when every finished run has one, else the final training loss."""
         d = self.done

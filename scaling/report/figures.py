@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from scaling.report.analysis import bootstrap_frontier, valleys
+from scaling.report.analysis import bootstrap_frontier
 from scaling.report.data import CONVENTION_LABEL, CONVENTIONS, N_COLUMN, Study
 
 LOSS_AXIS = "loss (nats/token)"
@@ -155,7 +155,7 @@ def isoflop(study: Study) -> go.Figure | None:
         if n_col not in done or done[n_col].isna().all():
             continue
         idx: list[int] = []
-        vs = {v.budget: v for v in valleys(done, n_col, loss_col)}
+        vs = {v.budget: v for v in study.valleys(n_col)}
         titles[conv] = "IsoFLOP curves: ★ parabola minimum ±1σ" + (
             "" if all(v.interior for v in vs.values()) else "; ✕ no interior minimum (best run)")
         visible = not groups
@@ -247,7 +247,7 @@ def _frontier_data(study: Study, conv: str) -> dict[str, Any] | None:
     if done.empty or col not in done or "budget" not in done:
         return None
     loss_col = study.loss_column()
-    vs = [v for v in valleys(done, col, loss_col) if v.interior]
+    vs = [v for v in study.valleys(col) if v.interior]
     # A parametric fit counts C = 6 N D with its own N; its allocation is drawn against the
     # budget labels only when they count N the same way. IsoFLOP (approach 2) fits use the labels.
     same = study.budget_convention()

@@ -222,13 +222,11 @@ def run_table(study: Study) -> str:
 
 
 def isoflop_table(study: Study) -> str:
-    from scaling.report.analysis import valleys
-
     rows = []
     for conv in CONVENTIONS:
         if N_COLUMN[conv] not in study.done:
             continue
-        for v in valleys(study.done, N_COLUMN[conv], study.loss_column()):
+        for v in study.valleys(N_COLUMN[conv]):
             se = v.log_n_se
             rows.append((CONVENTION_LABEL[conv], v.budget, v.n_opt,
                          f"×/÷ {math.exp(se):.2f}" if math.isfinite(se) else "n/a", v.tokens_opt,
@@ -312,7 +310,8 @@ def backtest_table(study: Study) -> str:
         rows.append((f"baseline: {k.replace('_', ' ')}", p, err))
     body = [(n, p, ach, f"{100 * err:+.2f}%" if isinstance(err, (int, float)) else "") for n, p, err in rows]
     extra = {k: v for k, v in bt.items() if k not in ("predicted_loss", "achieved_loss", "error", "baselines")}
-    return table(["predictor", "predicted loss", "achieved loss", "error"], body, text_cols=1) + (kv_table(extra) if extra else "")
+    folded = f"<details><summary>the backtest's other fields</summary>{kv_table(extra)}</details>" if extra else ""
+    return table(["predictor", "predicted loss", "achieved loss", "error"], body, text_cols=1) + folded
 
 
 def provenance(study: Study) -> str:
