@@ -28,7 +28,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from scaling.store import SweepStore, atomic_write_json, read_json
 STAGES: list[str] = ["plan", "sweep", "fit", "backtest", "select", "align", "report"]
 CONVENTIONS: dict[str, str] = {"total": "params", "non_embedding": "non_embedding_params"}
 FORMS: tuple[str, ...] = ("chinchilla", "kaplan")
+PUBLISHED: tuple[str, ...] = ("chinchilla", "epoch", "kaplan")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class StudyOptions:
     beta: float = 0.1
     report: str | None = None
     cache_dir: str | None = None
+    sft: dict[str, Any] = field(default_factory=dict)  # scaling.align.sft.SFTOptions fields
+    dpo: dict[str, Any] = field(default_factory=dict)  # scaling.align.dpo.DPOOptions fields
+    demo: dict[str, Any] = field(default_factory=dict)  # scaling.align.run.DemoOptions fields
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None, **overrides: Any) -> StudyOptions:
@@ -136,15 +140,19 @@ def _stage_plan(study: Path, spec: Any, runs: list[Any]) -> dict[str, Any]:
     from scaling.planner import plan_all
 
     model = spec.model
-    out: dict[str, Any] = {"budgets": [], "flops_convention": runs[0].flops_convention if runs else None}
+    conv = runs[0].flops_convention if runs else "6N"
+    count = "non_embedding" if "non_embedding" in conv else "total"
+    out: dict[str, Any] = {"flops_convention": conv, "budgets": [],
+                           "note": "N* and D* of the published laws at each budget (Kaplan counts non-embedding N)"}
     for c in sorted({float(r.budget) for r in runs if r.budget}):
-        plans = []
-        for p in plan_all(flops=c, laws=["chinchilla", "epoch", "kaplan"], vocab=model.vocab, seq_len=model.seq_len):
-            d = p.to_dict()
-            plans.append({k: d.get(k) for k in ("law", "params", "tokens", "tokens_per_param", "loss")})
-        sizes = [r.model_shape.count("non_embedding" if "non_embedding" in str(r.flops_convention) else "total")
-                 for r in runs if r.budget and math.isclose(float(r.budget), c, rel_tol=1e-6)]
-        out["budgets"].append({"flops": c, "runs": len(sizes), "sizes": sorted(sizes), "published": plans})
+        row: dict[str, Any] = {"flops": f"{c:.3g}"}
+        sizes = [r.model_shape.count(count) for r in runs if r.budget and math.isclose(float(r.budget), c, rel_tol=1e-6)]
+        row["runs"] = len(sizes)
+        row[f"sizes ({count} N)"] = "; ".join(f"{n:,}" for n in sorted(sizes))
+        for p in plan_all(flops=c, laws=list(PUBLISHED), vocab=model.vocab, seq_len=model.seq_len, with_shape=False):
+            row[f"{p.law} N*"] = f"{p.params:,.0f}"
+            row[f"{p.law} D*"] = f"{p.tokens:,.0f}"
+        out["budgets"].append(row)
     out["runs"] = len(runs)
     out["flops_total"] = float(sum(float(r.budget or 0) for r in runs))
     atomic_write_json(study / "plan.json", out)
@@ -223,10 +231,19 @@ def _stage_select(study: Path) -> dict[str, Any]:
 
 def _stage_align(study: Path, opts: StudyOptions, log: Callable[[str], None]) -> dict[str, Any]:
     from scaling.align import align
+    from scaling.align.dpo import DPOOptions
+    from scaling.align.run import DemoOptions
+    from scaling.align.sft import SFTOptions
+    from scaling.errors import UsageError
 
     choice = read_json(study / "select.json") or {}
     model_dir = choice.get("model_dir") or str(study / "runs" / choice["run_id"] / "model")
-    summary = align(model_dir, study / "align", opts.sft_data, opts.dpo_data, beta=opts.beta, seed=opts.seed, log=log)
+    try:
+        sft, dpo, demo = SFTOptions(**opts.sft), DPOOptions(**opts.dpo), DemoOptions(**opts.demo)
+    except TypeError as e:
+        raise UsageError(f"pipeline.sft/dpo/demo: {e}") from None
+    summary = align(model_dir, study / "align", opts.sft_data, opts.dpo_data, beta=dpo.beta if opts.dpo.get("beta")
+                    else opts.beta, loss_type=dpo.loss_type, seed=opts.seed, sft=sft, dpo=dpo, demo=demo, log=log)
     return {k: summary.get(k) for k in ("minutes", "table") if k in summary}
 
 
@@ -246,7 +263,7 @@ def _exponents(study: Path) -> dict[str, Any]:
     from scaling.fit import load_law
 
     out: dict[str, Any] = {}
-    budgets = sorted(b["flops"] for b in (read_json(study / "plan.json") or {}).get("budgets", [])) or [1e11, 1e12]
+    budgets = sorted(float(b["flops"]) for b in (read_json(study / "plan.json") or {}).get("budgets", [])) or [1e11, 1e12]
     for conv in CONVENTIONS:
         a3 = read_json(study / "fit" / f"approach3_{conv}.json") or {}
         entry: dict[str, Any] = {"a": a3.get("a"), "ci": (a3.get("ci") or {}).get("a"), "form": "chinchilla"}

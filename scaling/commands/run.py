@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.spec).exists():
         raise UsageError(f"spec {args.spec}: no such file (try sweeps/quickstart.yaml)")
     summary = run_study(
-        args.spec, args.out, force=args.force, quiet=args.quiet or args.json, executor=args.executor,
+        args.spec, args.out, force=args.force, quiet=args.quiet, executor=args.executor,
         max_parallel=args.max_parallel, bootstrap=args.bootstrap, report=args.report,
         align=False if args.no_align else None,
     )

@@ -1,0 +1,116 @@
+"""The main job's code path, reduced: `scaling run` on 16 tiny runs, real training, fits, SFT, DPO
+and the report, then a rerun that finds every stage done, and a resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(900)
+
+from tests.conftest import ROOT, run_cli
+
+SPEC = ROOT / "tests" / "specs" / "pipeline_tiny.yaml"
+SUMMARY_KEYS = {"minutes", "stage_minutes", "budgets", "backtest", "exponents", "report"}
+BACKTEST_KEYS = {"predicted_loss", "achieved_loss", "error", "baselines", "n_opt_predicted", "n_opt_observed"}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    out, report = root / "study", root / "study.html"
+    t0 = time.perf_counter()
+    proc = run_cli("run", str(SPEC), "--out", str(out), "--report", str(report), "--json",
+                   env={"SCALING_CACHE": str(root / "cache")}, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, report, json.loads(proc.stdout), time.perf_counter() - t0
+
+
+def test_summary_has_every_key_the_cli_promises(study):
+    out, report, s, _ = study
+    assert SUMMARY_KEYS <= set(s)
+    assert BACKTEST_KEYS <= set(s["backtest"])
+    assert set(s["backtest"]["baselines"]) == {"previous_budget", "power_law_on_minima"}
+    assert set(s["exponents"]) == {"non_embedding", "total"}
+    for conv in ("non_embedding", "total"):
+        assert 0 < s["exponents"][conv]["a"] < 2
+    assert [b["flops"] for b in s["budgets"]] == [5e8, 1e9, 2e9, 4e9]
+    assert set(s["stage_minutes"]) == {"plan", "sweep", "fit", "backtest", "select", "align", "report"}
+    assert s["runs"]["done"] == 16 and s["runs"]["failed"] == 0
+    assert Path(s["report"]) == report and report.stat().st_size > 1_000_000
+
+
+def test_every_stage_left_its_artifact(study):
+    out = study[0]
+    for rel in ("plan.json", "sweep.yaml", "fit/approach3_total.json", "fit/approach3_non_embedding.json",
+                "fit/kaplan_total.json", "fit/kaplan_non_embedding.json", "fit/backtest.json", "select.json",
+                "align/summary.json", "summary.json"):
+        assert (out / rel).exists(), rel
+    bt = json.loads((out / "fit/backtest.json").read_text())
+    assert len(bt["candidates"]) == 4  # two forms x two parameter conventions
+    # the headline law was chosen on the budgets below the largest one only
+    inner = [c for c in bt["candidates"] if c.get("inner")]
+    best = min(inner, key=lambda c: abs(c["inner"]["error"]))
+    assert (best["form"], best["param_convention"]) == (bt["chosen"]["form"], bt["chosen"]["param_convention"])
+    assert 4e9 not in bt["chosen"]["fit_budgets"]
+    chosen = json.loads((out / "select.json").read_text())
+    align = json.loads((out / "align/summary.json").read_text())
+    assert chosen["run_id"] in {p.name for p in (out / "runs").iterdir()}
+    assert align["table"], "base -> SFT -> DPO table"
+
+
+def test_the_reduced_study_takes_under_two_minutes(study):
+    assert study[3] < 120 or os.environ.get("SCALING_SLOW_MACHINE"), f"took {study[3]:.0f} s"
+
+
+def test_a_second_run_finds_every_stage_done(study):
+    out, report, s, _ = study
+    attempts = {p.name: json.loads((p / "status.json").read_text())["attempts"] for p in (out / "runs").iterdir()}
+    proc = run_cli("run", str(SPEC), "--out", str(out), "--report", str(report), "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = json.loads(proc.stdout)
+    assert again["backtest"] == s["backtest"]
+    assert again["stage_minutes"] == s["stage_minutes"]  # recorded minutes, nothing rerun
+    after = {p.name: json.loads((p / "status.json").read_text())["attempts"] for p in (out / "runs").iterdir()}
+    assert after == attempts
+
+
+def test_killed_study_resumes_where_it_stopped(study, tmp_path):
+    """Kill `scaling run` (SIGKILL, whole process group) once the fit is written, then rerun."""
+    src = study[0]
+    out = tmp_path / "study"
+    # start from the finished sweep, forget every stage after it: the rerun must redo only those
+    subprocess.run(["cp", "-r", str(src), str(out)], check=True)
+    for stage in ("fit", "backtest", "select", "align", "report"):
+        (out / "stages" / f"{stage}.json").unlink()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "scaling", "run", str(SPEC), "--out", str(out), "--report",
+                             str(tmp_path / "r.html"), "--quiet"], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (out / "stages" / "backtest.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "stages" / "backtest.json").exists()
+    assert not (out / "stages" / "report.json").exists()
+    res = run_cli("run", str(SPEC), "--out", str(out), "--report", str(tmp_path / "r.html"), "--json", timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "stage fit already done" in res.stderr and "stage backtest already done" in res.stderr
+    assert "stage report done" in res.stderr
+    assert (tmp_path / "r.html").exists()
+
+
+def test_bad_pipeline_key_is_refused_with_its_name(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(SPEC.read_text().replace("bootstrap: 50", "bootstrapp: 50"))
+    proc = run_cli("run", str(spec), "--out", str(tmp_path / "s"))
+    assert proc.returncode == 2
+    assert "pipeline.bootstrapp" in proc.stderr
