@@ -14,6 +14,7 @@ with MFU against the card's dense bf16 peak. Finishes in well under two minutes 
 
     python benchmarks/train_throughput.py                   # CPU, all cores
     python benchmarks/train_throughput.py --threads 1       # one core
+    python benchmarks/train_throughput.py --threads 1 --clock cpu   # on a busy machine
     python benchmarks/train_throughput.py --device cuda --compile
 """
 
@@ -26,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from scaling.flops import flops_per_token  # noqa: E402
 from scaling.shapes import ModelShape  # noqa: E402
 
 LR = 1e-3
+CLOCK = time.perf_counter  # --clock cpu: process CPU time, steadier on a shared machine (1 thread)
 
 
 @dataclass
@@ -69,11 +72,11 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.5) 
         end = time.perf_counter() + seconds / len(sizes)
         while time.perf_counter() < end:
             _sync(device)
-            t = time.perf_counter()
-            for _ in range(4 if device.type == "cuda" else 1):
+            t = CLOCK()
+            for _ in range(4):
                 a @ b
             _sync(device)
-            best = max(best, (4 if device.type == "cuda" else 1) * 2 * n**3 / (time.perf_counter() - t))
+            best = max(best, 4 * 2 * n**3 / max(CLOCK() - t, 1e-9))
     return best
 
 
@@ -89,87 +92,117 @@ def _tokens(case: Case, n_steps: int, device: torch.device) -> torch.Tensor:
     )
 
 
-def time_ours(case: Case, device: torch.device, amp: torch.dtype | None, compile_: bool) -> float:
-    """Tokens/s of :func:`scaling.backends.local.train.train_step`, the loop's own step."""
+Stepper = Callable[[int], list[float]]  # run n steps, return each step's seconds
+
+
+def ours_stepper(case: Case, device: torch.device, amp: torch.dtype | None, compile_: bool) -> Stepper:
+    """:func:`scaling.backends.local.train.train_step`, the loop's own step."""
     model = build_model(case.shape, seed=0).to(device)
     opt = AdamW(_param_groups(model, 0.1), lr=LR, betas=(0.9, 0.95))
     loss_fn = torch.compile(model.loss) if compile_ else model.loss
-    data = _tokens(case, case.warmup + case.steps, device)
-    times = []
-    for i in range(case.warmup + case.steps):
-        _sync(device)
-        t = time.perf_counter()
-        loss, _ = train_step(model, opt, loss_fn, data[i, :, :-1], data[i, :, 1:], 1, 1.0, amp)
-        float(loss)  # the loop syncs once per logged step
-        times.append(time.perf_counter() - t)
-    return case.batch * case.shape.seq_len / _median(times[case.warmup :])
+    data = _tokens(case, 4, device)
+
+    def run(n: int) -> list[float]:
+        times = []
+        for i in range(n):
+            x = data[i % len(data)]
+            _sync(device)
+            t = CLOCK()
+            loss, _ = train_step(model, opt, loss_fn, x[:, :-1], x[:, 1:], 1, 1.0, amp)
+            float(loss)  # the loop syncs once per logged step
+            times.append(CLOCK() - t)
+        return times
+
+    return run
 
 
-def time_plain_hf(case: Case, device: torch.device, amp: torch.dtype | None) -> float:
+def plain_hf_stepper(case: Case, device: torch.device, amp: torch.dtype | None) -> Stepper:
     """A plain loop over transformers' ``LlamaForCausalLM`` (labels -> its own loss)."""
     hf = to_hf_model(build_model(case.shape, seed=0)).to(device)
     opt = torch.optim.AdamW(hf.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
-    data = _tokens(case, case.warmup + case.steps, device)
-    times = []
-    for i in range(case.warmup + case.steps):
-        _sync(device)
-        t = time.perf_counter()
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = hf(input_ids=data[i, :, :-1], labels=data[i, :, :-1]).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        float(loss.detach())
-        times.append(time.perf_counter() - t)
-    return case.batch * case.shape.seq_len / _median(times[case.warmup :])
+    data = _tokens(case, 4, device)
+
+    def run(n: int) -> list[float]:
+        times = []
+        for i in range(n):
+            x = data[i % len(data), :, :-1]
+            _sync(device)
+            t = CLOCK()
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss = hf(input_ids=x, labels=x).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            float(loss.detach())
+            times.append(CLOCK() - t)
+        return times
+
+    return run
 
 
-def time_trainer(case: Case, device: torch.device, amp: torch.dtype | None) -> float:
-    """``transformers.Trainer`` on the same model, tokens, batch and precision."""
+def trainer_stepper(case: Case, device: torch.device, amp: torch.dtype | None) -> Stepper:
+    """``transformers.Trainer`` on the same model, tokens, batch and precision (a new Trainer
+    per call, continuing the same model; only its training steps are timed)."""
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf = to_hf_model(build_model(case.shape, seed=0))
-    n = case.warmup + case.steps
-    data = _tokens(case, n, torch.device("cpu")).reshape(n * case.batch, -1)[:, :-1]
+    data = _tokens(case, 4, torch.device("cpu")).reshape(4 * case.batch, -1)[:, :-1]
     rows = [{"input_ids": r, "labels": r} for r in data]
-    times: list[float] = []
 
-    class Timer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001, ANN201
-            _sync(device)
-            self.t = time.perf_counter()
+    def run(n: int) -> list[float]:
+        times: list[float] = []
 
-        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN201
-            _sync(device)
-            times.append(time.perf_counter() - self.t)
+        class Timer(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+                _sync(device)
+                self.t = CLOCK()
 
-    with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(
-            output_dir=out,
-            per_device_train_batch_size=case.batch,
-            max_steps=n,
-            learning_rate=LR,
-            adam_beta2=0.95,
-            weight_decay=0.1,
-            max_grad_norm=1.0,
-            optim="adamw_torch_fused",
-            lr_scheduler_type="constant",
-            logging_strategy="no",
-            save_strategy="no",
-            report_to="none",
-            use_cpu=device.type == "cpu",
-            bf16=amp is torch.bfloat16,
-            dataloader_num_workers=0,
-            disable_tqdm=True,
-            seed=0,
-        )
-        trainer = Trainer(model=hf, args=args, train_dataset=rows, callbacks=[Timer()])
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
-    return case.batch * case.shape.seq_len / _median(times[case.warmup :])
+            def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+                _sync(device)
+                times.append(CLOCK() - self.t)
+
+        with tempfile.TemporaryDirectory() as out:
+            args = TrainingArguments(
+                output_dir=out,
+                per_device_train_batch_size=case.batch,
+                max_steps=n,
+                learning_rate=LR,
+                adam_beta2=0.95,
+                weight_decay=0.1,
+                max_grad_norm=1.0,
+                optim="adamw_torch_fused",
+                lr_scheduler_type="constant",
+                logging_strategy="no",
+                save_strategy="no",
+                report_to="none",
+                use_cpu=device.type == "cpu",
+                bf16=amp is torch.bfloat16,
+                dataloader_num_workers=0,
+                disable_tqdm=True,
+                seed=0,
+            )
+            trainer = Trainer(model=hf, args=args, train_dataset=rows * (1 + n // 4), callbacks=[Timer()])
+            trainer.remove_callback(PrinterCallback)
+            trainer.train()
+        return times
+
+    return run
+
+
+def interleaved(steppers: dict[str, Stepper], case: Case, rounds: int = 3) -> dict[str, float]:
+    """Tokens/s of each stepper: warm-up steps, then ``rounds`` rounds taking turns (so a change
+    of machine load hits every contender alike); the median step of each."""
+    times: dict[str, list[float]] = {k: [] for k in steppers}
+    for run in steppers.values():
+        run(case.warmup)
+    per_round = max(1, math.ceil(case.steps / rounds))
+    for _ in range(rounds):
+        for k, run in steppers.items():
+            times[k] += run(per_round)
+    return {k: case.batch * case.shape.seq_len / _median(v) for k, v in times.items()}
 
 
 def _median(xs: list[float]) -> float:
@@ -181,16 +214,24 @@ def run_cpu(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     peak = matmul_peak(device, torch.float32)
-    print(f"CPU, {args.threads} thread(s); fp32 matmul peak measured now: {peak / 1e9:.1f} GFLOP/s")
+    print(
+        f"CPU, {args.threads} thread(s), {args.clock} clock; fp32 matmul peak measured now: {peak / 1e9:.1f} GFLOP/s"
+    )
     print(
         f"{'shape':>12} {'ours tok/s':>11} {'Trainer':>9} {'x Trainer':>9} {'plain HF':>9} {'x plain':>8} "
         f"{'GFLOP/s':>8} {'of peak':>8}"
     )
     rows = []
     for case in cpu_cases(args.seq, args.vocab, args.quick):
-        ours = max(time_ours(case, device, None, args.compile) for _ in range(2))  # best of two
-        trainer = time_trainer(case, device, None)
-        plain = time_plain_hf(case, device, None)
+        tps = interleaved(
+            {
+                "ours": ours_stepper(case, device, None, args.compile),
+                "trainer": trainer_stepper(case, device, None),
+                "plain": plain_hf_stepper(case, device, None),
+            },
+            case,
+        )
+        ours, trainer, plain = tps["ours"], tps["trainer"], tps["plain"]
         fl = ours * flops_per_token(case.shape, "matmul")
         s = case.shape
         row = {
@@ -228,7 +269,9 @@ def run_cuda(args: argparse.Namespace) -> dict:
         f"model {shape.params / 1e6:.0f}M params, seq {shape.seq_len}, batch {case.batch} x {shape.seq_len} tokens, bf16"
     )
     t = time.perf_counter()
-    ours = time_ours(case, device, torch.bfloat16, args.compile)
+    run = ours_stepper(case, device, torch.bfloat16, args.compile)
+    run(case.warmup)
+    ours = case.batch * shape.seq_len / _median(run(case.steps))
     t_ours = time.perf_counter() - t
     fpt = flops_per_token(shape, "matmul")
     mfu = ours * fpt / peak if peak else None
@@ -247,7 +290,9 @@ def run_cuda(args: argparse.Namespace) -> dict:
     )
     if not args.no_baseline:
         torch.cuda.empty_cache()
-        trainer = time_trainer(Case(shape, batch=args.batch, steps=10, warmup=3), device, torch.bfloat16)
+        run = trainer_stepper(case, device, torch.bfloat16)
+        run(3)
+        trainer = case.batch * shape.seq_len / _median(run(10))
         out |= {"trainer_tokens_per_s": trainer, "ratio_vs_trainer": ours / trainer}
         print(f"HF Trainer (bf16): {trainer:,.0f} tok/s; ours / Trainer = {ours / trainer:.2f}x")
     return out
@@ -264,7 +309,16 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="CUDA: skip the Trainer baseline")
     ap.add_argument("--quick", action="store_true", help="fewer timed steps (noisier)")
     ap.add_argument("--json", help="also write the figures to this JSON file")
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: time by process CPU time (use with --threads 1 on a busy machine)",
+    )
     args = ap.parse_args()
+    if args.clock == "cpu":
+        global CLOCK
+        CLOCK = time.process_time
     res = run_cuda(args) if args.device == "cuda" else run_cpu(args)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")

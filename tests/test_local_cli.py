@@ -20,6 +20,10 @@ BAD = [
     ),
     (["--params", "3e5", "--tokens", "1e5", "--micro-batch", "5"], "micro_batch=5"),
     (["missing.yaml"], "spec='missing.yaml': no such file"),
+    (
+        ["--layers", "2", "--hidden", "12", "--heads", "4", "--tokens", "1e5"],
+        "head size hidden/heads=3 is odd",
+    ),
 ]
 
 

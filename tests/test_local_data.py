@@ -86,3 +86,28 @@ def test_token_dtype_checks() -> None:
     assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
     with pytest.raises(UsageError, match="token_dtype='uint16': cannot hold vocab 70000"):
         token_dtype(70000, "uint16")
+
+
+def test_user_tokenizer_folder_and_backend_prepare(tmp_path) -> None:
+    from local_helpers import tiny_spec
+
+    from scaling.backends.local import LocalBackend
+
+    base = prepare_data(DataSpec(source="builtin:bible", max_chars=100_000), 400, tmp_path)
+    (tmp_path / "corpus.txt").write_text("Verily I say unto you.\n" * 400)
+    spec = tiny_spec(
+        data={"source": str(tmp_path / "corpus.txt"), "tokenizer": base.tokenizer_dir, "max_chars": None}
+    )
+    backend = LocalBackend()
+    backend.prepare([spec, spec], str(tmp_path))
+    got = prepare_data(spec.data, spec.shape.vocab, tmp_path)
+    assert (tmp_path / "data").is_dir() and got.n_train_tokens > 1000
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base.tokenizer_dir)
+    assert got.tokens("train")[:5].tolist() == tok("Verily I say unto you.\n").input_ids[:5]
+    with pytest.raises(UsageError, match="shape.vocab=300: smaller than the tokenizer's 400"):
+        prepare_data(
+            DataSpec(source=str(tmp_path / "corpus.txt"), tokenizer=base.tokenizer_dir), 300, tmp_path
+        )
+    assert 0 < backend.estimate_seconds(spec) < backend.estimate_seconds(tiny_spec(tokens=100 * 512))

@@ -125,26 +125,10 @@ def build_spec(args: Any) -> Any:
     if args.weight_decay is not None:
         opt["weight_decay"] = args.weight_decay
     d["optimizer"] = opt
-    sch = dict(d.get("schedule") or {})
-    for flag, key in (
-        ("schedule", "kind"),
-        ("warmup_frac", "warmup_frac"),
-        ("decay_frac", "decay_frac"),
-        ("final_frac", "final_frac"),
-    ):
-        if getattr(args, flag) is not None:
-            sch[key] = getattr(args, flag)
-    d["schedule"] = sch
-    data = dict(d.get("data") or {})
-    for flag, key in (
-        ("corpus", "source"),
-        ("text_column", "text_column"),
-        ("tokenizer", "tokenizer"),
-        ("max_chars", "max_chars"),
-    ):
-        if getattr(args, flag) is not None:
-            data[key] = getattr(args, flag)
-    d["data"] = data
+    d["schedule"] = _override(
+        d.get("schedule"), args, schedule="kind", warmup_frac=0, decay_frac=0, final_frac=0
+    )
+    d["data"] = _override(d.get("data"), args, corpus="source", text_column=0, tokenizer=0, max_chars=0)
     for flag in ("seed", "eval_every", "checkpoint_every", "micro_batch"):
         if getattr(args, flag) is not None:
             d[flag] = getattr(args, flag)
@@ -159,6 +143,15 @@ def build_spec(args: Any) -> Any:
 
     validate_spec(spec)
     return spec
+
+
+def _override(section: Any, args: Any, **flags: str | int) -> dict[str, Any]:
+    """``section`` with each given flag set; a flag maps to its field name (0: the same name)."""
+    out = dict(section or {})
+    for flag, key in flags.items():
+        if getattr(args, flag) is not None:
+            out[key or flag] = getattr(args, flag)
+    return out
 
 
 class _Progress:

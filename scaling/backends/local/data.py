@@ -400,6 +400,23 @@ def tokenize(tok: Any, docs: list[str], dtype: np.dtype) -> np.ndarray:
 
 
 @contextlib.contextmanager
+def atomic_folder(path: Path, prefix: str = ".tmp-") -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces ``path`` in one rename, on any
+    error (or a kill) ``path`` is untouched and the temporary folder is removed (or ignored)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
@@ -470,9 +487,7 @@ def _prepare_into(folder: Path, data_spec: Any, vocab_size: int, dt: np.dtype) -
         raise UsageError(
             f"data.val_frac={data_spec.val_frac}: the validation split is empty; raise it or add text"
         )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder, prefix=f".{folder.name}.") as tmp:
         tok.save_pretrained(str(tmp / "tokenizer"))
         train.tofile(tmp / "train.bin")
         val.tofile(tmp / "val.bin")
@@ -489,9 +504,3 @@ def _prepare_into(folder: Path, data_spec: Any, vocab_size: int, dt: np.dtype) -
             "val_chars": sum(map(len, val_docs)),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")  # written last: marks completion
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -238,21 +238,14 @@ def to_hf_state_dict(model: LlamaLM) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {"model.embed_tokens.weight": model.embed_tokens.weight.detach()}
     for i, b in enumerate(model.layers):
         p = f"model.layers.{i}."
-        q, k, v = b.qkv.weight.detach().split([s.q_dim, s.kv_dim, s.kv_dim])
-        q, k = _to_half_split(q, s.heads), _to_half_split(k, s.n_kv_heads)
-        out |= {
-            p + "self_attn.q_proj.weight": q,
-            p + "self_attn.k_proj.weight": k,
-            p + "self_attn.v_proj.weight": v,
-        }
-        if b.qkv.bias is not None:
-            qb, kb, vb = b.qkv.bias.detach().split([s.q_dim, s.kv_dim, s.kv_dim])
-            qb, kb = _to_half_split(qb, s.heads), _to_half_split(kb, s.n_kv_heads)
-            out |= {
-                p + "self_attn.q_proj.bias": qb,
-                p + "self_attn.k_proj.bias": kb,
-                p + "self_attn.v_proj.bias": vb,
-            }
+        for kind in ("weight", "bias"):
+            t = getattr(b.qkv, kind)
+            if t is None:
+                continue
+            q, k, v = t.detach().split([s.q_dim, s.kv_dim, s.kv_dim])
+            out[f"{p}self_attn.q_proj.{kind}"] = _to_half_split(q, s.heads)
+            out[f"{p}self_attn.k_proj.{kind}"] = _to_half_split(k, s.n_kv_heads)
+            out[f"{p}self_attn.v_proj.{kind}"] = v
         out[p + "self_attn.o_proj.weight"] = b.o_proj.weight.detach()
         g, u = b.gate_up.weight.detach().split(s.d_ffn)
         out |= {p + "mlp.gate_proj.weight": g, p + "mlp.up_proj.weight": u}

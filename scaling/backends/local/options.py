@@ -131,6 +131,12 @@ def validate_spec(spec: RunSpec) -> Options:
             f"micro_batch={spec.micro_batch}: must divide the batch of {spec.batch_size} sequences "
             f"(batch_tokens / seq_len); try {math.gcd(spec.batch_size, spec.micro_batch)}"
         )
+    head_dim = spec.model_shape.d_head
+    if head_dim % 2:
+        raise UsageError(
+            f"shape.heads={spec.shape.heads}: head size hidden/heads={head_dim} is odd; rotary positions rotate "
+            "channel pairs, so pick heads giving an even head size"
+        )
     token_dtype(spec.shape.vocab, opts.token_dtype)
     src = spec.data.source
     if src.startswith("builtin:") and src.removeprefix("builtin:") not in BUILTINS:

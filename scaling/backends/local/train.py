@@ -16,8 +16,6 @@ CPU reproduces the uninterrupted run's losses bit for bit.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ from scaling.runspec import RunSpec
 from scaling.store import RunDir, atomic_write_json, read_json
 
 from . import checkpoint as ck
-from .data import PreparedData, prepare_data
+from .data import PreparedData, atomic_folder, prepare_data
 from .model import LlamaLM, build_model, save_hf_model
 from .optim import AdamW
 from .options import decay_start, lr_at, validate_spec, warmup_steps
@@ -423,17 +421,8 @@ def train_step(
 
 def save_final_model(model: LlamaLM, data: PreparedData, path: Path) -> None:
     """The transformers model folder (weights, config, tokenizer), renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-model-", dir=path.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_folder(path, prefix=".tmp-model-") as tmp:
         save_hf_model(model, data.tokenizer_dir, tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _finish(
