@@ -41,6 +41,18 @@ from scaling.laws.deepseek import deepseek_batch_tokens, deepseek_lr, hyperparam
 from scaling.laws.muennighoff import R_D_STAR
 from scaling.shapes import LadderRule, ModelShape, shape_for_params
 
+__all__ = [
+    "Plan",
+    "PlanError",
+    "Unanswerable",
+    "budget_flops",
+    "deepseek_batch_tokens",
+    "deepseek_lr",
+    "hyperparams_extrapolated",
+    "plan",
+    "plan_all",
+]
+
 DEFAULT_VOCAB = 32000
 DEFAULT_SEQ_LEN = 2048
 _LN_C_RANGE = (math.log(1e6), math.log(1e40))  # budgets the inverse searches span
@@ -206,8 +218,9 @@ def _resolve_law(law: str | Law) -> Law:
         return law
     try:
         return get_law(law)
-    except ValueError as e:
-        raise PlanError(str(e)) from None
+    except (ValueError, OSError) as e:
+        msg = str(e)
+        raise PlanError(msg if msg.startswith("law=") else f"law={law!r}: {msg}") from None
 
 
 # ---- the modes -----------------------------------------------------------------------------
@@ -254,6 +267,8 @@ def _tokens_for_loss(law: Law, params: float, target: float) -> float:
     """D with ``L(params, D) = target`` (bisection on ln D); inf when out of reach."""
     if law.loss(params, 1e30) > target:
         return math.inf
+    if law.loss(params, 1.0) <= target:  # a target this loose needs no training to speak of
+        return 1.0
     return math.exp(bisect(lambda x: law.loss(params, math.exp(x)) - target, math.log(1.0), math.log(1e30)))
 
 
@@ -287,6 +302,10 @@ def _inference_aware(law: Law, target: float, d_inf: float) -> tuple[float, floa
     def gap(ln_n: float) -> float:
         return law.loss(math.exp(ln_n), 1e30) - target
 
+    if gap(math.log(1e16)) >= 0:
+        raise Unanswerable(
+            f"target_loss={target:g}: below what law {law.name!r} reaches at any size; choose a higher target"
+        )
     ln_min = bisect(gap, math.log(1.0), math.log(1e16)) if gap(math.log(1.0)) > 0 else 0.0
     n = math.exp(golden_min(cost, ln_min + 1e-9, math.log(1e16), tol=1e-12))
     return n, _tokens_for_loss(law, n, target)
@@ -339,6 +358,8 @@ def plan(
     n, d, c, mode, loss = _allocate(
         lw, budget, params, tokens, target_loss, unique_tokens, inference_tokens, notes
     )
+    if not all(x > 0 and math.isfinite(x) for x in (n, d, c)):
+        raise Unanswerable(f"law={lw.name!r}: gives no finite allocation here (N={n:g}, D={d:g}, C={c:g})")
     if loss is None:
         loss = lw.loss(n, d)
     loss_out = loss if math.isfinite(loss) else None

@@ -16,6 +16,7 @@ Conventions (see ``flops.py``):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -58,9 +59,7 @@ class ModelShape:
                 raise ShapeError(f"shape.{name}={v!r}: must be a positive integer")
         kv = self.kv_heads if self.kv_heads is not None else self.heads
         if kv < 1 or self.heads % kv:
-            raise ShapeError(
-                f"shape.kv_heads={kv}: must divide heads={self.heads} (grouped-query attention)"
-            )
+            raise ShapeError(f"shape.kv_heads={kv}: must divide heads={self.heads} (grouped-query attention)")
         if self.head_dim is None and self.hidden % self.heads:
             raise ShapeError(
                 f"shape.heads={self.heads}: must divide hidden={self.hidden} "
@@ -239,8 +238,8 @@ class LadderRule:
     The aspect ratio hidden/layers follows Kaplan et al. (2020, fig. 5: loss is flat for
     aspect ratios 20-200) and common practice (Llama 2 7B: 128; Chinchilla: 64-160). Heads have
     ``head_dim`` channels; ``kv_ratio`` query heads share one key/value head (GQA);
-    ``hidden`` is a multiple of ``hidden_multiple``; the FFN is ``8/3 hidden`` rounded up to
-    ``ffn_multiple``.
+    ``hidden`` is a multiple of ``hidden_multiple`` and of ``head_dim x kv_ratio``; the FFN is
+    ``8/3 hidden`` rounded up to ``ffn_multiple``.
     """
 
     aspect_ratio: float = 64.0
@@ -251,6 +250,12 @@ class LadderRule:
     min_layers: int = 1
     max_layers: int = 128
     tied: bool = False
+
+    @property
+    def width_step(self) -> int:
+        """Widths the ladder tries: multiples of ``hidden_multiple`` that also hold a whole number
+        of key/value groups (``head_dim x kv_ratio``), so GQA divides evenly."""
+        return math.lcm(self.hidden_multiple, self.head_dim * self.kv_ratio)
 
     def heads_for(self, hidden: int) -> tuple[int, int]:
         """(query heads, key/value heads) for a width: ``hidden / head_dim`` heads, rounded down to
@@ -265,6 +270,9 @@ class LadderRule:
 
     def count(self, layers: int, hidden: int, vocab: int, convention: Count = "total") -> int:
         """``self.shape(...).count(convention)`` without building the shape (the ladder's inner loop)."""
+        return _rule_count(self, layers, hidden, vocab, convention)
+
+    def _count(self, layers: int, hidden: int, vocab: int, convention: Count) -> int:
         heads, kv = self.heads_for(hidden)
         d_head = hidden // heads
         attn = 2 * hidden * heads * d_head + 2 * hidden * kv * d_head
@@ -288,6 +296,12 @@ class LadderRule:
         )
 
 
+@functools.lru_cache(maxsize=65536)
+def _rule_count(rule: LadderRule, layers: int, hidden: int, vocab: int, convention: Count) -> int:
+    # cached: a plan under every law probes the same (depth, width) pairs again and again
+    return rule._count(layers, hidden, vocab, convention)
+
+
 def shape_for_params(
     target: float,
     *,
@@ -298,42 +312,46 @@ def shape_for_params(
 ) -> ModelShape:
     """The shape whose ``count`` parameters are nearest ``target`` under ``rule``.
 
-    For each depth L the width is the multiple of ``hidden_multiple`` nearest the target; among
+    For each depth L the width is the multiple of ``rule.width_step`` nearest the target; among
     those, the pair closest to the rule's aspect ratio wins unless another is more than 5%
     nearer the target count. Deterministic.
     """
     if not (target > 0 and math.isfinite(target)):
         raise ShapeError(f"target params={target!r}: must be a positive number")
     rule = rule or LadderRule()
-    best: tuple[float, ModelShape] | None = None
-    for layers in _depths_near(target, rule):
-        for hidden in _widths_near(target, layers, vocab, count, rule):
-            n = rule.count(layers, hidden, vocab, count)
-            miss = abs(math.log(n / target))
-            aspect = abs(math.log(hidden / layers / rule.aspect_ratio))
-            score = miss / 0.05 + aspect  # 5% of count error weighs like one e-fold of aspect
-            if best is None or score < best[0]:
-                best = (score, (layers, hidden))
+    best: tuple[float, int, int] | None = None  # (score, layers, hidden); ties go to fewer layers
+    start = _start_depth(target, rule)
+    # Walk away from the rule's depth both ways; stop once the aspect penalty alone exceeds the
+    # best score and can only grow (width shrinks as depth grows, so hidden/layers is monotone).
+    for depths, beyond in (
+        (range(start, rule.max_layers + 1), -1),
+        (range(start - 1, rule.min_layers - 1, -1), 1),
+    ):
+        for layers in depths:
+            penalties = []
+            for hidden in _widths_near(target, layers, vocab, count, rule):
+                n = rule.count(layers, hidden, vocab, count)
+                miss = abs(math.log(n / target))
+                log_aspect = math.log(hidden / layers / rule.aspect_ratio)
+                score = miss / 0.05 + abs(log_aspect)  # 5% of count error weighs like one e-fold of aspect
+                if best is None or (score, layers) < best[:2]:
+                    best = (score, layers, hidden)
+                penalties.append(log_aspect * beyond)
+            if best is not None and min(penalties) > best[0]:
+                break
     assert best is not None
-    layers, hidden = best[1]
-    return rule.shape(layers, hidden, vocab, seq_len)
+    return rule.shape(best[1], best[2], vocab, seq_len)
 
 
-def _depths_near(target: float, rule: LadderRule) -> range:
-    """Depths worth trying: within 4x of the depth at which ``12 L (aspect L)^2 = target``.
-
-    Outside that window the aspect-ratio penalty alone (ln 4 = 1.39, worth a 7% count miss)
-    loses to the depths inside it, whose count miss is at most a few percent.
-    """
-    l0 = (target / (12.0 * rule.aspect_ratio**2)) ** (1.0 / 3.0)
-    lo = min(rule.max_layers, max(rule.min_layers, math.floor(l0 / 4.0)))
-    hi = min(rule.max_layers, max(lo, math.ceil(l0 * 4.0)))
-    return range(lo, hi + 1)
+def _start_depth(target: float, rule: LadderRule) -> int:
+    """The depth at which ``12 L (aspect x L)^2 = target``, clipped to the rule's limits."""
+    l0 = round((target / (12.0 * rule.aspect_ratio**2)) ** (1.0 / 3.0))
+    return min(rule.max_layers, max(rule.min_layers, l0))
 
 
 def _widths_near(target: float, layers: int, vocab: int, count: Count, rule: LadderRule) -> Iterable[int]:
-    """The two multiples of ``hidden_multiple`` whose counts bracket ``target`` at this depth."""
-    m = rule.hidden_multiple
+    """The two multiples of ``rule.width_step`` whose counts bracket ``target`` at this depth."""
+    m = rule.width_step
     # Every block holds at least 10 hidden^2 weights (attention >= 2 h^2, SwiGLU MLP 8 h^2), so
     # this width already reaches the target: bisect below it on multiples of m.
     lo, hi = 1, max(2, math.ceil(math.sqrt(target / (10.0 * layers)) / m) + 1)

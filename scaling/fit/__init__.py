@@ -1,0 +1,33 @@
+"""Fitting scaling laws: Chinchilla approaches 1, 2 and 3, Kaplan's forms, bootstrap, backtest.
+
+``fit = Approach3().fit(frame)`` returns an immutable :class:`LawFit`; every fit is also a law
+(:class:`scaling.laws.base.Law`) the planner can use, and :func:`load_law` reads one back from
+the JSON that ``scaling fit --out`` writes. Pure: numpy, scipy, pandas, statsmodels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scaling.fit.approach3 import Approach3
+from scaling.fit.data import Columns, FitRefusal, normalise, read_table
+from scaling.fit.results import LawFit
+
+
+def load_law(path: str | Path) -> LawFit:
+    """The :class:`LawFit` saved at ``path`` (``LawFit.to_dict()`` as JSON), usable as a law."""
+    from scaling.errors import UsageError
+    from scaling.store import read_json
+
+    try:
+        d = read_json(path)
+    except ValueError as e:
+        raise UsageError(f"--law: {path} is not valid JSON ({e}); pass a file written by `scaling fit --out`") from e
+    if d is None:
+        raise UsageError(f"--law: {path} does not exist; pass a file written by `scaling fit --out`")
+    if not isinstance(d, dict) or "form" not in d or "params" not in d:
+        raise UsageError(f"--law: {path} is not a saved fit; pass a file written by `scaling fit --out`")
+    return LawFit.from_dict(d)
+
+
+__all__ = ["Approach3", "Columns", "FitRefusal", "LawFit", "load_law", "normalise", "read_table"]

@@ -2,7 +2,8 @@
 
 ``get_law("epoch")`` returns an immutable law object (see :class:`scaling.laws.base.Law`);
 ``get_law("fit:study/fit/approach3_total.json")`` loads a law fitted by ``scaling fit``.
-``LAW_NAMES`` lists the published ones, in the order ``scaling plan --law all`` shows them.
+``LAW_NAMES`` lists the published ones, in the order ``scaling plan --law all`` shows them;
+``tokens-per-param-R`` (and ``tokens-per-param-R-non-embedding``) is the rule ``D = R N`` for any R.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def _published() -> dict[str, Callable[[], Law]]:
 _REGISTRY = _published()
 LAW_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 FIT_PREFIX = "fit:"
+RULE_PREFIX = "tokens-per-param-"
 
 
 class UnknownLawError(ValueError):
@@ -64,11 +66,30 @@ def get_law(name: str) -> Law:
     if key.startswith(FIT_PREFIX):
         return _load_fitted(key[len(FIT_PREFIX) :])
     get = _REGISTRY.get(key.lower())
+    if get is None and key.lower().startswith(RULE_PREFIX):
+        return _ratio_rule(key)
     if get is None:
         raise UnknownLawError(
             f"law={name!r}: unknown; choose one of {', '.join(LAW_NAMES)}, 'all', or fit:PATH"
         )
     return get()
+
+
+def _ratio_rule(key: str) -> Law:
+    """``tokens-per-param-R`` or ``tokens-per-param-R-non-embedding``: D = R N."""
+    from scaling.laws.hoffmann import tokens_per_param_rule
+
+    rest = key.lower()[len(RULE_PREFIX) :]
+    convention = "total"
+    if rest.endswith("-non-embedding"):
+        rest, convention = rest[: -len("-non-embedding")], "non_embedding"
+    try:
+        ratio = float(rest)
+    except ValueError:
+        raise UnknownLawError(
+            f"law={key!r}: write tokens-per-param-R with a number R, e.g. tokens-per-param-200-non-embedding"
+        ) from None
+    return tokens_per_param_rule(ratio, convention)
 
 
 def _load_fitted(path: str) -> Law:

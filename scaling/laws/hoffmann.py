@@ -18,6 +18,8 @@ N counts all parameters (embeddings included); C = 6 N D.
 
 from __future__ import annotations
 
+import math
+
 from scaling.laws.base import ParametricLaw, PowerLawAllocation
 
 CITATION = "Hoffmann et al. 2022, Training Compute-Optimal Large Language Models, arXiv:2203.15556"
@@ -77,14 +79,23 @@ CHINCHILLA_APPROACH2 = PowerLawAllocation(
 )
 
 
-def tokens_per_param_rule(ratio: float = 20.0) -> PowerLawAllocation:
+def tokens_per_param_rule(ratio: float = 20.0, param_convention: str = "total") -> PowerLawAllocation:
     """The rule of thumb ``D = ratio x N`` (20 tokens per parameter, read off Hoffmann Table 3).
 
-    ``C = 6 N D = 6 ratio N^2`` so ``N* = (C / (6 ratio))^0.5``.
+    ``C = 6 N D = 6 ratio N^2`` so ``N* = (C / (6 ratio))^0.5``. With
+    ``param_convention="non_embedding"`` N counts non-embedding parameters (small models, where
+    embeddings dominate the total, follow a fixed ratio more closely on that count).
     """
+    if not (ratio > 0 and math.isfinite(ratio)):
+        raise ValueError(f"tokens per parameter={ratio!r}: must be a positive number")
+    if param_convention not in ("total", "non_embedding"):
+        raise ValueError(f"param_convention={param_convention!r}: use 'total' or 'non_embedding'")
+    suffix = "" if param_convention == "total" else "-non-embedding"
     return PowerLawAllocation(
-        name=f"tokens-per-param-{ratio:g}",
+        name=f"tokens-per-param-{ratio:g}{suffix}",
         citation=f"{CITATION}; rule of thumb D = {ratio:g} N (Table 3)",
         k=(6.0 * ratio) ** -0.5,
         exponent=0.5,
+        param_convention=param_convention,
+        flops_convention="6N" if param_convention == "total" else "6N_non_embedding",
     )

@@ -15,12 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scaling.laws.base import (
-    Allocation,
-    check_budget,
-    effective_repeated_tokens,
-    golden_min,
-)
+from scaling.laws.base import Allocation, ParametricLaw, check_budget, effective_repeated_tokens, golden_min
 
 CITATION = "Muennighoff et al. 2023, Scaling Data-Constrained Language Models, arXiv:2305.16264"
 
@@ -35,32 +30,13 @@ R_N_STAR = 5.309743
 
 
 @dataclass(frozen=True)
-class MuennighoffLaw:
-    """The data-constrained law. :meth:`loss` assumes unique data (``U_D = D``)."""
+class MuennighoffLaw(ParametricLaw):
+    """The data-constrained law. :meth:`loss` assumes unique data (``U_D = D``); its allocation is
+    Hoffmann's closed form; :meth:`loss_repeated` and :meth:`optimal_allocation_repeated` add the
+    repetition terms."""
 
-    name: str = "muennighoff"
-    citation: str = f"{CITATION}; App. A eq. 17 (C4 fit)"
-    param_convention: str = "total"
-    flops_convention: str = "6N"
-    A: float = math.exp(LOG_A)
-    B: float = math.exp(LOG_B)
-    E: float = math.exp(LOG_E)
-    alpha: float = ALPHA
-    beta: float = BETA
     r_d_star: float = R_D_STAR
     r_n_star: float = R_N_STAR
-
-    @property
-    def G(self) -> float:
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
-
-    @property
-    def a(self) -> float:
-        return self.beta / (self.alpha + self.beta)
-
-    @property
-    def b(self) -> float:
-        return self.alpha / (self.alpha + self.beta)
 
     def optimal_params_for_tokens(self, tokens: float) -> float:
         """``U_N``: the compute-optimal N for ``tokens`` unique tokens, ``(D G)^(beta/alpha) G``."""
@@ -75,15 +51,6 @@ class MuennighoffLaw:
         d_eff = effective_repeated_tokens(tokens, u_d, self.r_d_star)
         return self.E + self.A / n_eff**self.alpha + self.B / d_eff**self.beta
 
-    def loss(self, params: float, tokens: float) -> float:
-        return self.E + self.A / params**self.alpha + self.B / tokens**self.beta
-
-    def optimal_allocation(self, flops: float) -> Allocation:
-        """Unconstrained data: the closed form of Hoffmann et al. (2022, eq. 4)."""
-        c = check_budget(flops)
-        n = self.G * (c / 6.0) ** self.a
-        return Allocation(flops=c, params=n, tokens=c / (6.0 * n))
-
     def optimal_allocation_repeated(self, flops: float, unique_tokens: float) -> Allocation:
         """``argmin_N L(N, C/(6N), U_D)``: the data-constrained optimum (golden section on ln N)."""
         c = check_budget(flops)
@@ -96,4 +63,12 @@ class MuennighoffLaw:
         return Allocation(flops=c, params=n, tokens=c / (6.0 * n))
 
 
-MUENNIGHOFF = MuennighoffLaw()
+MUENNIGHOFF = MuennighoffLaw(
+    name="muennighoff",
+    citation=f"{CITATION}; App. A eq. 17 (C4 fit)",
+    E=math.exp(LOG_E),
+    A=math.exp(LOG_A),
+    B=math.exp(LOG_B),
+    alpha=ALPHA,
+    beta=BETA,
+)

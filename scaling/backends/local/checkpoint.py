@@ -75,7 +75,7 @@ def save_checkpoint(
     folder: str | Path,
     step: int,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Any,
     state: dict[str, Any],
     keep_last: int | None = 1,
     keep_steps: set[int] | frozenset[int] = frozenset(),
@@ -99,8 +99,12 @@ def save_checkpoint(
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    groups = [{k: v for k, v in g.items() if k != "params"} | {"n_params": len(g["params"])} for g in optimizer.param_groups]
+    groups = [
+        {k: v for k, v in g.items() if k != "params"} | {"n_params": len(g["params"])}
+        for g in optimizer.param_groups
+    ]
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
+    tmp.chmod(0o755)
     save_file(tensors, str(tmp / TENSORS))
     atomic_write_json(tmp / STATE, {**state, "step": step, "param_groups": groups})
     final = folder / f"{PREFIX}{step:08d}"
@@ -116,7 +120,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    ckpt: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, restore_rng: bool = True
+    ckpt: Checkpoint, model: torch.nn.Module, optimizer: Any, restore_rng: bool = True
 ) -> dict[str, Any]:
     """Load weights, optimizer moments and RNG state in place; return ``state.json``."""
     device = next(model.parameters()).device
@@ -136,16 +140,18 @@ def load_checkpoint(
             if key.startswith("optim."):
                 _, i, k = key.split(".", 2)
                 per_param.setdefault(int(i), {})[k] = v
-        groups = state.get("param_groups", [])
-        sd = optimizer.state_dict()
-        sd["state"] = {
-            i: {k: (t.to(params[i].device) if k != "step" else t) for k, t in per_param[i].items()}
-            for i in range(len(params))
-            if i in per_param
-        }
-        for g, saved in zip(sd["param_groups"], groups, strict=False):
-            g.update({k: v for k, v in saved.items() if k not in ("params", "n_params")})
-        optimizer.load_state_dict(sd)
+        optimizer.state.clear()
+        for i, p in enumerate(params):
+            if i in per_param:
+                optimizer.state[p] = {k: t.to(p.device) for k, t in per_param[i].items()}
+        for g, saved in zip(optimizer.param_groups, state.get("param_groups", []), strict=False):
+            g.update(
+                {
+                    k: (tuple(v) if k == "betas" else v)
+                    for k, v in saved.items()
+                    if k not in ("params", "n_params")
+                }
+            )
     if restore_rng:
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and torch.cuda.is_available():

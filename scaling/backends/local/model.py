@@ -18,7 +18,10 @@ biases at 0. The embedding and ``lm_head`` use ``std`` too.
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -211,10 +214,18 @@ def to_hf_state_dict(model: LlamaLM) -> dict[str, torch.Tensor]:
     for i, b in enumerate(model.layers):
         p = f"model.layers.{i}."
         q, k, v = b.qkv.weight.detach().split([s.q_dim, s.kv_dim, s.kv_dim])
-        out |= {p + "self_attn.q_proj.weight": q, p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v}
+        out |= {
+            p + "self_attn.q_proj.weight": q,
+            p + "self_attn.k_proj.weight": k,
+            p + "self_attn.v_proj.weight": v,
+        }
         if b.qkv.bias is not None:
             qb, kb, vb = b.qkv.bias.detach().split([s.q_dim, s.kv_dim, s.kv_dim])
-            out |= {p + "self_attn.q_proj.bias": qb, p + "self_attn.k_proj.bias": kb, p + "self_attn.v_proj.bias": vb}
+            out |= {
+                p + "self_attn.q_proj.bias": qb,
+                p + "self_attn.k_proj.bias": kb,
+                p + "self_attn.v_proj.bias": vb,
+            }
         out[p + "self_attn.o_proj.weight"] = b.o_proj.weight.detach()
         g, u = b.gate_up.weight.detach().split(s.d_ffn)
         out |= {p + "mlp.gate_proj.weight": g, p + "mlp.up_proj.weight": u}
@@ -240,3 +251,90 @@ def to_hf_model(model: LlamaLM, dtype: torch.dtype = torch.float32) -> Any:
     if model.shape.tied:
         hf.tie_weights()
     return hf.to(dtype)
+
+
+def _special_ids(tokenizer_dir: Path) -> dict[str, int | None]:
+    """bos/eos/pad ids from a saved tokenizer folder's JSON files (no transformers import)."""
+    cfg = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
+    vocab = {
+        t["content"]: t["id"]
+        for t in json.loads((tokenizer_dir / "tokenizer.json").read_text())["added_tokens"]
+    }
+    out: dict[str, int | None] = {}
+    for k in ("bos", "eos", "pad"):
+        tok = cfg.get(f"{k}_token")
+        tok = tok.get("content") if isinstance(tok, dict) else tok
+        out[f"{k}_token_id"] = vocab.get(tok) if tok is not None else None
+    if out["eos_token_id"] is None:
+        raise KeyError("eos_token")
+    return out
+
+
+def save_hf_model(model: LlamaLM, tokenizer_dir: str | Path, out: str | Path) -> None:
+    """Write ``out`` as ``LlamaForCausalLM.save_pretrained`` + ``tokenizer.save_pretrained`` do.
+
+    Llama models are written directly (config.json, generation_config.json, model.safetensors with
+    transformers' parameter names, the tokenizer's files), which spares each run the seconds of
+    importing transformers; a test loads the folder with ``AutoModelForCausalLM`` and
+    ``AutoTokenizer`` and compares logits. Other cases (q/k/v biases -> Qwen2, tokenizers without
+    a ``tokenizer.json``) go through transformers' own ``save_pretrained``.
+    """
+    from safetensors.torch import save_file
+
+    tokenizer_dir, out = Path(tokenizer_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        ids = _special_ids(tokenizer_dir)
+    except (OSError, KeyError, ValueError):
+        ids = {}
+    if model.shape.qkv_bias or not ids:
+        _save_with_transformers(model, tokenizer_dir, out)
+        return
+    s = model.shape
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        **ids,
+        "dtype": "float32",
+        "head_dim": s.d_head,
+        "hidden_act": "silu",
+        "hidden_size": s.hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": s.d_ffn,
+        "max_position_embeddings": s.seq_len,
+        "mlp_bias": False,
+        "num_attention_heads": s.heads,
+        "num_hidden_layers": s.layers,
+        "num_key_value_heads": s.n_kv_heads,
+        "pretraining_tp": 1,
+        "rms_norm_eps": RMS_EPS,
+        "rope_parameters": {"rope_theta": ROPE_THETA, "rope_type": "default"},
+        "rope_theta": ROPE_THETA,
+        "tie_word_embeddings": s.tied,
+        "use_cache": True,
+        "vocab_size": s.vocab,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    gen = {"_from_model_config": True, **ids, "use_cache": True}
+    (out / "generation_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
+    tensors = {k: v.float().cpu() for k, v in to_hf_state_dict(model).items()}
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    for f in tokenizer_dir.iterdir():
+        if f.is_file():
+            shutil.copyfile(f, out / f.name)
+
+
+def _save_with_transformers(model: LlamaLM, tokenizer_dir: Path, out: Path) -> None:
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf = to_hf_model(model)
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(hf.config, k, getattr(tok, k))
+        setattr(hf.generation_config, k, getattr(tok, k))
+    hf.save_pretrained(str(out))
+    tok.save_pretrained(str(out))

@@ -15,7 +15,6 @@ CPU reproduces the uninterrupted run's losses bit for bit.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -34,109 +33,12 @@ from scaling.runspec import RunSpec
 from scaling.store import RunDir, atomic_write_json, read_json
 
 from . import checkpoint as ck
-from .data import PreparedData, load_tokenizer, prepare_data
-from .model import LlamaLM, build_model, to_hf_model
+from .data import PreparedData, prepare_data
+from .model import LlamaLM, build_model, save_hf_model
+from .optim import AdamW
+from .options import decay_start, lr_at, validate_spec, warmup_steps
 
-OPTION_KEYS = {
-    "threads": "int, CPU threads (default: all cores)",
-    "device": "auto | cpu | cuda",
-    "compile": "bool, torch.compile the model",
-    "dtype": "auto | float32 | bfloat16 (autocast; auto = bfloat16 on CUDA, float32 on CPU)",
-    "log_every": "int, steps between host syncs for metrics (default 1 on CPU, 10 on CUDA)",
-    "keep_checkpoints": "bool, keep every checkpoint (default: only for constant-LR trunks)",
-    "token_dtype": "auto | uint16 | uint32",
-    "save_model": "bool, save the final transformers model to model/ (default true)",
-}
-METRICS_FLUSH_S = 5.0
-
-
-# ---- options and schedule ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Options:
-    threads: int | None = None
-    device: str = "auto"
-    compile: bool = False
-    dtype: str = "auto"
-    log_every: int | None = None
-    keep_checkpoints: bool | None = None
-    token_dtype: str | None = None
-    save_model: bool = True
-
-    @classmethod
-    def from_spec(cls, spec: RunSpec) -> Options:
-        opts = dict(spec.backend_options)
-        unknown = set(opts) - set(OPTION_KEYS)
-        if unknown:
-            known = "; ".join(f"{k}: {v}" for k, v in OPTION_KEYS.items())
-            raise UsageError(f"backend_options: unknown key(s) {sorted(unknown)}; known: {known}")
-        o = cls(**opts)
-        if o.threads is not None and (not isinstance(o.threads, int) or o.threads < 1):
-            raise UsageError(f"backend_options.threads={o.threads!r}: a positive integer")
-        if o.device not in ("auto", "cpu", "cuda") and not str(o.device).startswith("cuda:"):
-            raise UsageError(f"backend_options.device={o.device!r}: auto, cpu or cuda")
-        if o.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise UsageError(f"backend_options.dtype={o.dtype!r}: auto, float32, bfloat16 or float16")
-        if o.log_every is not None and (not isinstance(o.log_every, int) or o.log_every < 1):
-            raise UsageError(f"backend_options.log_every={o.log_every!r}: a positive integer")
-        return o
-
-    def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"backend_options.device={self.device!r}: no CUDA device here; use auto or cpu")
-        return torch.device(self.device)
-
-    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
-        """The autocast dtype, or None for plain fp32."""
-        name = self.dtype
-        if name == "auto":
-            name = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-        return None if name == "float32" else getattr(torch, name)
-
-
-def warmup_steps(spec: RunSpec) -> int:
-    return round(spec.schedule.warmup_frac * spec.steps)
-
-
-def decay_start(spec: RunSpec) -> int:
-    """First step of the WSD decay phase: the last ``decay_frac`` of the steps (at least one)."""
-    return spec.steps - max(1, round(spec.schedule.decay_frac * spec.steps))
-
-
-def lr_at(spec: RunSpec, step: int) -> float:
-    """Learning rate of optimizer step ``step`` (0-based) over exactly ``spec.steps`` steps.
-
-    Linear warmup ``lr (step+1)/W``; then ``cosine``: ``f + (1-f)(1 + cos(pi p))/2`` times lr with
-    ``p`` from 0 after warmup to 1 at the last step (so the last step uses ``final_frac * lr``);
-    ``wsd``: lr until :func:`decay_start`, then ``linear`` / ``cosine`` / ``1-sqrt`` decay
-    (Hägele et al. 2024, eq. 1) reaching ``final_frac * lr`` at the last step; ``constant``: lr.
-    """
-    sch, peak, n = spec.schedule, spec.optimizer.lr, spec.steps
-    w = warmup_steps(spec)
-    if step < w:
-        return peak * (step + 1) / w
-    f = sch.final_frac
-    if sch.kind == "constant":
-        return peak
-    if sch.kind == "cosine":
-        span = n - 1 - w
-        p = 1.0 if span <= 0 else min(1.0, (step - w) / span)
-        return peak * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * p)))
-    start = max(decay_start(spec), w)
-    if step < start:
-        return peak
-    p = min(1.0, (step - start + 1) / max(1, n - start))
-    if sch.decay_shape == "linear":
-        g = 1 - p
-    elif sch.decay_shape == "cosine":
-        g = 0.5 * (1 + math.cos(math.pi * p))
-    else:  # 1-sqrt
-        g = 1 - math.sqrt(p)
-    return peak * (f + (1 - f) * g)
-
+METRICS_FLUSH_S = 5.0  # seconds between metric writes (always at checkpoints and the end)
 
 # ---- data ------------------------------------------------------------------------------------------
 
@@ -149,7 +51,9 @@ class Batches:
         self.T, self.B, self.seed = seq_len, batch_size, seed
         self.n_windows = (len(self.tokens) - 1) // seq_len
         if self.n_windows < 1:
-            raise UsageError(f"data: {len(self.tokens)} training tokens are fewer than one sequence of {seq_len}; add text")
+            raise UsageError(
+                f"data: {len(self.tokens)} training tokens are fewer than one sequence of {seq_len}; add text"
+            )
         self._perm: tuple[int, np.ndarray] | None = None
         self._offsets = np.arange(seq_len + 1)
 
@@ -177,7 +81,9 @@ def eval_windows(tokens: np.ndarray, seq_len: int, max_tokens: int) -> torch.Ten
     """The first ``max_tokens`` of the validation split as (n, seq_len + 1) windows (fixed)."""
     n = max(1, min(max_tokens // seq_len, (len(tokens) - 1) // seq_len))
     if (len(tokens) - 1) // seq_len < 1:
-        raise UsageError(f"data.val_frac: the validation split has {len(tokens)} tokens, fewer than one sequence")
+        raise UsageError(
+            f"data.val_frac: the validation split has {len(tokens)} tokens, fewer than one sequence"
+        )
     idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)
     return torch.from_numpy(np.asarray(tokens)[idx].astype(np.int64))
 
@@ -185,8 +91,18 @@ def eval_windows(tokens: np.ndarray, seq_len: int, max_tokens: int) -> torch.Ten
 # ---- peak FLOP/s for MFU -------------------------------------------------------------------------
 
 # Dense peak FLOP/s by GPU name fragment (vendor datasheets; tensor-core dense, no sparsity).
-GPU_PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
-                 "A10G": 70e12, "4090": 165e12, "V100": 125e12, "T4": 65e12}
+GPU_PEAK_BF16 = {
+    "H200": 989e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "4090": 165e12,
+    "V100": 125e12,
+    "T4": 65e12,
+}
 
 
 def gpu_peak_flops(name: str, dtype: torch.dtype | None) -> float | None:
@@ -218,7 +134,9 @@ def cpu_peak_flops(threads: int, seconds: float = 0.2) -> float:
     return best
 
 
-def peak_flops(device: torch.device, dtype: torch.dtype | None, threads: int, cache: Path | None) -> float | None:
+def peak_flops(
+    device: torch.device, dtype: torch.dtype | None, threads: int, cache: Path | None
+) -> float | None:
     if device.type == "cuda":
         return gpu_peak_flops(torch.cuda.get_device_name(device), dtype)
     path = cache / "cpu_peak.json" if cache else None
@@ -245,27 +163,9 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: torch.nn.Module, spec: RunSpec, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, spec: RunSpec) -> AdamW:
     o = spec.optimizer
-    return torch.optim.AdamW(
-        _param_groups(model, o.weight_decay),
-        lr=lr_at(spec, 0),
-        betas=(o.beta1, o.beta2),
-        eps=o.eps,
-        fused=True,  # one kernel per parameter group on CPU and CUDA
-    )
-
-
-def _validate(spec: RunSpec) -> None:
-    if not spec.shape.glu:
-        raise UsageError("shape.glu=false: the local backend trains Llama (SwiGLU) models; set glu: true")
-    if spec.backend != "local":
-        raise UsageError(f"backend={spec.backend!r}: this is the local backend; set backend: local")
-    if spec.micro_batch is not None and spec.batch_size % spec.micro_batch:
-        raise UsageError(
-            f"micro_batch={spec.micro_batch}: must divide the batch of {spec.batch_size} sequences "
-            f"(batch_tokens / seq_len); try {math.gcd(spec.batch_size, spec.micro_batch)}"
-        )
+    return AdamW(_param_groups(model, o.weight_decay), lr=lr_at(spec, 0), betas=(o.beta1, o.beta2), eps=o.eps)
 
 
 def _trunk_dir(spec: RunSpec, run_dir: RunDir) -> RunDir:
@@ -274,7 +174,9 @@ def _trunk_dir(spec: RunSpec, run_dir: RunDir) -> RunDir:
     if not p.is_absolute() and not p.exists():
         p = run_dir.path.parent / spec.branch_of
     if not p.is_dir():
-        raise UsageError(f"branch_of={spec.branch_of!r}: no run folder {p}; give the trunk's run_id (same sweep) or path")
+        raise UsageError(
+            f"branch_of={spec.branch_of!r}: no run folder {p}; give the trunk's run_id (same sweep) or path"
+        )
     return RunDir(p)
 
 
@@ -283,7 +185,9 @@ def _branch_start(spec: RunSpec, run_dir: RunDir) -> tuple[ck.Checkpoint, RunDir
     trunk = _trunk_dir(spec, run_dir)
     tokens = spec.branch_from_tokens or 0
     if tokens % spec.batch_tokens:
-        raise UsageError(f"branch_from_tokens={tokens}: must be a multiple of batch_tokens={spec.batch_tokens}")
+        raise UsageError(
+            f"branch_from_tokens={tokens}: must be a multiple of batch_tokens={spec.batch_tokens}"
+        )
     step = tokens // spec.batch_tokens
     if step > decay_start(spec) or step < warmup_steps(spec):
         raise UsageError(
@@ -294,7 +198,9 @@ def _branch_start(spec: RunSpec, run_dir: RunDir) -> tuple[ck.Checkpoint, RunDir
     for field in ("shape", "batch_tokens", "data", "seed", "init_std"):
         mine = spec.model_dump(mode="json")[field]
         if tspec.get(field) != mine:
-            raise UsageError(f"branch_of={spec.branch_of!r}: the trunk's {field} differs from this run's; branch a matching trunk")
+            raise UsageError(
+                f"branch_of={spec.branch_of!r}: the trunk's {field} differs from this run's; branch a matching trunk"
+            )
     if (tspec.get("optimizer") or {}).get("lr") != spec.optimizer.lr:
         raise UsageError(f"branch_of={spec.branch_of!r}: the trunk's optimizer.lr differs from this run's")
     c = ck.find_checkpoint(trunk.checkpoints, step)
@@ -331,14 +237,15 @@ def train_run(
     would; the next call resumes. ``progress`` receives a dict after every logged step.
     """
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    _validate(spec)
-    opts = Options.from_spec(spec)
+    opts = validate_spec(spec)
     done = rd.read_result()
     if done is not None:
         return done
     existing = rd.read_spec()
     if existing is not None and existing.get("run_id") not in (None, spec.run_id):
-        raise UsageError(f"run_dir={rd.path}: holds run {existing.get('run_id')}, not {spec.run_id}; use another folder")
+        raise UsageError(
+            f"run_dir={rd.path}: holds run {existing.get('run_id')}, not {spec.run_id}; use another folder"
+        )
     if existing is None:
         rd.write_spec(spec.to_json_dict())
     rd.mark_running()
@@ -359,7 +266,7 @@ def train_run(
 
     torch.manual_seed(spec.seed)
     model = build_model(shape, spec.init_std, spec.seed).to(device)
-    opt = make_optimizer(model, spec, device)
+    opt = make_optimizer(model, spec)
     step, wall_before, resumed_from, branch = 0, 0.0, None, None
     ck.clean_partial(rd.checkpoints)
     last = ck.latest_checkpoint(rd.checkpoints)
@@ -384,7 +291,9 @@ def train_run(
     fpt_mm = flops_per_token(shape, "matmul")
     peak = peak_flops(device, amp, threads, cache)
     log_every = opts.log_every or (1 if device.type == "cpu" else 10)
-    keep_all = opts.keep_checkpoints if opts.keep_checkpoints is not None else spec.schedule.kind == "constant"
+    keep_all = (
+        opts.keep_checkpoints if opts.keep_checkpoints is not None else spec.schedule.kind == "constant"
+    )
     ckpt_every = spec.checkpoint_every
     eval_every = spec.eval_every
     tok_per_step = spec.batch_tokens
@@ -394,7 +303,10 @@ def train_run(
         model.eval()
         total = torch.zeros((), device=device, dtype=torch.float64)
         n = 0
-        with torch.no_grad(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with (
+            torch.no_grad(),
+            torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None),
+        ):
             for i in range(0, len(val), micro):
                 w = val[i : i + micro]
                 total += loss_fn(w[:, :-1], w[:, 1:]).double() * len(w)
@@ -414,9 +326,16 @@ def train_run(
             tps = len(log.pending) * tok_per_step / max(now - log.t_last, 1e-9)
             log.t_last = now
             for (s, _, _, lr), (loss, gnorm) in zip(log.pending, vals, strict=True):
-                row = {"step": s + 1, "tokens": (s + 1) * tok_per_step, "flops": (s + 1) * tok_per_step * fpt,
-                       "loss": loss, "lr": lr, "grad_norm": gnorm, "tokens_per_s": tps,
-                       "mfu": tps * fpt_mm / peak if peak else None}
+                row = {
+                    "step": s + 1,
+                    "tokens": (s + 1) * tok_per_step,
+                    "flops": (s + 1) * tok_per_step * fpt,
+                    "loss": loss,
+                    "lr": lr,
+                    "grad_norm": gnorm,
+                    "tokens_per_s": tps,
+                    "mfu": tps * fpt_mm / peak if peak else None,
+                }
                 log.rows.append(row)
                 log.losses.append(loss)
             log.pending.clear()
@@ -431,9 +350,17 @@ def train_run(
 
     def save(s: int) -> None:
         ck.save_checkpoint(
-            rd.checkpoints, s, model, opt,
-            {"tokens": s * tok_per_step, "wall_time": wall_before + time.perf_counter() - t0,
-             "run_id": spec.run_id, "branch": branch, "data": {"seed": spec.seed, "next_window": s * B}},
+            rd.checkpoints,
+            s,
+            model,
+            opt,
+            {
+                "tokens": s * tok_per_step,
+                "wall_time": wall_before + time.perf_counter() - t0,
+                "run_id": spec.run_id,
+                "branch": branch,
+                "data": {"seed": spec.seed, "next_window": s * B},
+            },
             keep_last=None if keep_all else 1,
         )
 
@@ -447,13 +374,17 @@ def train_run(
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss_sum = torch.zeros((), device=device)
         for m in range(accum):
-            xs, ys = (x, y) if accum == 1 else (x[m * micro : (m + 1) * micro], y[m * micro : (m + 1) * micro])
+            xs, ys = (
+                (x, y) if accum == 1 else (x[m * micro : (m + 1) * micro], y[m * micro : (m + 1) * micro])
+            )
             with autocast:
                 loss = loss_fn(xs, ys)
             (loss / accum).backward()
             loss_sum += loss.detach()
         clip = spec.optimizer.grad_clip
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf"), foreach=True)
+        gnorm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), clip if clip else float("inf"), foreach=True
+        )
         opt.step()
         opt.zero_grad(set_to_none=True)
         log.pending.append((step, loss_sum / accum, gnorm.detach(), lr))
@@ -478,21 +409,12 @@ def train_run(
 
 
 def save_final_model(model: LlamaLM, data: PreparedData, path: Path) -> None:
-    """``save_pretrained`` of the transformers model and the tokenizer, renamed into place."""
+    """The transformers model folder (weights, config, tokenizer), renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-model-", dir=path.parent))
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
+    tmp.chmod(0o755)
     try:
-        hf = to_hf_model(model.float().cpu())
-        tok = load_tokenizer(data.tokenizer_dir)
-        hf.generation_config.pad_token_id = tok.pad_token_id
-        hf.generation_config.eos_token_id = tok.eos_token_id
-        hf.generation_config.bos_token_id = tok.bos_token_id
-        hf.config.pad_token_id, hf.config.eos_token_id, hf.config.bos_token_id = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
-        hf.save_pretrained(str(tmp))
-        tok.save_pretrained(str(tmp))
+        save_hf_model(model, data.tokenizer_dir, tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -501,9 +423,20 @@ def save_final_model(model: LlamaLM, data: PreparedData, path: Path) -> None:
         raise
 
 
-def _finish(spec: RunSpec, rd: RunDir, data: PreparedData, losses: list[float], wall: float, peak: float | None,
-            fpt_mm: float, device: torch.device, amp: torch.dtype | None, threads: int,
-            resumed_from: int | None, branch: dict[str, Any] | None) -> dict[str, Any]:
+def _finish(
+    spec: RunSpec,
+    rd: RunDir,
+    data: PreparedData,
+    losses: list[float],
+    wall: float,
+    peak: float | None,
+    fpt_mm: float,
+    device: torch.device,
+    amp: torch.dtype | None,
+    threads: int,
+    resumed_from: int | None,
+    branch: dict[str, Any] | None,
+) -> dict[str, Any]:
     shape = spec.model_shape
     rows = rd.read_metrics()
     eval_loss = next((r["eval_loss"] for r in reversed(rows) if r.get("eval_loss") is not None), None)

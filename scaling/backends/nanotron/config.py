@@ -1,0 +1,306 @@
+"""RunSpec -> a Nanotron config (the pinned commit's schema), plus the backend's options.
+
+Nanotron parses its YAML with dacite ``strict=True``: unknown keys fail, so every key written here
+exists in ``nanotron.config.Config`` at :data:`~scaling.backends.nanotron.NANOTRON_COMMIT` (the
+test suite checks each generated config against a schema fixture read from that source).
+
+Mapping (Nanotron's names on the right):
+
+* shape -> ``model.model_config`` (a ``LlamaConfig``: ``is_llama_config: true``, no q/k/v bias,
+  ``rope_interleaved: false`` so the weights convert to transformers unchanged, RMSNorm eps
+  1e-5 as :meth:`scaling.shapes.ModelShape.to_hf_config`), ``make_vocab_size_divisible_by: 1``
+  so the vocabulary is not padded and the parameter count equals :mod:`scaling.flops`'s.
+* tokens/batch -> ``tokens``: ``train_steps = ceil(tokens / batch_tokens)``, ``micro_batch_size``
+  and ``batch_accumulation_per_replica`` from the parallelism plan
+  (``batch = dp x micro_batch x accumulation`` sequences).
+* schedule -> ``optimizer.learning_rate_scheduler`` with an explicit ``lr_decay_steps``:
+  cosine decays from the end of warmup to the last step; WSD holds the LR until
+  ``lr_decay_starting_step = steps - decay_steps`` then decays (Hägele et al. 2024); constant
+  sets ``min_decay_lr = learning_rate``.
+* ``weight_decay_exclude_named_params`` is left empty: at the pinned commit a non-empty list
+  raises ``NameError`` in ``helpers.get_custom_weight_decay_for_named_parameters`` for the first
+  untied parameter (``tied_name`` unbound), so Nanotron decays norm weights too.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from scaling.errors import UsageError
+from scaling.runspec import RunSpec
+from scaling.shapes import ModelShape
+
+from .parallelism import ParallelPlan, plan_parallelism
+
+
+class NanotronOptions(BaseModel):
+    """``backend_options`` of a nanotron run (unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    nodes: int = Field(default=1, ge=1)
+    gpus_per_node: int = Field(default=8, ge=1)
+    gpu: str = "H100"
+    gpu_memory_gb: float = Field(default=80.0, gt=0)
+    peak_tflops: float | None = Field(default=None, gt=0, description="bf16 dense peak per GPU; default by gpu")
+    assumed_mfu: float = Field(default=0.35, gt=0, le=1, description="for GPU-hour estimates")
+    tp: int | None = Field(default=None, ge=1)
+    pp: int | None = Field(default=None, ge=1)
+    dp: int | None = Field(default=None, ge=1)
+    recompute: bool | None = None
+    zero_stage: Literal[0, 1] = 0
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    attention: Literal["flash_attention_2", "sdpa"] = "flash_attention_2"
+    pp_engine: Literal["1f1b", "afab"] = "1f1b"
+    init_scaling: Literal["NONE", "NUM_LAYERS"] = "NUM_LAYERS"
+    checkpoint_interval: int | None = Field(default=None, ge=1)
+    overhead_gib: float = Field(default=3.0, ge=0)
+    data_dir: str | None = None
+    torchrun: str = "torchrun"
+    rdzv_port: int = Field(default=29500, ge=1024, le=64535, description="base; plus a hash of the job id")
+    cpus_per_task: int | None = Field(default=None, ge=1)
+    final_loss_steps: int | None = Field(default=None, ge=1, description="default: steps // 20, as local runs")
+    result_wait_s: float = Field(default=3600.0, gt=0, description="how long nodes > 0 wait for result.json")
+
+    @property
+    def gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
+def options_of(spec: RunSpec) -> NanotronOptions:
+    try:
+        return NanotronOptions(**spec.backend_options)
+    except Exception as e:  # pydantic ValidationError -> one line naming the field
+        from scaling.errors import one_line
+
+        raise UsageError(f"backend_options: {one_line(e)}") from None
+
+
+def check_spec(spec: RunSpec) -> None:
+    """What the Nanotron Llama cannot express."""
+    shape = spec.model_shape
+    if shape.qkv_bias:
+        raise UsageError("shape.qkv_bias=true: Nanotron's Llama has no q/k/v bias; set qkv_bias: false")
+    if not shape.glu:
+        raise UsageError("shape.glu=false: Nanotron's Llama MLP is SwiGLU; set glu: true")
+    if shape.d_head * shape.heads != shape.hidden:
+        raise UsageError(
+            f"shape.head_dim={shape.d_head}: Nanotron's Llama uses hidden/heads={shape.hidden // shape.heads}; "
+            "drop head_dim or make heads x head_dim = hidden"
+        )
+    if spec.branch_of is not None:
+        raise UsageError("branch_of: WSD cooldown branches run on the local backend; use backend: local")
+
+
+def plan_for(spec: RunSpec, options: NanotronOptions | None = None) -> ParallelPlan:
+    """Validate the spec against Nanotron and choose its parallelism."""
+    opts = options or options_of(spec)
+    check_spec(spec)
+    return plan_parallelism(
+        spec.model_shape,
+        batch_size=spec.batch_size,
+        gpus=opts.gpus,
+        gpus_per_node=opts.gpus_per_node,
+        gpu_memory_gib=opts.gpu_memory_gb * 1e9 / 1024**3,
+        tp=opts.tp,
+        pp=opts.pp,
+        dp=opts.dp,
+        micro_batch=spec.micro_batch,
+        recompute=opts.recompute,
+        zero_stage=opts.zero_stage,
+        overhead_gib=opts.overhead_gib,
+    )
+
+
+# ---- sections ---------------------------------------------------------------------------------
+
+
+def model_config(shape: ModelShape, *, attention: str, bos: int = 1, eos: int = 2, init_std: float = 0.02) -> dict:
+    """Nanotron ``LlamaConfig`` fields for ``shape`` (every field written, so nothing defaults silently)."""
+    return {
+        "bos_token_id": bos,
+        "eos_token_id": eos,
+        "hidden_act": "silu",
+        "hidden_size": shape.hidden,
+        "initializer_range": init_std,
+        "intermediate_size": shape.d_ffn,
+        "is_llama_config": True,
+        "max_position_embeddings": shape.seq_len,
+        "num_attention_heads": shape.heads,
+        "num_hidden_layers": shape.layers,
+        "attention_bias": False,
+        "num_key_value_heads": shape.n_kv_heads,
+        "pad_token_id": None,
+        "pretraining_tp": 1,
+        "rms_norm_eps": 1e-5,
+        "rope_scaling": None,
+        "rope_theta": 10000.0,
+        "rope_interleaved": False,
+        "tie_word_embeddings": shape.tied,
+        "use_cache": True,
+        "vocab_size": shape.vocab,
+        "_attn_implementation": attention,
+        "z_loss_enabled": False,
+        "z_loss_coefficient": 0.0001,
+    }
+
+
+def lr_schedule(spec: RunSpec) -> dict:
+    """``LRSchedulerArgs`` over exactly ``spec.steps`` steps (module docstring)."""
+    steps, lr, sch = spec.steps, spec.optimizer.lr, spec.schedule
+    warmup = min(round(sch.warmup_frac * steps), steps - 1)
+    out: dict[str, Any] = {
+        "learning_rate": lr,
+        "lr_warmup_steps": warmup,
+        "lr_warmup_style": "linear",
+        "min_decay_lr": sch.final_frac * lr,
+    }
+    if sch.kind == "cosine":
+        out |= {"lr_decay_style": "cosine", "lr_decay_starting_step": warmup, "lr_decay_steps": max(1, steps - warmup)}
+    elif sch.kind == "wsd":
+        decay = max(1, round(sch.decay_frac * steps))
+        start = steps - decay
+        if start < warmup:
+            raise UsageError(
+                f"schedule.decay_frac={sch.decay_frac}: the decay ({decay} steps) overlaps the warmup "
+                f"({warmup} steps) of a {steps}-step run; lower decay_frac or warmup_frac"
+            )
+        out |= {"lr_decay_style": sch.decay_shape, "lr_decay_starting_step": start, "lr_decay_steps": decay}
+    else:  # constant: a decay to the same LR
+        out |= {
+            "lr_decay_style": "linear",
+            "lr_decay_starting_step": warmup,
+            "lr_decay_steps": max(1, steps - warmup),
+            "min_decay_lr": lr,
+        }
+    return out
+
+
+def nanoset_dataset(train_folder: str, tokenizer_dir: str, vocab: int) -> dict:
+    """``NanosetDatasetsArgs`` for one folder of ``.ds`` token files (see :mod:`.data`)."""
+    return {
+        "dataset_folder": [train_folder],
+        "dataset_weights": [1.0],
+        "tokenizer_name": tokenizer_dir,
+        "vocab_size": vocab,
+        "token_size_in_bytes": 2 if vocab <= 65536 else 4,
+        "return_positions": False,
+        "skip_in_stream": True,
+        "pad_samples_to_global_batch_size": False,
+        "shuffle_files": False,
+        "use_old_brrr_dataloader": False,
+    }
+
+
+def build_config(
+    spec: RunSpec,
+    *,
+    run_dir: str | Path,
+    train_folder: str | Path,
+    tokenizer_dir: str | Path,
+    plan: ParallelPlan | None = None,
+    options: NanotronOptions | None = None,
+    special_tokens: tuple[int, int] = (1, 2),
+) -> dict[str, Any]:
+    """The whole Nanotron config as a plain dict (dump it with :func:`to_yaml`)."""
+    opts = options or options_of(spec)
+    plan = plan or plan_for(spec, opts)
+    shape = spec.model_shape
+    run_dir = Path(run_dir).resolve()
+    ckpt = str(run_dir / "checkpoints")
+    interval = spec.checkpoint_every or opts.checkpoint_interval or max(1, math.ceil(spec.steps / 10))
+    o = spec.optimizer
+    return {
+        "general": {
+            "project": spec.group or "scaling",
+            "run": spec.run_id,
+            "seed": spec.seed,
+            "step": None,
+            "consumed_train_samples": None,
+            "benchmark_csv_path": None,
+            "ignore_sanity_checks": True,
+        },
+        "parallelism": {
+            "dp": plan.dp,
+            "pp": plan.pp,
+            "tp": plan.tp,
+            "pp_engine": opts.pp_engine,
+            "tp_mode": "REDUCE_SCATTER" if plan.sequence_parallel else "ALL_REDUCE",
+            "tp_linear_async_communication": plan.sequence_parallel,
+            "recompute_layer": plan.recompute,
+            "tp_recompute_allgather": True,
+            "expert_parallel_size": 1,
+            "context_parallel_size": 1,
+        },
+        "model": {
+            "model_config": model_config(
+                shape, attention=opts.attention, bos=special_tokens[0], eos=special_tokens[1], init_std=spec.init_std
+            ),
+            "init_method": {"std": spec.init_std, "scaling_method": opts.init_scaling},
+            "dtype": opts.dtype,
+            "make_vocab_size_divisible_by": 1,
+            "ddp_bucket_cap_mb": 25,
+        },
+        "tokenizer": {
+            "tokenizer_name_or_path": str(tokenizer_dir),
+            "tokenizer_revision": None,
+            "tokenizer_max_length": None,
+        },
+        "checkpoints": {
+            "checkpoints_path": ckpt,
+            "checkpoint_interval": interval,
+            "save_initial_state": False,
+            "save_final_state": True,
+            "resume_checkpoint_path": ckpt,  # latest.txt there -> resume after a requeue
+            "load_lr_scheduler": True,
+            "load_optimizer": True,
+            "checkpoints_path_is_shared_file_system": True,
+        },
+        "logging": {"log_level": "info", "log_level_replica": "info", "iteration_step_info_interval": 1},
+        "tokens": {
+            "sequence_length": shape.seq_len,
+            "train_steps": spec.steps,
+            "micro_batch_size": plan.micro_batch,
+            "batch_accumulation_per_replica": plan.accumulation,
+            "val_check_interval": -1,
+            "limit_val_batches": 0,
+            "limit_test_batches": 0,
+        },
+        "optimizer": {
+            "optimizer_factory": {
+                "adam_eps": o.eps,
+                "adam_beta1": o.beta1,
+                "adam_beta2": o.beta2,
+                "torch_adam_is_fused": True,
+                "name": "adamW",
+            },
+            "zero_stage": opts.zero_stage,
+            "weight_decay": o.weight_decay,
+            "clip_grad": o.grad_clip,
+            "accumulate_grad_in_fp32": True,
+            "learning_rate_scheduler": lr_schedule(spec),
+            "weight_decay_exclude_named_params": [],
+        },
+        "data_stages": [
+            {
+                "name": "stable",
+                "start_training_step": 1,
+                "data": {
+                    "dataset": nanoset_dataset(str(train_folder), str(tokenizer_dir), shape.vocab),
+                    "seed": spec.seed,
+                    "num_loading_workers": 1,
+                },
+                "sequence_length": None,
+            }
+        ],
+    }
+
+
+def to_yaml(config: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(config, sort_keys=False)

@@ -1,0 +1,136 @@
+"""Input frames for the fitters: read a file or a sweep folder, map columns, refuse bad values.
+
+Every fitter reads the same normalised frame: ``params`` (N), ``tokens`` (D), ``loss`` and
+``flops`` (C; ``6 N D`` when the data gives none), plus ``budget``, ``step`` and ``run_id`` when
+present. When only FLOPs are given, ``D = C / (6 N)`` (Hoffmann et al. 2022, eq. 2 convention).
+The column that N came from sets the parameter convention: ``non_embedding`` for a column whose
+name says so (Kaplan et al. 2020), else ``total`` (Hoffmann et al. 2022).
+
+Pure: numpy and pandas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scaling.errors import UsageError
+
+
+class FitRefusal(UsageError):
+    """The data cannot support the fit asked for; the message says which part and what to add."""
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where N, D, C and the loss live in the caller's frame."""
+
+    params: str = "params"
+    tokens: str = "tokens"
+    flops: str = "flops"
+    loss: str = "loss"
+
+    @property
+    def param_convention(self) -> str:
+        return "non_embedding" if "non_emb" in self.params or "nonemb" in self.params else "total"
+
+
+def read_table(path: str | Path) -> tuple[pd.DataFrame, bool]:
+    """Rows of a CSV, parquet or JSONL file, or the runs of a sweep folder (``scaling.load_runs``).
+
+    Returns the frame and whether it came from a sweep folder (whose loss column is ``eval_loss``).
+    """
+    p = Path(path)
+    if p.is_dir():
+        from scaling.store import load_runs
+
+        frame = load_runs(p)
+        if frame.empty:
+            raise UsageError(f"DATA: no runs found under {p}; pass a sweep folder with runs/<id>/result.json")
+        if "status" in frame:
+            frame = frame[frame["status"] == "done"]
+        if frame.empty:
+            raise UsageError(f"DATA: no finished run under {p}; wait for runs to finish or resume the sweep")
+        return frame.reset_index(drop=True), True
+    if not p.exists():
+        raise UsageError(f"DATA: {p} does not exist; pass a CSV, parquet or JSONL file or a sweep folder")
+    suffix = p.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(p), False
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(p), False
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return pd.read_json(p, lines=suffix != ".json"), False
+    raise UsageError(f"DATA: unknown file type {suffix!r}; use .csv, .parquet or .jsonl")
+
+
+def _positive(frame: pd.DataFrame, col: str, name: str) -> np.ndarray:
+    if col not in frame:
+        raise UsageError(f"--{name}-col: column {col!r} not in the data (columns: {', '.join(map(str, frame.columns))})")
+    values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | (values <= 0)
+    if bad.any():
+        rows = ", ".join(str(i) for i in np.flatnonzero(bad)[:5])
+        raise FitRefusal(
+            f"{col}: {int(bad.sum())} value(s) missing, NaN, infinite or not positive (rows {rows}); "
+            "drop or fix those rows"
+        )
+    return values
+
+
+def normalise(frame: pd.DataFrame, columns: Columns | None = None, *, need_tokens: bool = True) -> pd.DataFrame:
+    """A frame with ``params, tokens, flops, loss`` (+ ``budget, step, run_id`` when present).
+
+    ``attrs["param_convention"]`` records ``total`` or ``non_embedding``. Missing columns, NaN and
+    non-positive values raise :class:`FitRefusal` naming the column.
+    """
+    cols = columns or Columns()
+    if len(frame) == 0:
+        raise FitRefusal("DATA: no rows; pass at least one (params, tokens, loss) row per run")
+    out = pd.DataFrame(index=range(len(frame)))
+    out["params"] = _positive(frame, cols.params, "params")
+    out["loss"] = _positive(frame, cols.loss, "loss")
+    has_tokens = cols.tokens in frame and frame[cols.tokens].notna().any()
+    has_flops = cols.flops in frame and frame[cols.flops].notna().any()
+    if has_tokens:
+        out["tokens"] = _positive(frame, cols.tokens, "tokens")
+        out["flops"] = _positive(frame, cols.flops, "flops") if has_flops else 6.0 * out["params"] * out["tokens"]
+    elif has_flops:
+        out["flops"] = _positive(frame, cols.flops, "flops")
+        out["tokens"] = out["flops"] / (6.0 * out["params"])  # D = C / (6N)
+    elif need_tokens:
+        raise UsageError(
+            f"--tokens-col: neither {cols.tokens!r} nor {cols.flops!r} is in the data; "
+            "map one with --tokens-col or --flops-col"
+        )
+    for extra in ("budget", "step", "run_id", "name"):
+        if extra in frame:
+            out[extra] = frame[extra].to_numpy()
+    out.attrs["param_convention"] = cols.param_convention
+    out.attrs["params_col"] = cols.params
+    return out
+
+
+def budget_groups(frame: pd.DataFrame, rtol: float = 0.02) -> list[tuple[float, pd.DataFrame]]:
+    """Rows grouped by compute budget, smallest first: by a numeric ``budget`` column when every
+    row has one, else by ``flops`` values that agree within ``rtol`` (relative)."""
+    if "budget" in frame:
+        b = pd.to_numeric(frame["budget"], errors="coerce")
+        if b.notna().all() and (b > 0).all():
+            return [(float(k), g) for k, g in frame.groupby(b.to_numpy(), sort=True)]
+    logc = np.log(frame["flops"].to_numpy(dtype=float))
+    order = np.argsort(logc)
+    labels = np.empty(len(logc), dtype=int)
+    group, start = 0, logc[order[0]]
+    for i in order:
+        if logc[i] - start > np.log1p(rtol):
+            group, start = group + 1, logc[i]
+        labels[i] = group
+    groups = []
+    for k in range(group + 1):
+        g = frame[labels == k]
+        groups.append((float(np.exp(np.log(g["flops"]).median())), g))
+    return groups

@@ -1,0 +1,363 @@
+"""``LawFit``: the immutable result of every fitter, and a law the planner can use.
+
+Forms and their parameters:
+
+* ``chinchilla`` (approach 3): ``L(N, D) = E + A / N^alpha + B / D^beta``; compute-optimal
+  ``N* = G (C/6)^a``, ``D* = G^-1 (C/6)^b`` with ``G = (alpha A / (beta B))^(1/(alpha+beta))``,
+  ``a = beta / (alpha+beta)``, ``b = alpha / (alpha+beta)`` (Hoffmann et al. 2022, eq. 4).
+* ``allocation`` (approaches 1 and 2): ``N*(C) = n_coef C^n_exponent``,
+  ``D*(C) = d_coef C^d_exponent``; no loss (``loss`` returns nan).
+* ``kaplan_n``, ``kaplan_d``, ``kaplan_joint``, ``kaplan_compute`` (Kaplan et al. 2020, eqs.
+  1.1-1.5): see :mod:`scaling.fit.kaplan`.
+
+Uncertainty comes from bootstrap draws of the parameters (``draws``, one row per resample) or,
+for the OLS power laws of approaches 1 and 2, from the coefficient covariance (``info["ols"]``).
+Confidence intervals are percentile intervals of the draws; prediction intervals add the
+residual scale in log space (``info["residual_scale"]``, 1.4826 x the median absolute
+log-residual) to the spread of the predicted mean.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from scipy import optimize, stats
+
+from scaling.laws.base import Allocation
+
+CHINCHILLA = ("E", "A", "B", "alpha", "beta")
+ALLOCATION = ("n_coef", "n_exponent", "d_coef", "d_exponent")
+CITATIONS = {
+    "3": "Hoffmann et al. 2022 (approach 3), estimator of Besiroglu et al. 2024",
+    "2": "Hoffmann et al. 2022 (approach 2, IsoFLOP profiles)",
+    "1": "Hoffmann et al. 2022 (approach 1, training-curve envelope)",
+    "kaplan": "Kaplan et al. 2020",
+}
+
+
+def _frozen(a: Any) -> np.ndarray | None:
+    if a is None:
+        return None
+    arr = np.array(a, dtype=float)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class LawFit:
+    """A fitted law: parameters, their uncertainty, predictions and the compute-optimal allocation."""
+
+    approach: str
+    form: str
+    params: Mapping[str, float]
+    n_points: int
+    estimator: str = ""
+    objective: float | None = None
+    draws: np.ndarray | None = None
+    param_convention: str = "total"
+    flops_convention: str = "6N"
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType({k: float(v) for k, v in self.params.items()}))
+        object.__setattr__(self, "draws", _frozen(self.draws))
+        object.__setattr__(self, "info", MappingProxyType(dict(self.info)))
+
+    # ---- Law protocol --------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return f"fit:approach{self.approach}" if self.approach != "kaplan" else f"fit:{self.form}"
+
+    @property
+    def citation(self) -> str:
+        return f"fitted here; method of {CITATIONS.get(self.approach, self.approach)}"
+
+    def loss(self, params: Any, tokens: Any) -> Any:
+        """Predicted loss at N = ``params``, D = ``tokens`` (nan for allocation-only fits)."""
+        out = _loss(self.form, self.params, np.asarray(params, float), np.asarray(tokens, float))
+        return float(out) if np.ndim(out) == 0 else out
+
+    def optimal_allocation(self, flops: float) -> Allocation:
+        n, d = _allocation(self.form, self.params, float(flops))
+        return Allocation(flops=float(flops), params=n, tokens=d)
+
+    # ---- statistics ------------------------------------------------------------------------------
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.params)
+
+    def derived(self) -> dict[str, float]:
+        """Derived constants: a, b, G for the Chinchilla form (Hoffmann et al. 2022, eq. 4)."""
+        return _derived(self.form, self.params)
+
+    def _draw_table(self) -> dict[str, np.ndarray]:
+        """Bootstrap draws of every parameter and derived constant, by name."""
+        if self.draws is None or len(self.draws) == 0:
+            return {}
+        table = {k: self.draws[:, i] for i, k in enumerate(self.names)}
+        table.update(_derived(self.form, table))
+        return table
+
+    @property
+    def se(self) -> dict[str, float]:
+        """Standard errors: bootstrap standard deviations (ddof=1), or OLS ones for power laws."""
+        table = self._draw_table()
+        if table:
+            return {k: float(np.nanstd(v, ddof=1)) for k, v in table.items()}
+        return dict(self.info.get("se", {}))
+
+    def conf_int(self, alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+        """``1 - alpha`` intervals: bootstrap percentiles, or t intervals of the OLS fits."""
+        table = self._draw_table()
+        if table:
+            q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
+            return {k: tuple(float(x) for x in np.nanpercentile(v, q)) for k, v in table.items()}
+        ols = self.info.get("ols")
+        if ols:
+            return _ols_conf_int(ols, alpha)
+        return {}
+
+    def allocation(self, flops: float, alpha: float = 0.05) -> dict[str, Any]:
+        """N*(C), D*(C) and tokens per parameter at ``flops``, each with its ``1 - alpha`` interval."""
+        n, d = _allocation(self.form, self.params, float(flops))
+        out: dict[str, Any] = {"flops": float(flops), "params": n, "tokens": d, "tokens_per_param": d / n}
+        table = self._draw_table()
+        q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
+        if table and self.form == "chinchilla":
+            nd = _chinchilla_alloc(table, float(flops))
+            samples = {"params": nd[0], "tokens": nd[1], "tokens_per_param": nd[1] / nd[0]}
+            out["ci"] = {k: [float(x) for x in np.nanpercentile(v, q)] for k, v in samples.items()}
+        elif self.info.get("ols"):
+            out["ci"] = _ols_alloc_ci(self.info["ols"], float(flops), alpha)
+        return out
+
+    def predict(self, params: Any, tokens: Any, interval: str | None = None, alpha: float = 0.05) -> Any:
+        """Predicted loss; with ``interval="confidence"`` or ``"prediction"`` a dict of arrays
+        ``loss, lower, upper``. Confidence: percentiles of the bootstrap predictions. Prediction:
+        the log-space spread of those plus the residual scale, as a normal interval."""
+        n = np.asarray(params, float)
+        d = np.asarray(tokens, float)
+        mean = _loss(self.form, self.params, n, d)
+        if interval is None:
+            return mean
+        if interval not in ("confidence", "prediction"):
+            raise ValueError(f"interval: {interval!r} is not 'confidence' or 'prediction'")
+        table = self._draw_table()
+        if table:
+            sims = np.stack([_loss(self.form, {k: table[k][i] for k in self.names}, n, d) for i in range(len(self.draws))])
+        else:
+            sims = mean[None, ...]
+        if interval == "confidence":
+            lo, hi = np.nanpercentile(sims, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+        else:
+            z = stats.norm.ppf(1 - alpha / 2)
+            spread = np.sqrt(np.nanvar(np.log(sims), axis=0) + float(self.info.get("residual_scale", 0.0)) ** 2)
+            lo, hi = mean * np.exp(-z * spread), mean * np.exp(z * spread)
+        return {"loss": mean, "lower": lo, "upper": hi}
+
+    # ---- serialisation ---------------------------------------------------------------------------
+
+    def to_dict(self, include_draws: bool = True) -> dict[str, Any]:
+        """A JSON-ready dict: the headline keys of ``scaling fit --json`` plus what round-trips."""
+        out: dict[str, Any] = {
+            "approach": self.approach,
+            "form": self.form,
+            "estimator": self.estimator,
+            "param_convention": self.param_convention,
+            "flops_convention": self.flops_convention,
+            "n_points": self.n_points,
+            "objective": self.objective,
+        }
+        if self.form == "chinchilla":
+            out.update(self.params)
+            out.update(self.derived())
+        elif self.form == "allocation":
+            ci = self.conf_int()
+            for key, prefix in (("n_opt", "n"), ("d_opt", "d")):
+                out[key] = {
+                    "coef": self.params[f"{prefix}_coef"],
+                    "exponent": self.params[f"{prefix}_exponent"],
+                    "ci": {"coef": ci.get(f"{prefix}_coef"), "exponent": ci.get(f"{prefix}_exponent")},
+                }
+            out["minima"] = list(self.info.get("minima", []))
+        else:
+            out.update(self.params)
+        out["se"] = self.se
+        out["ci"] = {k: list(v) for k, v in self.conf_int().items()}
+        out["params"] = dict(self.params)
+        out["info"] = dict(self.info)
+        if include_draws and self.draws is not None:
+            out["draws"] = self.draws.tolist()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LawFit:
+        return cls(
+            approach=str(d["approach"]),
+            form=str(d["form"]),
+            params=dict(d["params"]),
+            n_points=int(d["n_points"]),
+            estimator=str(d.get("estimator", "")),
+            objective=d.get("objective"),
+            draws=d.get("draws"),
+            param_convention=str(d.get("param_convention", "total")),
+            flops_convention=str(d.get("flops_convention", "6N")),
+            info=dict(d.get("info", {})),
+        )
+
+    # ---- display -----------------------------------------------------------------------------------
+
+    def summary_rows(self) -> list[tuple[str, float, float | None, tuple[float, float] | None]]:
+        se, ci = self.se, self.conf_int()
+        names = list(self.params) + [k for k in self.derived() if k not in self.params]
+        values = {**self.params, **self.derived()}
+        return [(k, values[k], se.get(k), ci.get(k)) for k in names]
+
+    def summary(self, fmt: str = "text") -> str:
+        """A table of estimates, standard errors and 95% intervals (``fmt="text"`` or ``"html"``)."""
+        title = (
+            f"{self.name} ({self.form}, estimator {self.estimator or '-'}); N counts "
+            f"{self.param_convention.replace('_', '-')} parameters; {self.n_points} points"
+        )
+        rows = self.summary_rows()
+        if fmt == "html":
+            cells = "".join(
+                f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td><td>{_fmt(s)}</td>"
+                f"<td>{html.escape(_fmt_ci(c))}</td></tr>"
+                for k, v, s, c in rows
+            )
+            return (
+                f"<table class='lawfit'><caption>{html.escape(title)}</caption>"
+                "<tr><th>parameter</th><th>estimate</th><th>std. err.</th><th>95% interval</th></tr>"
+                f"{cells}</table>"
+            )
+        if fmt != "text":
+            raise ValueError(f"fmt: {fmt!r} is not 'text' or 'html'")
+        lines = [title, f"{'parameter':<12}{'estimate':>14}{'std. err.':>14}   95% interval"]
+        lines += [f"{k:<12}{_fmt(v):>14}{_fmt(s):>14}   {_fmt_ci(c)}" for k, v, s, c in rows]
+        if self.objective is not None:
+            lines.append(f"objective: {self.objective:.6g}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
+        return f"LawFit(approach={self.approach!r}, {body})"
+
+
+def _fmt(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.6g}"
+
+
+def _fmt_ci(c: tuple[float, float] | None) -> str:
+    return "-" if c is None else f"[{_fmt(c[0])}, {_fmt(c[1])}]"
+
+
+# ---- the forms -----------------------------------------------------------------------------------
+
+
+def _derived(form: str, p: Mapping[str, Any]) -> dict[str, Any]:
+    if form != "chinchilla":
+        return {}
+    alpha, beta = np.asarray(p["alpha"], float), np.asarray(p["beta"], float)
+    with np.errstate(all="ignore"):
+        s = alpha + beta
+        g = (alpha * np.asarray(p["A"], float) / (beta * np.asarray(p["B"], float))) ** (1.0 / s)
+        out = {"a": beta / s, "b": alpha / s, "G": g}
+    return {k: float(v) if np.ndim(v) == 0 else v for k, v in out.items()}
+
+
+def _chinchilla_alloc(p: Mapping[str, Any], flops: float) -> tuple[Any, Any]:
+    dv = _derived("chinchilla", p)
+    with np.errstate(all="ignore"):
+        n = dv["G"] * (flops / 6.0) ** dv["a"]
+        d = (flops / 6.0) ** dv["b"] / dv["G"]
+    return n, d
+
+
+def _loss(form: str, p: Mapping[str, Any], n: np.ndarray, d: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        if form == "chinchilla":
+            return p["E"] + p["A"] / n ** p["alpha"] + p["B"] / d ** p["beta"]
+        if form == "kaplan_n":
+            return (p["N_c"] / n) ** p["alpha_N"] + p.get("E", 0.0) + 0.0 * d
+        if form == "kaplan_d":
+            return (p["D_c"] / d) ** p["alpha_D"] + p.get("E", 0.0) + 0.0 * n
+        if form == "kaplan_joint":
+            return ((p["N_c"] / n) ** (p["alpha_N"] / p["alpha_D"]) + p["D_c"] / d) ** p["alpha_D"] + p.get("E", 0.0)
+        if form == "kaplan_compute":
+            return (p["C_c"] / (6.0 * n * d)) ** p["alpha_C"] + p.get("E", 0.0)
+    return np.full(np.broadcast(n, d).shape, np.nan)
+
+
+def numeric_allocation(loss_fn: Any, flops: float, lo: float = 1.0, hi: float = 1e16) -> tuple[float, float]:
+    """``argmin_N loss(N, C / (6N))`` on a log grid, then bounded Brent: for laws with no closed form."""
+    logn = np.linspace(math.log(lo), math.log(min(hi, flops / 6.0)), 400)
+    values = np.asarray(loss_fn(np.exp(logn), flops / (6.0 * np.exp(logn))), float)
+    if not np.isfinite(values).any():
+        return math.nan, math.nan
+    i = int(np.nanargmin(values))
+    if i in (0, len(logn) - 1):  # no interior optimum in range: the law prefers an extreme
+        return math.nan, math.nan
+    res = optimize.minimize_scalar(
+        lambda x: float(loss_fn(math.exp(x), flops / (6.0 * math.exp(x)))),
+        bounds=(logn[i - 1], logn[i + 1]),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
+    n = math.exp(res.x)
+    return n, flops / (6.0 * n)
+
+
+def _allocation(form: str, p: Mapping[str, float], flops: float) -> tuple[float, float]:
+    if form == "chinchilla":
+        n, d = _chinchilla_alloc(p, flops)
+        return float(n), float(d)
+    if form == "allocation":
+        return p["n_coef"] * flops ** p["n_exponent"], p["d_coef"] * flops ** p["d_exponent"]
+    if form in ("kaplan_joint",):
+        return numeric_allocation(lambda n, d: _loss(form, p, n, d), flops)
+    return math.nan, math.nan
+
+
+# ---- OLS power laws (approaches 1, 2) -------------------------------------------------------------
+
+
+def _ols_conf_int(ols: Mapping[str, Any], alpha: float) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
+    for prefix in ("n", "d"):
+        fit = ols.get(prefix)
+        if not fit:
+            continue
+        t = stats.t.ppf(1 - alpha / 2, fit["df"]) if fit["df"] > 0 else math.inf
+        (c0, c1), cov = fit["params"], np.asarray(fit["cov"], float)
+        s0, s1 = math.sqrt(max(cov[0, 0], 0.0)), math.sqrt(max(cov[1, 1], 0.0))
+        with np.errstate(over="ignore"):
+            out[f"{prefix}_coef"] = (float(np.exp(c0 - t * s0)), float(np.exp(c0 + t * s0)))
+        out[f"{prefix}_exponent"] = (c1 - t * s1, c1 + t * s1)
+    return out
+
+
+def _ols_alloc_ci(ols: Mapping[str, Any], flops: float, alpha: float) -> dict[str, list[float]]:
+    """Confidence interval of the fitted line at log C: ``x^T cov x`` (mean response)."""
+    out: dict[str, list[float]] = {}
+    x = np.array([1.0, math.log(flops)])
+    for prefix, key in (("n", "params"), ("d", "tokens")):
+        fit = ols.get(prefix)
+        if not fit:
+            continue
+        t = stats.t.ppf(1 - alpha / 2, fit["df"]) if fit["df"] > 0 else math.inf
+        mean = float(x @ np.asarray(fit["params"], float))
+        sd = math.sqrt(max(float(x @ np.asarray(fit["cov"], float) @ x), 0.0))
+        with np.errstate(over="ignore"):
+            out[key] = [float(np.exp(mean - t * sd)), float(np.exp(mean + t * sd))]
+    return out
