@@ -56,10 +56,11 @@ def run(args: argparse.Namespace) -> int:
     return {"plan": _plan, "launch": _launch, "resume": _launch, "status": _status, "cancel": _cancel}[args.action](args)
 
 
-def _console() -> Any:
+def _console(columns: int = 10) -> Any:
     from rich.console import Console
 
-    return Console(soft_wrap=False, width=max(140, Console().width))
+    # wide enough for every column of the table: a pager or a wide terminal shows it whole
+    return Console(soft_wrap=False, width=max(14 * columns, Console().width))
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -86,7 +87,7 @@ def _plan(args: argparse.Namespace) -> int:
             f"{r['tokens_per_param']:.1f}", str(r["batch_tokens"]), f"{r['lr']:.3g}",
             "?" if est is None else _dur(est), *[_cell(r.get(c)) for c in extra],
         )
-    con = _console()
+    con = _console(len(cols) + len(extra))
     con.print(t)
     wall = table.get("est_wall_seconds")
     con.print(f"estimated wall time: {'unknown' if wall is None else _dur(wall)} "
