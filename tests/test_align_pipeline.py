@@ -170,14 +170,19 @@ def test_chat_messages_sft(tiny):
 
 
 @pytest.mark.slow
-def test_cli_align_json(tiny, tmp_path):
-    proc = run_cli("align", str(tiny["model"]), "--sft", str(tiny["sft"]), "--dpo", str(tiny["dpo"]),
-                   "--out", str(tmp_path / "a"), "--sft-steps", "1", "--dpo-steps", "1", "--batch-size", "8",
-                   "--max-length", "64", "--threads", "1", "--json", timeout=300)
+def test_cli_align_study_on_builtin_demo_tasks(tiny, tmp_path):
+    """`scaling align STUDY --json`: the selected model, the demo tasks cut from the default corpus."""
+    from scaling.store import atomic_write_json
+
+    study = tmp_path / "study"
+    atomic_write_json(study / "select.json", {"run_id": "x", "model_dir": str(tiny["model"])})
+    proc = run_cli("align", str(study), "--sft-steps", "1", "--dpo-steps", "1", "--batch-size", "8",
+                   "--demo-train", "16", "--demo-eval", "8", "--threads", "1", "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert [r["stage"] for r in summary["table"]] == ["base", "sft", "dpo"]
-    assert (tmp_path / "a" / "summary.json").exists()
+    assert summary["data"]["dpo"]["source"] == "builtin (builtin:default)" and summary["data"]["dpo"]["held_out"] == 8
+    assert (study / "align" / "summary.json").exists() and (study / "align" / "dpo" / "model").is_dir()
 
 
 def test_cli_align_bad_input_exits_2(tiny, tmp_path):

@@ -215,12 +215,14 @@ def align(
     return summary
 
 
+# "reward acc." is the preference accuracy of the implicit reward against the stage's starting
+# model; "log-lik. acc." that of the plain sequence log-likelihood (see scaling.align.evaluate)
 TABLE_COLUMNS = (
     ("stage", "stage", "{}"),
     ("completion_loss", "completion loss", "{:.4f}"),
     ("perplexity", "perplexity", "{:.2f}"),
-    ("pref_acc_reward", "pref. acc. (implicit reward)", "{:.3f}"),
-    ("pref_acc_loglik", "pref. acc. (log-likelihood)", "{:.3f}"),
+    ("pref_acc_reward", "reward acc.", "{:.3f}"),
+    ("pref_acc_loglik", "log-lik. acc.", "{:.3f}"),
     ("reward_margin", "reward margin", "{:+.4f}"),
 )
 
