@@ -13,13 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
-def run_cli(*args: str, check: bool = False, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python -m scaling ARGS`` in a subprocess from the repository root."""
+def run_cli(*args: str, check: bool = False, timeout: float = 600, env: dict | None = None,
+            cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m scaling ARGS`` in a subprocess (from the repository root unless ``cwd``)."""
     e = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if env:
         e.update(env)
     proc = subprocess.run(
-        [sys.executable, "-m", "scaling", *args], cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "scaling", *args], cwd=cwd or ROOT, env=e, capture_output=True, text=True, timeout=timeout
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"scaling {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
@@ -33,3 +34,23 @@ def cli():
 
 # A real single-node Slurm for tests marked `slurm` (tests/slurm_harness.py).
 from tests.slurm_harness import slurm_cluster  # noqa: E402,F401
+
+
+TINY_SPEC = ROOT / "tests" / "specs" / "pipeline_tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """`scaling run` on the reduced quickstart (16 tiny runs, fits, SFT, DPO, report), once per session.
+
+    Returns ``(study_dir, report_path, summary, seconds)``. Tests must not modify the folder: copy it.
+    """
+    import json
+    import time
+
+    root = tmp_path_factory.mktemp("tiny_study")
+    out, report = root / "study", root / "study.html"
+    t0 = time.perf_counter()
+    proc = run_cli("run", str(TINY_SPEC), "--out", str(out), "--report", str(report), "--json", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, report, json.loads(proc.stdout), time.perf_counter() - t0

@@ -11,26 +11,21 @@ import sys
 import time
 from pathlib import Path
 
+import shutil
+
 import pytest
 
-pytestmark = pytest.mark.timeout(900)
-
 from tests.conftest import ROOT, run_cli
+from tests.conftest import TINY_SPEC as SPEC
 
-SPEC = ROOT / "tests" / "specs" / "pipeline_tiny.yaml"
+pytestmark = pytest.mark.timeout(900)
 SUMMARY_KEYS = {"minutes", "stage_minutes", "budgets", "backtest", "exponents", "report"}
 BACKTEST_KEYS = {"predicted_loss", "achieved_loss", "error", "baselines", "n_opt_predicted", "n_opt_observed"}
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
-    out, report = root / "study", root / "study.html"
-    t0 = time.perf_counter()
-    proc = run_cli("run", str(SPEC), "--out", str(out), "--report", str(report), "--json",
-                   env={"SCALING_CACHE": str(root / "cache")}, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, report, json.loads(proc.stdout), time.perf_counter() - t0
+@pytest.fixture
+def study(tiny_study):
+    return tiny_study
 
 
 def test_summary_has_every_key_the_cli_promises(study):
@@ -70,8 +65,10 @@ def test_the_reduced_study_takes_under_two_minutes(study):
     assert study[3] < 120 or os.environ.get("SCALING_SLOW_MACHINE"), f"took {study[3]:.0f} s"
 
 
-def test_a_second_run_finds_every_stage_done(study):
-    out, report, s, _ = study
+def test_a_second_run_finds_every_stage_done(study, tmp_path):
+    src, _, s, _ = study
+    out, report = tmp_path / "study", tmp_path / "study.html"
+    shutil.copytree(src, out)
     attempts = {p.name: json.loads((p / "status.json").read_text())["attempts"] for p in (out / "runs").iterdir()}
     proc = run_cli("run", str(SPEC), "--out", str(out), "--report", str(report), "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -87,7 +84,7 @@ def test_killed_study_resumes_where_it_stopped(study, tmp_path):
     src = study[0]
     out = tmp_path / "study"
     # start from the finished sweep, forget every stage after it: the rerun must redo only those
-    subprocess.run(["cp", "-r", str(src), str(out)], check=True)
+    shutil.copytree(src, out)
     for stage in ("fit", "backtest", "select", "align", "report"):
         (out / "stages" / f"{stage}.json").unlink()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
