@@ -116,7 +116,8 @@ def gpu_peak_flops(name: str, dtype: torch.dtype | None) -> float | None:
         pass
     for key, v in GPU_PEAK_BF16.items():
         if key in name:
-            return v if dtype in (torch.bfloat16, torch.float16) else v / 2 if "H" in key else v / 16
+            # fp32 autocast-free runs use TF32 tensor cores: half the dense bf16 rate (A100, H100)
+            return v if dtype in (torch.bfloat16, torch.float16) else v / 2
     return None
 
 
