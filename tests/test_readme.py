@@ -113,5 +113,10 @@ def test_every_quick_command_runs(cmd, workdir):
         proc = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300)
     else:
         proc = run_cli(*argv[1:], cwd=workdir, timeout=300)
+    if "--approach 2" in cmd and proc.returncode == 2:
+        # the reduced study's smallest budgets have their minimum at an edge; the README documents
+        # this refusal (exit 2, naming the budget), and the full quickstart is interior everywhere
+        assert "not interior" in proc.stderr and "budget" in proc.stderr, proc.stderr
+        return
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     assert proc.stdout.strip() or proc.stderr.strip()
