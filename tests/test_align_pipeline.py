@@ -142,6 +142,23 @@ def test_rerun_reuses_finished_stages(aligned, tiny):
     assert again["table"][-1]["completion_loss"] == pytest.approx(summary["table"][-1]["completion_loss"])
 
 
+def test_dpo_is_not_reused_when_its_sft_model_changed(tiny, tmp_path):
+    """A new SFT model at the same path (a rerun after a new selection) invalidates DPO."""
+    import os
+
+    from scaling.align import align
+
+    out = tmp_path / "align"
+    kw = dict(sft_data=str(tiny["sft"]), dpo_data=str(tiny["dpo"]), beta=0.1, eval_frac=0.25, threads=1, **_opts())
+    align(tiny["model"], out, log=lambda m: None, **kw)
+    w = out / "sft" / "model" / "model.safetensors"
+    os.utime(w, ns=(w.stat().st_atime_ns, w.stat().st_mtime_ns + 1_000_000_000))  # as a rewrite would
+    logs: list[str] = []
+    align(tiny["model"], out, log=logs.append, **kw)
+    assert any("sft: done before" in m for m in logs)
+    assert not any("dpo: done before" in m for m in logs), logs
+
+
 @pytest.mark.parametrize("loss_type", ["ipo", "hinge"])
 def test_dpo_loss_types(tiny, loss_type):
     from scaling.align.dpo import DPOOptions, run_dpo

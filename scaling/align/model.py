@@ -219,8 +219,17 @@ def stage_spec(stage: str, model_dir: Any, source: str | None, opts: Any, n_trai
     """What a stage's result depends on; a finished stage with the same spec is reused."""
     from dataclasses import asdict
 
-    return {"stage": stage, "base_model": str(model_dir), "data": source, "options": asdict(opts),
-            "train_records": n_train, "eval_records": n_eval}
+    return {"stage": stage, "base_model": str(model_dir), "base_weights": weights_fingerprint(model_dir),
+            "data": source, "options": asdict(opts), "train_records": n_train, "eval_records": n_eval}
+
+
+def weights_fingerprint(model_dir: Any) -> list[list[Any]]:
+    """Name, size and modification time of each weights file: a stage whose input model was
+    rewritten since (a new SFT model at the same path, say) is not reused."""
+    from pathlib import Path
+
+    files = sorted(p for p in Path(model_dir).glob("*") if p.suffix in (".safetensors", ".bin"))
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
 def train_stage(
