@@ -213,7 +213,7 @@ def load_study(study_dir: str | Path, fit_paths: list[str | Path] | None = None)
         curves=curves,
         sweep_yaml=store.read_sweep(),
         fits=fits,
-        backtest=_read_obj(fit_dir / "backtest.json"),
+        backtest=_headline_backtest(_read_obj(fit_dir / "backtest.json")),
         plan=_read_obj(path / "plan.json"),
         select=_read_obj(path / "select.json"),
         summary=_read_obj(path / "summary.json"),
@@ -228,3 +228,20 @@ def _read_obj(p: Path) -> Any:
         return read_json(p)
     except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError):
         return None
+
+
+def _headline_backtest(bt: Any) -> Any:
+    """``scaling run`` writes ``{"chosen": ..., "candidates": [...]}``; ``scaling fit --backtest``
+    writes the backtest itself. The report shows the chosen one, with the candidates beside it."""
+    if isinstance(bt, dict) and isinstance(bt.get("chosen"), dict):
+        rows = []
+        for c in bt.get("candidates") or []:
+            if not isinstance(c, dict):
+                continue
+            inner, outer = c.get("inner") or {}, c.get("outer") or {}
+            rows.append({"form": c.get("form"), "N counts": c.get("param_convention"),
+                         "error one budget down": inner.get("error"), "error at the largest": outer.get("error"),
+                         "N* error at the largest": outer.get("n_opt_error"), "refused": c.get("refused")})
+        return {**bt["chosen"], "candidates": rows}
+    return bt
+

@@ -309,9 +309,13 @@ def backtest_table(study: Study) -> str:
             err = (p - ach) / ach
         rows.append((f"baseline: {k.replace('_', ' ')}", p, err))
     body = [(n, p, ach, f"{100 * err:+.2f}%" if isinstance(err, (int, float)) else "") for n, p, err in rows]
-    extra = {k: v for k, v in bt.items() if k not in ("predicted_loss", "achieved_loss", "error", "baselines")}
+    skip = ("predicted_loss", "achieved_loss", "error", "baselines", "candidates", "law")
+    extra = {k: v for k, v in bt.items() if k not in skip}
     folded = f"<details><summary>the backtest's other fields</summary>{kv_table(extra)}</details>" if extra else ""
-    return table(["predictor", "predicted loss", "achieved loss", "error"], body, text_cols=1) + folded
+    cands = bt.get("candidates")
+    cand = ("<h3>every candidate law (the headline form was chosen one budget down)</h3>" + records_table(cands)
+            if isinstance(cands, list) and cands and all(isinstance(c, Mapping) for c in cands) else "")
+    return table(["predictor", "predicted loss", "achieved loss", "error"], body, text_cols=1) + cand + folded
 
 
 def provenance(study: Study) -> str:
