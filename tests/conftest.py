@@ -35,7 +35,6 @@ def cli():
 # A real single-node Slurm for tests marked `slurm` (tests/slurm_harness.py).
 from tests.slurm_harness import slurm_cluster  # noqa: E402,F401
 
-
 TINY_SPEC = ROOT / "tests" / "specs" / "pipeline_tiny.yaml"
 
 
