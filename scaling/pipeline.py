@@ -301,7 +301,8 @@ def summarize(study: Path, log: StageLog, t0: float, report: str | None) -> dict
     counts = SweepStore(study).counts()
     summary = {
         "study": str(study),
-        "minutes": (time.perf_counter() - t0) / 60.0,
+        "minutes": sum(log.minutes.values()),  # the whole study, resumed invocations included
+        "minutes_this_invocation": (time.perf_counter() - t0) / 60.0,
         "stage_minutes": {k: round(v, 3) for k, v in log.minutes.items()},
         "runs": counts,
         "budgets": _budgets(study, "eval_loss"),
