@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import ROOT
 
-EPOCH_CSV = SHARED_DATA / "chinchilla_epoch_svg_data.csv"
+# The copy shipped with analysis/ (source and credit in analysis/README.md).
+EPOCH_CSV = ROOT / "analysis" / "data" / "chinchilla_epoch_svg_data.csv"
 
 # Tiny-scale law, the scale of the CPU quickstart (N ~ 1e3-1e5, C ~ 1e11-1e12 FLOPs).
 TINY = {"E": 1.9, "A": 60.0, "B": 900.0, "alpha": 0.34, "beta": 0.36}
