@@ -171,20 +171,9 @@ def test_unknown_law_lists_the_choices():
         get_law("chinchila")
 
 
-def test_fit_prefix_without_fit_module():
-    import scaling.fit
-
-    if hasattr(scaling.fit, "load_law"):
-        pytest.skip("scaling.fit.load_law exists; test_fit_prefix_delegates_to_load_law covers it")
-    with pytest.raises(UnknownLawError, match="fit:"):
-        get_law("fit:study/fit/approach3_total.json")
-
-
 def test_fit_prefix_delegates_to_load_law(monkeypatch, tmp_path):
     import scaling.fit
 
-    if not hasattr(scaling.fit, "load_law"):
-        pytest.skip("scaling.fit.load_law is not available in this checkout")
     fitted = ParametricLaw(
         name="fit", citation="fitted 2026", E=1.8, A=400.0, B=2000.0, alpha=0.34, beta=0.36
     )
