@@ -30,6 +30,8 @@ from torch import nn
 
 from scaling.shapes import ModelShape
 
+from .fused import can_fuse, fused_block, linear
+
 ROPE_THETA = 10000.0
 RMS_EPS = 1e-5
 
@@ -126,13 +128,19 @@ class LlamaLM(nn.Module):
         cos, sin = rope_tables(shape.seq_len, shape.d_head)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.fused = True  # fp32 CPU training through :mod:`.fused` where it applies
 
     def hidden_states(self, ids: torch.Tensor) -> torch.Tensor:
         T = ids.shape[1]
         x = self.embed_tokens(ids)
         cos, sin = self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype)
+        cis = None
         for block in self.layers:
-            x = block(x, cos, sin)
+            if self.fused and can_fuse(block, x):
+                cis = torch.complex(cos, sin) if cis is None else cis
+                x = fused_block(block, x, cis)
+            else:
+                x = block(x, cos, sin)
         return self.norm(x)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -162,15 +170,27 @@ class _LinearCrossEntropy(torch.autograd.Function):
     ``dL/dlogits = (softmax - onehot(y)) / N`` (the softmax/CE identity), so the backward needs
     no stored logits and no second log-softmax: one ``log_softmax``, one in-place ``exp_`` and a
     scatter replace transformers' log-softmax, NLL and their two backward kernels, which cost a
-    tenth of a step at vocabulary 1024 and hidden 64. Gradients are exact (not approximated).
+    tenth of a step at vocabulary 1024 and hidden 64. On the CPU in fp32 one ``softmax`` pass
+    gives both ``p`` and the loss ``-log p_y`` (falling back to ``log_softmax`` if a ``p_y``
+    underflows). Gradients are exact (not approximated).
     """
 
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logp = torch.log_softmax((h @ w.t()).float(), dim=-1)
-        loss = -logp.gather(1, y[:, None]).mean()
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            p = logp.exp_()
+        cpu32 = h.dtype == torch.float32 and h.device.type == "cpu"
+        logits = (linear(h, w) if cpu32 else h @ w.t()).float()
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        p = None
+        if cpu32 and need_grad:
+            # one softmax pass; -log p_y is exact to fp32 rounding unless p_y underflows
+            p = torch.softmax(logits, dim=-1)
+            py = p.gather(1, y[:, None])
+            loss = -py.log().mean() if bool(py.min() > 1e-30) else F.cross_entropy(logits, y)
+        else:
+            logp = torch.log_softmax(logits, dim=-1)
+            loss = -logp.gather(1, y[:, None]).mean()
+            p = logp.exp_() if need_grad else None
+        if p is not None:
             p.scatter_add_(1, y[:, None], torch.full((y.shape[0], 1), -1.0, dtype=p.dtype, device=p.device))
             p = p.to(h.dtype)
             ctx.save_for_backward(p @ w, p.t() @ h)

@@ -32,6 +32,7 @@ from scaling.store import RunDir, atomic_write_json, read_json
 
 from . import checkpoint as ck
 from .data import PreparedData, atomic_folder, prepare_data
+from .memory import tune_malloc
 from .model import LlamaLM, build_model, save_hf_model
 from .optim import AdamW
 from .options import decay_start, lr_at, validate_spec, warmup_steps
@@ -252,6 +253,8 @@ def train_run(
     if opts.threads:
         torch.set_num_threads(opts.threads)
     device = opts.torch_device()
+    if device.type == "cpu":
+        tune_malloc()
     amp = opts.autocast_dtype(device)
     threads = torch.get_num_threads()
     cache = Path(cache_dir).expanduser() if cache_dir else None
