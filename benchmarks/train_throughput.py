@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from scaling.backends.local.memory import tune_malloc  # noqa: E402
 from scaling.backends.local.model import build_model, to_hf_model  # noqa: E402
 from scaling.backends.local.optim import AdamW  # noqa: E402
 from scaling.backends.local.train import _param_groups, gpu_peak_flops, train_step  # noqa: E402
@@ -55,7 +57,7 @@ class Case:
 
 def cpu_cases(seq: int, vocab: int, quick: bool) -> list[Case]:
     out = []
-    for hidden, layers, steps in ((64, 2, 12), (128, 4, 8), (256, 6, 5)):
+    for hidden, layers, steps in ((64, 2, 15), (128, 4, 10), (256, 6, 10)):
         s = ModelShape(layers=layers, hidden=hidden, heads=max(1, hidden // 64), vocab=vocab, seq_len=seq)
         out.append(Case(s, batch=16, steps=max(3, steps // 2) if quick else steps))
     return out
@@ -96,7 +98,10 @@ Stepper = Callable[[int], list[float]]  # run n steps, return each step's second
 
 
 def ours_stepper(case: Case, device: torch.device, amp: torch.dtype | None, compile_: bool) -> Stepper:
-    """:func:`scaling.backends.local.train.train_step`, the loop's own step."""
+    """:func:`scaling.backends.local.train.train_step`, the loop's own step (with the loop's
+    allocator setting on the CPU, :func:`scaling.backends.local.memory.tune_malloc`)."""
+    if device.type == "cpu":
+        tune_malloc()
     model = build_model(case.shape, seed=0).to(device)
     opt = AdamW(_param_groups(model, 0.1), lr=LR, betas=(0.9, 0.95))
     loss_fn = torch.compile(model.loss) if compile_ else model.loss
@@ -192,7 +197,7 @@ def trainer_stepper(case: Case, device: torch.device, amp: torch.dtype | None) -
     return run
 
 
-def interleaved(steppers: dict[str, Stepper], case: Case, rounds: int = 3) -> dict[str, float]:
+def interleaved(steppers: dict[str, Stepper], case: Case, rounds: int = 5) -> dict[str, float]:
     """Tokens/s of each stepper: warm-up steps, then ``rounds`` rounds taking turns (so a change
     of machine load hits every contender alike); the median step of each."""
     times: dict[str, list[float]] = {k: [] for k in steppers}
@@ -203,6 +208,75 @@ def interleaved(steppers: dict[str, Stepper], case: Case, rounds: int = 3) -> di
         for k, run in steppers.items():
             times[k] += run(per_round)
     return {k: case.batch * case.shape.seq_len / _median(v) for k, v in times.items()}
+
+
+CONTENDERS = ("ours", "trainer", "plain")
+RESULT = "@@ "  # a worker's answer line (libraries may print other lines)
+
+
+def _cpu_stepper(kind: str, case: Case, compile_: bool) -> Stepper:
+    cpu = torch.device("cpu")
+    if kind == "ours":
+        return ours_stepper(case, cpu, None, compile_)
+    return trainer_stepper(case, cpu, None) if kind == "trainer" else plain_hf_stepper(case, cpu, None)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One contender in its own process: read a step count per line, answer its step times."""
+    torch.set_num_threads(args.threads)
+    case = next(c for c in cpu_cases(args.seq, args.vocab, args.quick) if c.shape.hidden == args.hidden)
+    run = _cpu_stepper(args.worker, case, args.compile)
+    print(RESULT + "ready", flush=True)
+    for line in sys.stdin:
+        print(RESULT + json.dumps(run(int(line))), flush=True)
+
+
+def process_stepper(kind: str, case: Case, args: argparse.Namespace) -> tuple[Stepper, Callable[[], None]]:
+    """A stepper whose steps run in a child process of its own: each contender gets a fresh
+    process (its own allocator state and caches, nothing set by another contender leaks in)."""
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        kind,
+        "--hidden",
+        str(case.shape.hidden),
+    ]
+    cmd += [
+        "--threads",
+        str(args.threads),
+        "--seq",
+        str(args.seq),
+        "--vocab",
+        str(args.vocab),
+        "--clock",
+        args.clock,
+    ]
+    cmd += ["--quick"] if args.quick else []
+    cmd += ["--compile"] if args.compile else []
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def answer() -> str:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(RESULT):
+                return line[len(RESULT) :]
+        raise RuntimeError(f"benchmark worker {kind} exited with {proc.wait()}")
+
+    answer()
+
+    def run(n: int) -> list[float]:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{n}\n")
+        proc.stdin.flush()
+        return [float(t) for t in json.loads(answer())]
+
+    def close() -> None:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait()
+
+    return run, close
 
 
 def _median(xs: list[float]) -> float:
@@ -223,14 +297,12 @@ def run_cpu(args: argparse.Namespace) -> dict:
     )
     rows = []
     for case in cpu_cases(args.seq, args.vocab, args.quick):
-        tps = interleaved(
-            {
-                "ours": ours_stepper(case, device, None, args.compile),
-                "trainer": trainer_stepper(case, device, None),
-                "plain": plain_hf_stepper(case, device, None),
-            },
-            case,
-        )
+        workers = {k: process_stepper(k, case, args) for k in CONTENDERS}
+        try:
+            tps = interleaved({k: w[0] for k, w in workers.items()}, case)
+        finally:
+            for _, close in workers.values():
+                close()
         ours, trainer, plain = tps["ours"], tps["trainer"], tps["plain"]
         fl = ours * flops_per_token(case.shape, "matmul")
         s = case.shape
@@ -309,6 +381,8 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="CUDA: skip the Trainer baseline")
     ap.add_argument("--quick", action="store_true", help="fewer timed steps (noisier)")
     ap.add_argument("--json", help="also write the figures to this JSON file")
+    ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    ap.add_argument("--hidden", type=int, help=argparse.SUPPRESS)
     ap.add_argument(
         "--clock",
         choices=["wall", "cpu"],
@@ -319,6 +393,9 @@ def main() -> None:
     if args.clock == "cpu":
         global CLOCK
         CLOCK = time.process_time
+    if args.worker:
+        worker(args)
+        return
     res = run_cuda(args) if args.device == "cuda" else run_cpu(args)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
