@@ -7,7 +7,9 @@ dominates: q/k/v live in one ``qkv`` matrix and gate/up in one ``gate_up`` matri
 each), rotary tables are computed once, and no attention mask is materialised.
 :func:`to_hf_state_dict` splits them into transformers' names, so the final model is saved with
 ``LlamaForCausalLM.save_pretrained`` and loads in transformers and TRL; a test checks that both
-give the same logits.
+give the same logits. Training in fp32 on the CPU runs each block through
+:class:`~scaling.backends.local.fused.FusedBlock` (the same function with a hand-written backward;
+``model.fused = False`` turns it off).
 
 Initialisation (GPT-2 / Megatron convention, as in OLMo and nanoGPT): every matrix
 ``N(0, std)`` with ``std = spec.init_std`` (0.02 by default), the two residual output projections
