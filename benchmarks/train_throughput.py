@@ -2,6 +2,8 @@
 
 CPU (default): three shapes (hidden x layers 64x2, 128x4, 256x6; vocabulary 1024, sequence 256,
 fp32), the same initial weights, the same random tokens, the same batch and precision for both.
+Each contender runs in a process of its own (so nothing one sets, such as our loop's allocator
+thresholds, reaches another), and they take turns in five rounds.
 Prints tokens/s of our loop, of ``transformers.Trainer`` (AdamW fused, no logging or saving) and
 of a plain transformers loop (``LlamaForCausalLM`` + ``torch.optim.AdamW``), their ratios, and our
 achieved matmul FLOP/s (``scaling.flops.flops_per_token(shape, "matmul")`` = 6 (N_non-embedding +
