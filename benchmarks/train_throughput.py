@@ -236,24 +236,9 @@ def worker(args: argparse.Namespace) -> None:
 def process_stepper(kind: str, case: Case, args: argparse.Namespace) -> tuple[Stepper, Callable[[], None]]:
     """A stepper whose steps run in a child process of its own: each contender gets a fresh
     process (its own allocator state and caches, nothing set by another contender leaks in)."""
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--worker",
-        kind,
-        "--hidden",
-        str(case.shape.hidden),
-    ]
-    cmd += [
-        "--threads",
-        str(args.threads),
-        "--seq",
-        str(args.seq),
-        "--vocab",
-        str(args.vocab),
-        "--clock",
-        args.clock,
-    ]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--clock", args.clock]
+    cmd += ["--hidden", str(case.shape.hidden), "--threads", str(args.threads)]
+    cmd += ["--seq", str(args.seq), "--vocab", str(args.vocab)]
     cmd += ["--quick"] if args.quick else []
     cmd += ["--compile"] if args.compile else []
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -139,6 +139,7 @@ def test_linear_equals_matmul() -> None:
 
 
 def test_malloc_tuning_is_applied_once_and_can_be_turned_off() -> None:
+    import os
     import platform
     import subprocess
     import sys
@@ -152,7 +153,7 @@ def test_malloc_tuning_is_applied_once_and_can_be_turned_off() -> None:
         capture_output=True,
         text=True,
         check=True,
-        env={**__import__("os").environ, "SCALING_MALLOC_TUNE": "0"},
+        env={**os.environ, "SCALING_MALLOC_TUNE": "0"},
     ).stdout.split()
     glibc = platform.libc_ver()[0] == "glibc"
     assert on == [str(glibc)] * 2

@@ -182,7 +182,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
         cpu32 = h.dtype == torch.float32 and h.device.type == "cpu"
         logits = (linear(h, w) if cpu32 else h @ w.t()).float()
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        p = None
         if cpu32 and need_grad:
             # one softmax pass; -log p_y is exact to fp32 rounding unless p_y underflows
             p = torch.softmax(logits, dim=-1)
