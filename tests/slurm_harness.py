@@ -40,35 +40,17 @@ import pytest
 
 DAEMONS = ("slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "srun")
-# Plugins the configuration below loads; Debian splits them across packages.
 # JobState values after which a job never runs again (scontrol show job); REQUEUED, PENDING,
 # COMPLETING and the like are not final
-FINAL_STATES = frozenset(
-    {
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEOUT",
-        "NODE_FAIL",
-        "PREEMPTED",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "OUT_OF_MEMORY",
-    }
-)
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY"})
+# Plugins the configuration below loads; Debian splits them across packages.
 PLUGINS = ("auth_none", "cred_none", "select_cons_tres", "proctrack_linuxproc", "task_none", "gres_gpu")
-PLUGIN_DIRS = (
-    "/usr/lib/x86_64-linux-gnu/slurm-wlm",
-    "/usr/lib/aarch64-linux-gnu/slurm-wlm",
-    "/usr/lib/slurm",
-    "/usr/lib64/slurm",
-)
+PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu/slurm-wlm", "/usr/lib/aarch64-linux-gnu/slurm-wlm", "/usr/lib/slurm", "/usr/lib64/slurm")
 
 
 def _which(name: str) -> str | None:
     return shutil.which(name) or next(
-        (str(Path(d) / name) for d in ("/usr/sbin", "/sbin", "/usr/local/sbin") if (Path(d) / name).exists()),
-        None,
+        (str(Path(d) / name) for d in ("/usr/sbin", "/sbin", "/usr/local/sbin") if (Path(d) / name).exists()), None
     )
 
 
@@ -163,25 +145,10 @@ class SlurmCluster:
             out[jid.strip()] = {"state": state.strip(), "reason": reason.strip()}
         return out
 
-    def job_info(self, job_id: str) -> dict[str, str]:
-        """``scontrol show job`` as a dict (empty once the job has aged out)."""
-        proc = self.cmd("scontrol", "--oneliner", "show", "job", job_id, check=False)
-        info: dict[str, str] = {}
-        for tok in proc.stdout.split():
-            k, sep, v = tok.partition("=")
-            if sep and k not in info:
-                info[k] = v
-        return info
-
     def job_states(self, job_id: str) -> list[str]:
         """``JobState`` of each task of ``job_id`` from ``scontrol`` (empty once it has aged out)."""
         proc = self.cmd("scontrol", "--oneliner", "show", "job", job_id, check=False)
-        return [
-            t.partition("=")[2]
-            for line in proc.stdout.splitlines()
-            for t in line.split()
-            if t.startswith("JobState=")
-        ]
+        return [t.partition("=")[2] for line in proc.stdout.splitlines() for t in line.split() if t.startswith("JobState=")]
 
     def wait_gone(self, job_id: str, timeout: float = 60) -> None:
         """Wait until every task of ``job_id`` has ended: not in ``squeue`` and, while ``scontrol``
@@ -191,9 +158,7 @@ class SlurmCluster:
             if not self.squeue(job_id) and all(s in FINAL_STATES for s in self.job_states(job_id)):
                 return
             time.sleep(0.3)
-        raise TimeoutError(
-            f"job {job_id} still queued after {timeout} s: {self.squeue(job_id)} {self.job_states(job_id)}"
-        )
+        raise TimeoutError(f"job {job_id} still queued after {timeout} s: {self.squeue(job_id)} {self.job_states(job_id)}")
 
     def wait_state(self, job_id: str, state: str, timeout: float = 60) -> None:
         """Wait until ``job_id`` (or, for an array id without index, any of its tasks) is in ``state``."""
@@ -331,14 +296,7 @@ PartitionName=gpu Nodes={c.node} Default=NO MaxTime=INFINITE State=UP
     (c.root / "spool" / c.node).mkdir(parents=True, exist_ok=True)
 
 
-def start_cluster(
-    root: str | Path | None = None,
-    *,
-    cpus: int = 8,
-    gpus: int = 4,
-    real_memory: int = 16000,
-    timeout: float = 30,
-) -> SlurmCluster:
+def start_cluster(root: str | Path | None = None, *, cpus: int = 8, gpus: int = 4, real_memory: int = 16000, timeout: float = 30) -> SlurmCluster:
     """Start a cluster in ``root`` (a new temp folder by default) and wait until its node is idle.
 
     ``cpus``/``gpus``/``real_memory`` are what the node advertises (``config_overrides``: not the
@@ -353,15 +311,7 @@ def start_cluster(
     base = Path(root) if root else Path(tempfile.mkdtemp(prefix=f"slurm-{tag}-"))
     # Slurm caps socket paths (108 bytes): keep the folder short.
     ctld_port, slurmd_port = free_ports(2)
-    c = SlurmCluster(
-        root=base,
-        name=f"t{tag}",
-        node=f"n{tag}",
-        cpus=cpus,
-        gpus=gpus,
-        ctld_port=ctld_port,
-        slurmd_port=slurmd_port,
-    )
+    c = SlurmCluster(root=base, name=f"t{tag}", node=f"n{tag}", cpus=cpus, gpus=gpus, ctld_port=ctld_port, slurmd_port=slurmd_port)
     _write_config(c, getpass.getuser(), plugin_dir, real_memory)
     env = c.env
     logs = c.root / "log"
@@ -371,16 +321,9 @@ def start_cluster(
             ([_which("slurmd"), "-D", "-N", c.node, "-f", str(c.conf)], "slurmd"),
         ):
             out = open(logs / f"{name}.stdout", "wb")  # noqa: SIM115 - handed to the daemon
-            c.procs.append(
-                subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-            )
+            c.procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
             if name == "slurmctld":
-                _wait(
-                    lambda: c.cmd("scontrol", "ping", check=False, timeout=5).returncode == 0,
-                    timeout,
-                    c,
-                    "slurmctld answers",
-                )
+                _wait(lambda: c.cmd("scontrol", "ping", check=False, timeout=5).returncode == 0, timeout, c, "slurmctld answers")
         _wait(lambda: _node_ready(c), timeout, c, "the node is idle")
     except BaseException:
         c.stop()
@@ -389,11 +332,7 @@ def start_cluster(
 
 
 def _node_ready(c: SlurmCluster) -> bool:
-    proc = (
-        c.cmd("sinfo", "--noheader", "--format=%T", "--nodes", c.node, check=False, timeout=5)
-        if shutil.which("sinfo")
-        else None
-    )
+    proc = c.cmd("sinfo", "--noheader", "--format=%T", "--nodes", c.node, check=False, timeout=5) if shutil.which("sinfo") else None
     if proc is not None:
         return proc.returncode == 0 and proc.stdout.strip().rstrip("*") in ("idle", "mixed", "allocated")
     info = c.cmd("scontrol", "--oneliner", "show", "node", c.node, check=False, timeout=5).stdout
@@ -409,19 +348,13 @@ def _wait(pred, timeout: float, c: SlurmCluster, what: str) -> None:
                     f"{Path(p.args[0]).name} exited {p.returncode} before {what}:\n"
                     + c.log("slurmctld")[-2000:]
                     + c.log("slurmd")[-2000:]
-                    + "".join(
-                        (c.root / "log" / f"{n}.stdout").read_text(errors="replace")[-1000:]
-                        for n in DAEMONS
-                        if (c.root / "log" / f"{n}.stdout").exists()
-                    )
+                    + "".join((c.root / "log" / f"{n}.stdout").read_text(errors="replace")[-1000:] for n in DAEMONS if (c.root / "log" / f"{n}.stdout").exists())
                 )
         with contextlib.suppress(subprocess.TimeoutExpired):
             if pred():
                 return
         time.sleep(0.2)
-    raise TimeoutError(
-        f"Slurm: waited {timeout} s for {what}:\n{c.log('slurmctld')[-2000:]}\n{c.log('slurmd')[-2000:]}"
-    )
+    raise TimeoutError(f"Slurm: waited {timeout} s for {what}:\n{c.log('slurmctld')[-2000:]}\n{c.log('slurmd')[-2000:]}")
 
 
 @contextlib.contextmanager
