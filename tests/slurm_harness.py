@@ -40,6 +40,11 @@ import pytest
 
 DAEMONS = ("slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "srun")
+# Seconds a requeued job waits before we start it again. slurmctld holds it ~120 s (BeginTime) so
+# the node can finish tearing down the last attempt. Started within ~0.1 s, the new attempt sometimes
+# failed at once with no output (JobState=FAILED, NonZeroExitCode): once in three tries here, and in
+# two full test runs, under load; we wait a second instead of two minutes.
+REQUEUE_SETTLE_S = 1.0
 # JobState values after which a job never runs again (scontrol show job); REQUEUED, PENDING,
 # COMPLETING and the like are not final
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY"})
@@ -180,6 +185,7 @@ class SlurmCluster:
             q = self.squeue(job_id)
             key = job_id if job_id in q else next(iter(q), None)
             if key is not None and q[key]["state"] == "PENDING":
+                time.sleep(REQUEUE_SETTLE_S)
                 self.cmd("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
                 return
             time.sleep(0.2)
@@ -193,6 +199,8 @@ class SlurmCluster:
     def release_requeued(self) -> list[str]:
         """Release every job waiting on ``BeginTime`` (requeued by itself or by the controller)."""
         ids = [j for j, v in self.squeue().items() if v["state"] == "PENDING" and v["reason"] == "BeginTime"]
+        if ids:
+            time.sleep(REQUEUE_SETTLE_S)
         for j in ids:
             self.cmd("scontrol", "update", f"JobId={j}", "StartTime=now", check=False)
         return ids
