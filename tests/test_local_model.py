@@ -130,12 +130,15 @@ def test_blocks_outside_the_fused_path_take_the_module() -> None:
 
 
 def test_linear_equals_matmul() -> None:
-    from scaling.backends.local.fused import linear
+    from scaling.backends.local.fused import linear, matmul
 
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(300, 96, generator=g), torch.randn(130, 96, generator=g)
     torch.testing.assert_close(linear(x, w), x @ w.t(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(linear(x.t().contiguous().t(), w), x @ w.t(), rtol=1e-5, atol=1e-5)
+    # x @ w (through oneDNN on a contiguous copy of w.T), for a contiguous and a strided w
+    torch.testing.assert_close(matmul(x, w.t().contiguous()), x @ w.t(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(matmul(x, w[:50].t()), x @ w[:50].t(), rtol=1e-5, atol=1e-5)
 
 
 def test_malloc_tuning_is_applied_once_and_can_be_turned_off() -> None:

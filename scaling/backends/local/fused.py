@@ -11,11 +11,14 @@ function) with fewer passes over memory:
   ``G = dYᵀ x̂``: ``dW = G diag w`` and ``dw = Σ_rows (G ⊙ W)``;
 * the residual additions are done in place on the products' outputs;
 * attention calls PyTorch's CPU flash-attention kernels (forward and backward) directly;
-* the forward products ``x Wᵀ`` go to oneDNN's fp32 matmul (PyTorch's ``mkldnn`` linear op) where
-  this PyTorch has it: on the AMD EPYC cores measured here it runs these shapes 20-40% faster than
-  the MKL ``sgemm`` behind ``torch.mm`` (``benchmarks/train_throughput.py``); backward products
-  stay on ``torch.mm``, which was as fast or faster for them;
-* q/k/v and gate/up gradients are written into one preallocated buffer each (no ``cat``);
+* products with a weight go to oneDNN's fp32 matmul (PyTorch's ``mkldnn`` linear op) where this
+  PyTorch has it: the forward ``x Wᵀ`` directly, the backward ``dY W`` as ``dY (Wᵀ)ᵀ`` with ``Wᵀ``
+  copied contiguous (a small copy). On the AMD EPYC cores measured here oneDNN runs the forward
+  shapes 20-40% faster than the MKL ``sgemm`` behind ``torch.mm``, and the backward ones made a
+  step 1-4% faster at hidden 128-256 (``benchmarks/train_throughput.py``). Weight gradients
+  ``dYᵀ X`` stay on ``torch.mm``, for which oneDNN would need a transposed copy of ``X``;
+* q/k/v and gate/up gradients are written into one preallocated buffer each (no ``cat``), so the
+  two halves of SwiGLU take one product each for their weight and their input gradients;
 * RMSNorm's backward is ``dx = r (dx̂ - x̂ mean(dx̂ ⊙ x̂))`` with ``r = 1/rms(x)`` (Zhang &
   Sennrich 2019), SwiGLU's ``d silu(g) = dh ⊙ u ⊙ σ(g)(1 + g(1 - σ(g)))`` via ``silu_backward``.
 
@@ -52,6 +55,11 @@ def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     if x.is_contiguous() and w.is_contiguous() and _onednn_linear_ok():
         return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
     return x @ w.t()
+
+
+def matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w`` for a small weight ``w``: oneDNN on ``wᵀ`` copied contiguous (see module doc)."""
+    return linear(x, w.t().contiguous()) if _onednn_linear_ok() else x @ w
 
 
 def _rms_scale(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,17 +135,15 @@ class FusedBlock(torch.autograd.Function):
         dy = dout.reshape(M, d)
         # MLP: out = h + act Wdᵀ, act = silu(g) ⊙ u, [g u] = x̂2 W2ᵀ
         d_down = dy.t() @ act
-        dact = dy @ w_down
-        du = dact * sg
-        dg = _aten.silu_backward(dact.mul_(u), g)
-        G = torch.empty_like(w_gu)
-        torch.mm(dg.t(), xh2, out=G[:F])
-        torch.mm(du.t(), xh2, out=G[F:])
-        d_gu, d_post = _weight_grads(G, w_gu, w_post)
-        dh = _rms_backward(torch.addmm(dg @ W2[:F], du, W2[F:]), xh2, r2, dy)
+        dact = matmul(dy, w_down)
+        dgu = torch.empty(M, 2 * F, dtype=dy.dtype)  # [dg du]: one product each for dW2 and dx̂2
+        torch.mul(dact, sg, out=dgu[:, F:])
+        _aten.silu_backward.grad_input(dact.mul_(u), g, grad_input=dgu[:, :F])
+        d_gu, d_post = _weight_grads(dgu.t() @ xh2, w_gu, w_post)
+        dh = _rms_backward(matmul(dgu, W2), xh2, r2, dy)
         # attention: h = x + a Woᵀ, a = flash(rope(q), rope(k), v), [q k v] = x̂1 W1ᵀ
         d_o = dh.t() @ a
-        da = (dh @ w_o).view(B, T, heads, D).transpose(1, 2)
+        da = matmul(dh, w_o).view(B, T, heads, D).transpose(1, 2)
         dq, dk, dv = _aten._scaled_dot_product_flash_attention_for_cpu_backward(
             da, q, k, v, o, lse, 0.0, True
         )
@@ -150,7 +156,7 @@ class FusedBlock(torch.autograd.Function):
             )
         slots[2].copy_(dv.unflatten(-1, (-1, 2)))
         d_qkv, d_in = _weight_grads(dqkv.t() @ xh1, w_qkv, w_in)
-        dx = _rms_backward(dqkv @ W1, xh1, r1, dh)
+        dx = _rms_backward(matmul(dqkv, W1), xh1, r1, dh)
         return dx.view(B, T, d), d_in, d_qkv, d_o, d_post, d_gu, d_down, None, None, None
 
 
