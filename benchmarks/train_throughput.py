@@ -3,9 +3,11 @@
 CPU (default): three shapes (hidden x layers 64x2, 128x4, 256x6; vocabulary 1024, sequence 256,
 fp32), the same initial weights, the same random tokens, the same batch and precision for both.
 Each contender runs in a process of its own (so nothing one sets, such as our loop's allocator
-thresholds, reaches another), and they take turns in five rounds.
+thresholds, reaches another), and they take turns in seven rounds.
 Prints tokens/s of our loop, of ``transformers.Trainer`` (AdamW fused, no logging or saving) and
-of a plain transformers loop (``LlamaForCausalLM`` + ``torch.optim.AdamW``), their ratios, and our
+of a plain transformers loop (``LlamaForCausalLM`` + ``torch.optim.AdamW``), their ratios (of the
+medians, and "paired": the median over rounds of the ratio within a round, with its range, which a
+drift in the machine's speed between rounds does not bias), and our
 achieved matmul FLOP/s (``scaling.flops.flops_per_token(shape, "matmul")`` = 6 (N_non-embedding +
 V d) + 6 L T d per token) as a fraction of this machine's fp32 matmul peak measured in the same
 run with the same threads.
@@ -59,7 +61,7 @@ class Case:
 
 def cpu_cases(seq: int, vocab: int, quick: bool) -> list[Case]:
     out = []
-    for hidden, layers, steps in ((64, 2, 15), (128, 4, 10), (256, 6, 10)):
+    for hidden, layers, steps in ((64, 2, 28), (128, 4, 21), (256, 6, 14)):
         s = ModelShape(layers=layers, hidden=hidden, heads=max(1, hidden // 64), vocab=vocab, seq_len=seq)
         out.append(Case(s, batch=16, steps=max(3, steps // 2) if quick else steps))
     return out
@@ -199,17 +201,31 @@ def trainer_stepper(case: Case, device: torch.device, amp: torch.dtype | None) -
     return run
 
 
-def interleaved(steppers: dict[str, Stepper], case: Case, rounds: int = 5) -> dict[str, float]:
-    """Tokens/s of each stepper: warm-up steps, then ``rounds`` rounds taking turns (so a change
-    of machine load hits every contender alike); the median step of each."""
+def interleaved(
+    steppers: dict[str, Stepper], case: Case, rounds: int = 7
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Each stepper's tokens/s (its median step) and, per round, its median step time: warm-up
+    steps, then ``rounds`` rounds taking turns, so that a change of machine load hits every
+    contender alike and a ratio taken within a round compares steps run seconds apart."""
     times: dict[str, list[float]] = {k: [] for k in steppers}
+    per_round_s: dict[str, list[float]] = {k: [] for k in steppers}
     for run in steppers.values():
         run(case.warmup)
     per_round = max(1, math.ceil(case.steps / rounds))
     for _ in range(rounds):
         for k, run in steppers.items():
-            times[k] += run(per_round)
-    return {k: case.batch * case.shape.seq_len / _median(v) for k, v in times.items()}
+            t = run(per_round)
+            times[k] += t
+            per_round_s[k].append(_median(t))
+    return {k: case.batch * case.shape.seq_len / _median(v) for k, v in times.items()}, per_round_s
+
+
+def paired_ratio(
+    per_round_s: dict[str, list[float]], base: str, ours: str = "ours"
+) -> tuple[float, float, float]:
+    """Median, min and max over rounds of ``base``'s step time over ours in the same round."""
+    r = sorted(b / o for b, o in zip(per_round_s[base], per_round_s[ours], strict=True))
+    return r[len(r) // 2], r[0], r[-1]
 
 
 CONTENDERS = ("ours", "trainer", "plain")
@@ -279,18 +295,19 @@ def run_cpu(args: argparse.Namespace) -> dict:
         f"CPU, {args.threads} thread(s), {args.clock} clock; fp32 matmul peak measured now: {peak / 1e9:.1f} GFLOP/s"
     )
     print(
-        f"{'shape':>12} {'ours tok/s':>11} {'Trainer':>9} {'x Trainer':>9} {'plain HF':>9} {'x plain':>8} "
-        f"{'GFLOP/s':>8} {'of peak':>8}"
+        f"{'shape':>6} {'ours tok/s':>10} {'Trainer':>8} {'x Trainer':>9} {'paired (min-max)':>17} "
+        f"{'plain HF':>8} {'x plain':>7} {'paired (min-max)':>17} {'GFLOP/s':>8} {'of peak':>7}"
     )
     rows = []
     for case in cpu_cases(args.seq, args.vocab, args.quick):
         workers = {k: process_stepper(k, case, args) for k in CONTENDERS}
         try:
-            tps = interleaved({k: w[0] for k, w in workers.items()}, case)
+            tps, per_round = interleaved({k: w[0] for k, w in workers.items()}, case)
         finally:
             for _, close in workers.values():
                 close()
         ours, trainer, plain = tps["ours"], tps["trainer"], tps["plain"]
+        vs_trainer, vs_plain = paired_ratio(per_round, "trainer"), paired_ratio(per_round, "plain")
         fl = ours * flops_per_token(case.shape, "matmul")
         s = case.shape
         row = {
@@ -298,16 +315,23 @@ def run_cpu(args: argparse.Namespace) -> dict:
             "ours_tokens_per_s": ours,
             "trainer_tokens_per_s": trainer,
             "ratio_vs_trainer": ours / trainer,
+            "paired_ratio_vs_trainer": vs_trainer[0],
+            "paired_ratio_vs_trainer_range": vs_trainer[1:],
             "plain_hf_tokens_per_s": plain,
             "ratio_vs_plain": ours / plain,
+            "paired_ratio_vs_plain": vs_plain[0],
+            "paired_ratio_vs_plain_range": vs_plain[1:],
+            "rounds": len(per_round["ours"]),
             "flops_per_s": fl,
             "fraction_of_peak": fl / peak,
             "plain_fraction_of_peak": plain * flops_per_token(s, "matmul") / peak,
         }
         rows.append(row)
+        pt, pp = vs_trainer, vs_plain
         print(
-            f"{row['shape']:>12} {ours:>11.0f} {trainer:>9.0f} {ours / trainer:>8.2f}x {plain:>9.0f} "
-            f"{ours / plain:>7.2f}x {fl / 1e9:>8.1f} {fl / peak:>7.1%}"
+            f"{row['shape']:>6} {ours:>10.0f} {trainer:>8.0f} {ours / trainer:>8.2f}x "
+            f"{pt[0]:>6.2f}x ({pt[1]:.2f}-{pt[2]:.2f}) {plain:>8.0f} {ours / plain:>6.2f}x "
+            f"{pp[0]:>6.2f}x ({pp[1]:.2f}-{pp[2]:.2f}) {fl / 1e9:>8.1f} {fl / peak:>7.1%}"
         )
         sys.stdout.flush()
     return {"device": "cpu", "threads": args.threads, "peak_flops": peak, "rows": rows}
