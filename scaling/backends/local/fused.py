@@ -15,8 +15,9 @@ function) with fewer passes over memory:
   PyTorch has it: the forward ``x Wᵀ`` directly, the backward ``dY W`` as ``dY (Wᵀ)ᵀ`` with ``Wᵀ``
   copied contiguous (a small copy). On the AMD EPYC cores measured here oneDNN runs the forward
   shapes 20-40% faster than the MKL ``sgemm`` behind ``torch.mm``, and the backward ones made a
-  step 1-4% faster at hidden 128-256 (``benchmarks/train_throughput.py``). Weight gradients
-  ``dYᵀ X`` stay on ``torch.mm``, for which oneDNN would need a transposed copy of ``X``;
+  step 1-4% faster at hidden 128-256 (1-5% slower at 64; both block versions alternating step by
+  step in one process). Weight gradients ``dYᵀ X`` stay on ``torch.mm``, for which oneDNN would
+  need a transposed copy of ``X``;
 * q/k/v and gate/up gradients are written into one preallocated buffer each (no ``cat``), so the
   two halves of SwiGLU take one product each for their weight and their input gradients;
 * RMSNorm's backward is ``dx = r (dx̂ - x̂ mean(dx̂ ⊙ x̂))`` with ``r = 1/rms(x)`` (Zhang &
