@@ -224,8 +224,12 @@ def paired_ratio(
     per_round_s: dict[str, list[float]], base: str, ours: str = "ours"
 ) -> tuple[float, float, float]:
     """Median, min and max over rounds of ``base``'s step time over ours in the same round."""
-    r = sorted(b / o for b, o in zip(per_round_s[base], per_round_s[ours], strict=True))
-    return r[len(r) // 2], r[0], r[-1]
+    r = [b / o for b, o in zip(per_round_s[base], per_round_s[ours], strict=True)]
+    return _median(r), min(r), max(r)
+
+
+def _paired(r: tuple[float, float, float]) -> str:
+    return f"{r[0]:>6.2f}x ({r[1]:.2f}-{r[2]:.2f})"
 
 
 CONTENDERS = ("ours", "trainer", "plain")
@@ -327,11 +331,10 @@ def run_cpu(args: argparse.Namespace) -> dict:
             "plain_fraction_of_peak": plain * flops_per_token(s, "matmul") / peak,
         }
         rows.append(row)
-        pt, pp = vs_trainer, vs_plain
         print(
             f"{row['shape']:>6} {ours:>10.0f} {trainer:>8.0f} {ours / trainer:>8.2f}x "
-            f"{pt[0]:>6.2f}x ({pt[1]:.2f}-{pt[2]:.2f}) {plain:>8.0f} {ours / plain:>6.2f}x "
-            f"{pp[0]:>6.2f}x ({pp[1]:.2f}-{pp[2]:.2f}) {fl / 1e9:>8.1f} {fl / peak:>7.1%}"
+            f"{_paired(vs_trainer)} {plain:>8.0f} {ours / plain:>6.2f}x "
+            f"{_paired(vs_plain)} {fl / 1e9:>8.1f} {fl / peak:>7.1%}"
         )
         sys.stdout.flush()
     return {"device": "cpu", "threads": args.threads, "peak_flops": peak, "rows": rows}

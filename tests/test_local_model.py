@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -142,11 +146,6 @@ def test_linear_equals_matmul() -> None:
 
 
 def test_malloc_tuning_is_applied_once_and_can_be_turned_off() -> None:
-    import os
-    import platform
-    import subprocess
-    import sys
-
     code = "from scaling.backends.local.memory import tune_malloc as t; print(t(), t())"
     on = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
