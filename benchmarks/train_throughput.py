@@ -3,7 +3,9 @@
 CPU (default): three shapes (hidden x layers 64x2, 128x4, 256x6; vocabulary 1024, sequence 256,
 fp32), the same initial weights, the same random tokens, the same batch and precision for both.
 Each contender runs in a process of its own (so nothing one sets, such as our loop's allocator
-thresholds, reaches another), and they take turns in seven rounds.
+thresholds, reaches another), and they take turns in seven rounds. Our loop attends through
+:mod:`scaling.backends.local.causal_attention` (the header says if it fell back to PyTorch's
+kernels); ``Trainer`` and the plain loop through transformers' SDPA.
 Prints tokens/s of our loop, of ``transformers.Trainer`` (AdamW fused, no logging or saving) and
 of a plain transformers loop (``LlamaForCausalLM`` + ``torch.optim.AdamW``), their ratios (of the
 medians, and "paired": the median over rounds of the ratio within a round, with its range, which a
@@ -40,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from scaling.backends.local import causal_attention  # noqa: E402
 from scaling.backends.local.memory import tune_malloc  # noqa: E402
 from scaling.backends.local.model import build_model, to_hf_model  # noqa: E402
 from scaling.backends.local.optim import AdamW  # noqa: E402
@@ -295,8 +298,11 @@ def run_cpu(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     peak = matmul_peak(device, torch.float32)
+    # built here once, before any worker starts; ours falls back to PyTorch's kernels without it
+    attention = "compiled causal op" if causal_attention.available() else "PyTorch flash kernels (no op)"
     print(
-        f"CPU, {args.threads} thread(s), {args.clock} clock; fp32 matmul peak measured now: {peak / 1e9:.1f} GFLOP/s"
+        f"CPU, {args.threads} thread(s), {args.clock} clock; fp32 matmul peak measured now: {peak / 1e9:.1f} GFLOP/s; "
+        f"our attention: {attention}"
     )
     print(
         f"{'shape':>6} {'ours tok/s':>10} {'Trainer':>8} {'x Trainer':>9} {'paired (min-max)':>17} "
@@ -337,7 +343,13 @@ def run_cpu(args: argparse.Namespace) -> dict:
             f"{_paired(vs_plain)} {fl / 1e9:>8.1f} {fl / peak:>7.1%}"
         )
         sys.stdout.flush()
-    return {"device": "cpu", "threads": args.threads, "peak_flops": peak, "rows": rows}
+    return {
+        "device": "cpu",
+        "threads": args.threads,
+        "peak_flops": peak,
+        "attention": attention,
+        "rows": rows,
+    }
 
 
 def run_cuda(args: argparse.Namespace) -> dict:

@@ -90,10 +90,19 @@ def test_fused_cross_entropy_falls_back_when_p_y_underflows() -> None:
     ],
     ids=["2x64", "tied", "odd-ffn"],
 )
-def test_fused_block_matches_the_plain_module(kw: dict) -> None:
+@pytest.mark.parametrize("kernel", [True, False], ids=["compiled-attention", "pytorch-attention"])
+def test_fused_block_matches_the_plain_module(
+    kw: dict, kernel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The hand-written backward of :mod:`scaling.backends.local.fused` gives autograd's loss and
-    every gradient (norm weights perturbed away from 1 so their gradients are exercised)."""
+    every gradient (norm weights perturbed away from 1 so their gradients are exercised), with the
+    compiled causal attention op and with PyTorch's flash-attention kernels."""
+    from scaling.backends.local import causal_attention
     from scaling.backends.local.fused import can_fuse
+
+    if kernel and not causal_attention.available():
+        pytest.skip("the causal attention op cannot be built here (tests/test_causal_attention.py)")
+    monkeypatch.setitem(causal_attention._state, "ok", kernel)
 
     shape = ModelShape(**kw)
     model = build_model(shape, seed=1)

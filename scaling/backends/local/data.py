@@ -417,7 +417,8 @@ def atomic_folder(path: Path, prefix: str = ".tmp-") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created with its folder) for the duration of the block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -452,7 +453,7 @@ def prepare_data(
     done = _read_prepared(folder)
     if done is not None:
         return done
-    with _locked(folder.with_name(folder.name + ".lock")):
+    with file_lock(folder.with_name(folder.name + ".lock")):
         done = _read_prepared(folder)
         if done is not None:
             return done

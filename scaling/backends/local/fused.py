@@ -10,7 +10,9 @@ function) with fewer passes over memory:
   normalised activations are scaled once, and both weight gradients come from one product
   ``G = dYᵀ x̂``: ``dW = G diag w`` and ``dw = Σ_rows (G ⊙ W)``;
 * the residual additions are done in place on the products' outputs;
-* attention calls PyTorch's CPU flash-attention kernels (forward and backward) directly;
+* attention runs :mod:`.causal_attention`'s compiled op, which skips the masked key blocks and
+  writes q/k/v gradients straight into their buffer (PyTorch's CPU flash-attention kernels, called
+  directly, where that op is unavailable);
 * products with a weight go to oneDNN's fp32 matmul (PyTorch's ``mkldnn`` linear op) where this
   PyTorch has it: the forward ``x Wᵀ`` directly, the backward ``dY W`` as ``dY (Wᵀ)ᵀ`` with ``Wᵀ``
   copied contiguous (a small copy). On the AMD EPYC cores measured here oneDNN runs the forward
@@ -33,6 +35,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from . import causal_attention
 
 _aten = torch.ops.aten
 _onednn: bool | None = None
@@ -108,7 +112,10 @@ class FusedBlock(torch.autograd.Function):
         qkv = linear(xh1, W1).view(B, T, 3, heads, D // 2, 2).permute(2, 0, 3, 1, 4, 5)
         qk = torch.view_as_real(torch.view_as_complex(qkv[:2]) * cis)  # rotary positions on q and k
         q, k, v = qk[0].flatten(-2), qk[1].flatten(-2), qkv[2].flatten(-2)
-        o, lse = _aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)
+        if causal_attention.available():
+            o, lse = causal_attention.forward(q, k, v)
+        else:
+            o, lse = _aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)
         a = o.transpose(1, 2).reshape(B * T, heads * D)
         h = linear(a, w_o).add_(x2d)
         xh2, r2 = _rms_scale(h, eps)
@@ -145,17 +152,22 @@ class FusedBlock(torch.autograd.Function):
         # attention: h = x + a Woᵀ, a = flash(rope(q), rope(k), v), [q k v] = x̂1 W1ᵀ
         d_o = dh.t() @ a
         da = matmul(dh, w_o).view(B, T, heads, D).transpose(1, 2)
-        dq, dk, dv = _aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            da, q, k, v, o, lse, 0.0, True
-        )
         dqkv = torch.empty(M, 3 * heads * D, dtype=dy.dtype)
         slots = dqkv.view(B, T, 3, heads, D // 2, 2).permute(2, 0, 3, 1, 4, 5)
         inv = cis.conj()
-        for i, g_ in enumerate((dq, dk)):
-            torch.mul(
-                torch.view_as_complex(g_.unflatten(-1, (-1, 2))), inv, out=torch.view_as_complex(slots[i])
+        if causal_attention.available():  # writes dq, dk, dv into their slots; un-rotate in place
+            causal_attention.backward(da, q, k, v, o, lse, *slots.flatten(-2).unbind(0))
+            for i in (0, 1):
+                torch.view_as_complex(slots[i]).mul_(inv)
+        else:
+            dq, dk, dv = _aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                da, q, k, v, o, lse, 0.0, True
             )
-        slots[2].copy_(dv.unflatten(-1, (-1, 2)))
+            for i, g_ in enumerate((dq, dk)):
+                torch.mul(
+                    torch.view_as_complex(g_.unflatten(-1, (-1, 2))), inv, out=torch.view_as_complex(slots[i])
+                )
+            slots[2].copy_(dv.unflatten(-1, (-1, 2)))
         d_qkv, d_in = _weight_grads(dqkv.t() @ xh1, w_qkv, w_in)
         dx = _rms_backward(matmul(dqkv, W1), xh1, r1, dh)
         return dx.view(B, T, d), d_in, d_qkv, d_o, d_post, d_gu, d_down, None, None, None

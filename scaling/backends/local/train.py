@@ -30,6 +30,7 @@ from scaling.flops import flops_per_token
 from scaling.runspec import RunSpec
 from scaling.store import RunDir, atomic_write_json, read_json
 
+from . import causal_attention
 from . import checkpoint as ck
 from .data import PreparedData, atomic_folder, prepare_data
 from .memory import tune_malloc
@@ -256,6 +257,8 @@ def train_run(
     if device.type == "cpu":
         tune_malloc()
     amp = opts.autocast_dtype(device)
+    if device.type == "cpu" and amp is None:
+        causal_attention.available()  # build (once per machine) or load it before any step is timed
     threads = torch.get_num_threads()
     cache = Path(cache_dir).expanduser() if cache_dir else None
     data = prepare_data(spec.data, spec.shape.vocab, cache, dtype=opts.token_dtype)
