@@ -35,11 +35,12 @@ import torch
 from .data import file_lock
 
 SOURCE = Path(__file__).with_name("csrc") / "causal_attention.cpp"
-BLOCK = 64  # queries per block: 1.5x PyTorch's kernels at 16 x {1,2,4} x 256 x 64 (32: 1.3x)
+BLOCK = 64  # queries per block; forward + backward 1.3-1.6x PyTorch's kernels at 16 x {1,2,4} x 256 x 64
 _state: dict[str, object] = {}
 
 
 def kernel_cache_dir() -> Path:
+    """``$SCALING_KERNEL_CACHE``, else ``~/.cache/scaling/kernels``."""
     default = Path.home() / ".cache" / "scaling" / "kernels"
     return Path(os.environ.get("SCALING_KERNEL_CACHE") or default).expanduser()
 
@@ -87,12 +88,19 @@ def _build() -> Path:
 
 
 def _self_check() -> None:
+    """Forward and backward against PyTorch's flash kernels on a 3-block problem."""
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 150, 16, generator=g) for _ in range(3))
-    o, lse = torch.ops.scaling_causal_attention.forward(q, k, v, BLOCK)
+    q, k, v, do = (torch.randn(2, 3, 150, 16, generator=g) for _ in range(4))
+    o, lse = forward(q, k, v)
+    grads = torch.empty(3, *q.shape)
+    backward(do, q, k, v, o, lse, *grads)
     ref, ref_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)
-    if not (torch.allclose(o, ref, atol=1e-5) and torch.allclose(lse, ref_lse.view_as(lse), atol=1e-5)):
-        raise RuntimeError("the compiled causal attention disagrees with PyTorch's kernel")
+    ref_grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        do, q, k, v, ref, ref_lse, 0.0, True
+    )
+    pairs = [(o, ref), (lse, ref_lse.view_as(lse)), *zip(grads, ref_grads, strict=True)]
+    if not all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in pairs):
+        raise RuntimeError("the compiled causal attention disagrees with PyTorch's kernels")
 
 
 def available() -> bool:
