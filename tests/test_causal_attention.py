@@ -4,7 +4,6 @@ fallback to PyTorch's kernels when it cannot be built."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -15,12 +14,10 @@ import torch.nn.functional as F
 from scaling.backends.local import causal_attention as ca
 from tests.conftest import ROOT
 
-HAS_CXX = bool(os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++"))
-
 
 @pytest.fixture(scope="module")
 def kernel() -> None:
-    if not HAS_CXX:
+    if not ca.compiler():
         pytest.skip("no C++ compiler here; the fallback is tested below")
     assert ca.available(), "a C++ compiler is present, so the op must build and pass its self-check"
 

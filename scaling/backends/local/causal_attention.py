@@ -45,10 +45,16 @@ def kernel_cache_dir() -> Path:
     return Path(os.environ.get("SCALING_KERNEL_CACHE") or default).expanduser()
 
 
-def _compile_command(source: Path, out: Path) -> list[str]:
+def compiler() -> str | None:
+    """``$CXX``, else ``c++`` or ``g++`` on the PATH (None when there is none)."""
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+
+
+def _compile_command(source: Path) -> list[str]:
+    """The compiler call that builds ``source`` into a shared library (append ``-o OUT``)."""
     from torch.utils.cpp_extension import include_paths, library_paths
 
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    cxx = compiler()
     if not cxx:
         raise RuntimeError("no C++ compiler (set $CXX or install g++)")
     lib = library_paths()[0]
@@ -57,15 +63,15 @@ def _compile_command(source: Path, out: Path) -> list[str]:
         flags += ["-mavx2", "-mfma"]  # the exp and reductions take their AVX2 path
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     incs = [f"-I{p}" for p in include_paths()]
-    return [cxx, *flags, f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *incs, str(source), "-o", str(out),
+    return [cxx, *flags, f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *incs, str(source),
             f"-L{lib}", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{lib}"]  # fmt: skip
 
 
 def _build() -> Path:
     """The compiled op for this source, PyTorch and machine, built once (under a file lock)."""
-    probe = _compile_command(SOURCE, Path("OUT"))
+    cmd = _compile_command(SOURCE)
     key = hashlib.sha256(SOURCE.read_bytes())
-    key.update("\0".join([torch.__version__, platform.machine(), *probe]).encode())
+    key.update("\0".join([torch.__version__, platform.machine(), *cmd]).encode())
     lib = kernel_cache_dir() / f"causal_attention-{key.hexdigest()[:16]}.so"
     if lib.exists():
         return lib
@@ -75,9 +81,7 @@ def _build() -> Path:
         fd, tmp = tempfile.mkstemp(dir=lib.parent, prefix=".build-", suffix=".so")
         os.close(fd)
         try:
-            proc = subprocess.run(
-                _compile_command(SOURCE, Path(tmp)), capture_output=True, text=True, timeout=900
-            )
+            proc = subprocess.run([*cmd, "-o", tmp], capture_output=True, text=True, timeout=900)
             if proc.returncode != 0:
                 raise RuntimeError(f"compiling {SOURCE.name} failed:\n{proc.stderr[-2000:]}")
             os.replace(tmp, lib)  # atomic: a concurrent reader sees no half-written library

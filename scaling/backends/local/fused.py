@@ -112,7 +112,8 @@ class FusedBlock(torch.autograd.Function):
         qkv = linear(xh1, W1).view(B, T, 3, heads, D // 2, 2).permute(2, 0, 3, 1, 4, 5)
         qk = torch.view_as_real(torch.view_as_complex(qkv[:2]) * cis)  # rotary positions on q and k
         q, k, v = qk[0].flatten(-2), qk[1].flatten(-2), qkv[2].flatten(-2)
-        if causal_attention.available():
+        compiled = causal_attention.available()  # the backward must use the same op (lse layouts differ)
+        if compiled:
             o, lse = causal_attention.forward(q, k, v)
         else:
             o, lse = _aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)
@@ -130,6 +131,7 @@ class FusedBlock(torch.autograd.Function):
         )
         # fmt: on
         ctx.dims = (B, T, d, heads, D, F)
+        ctx.compiled = compiled
         return out.view(B, T, d)
 
     @staticmethod
@@ -155,7 +157,7 @@ class FusedBlock(torch.autograd.Function):
         dqkv = torch.empty(M, 3 * heads * D, dtype=dy.dtype)
         slots = dqkv.view(B, T, 3, heads, D // 2, 2).permute(2, 0, 3, 1, 4, 5)
         inv = cis.conj()
-        if causal_attention.available():  # writes dq, dk, dv into their slots; un-rotate in place
+        if ctx.compiled:  # writes dq, dk, dv into their slots; un-rotate in place
             causal_attention.backward(da, q, k, v, o, lse, *slots.flatten(-2).unbind(0))
             for i in (0, 1):
                 torch.view_as_complex(slots[i]).mul_(inv)
