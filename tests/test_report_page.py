@@ -154,3 +154,15 @@ def test_fit_option_adds_a_fit(full, tmp_path):
     assert '<section id="parametric">' not in no_fit
     with_fit = read(build_report(bare, tmp_path / "b.html", fit_paths=[full / "fit" / "approach3_non_embedding.json"]))
     assert '<section id="parametric">' in with_fit
+
+
+def test_every_block_kind_escapes_its_text():
+    """Autoescape covers each block the templates draw, nested ones included."""
+    from scaling.report.blocks import Card, Cards, Details, Section, Table, Text, environment
+
+    blocks = [Table([INJECTED], [[INJECTED]]), Cards([Card(INJECTED, INJECTED, INJECTED)]), Text("heading", INJECTED),
+              Text("note", INJECTED), Text("pre", INJECTED), Details(INJECTED, [Text("note", INJECTED)])]
+    section = Section("x", INJECTED, blocks)
+    out = environment().get_template("section.html.j2").render(s=section, figures={})
+    assert INJECTED not in out
+    assert out.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 12  # title; header, cell and its data-v; 3 card fields; 5 more

@@ -1,24 +1,44 @@
-"""One self-contained HTML page: plotly.js embedded once, no network, every store string escaped.
+"""The report's sections, in page order, from a loaded study; the page rendered from templates.
 
-Figures come from :mod:`scaling.report.figures`; tables and text are built here with
-:func:`html.escape` on every value. The page records script errors into the ``data-script-errors``
-attribute of ``<html>`` (and shows them in a banner), and states how many figures it holds in
-``data-figures``, so a headless browser can check that it drew.
+Each section is a :class:`~scaling.report.blocks.Section` of blocks; the markup lives in
+``templates/`` (``section.html.j2`` draws any section, ``sections/<id>.html.j2`` one that needs
+more). To add a section: write a builder ``(study, figures) -> Section | None`` (None when the
+study has no data for it) and put it in :data:`SECTIONS` where it belongs in page order; give it
+its own template only when blocks do not say it.
+
+plotly.js is embedded once, nothing is fetched. The page records script errors into the
+``data-script-errors`` attribute of ``<html>`` (and shows them in a banner), and states how many
+figures it holds in ``data-figures``, so a headless browser can check that it drew.
 """
 
 from __future__ import annotations
 
-import html
 import importlib.metadata
-import json
 import math
 import platform
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from markupsafe import Markup
 
 from scaling.report import figures as F
+from scaling.report.blocks import (
+    Block,
+    Card,
+    Cards,
+    Details,
+    Section,
+    Table,
+    Text,
+    any_blocks,
+    environment,
+    fmt,
+    kv_table,
+    records,
+    records_table,
+    static,
+)
 from scaling.report.data import CONVENTION_LABEL, CONVENTIONS, N_COLUMN, Study
 
 RUN_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -30,175 +50,45 @@ RUN_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 PROVENANCE_KEYS = ("versions", "packages", "git_commit", "git", "hardware", "device", "seed", "seeds", "python",
                    "platform", "command", "started", "host")
-PACKAGES = ("numpy", "scipy", "pandas", "statsmodels", "torch", "transformers", "trl", "plotly", "submitit")
+PACKAGES = ("numpy", "scipy", "pandas", "statsmodels", "torch", "transformers", "trl", "plotly", "submitit",
+            "jinja2")
 
-CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#222;background:#fafafa}
-header{background:#1f2d3d;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
-header .sub{opacity:.8;font-size:13px;margin-top:4px}
-nav{position:sticky;top:0;background:#fff;border-bottom:1px solid #ddd;padding:8px 32px;z-index:10;font-size:13px}
-nav a{margin-right:14px;color:#1f5fa8;text-decoration:none}
-main{padding:8px 32px 40px;max-width:1400px}
-section{background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:14px 20px;margin:16px 0}
-h2{font-size:18px;margin:4px 0 10px}h3{font-size:14px;margin:14px 0 4px}p{line-height:1.5;max-width:1000px}
-table{border-collapse:collapse;font-size:12.5px;margin:8px 0}
-th,td{border-bottom:1px solid #eee;padding:4px 10px;text-align:right;vertical-align:top}
-th{background:#f3f5f8}td.s,th.s{text-align:left}
-table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:' \\2195';opacity:.35}
-.scroll{max-height:520px;overflow:auto;border:1px solid #eee}.scroll th{position:sticky;top:0}
-.cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #e3e3e3;border-radius:6px;padding:10px 14px;min-width:170px}
-.card .k{font-size:12px;color:#666}.card .v{font-size:20px;font-weight:600;margin-top:2px}
-.card .n{font-size:12px;color:#444;margin-top:2px}
-pre{background:#f6f8fa;padding:10px;overflow:auto;max-height:400px;font-size:12px}
-.ok{color:#1a7f37}.bad{color:#b42318}.note{font-size:12.5px;color:#555}
-#script-errors{display:none;background:#fde8e8;color:#8a1c1c;padding:8px 32px;white-space:pre-wrap}
-"""
-
-# Before plotly.js: record any script error on <html data-script-errors> and show it.
-ERROR_HOOK = """<script>
-(function(){
-  function record(msg){
-    var el=document.documentElement;
-    el.setAttribute('data-script-errors',(el.getAttribute('data-script-errors')||'')+msg+'\\n');
-    var b=document.getElementById('script-errors');
-    if(b){b.style.display='block';b.textContent='Script error (a figure may be missing): '+el.getAttribute('data-script-errors');}
-  }
-  window.addEventListener('error',function(e){record((e.message||'error')+' at '+(e.filename||'?')+':'+(e.lineno||0));});
-  window.addEventListener('unhandledrejection',function(e){record('unhandled rejection: '+String(e.reason));});
-})();
-</script>"""
-
-SORT_JS = """<script>
-document.querySelectorAll('table.sortable').forEach(function(t){
-  t.querySelectorAll('th').forEach(function(th,i){
-    th.addEventListener('click',function(){
-      var body=t.tBodies[0],rows=Array.prototype.slice.call(body.rows),asc=th.getAttribute('data-asc')!=='1';
-      t.querySelectorAll('th').forEach(function(h){h.removeAttribute('data-asc');});
-      th.setAttribute('data-asc',asc?'1':'0');
-      function key(r){var c=r.cells[i],v=c.getAttribute('data-v');var x=parseFloat(v);return isNaN(x)?(v||c.textContent):x;}
-      rows.sort(function(a,b){var x=key(a),y=key(b);if(typeof x!==typeof y){x=String(x);y=String(y);}return (x<y?-1:x>y?1:0)*(asc?1:-1);});
-      rows.forEach(function(r){body.appendChild(r);});
-    });
-  });
-});
-</script>"""
-
-
-def e(s: Any) -> str:
-    return html.escape(str(s), quote=True)
-
-
-def fmt(v: Any) -> str:
-    """A table cell's text: integers with thousands separators, floats to 4-5 significant digits."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v)).lower()
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}" if abs(int(v)) < 10**9 else F.fmt_sci(float(v))
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-            return F.fmt_sci(v, 4)
-        if v == int(v) and abs(v) < 1e6:
-            return f"{int(v):,}"
-        return f"{v:.5g}"
-    if isinstance(v, (dict, list, tuple)):
-        return json.dumps(v, default=str)[:300]
-    return str(v)
-
-
-def _sort_value(v: Any) -> str:
-    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-        return repr(float(v)) if math.isfinite(float(v)) else ""
-    return str(v) if v is not None else ""
-
-
-def table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, sortable: bool = False, text_cols: int = 1,
-          cls: str = "") -> str:
-    """An escaped HTML table; the first ``text_cols`` columns align left."""
-    head = "".join(f'<th class="{"s" if i < text_cols else ""}">{e(h)}</th>' for i, h in enumerate(header))
-    body = []
-    for r in rows:
-        cells = "".join(
-            f'<td class="{"s" if i < text_cols else ""}" data-v="{e(_sort_value(v))}">{e(fmt(v))}</td>' for i, v in enumerate(r)
-        )
-        body.append(f"<tr>{cells}</tr>")
-    classes = " ".join(c for c in ("sortable" if sortable else "", cls) if c)
-    return f'<table class="{classes}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-
-
-def kv_table(d: Mapping[str, Any]) -> str:
-    return table(["key", "value"], [(k, v) for k, v in _flat(d).items()], text_cols=2)
-
-
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def records_table(recs: Sequence[Mapping[str, Any]]) -> str:
-    cols: list[str] = []
-    flats = [_flat(r) for r in recs]
-    for f in flats:
-        cols += [k for k in f if k not in cols]
-    return table(cols, [[f.get(c) for c in cols] for f in flats], text_cols=1)
-
-
-def any_table(obj: Any) -> str:
-    """A dict as key/value rows, a list of dicts as a table, anything else as escaped JSON."""
-    if isinstance(obj, Mapping):
-        lists = {k: v for k, v in obj.items() if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v)}
-        rest = {k: v for k, v in obj.items() if k not in lists}
-        return (kv_table(rest) if rest else "") + "".join(f"<h3>{e(k)}</h3>{records_table(v)}" for k, v in lists.items())
-    if isinstance(obj, list) and obj and all(isinstance(x, Mapping) for x in obj):
-        return records_table(obj)
-    return f"<pre>{e(json.dumps(obj, indent=2, default=str))}</pre>"
 
 
 # ---- sections -------------------------------------------------------------------------------------
 
 
-def _card(k: str, v: str, note: str = "") -> str:
-    return f'<div class="card"><div class="k">{e(k)}</div><div class="v">{e(v)}</div><div class="n">{e(note)}</div></div>'
-
-
-def glance(study: Study) -> str:
+def glance(study: Study) -> Cards:
     runs = study.runs
     counts = runs["status"].value_counts().to_dict() if "status" in runs else {}
     budgets = sorted(runs["budget"].dropna().unique()) if "budget" in runs else []
-    cards = [_card("runs", f"{counts.get('done', 0)} done / {len(runs)}",
-                   ", ".join(f"{v} {k}" for k, v in counts.items() if k != "done") or "none failed")]
+    cards = [Card("runs", f"{counts.get('done', 0)} done / {len(runs)}",
+                  ", ".join(f"{v} {k}" for k, v in counts.items() if k != "done") or "none failed")]
     if budgets:
-        cards.append(_card("IsoFLOP budgets", str(len(budgets)), ", ".join(F.fmt_sci(b) for b in budgets) + " FLOPs"))
+        cards.append(Card("IsoFLOP budgets", str(len(budgets)), ", ".join(F.fmt_sci(b) for b in budgets) + " FLOPs"))
     target = study.target_flops()
     if target:
-        cards.append(_card("target budget", F.fmt_sci(target) + " FLOPs"))
+        cards.append(Card("target budget", F.fmt_sci(target) + " FLOPs"))
     sel = study.select
     if isinstance(sel, dict):
         who = sel.get("name") or sel.get("run_id") or sel.get("model") or "?"
-        cards.append(_card("chosen model", str(who), str(sel.get("reason", ""))[:160]))
+        cards.append(Card("chosen model", str(who), str(sel.get("reason", ""))[:160]))
     summ = study.summary if isinstance(study.summary, dict) else {}
     if isinstance(summ.get("minutes"), (int, float)):
         stages = summ.get("stage_minutes") if isinstance(summ.get("stage_minutes"), dict) else {}
-        cards.append(_card("study time", f"{summ['minutes']:.1f} min",
-                           ", ".join(f"{k} {v:.1f}" for k, v in stages.items() if isinstance(v, (int, float)))))
+        cards.append(Card("study time", f"{summ['minutes']:.1f} min",
+                          ", ".join(f"{k} {v:.1f}" for k, v in stages.items() if isinstance(v, (int, float)))))
     bt = study.backtest
     if isinstance(bt, dict) and bt.get("predicted_loss") is not None and bt.get("achieved_loss") is not None:
         err = bt.get("error")
         err = err if isinstance(err, (int, float)) else (bt["predicted_loss"] - bt["achieved_loss"]) / bt["achieved_loss"]
-        cards.append(_card("backtest: predicted vs achieved", f"{bt['predicted_loss']:.4f} vs {bt['achieved_loss']:.4f}",
-                           f"error {100 * err:+.2f}% at the held-out budget"))
+        cards.append(Card("backtest: predicted vs achieved", f"{bt['predicted_loss']:.4f} vs {bt['achieved_loss']:.4f}",
+                          f"error {100 * err:+.2f}% at the held-out budget"))
     for conv in CONVENTIONS:
         fd = F.frontier_data(study, conv)
         if fd:
-            cards.append(_card(f"N* exponent, {CONVENTION_LABEL[conv]}", f"{fd['law']['exponent']:.3f}", _ci_text(fd)))
-    return f'<div class="cards">{"".join(cards)}</div>'
+            cards.append(Card(f"N* exponent, {CONVENTION_LABEL[conv]}", f"{fd['law']['exponent']:.3f}", _ci_text(fd)))
+    return Cards(cards)
 
 
 def _ci_text(fd: dict[str, Any]) -> str:
@@ -212,16 +102,16 @@ def _ci_text(fd: dict[str, Any]) -> str:
     return ""
 
 
-def run_table(study: Study) -> str:
+def run_table(study: Study) -> list[Block]:
     runs = study.runs
     cols = [(c, h) for c, h in RUN_COLUMNS if c in runs]
     rows = runs.sort_values([c for c in ("budget", "params") if c in runs]) if len(runs) else runs
     body = [[r.get(c) for c, _ in cols] for r in rows.to_dict("records")]
-    return ('<p class="note">Click a column to sort. Loss in nats/token; FLOPs counted as 6ND with N total.</p>'
-            f'<div class="scroll">{table([h for _, h in cols], body, sortable=True, text_cols=3)}</div>')
+    return [Text("note", "Click a column to sort. Loss in nats/token; FLOPs counted as 6ND with N total."),
+            Table([h for _, h in cols], body, text_cols=3, sortable=True, scroll=True)]
 
 
-def isoflop_table(study: Study) -> str:
+def isoflop_table(study: Study) -> Table:
     rows = []
     for conv in CONVENTIONS:
         if N_COLUMN[conv] not in study.done:
@@ -231,25 +121,12 @@ def isoflop_table(study: Study) -> str:
             rows.append((CONVENTION_LABEL[conv], v.budget, v.n_opt,
                          f"×/÷ {math.exp(se):.2f}" if math.isfinite(se) else "n/a", v.tokens_opt,
                          v.tokens_opt / v.n_opt, v.loss_opt, "yes" if v.interior else "NO: best run at the edge"))
-    return table(["N convention", "budget C", "N*", "N* ±1σ", "D*", "tokens per param", "loss at N*", "interior"],
-                 rows, text_cols=1)
+    return Table(["N convention", "budget C", "N*", "N* ±1σ", "D*", "tokens per param", "loss at N*", "interior"],
+                 rows)
 
 
-CONVENTION_TEXT = (
-    "Kaplan et al. (2020) counted parameters without the embeddings and found N* ∝ C<sup>0.73</sup>; Hoffmann et al. "
-    "(2022, Chinchilla) counted all parameters and found N* ∝ C<sup>0.50</sup>, so the two prescribe very different "
-    "models at the same budget. Pearce &amp; Song (2024, <i>Reconciling Kaplan and Chinchilla Scaling Laws</i>) "
-    "show that most of the gap comes from counting: at small scale the embeddings are a large share of the "
-    "parameters, that share falls as models grow, so the non-embedding N* rises faster with compute than the "
-    "total N*, and a law fitted on small models in Kaplan's convention shows a steeper local exponent. Porian et al. "
-    "(2024, <i>Resolving Discrepancies in Compute-Optimal Scaling of Language Models</i>) trace the remaining "
-    "difference to how the last layer's FLOPs are counted, to warmup too long for small models, and to optimizer "
-    "settings (AdamW β2, learning rate, batch size) not tuned per scale; corrected, Kaplan's setup yields "
-    "Chinchilla's exponent. Here both conventions are fitted to the same runs: "
-)
-
-
-def conventions(study: Study) -> str | None:
+def conventions(study: Study) -> Section | None:
+    """Both parameter conventions side by side; ``sections/conventions.html.j2`` adds the literature."""
     fds = {conv: fd for conv in CONVENTIONS if (fd := F.frontier_data(study, conv))}
     if not fds:
         return None
@@ -261,8 +138,8 @@ def conventions(study: Study) -> str | None:
         at_target = fd["law"]["coef"] * fd["target"] ** fd["law"]["exponent"]
         rows.append((CONVENTION_LABEL[conv], fd["law"]["exponent"], _ci_text(fd), fd["source"], a3_exp,
                      f"[{a3_ci[0]:.3f}, {a3_ci[1]:.3f}]" if a3_ci else "", at_target))
-    tab = table(["N convention", "N* exponent a (IsoFLOP)", "interval", "from", "a (parametric fit)", "interval",
-                 f"N* at the target C = {F.fmt_sci(fd['target'])}"], rows, text_cols=1)
+    tab = Table(["N convention", "N* exponent a (IsoFLOP)", "interval", "from", "a (parametric fit)", "interval",
+                 f"N* at the target C = {F.fmt_sci(fd['target'])}"], rows)
     done = study.done
     share = ""
     if {"params", "non_embedding_params"} <= set(done.columns) and len(done):
@@ -275,10 +152,11 @@ def conventions(study: Study) -> str | None:
         verdict = (f" The non-embedding exponent is {ne:.3f} and the total one {t:.3f}: "
                    + ("counting without embeddings gives the steeper law, as Kaplan found." if ne > t
                       else "here the non-embedding exponent is not the steeper one."))
-    return f"{tab}<p>{CONVENTION_TEXT}{e(share)}{e(verdict)}</p>"
+    return Section("conventions", "Two parameter conventions: non-embedding (Kaplan) vs total (Chinchilla)", [tab],
+                   template="sections/conventions.html.j2", context={"share": share, "verdict": verdict})
 
 
-def parametric_table(study: Study) -> str:
+def parametric_table(study: Study) -> list[Block]:
     rows = []
     for conv in CONVENTIONS:
         f = study.fit("3", conv)
@@ -291,15 +169,13 @@ def parametric_table(study: Study) -> str:
             se = (f.get("se") or {}).get(k) if isinstance(f.get("se"), dict) else None
             ci = f.ci(k)
             rows.append((CONVENTION_LABEL[conv], k, v, se, f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""))
-    if not rows:
-        return ""
-    return table(["N convention", "parameter", "value", "std. error", "95% CI"], rows, text_cols=2)
+    return [Table(["N convention", "parameter", "value", "std. error", "95% CI"], rows, text_cols=2)] if rows else []
 
 
-def backtest_table(study: Study) -> str:
+def backtest_table(study: Study) -> list[Block]:
     bt = study.backtest
     if not isinstance(bt, dict):
-        return ""
+        return []
     ach = bt.get("achieved_loss")
     rows = [("law fitted without the largest budget", bt.get("predicted_loss"), bt.get("error"))]
     for k, v in (bt.get("baselines") or {}).items():
@@ -309,22 +185,24 @@ def backtest_table(study: Study) -> str:
             err = (p - ach) / ach
         rows.append((f"baseline: {k.replace('_', ' ')}", p, err))
     body = [(n, p, ach, f"{100 * err:+.2f}%" if isinstance(err, (int, float)) else "") for n, p, err in rows]
+    out: list[Block] = [Table(["predictor", "predicted loss", "achieved loss", "error"], body)]
+    cands = bt.get("candidates")
+    if records(cands):
+        out += [Text("heading", "every candidate law (the headline form was chosen one budget down)"), records_table(cands)]
     skip = ("predicted_loss", "achieved_loss", "error", "baselines", "candidates", "law")
     extra = {k: v for k, v in bt.items() if k not in skip}
-    folded = f"<details><summary>the backtest's other fields</summary>{kv_table(extra)}</details>" if extra else ""
-    cands = bt.get("candidates")
-    cand = ("<h3>every candidate law (the headline form was chosen one budget down)</h3>" + records_table(cands)
-            if isinstance(cands, list) and cands and all(isinstance(c, Mapping) for c in cands) else "")
-    return table(["predictor", "predicted loss", "achieved loss", "error"], body, text_cols=1) + cand + folded
+    if extra:
+        out.append(Details("the backtest's other fields", [kv_table(extra)]))
+    return out
 
 
-def provenance(study: Study) -> str:
-    parts = []
+def provenance(study: Study) -> list[Block]:
+    out: list[Block] = []
     summ = study.summary if isinstance(study.summary, dict) else {}
     prov = summ.get("provenance") if isinstance(summ.get("provenance"), dict) else {
         k: v for k, v in summ.items() if k in PROVENANCE_KEYS}
     if prov:
-        parts.append("<h3>recorded by the study</h3>" + kv_table(prov))
+        out += [Text("heading", "recorded by the study"), kv_table(prov)]
     runs = study.runs
     facts: dict[str, Any] = {}
     if "seed" in runs:
@@ -337,7 +215,18 @@ def provenance(study: Study) -> str:
         if key in runs and runs[key].notna().any():
             facts[key] = ", ".join(str(v) for v in runs[key].dropna().unique()[:10])
     if facts:
-        parts.append("<h3>the runs</h3>" + kv_table(facts))
+        out += [Text("heading", "the runs"), kv_table(facts)]
+    out += [Text("heading", "environment that built this report"), kv_table(_environment())]
+    if study.sweep_yaml:
+        out += [Text("heading", "resolved sweep spec (sweep.yaml)"), Text("pre", study.sweep_yaml)]
+    first = study.runs.iloc[0].to_dict() if len(study.runs) else None
+    if first:
+        spec = {k: v for k, v in first.items() if "." in k or k in ("tokens", "batch_tokens", "seed", "backend")}
+        out += [Text("heading", "resolved run spec (first run)"), kv_table(spec)]
+    return out
+
+
+def _environment() -> dict[str, Any]:
     import scaling
 
     env = {"scaling": scaling.__version__, "python": platform.python_version(), "platform": platform.platform(),
@@ -348,14 +237,7 @@ def provenance(study: Study) -> str:
         except importlib.metadata.PackageNotFoundError:
             continue
     env["scaling git commit"] = _git_commit() or "unknown"
-    parts.append("<h3>environment that built this report</h3>" + kv_table(env))
-    if study.sweep_yaml:
-        parts.append(f"<h3>resolved sweep spec (sweep.yaml)</h3><pre>{e(study.sweep_yaml)}</pre>")
-    first = study.runs.iloc[0].to_dict() if len(study.runs) else None
-    if first:
-        spec = {k: v for k, v in first.items() if "." in k or k in ("tokens", "batch_tokens", "seed", "backend")}
-        parts.append("<h3>resolved run spec (first run)</h3>" + kv_table(spec))
-    return "".join(parts)
+    return env
 
 
 def _git_commit() -> str | None:
@@ -370,67 +252,91 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def alignment_table(study: Study) -> str:
+def alignment_table(study: Study) -> list[Block]:
     """The base -> SFT -> DPO table first, every other recorded setting folded below it."""
     summ = study.align_summary
     if summ is None:
-        return ""
+        return []
     if isinstance(summ, Mapping) and isinstance(summ.get("table"), list):
         rest = {k: v for k, v in summ.items() if k != "table"}
-        table_html = records_table([r for r in summ["table"] if isinstance(r, Mapping)])
-        folded = f"<details><summary>settings and data</summary>{any_table(rest)}</details>" if rest else ""
-        return f"<h3>held-out evaluation, base → SFT → DPO</h3>{table_html}{folded}"
-    return any_table(summ)
+        out: list[Block] = [Text("heading", "held-out evaluation, base → SFT → DPO"),
+                            records_table([r for r in summ["table"] if isinstance(r, Mapping)])]
+        if rest:
+            out.append(Details("settings and data", any_blocks(rest)))
+        return out
+    return any_blocks(summ)
 
 
 # ---- the page ---------------------------------------------------------------------------------------
 
-def sections(study: Study, figs: dict[str, Any]) -> list[tuple[str, str, str | None, str]]:
-    """(id, title, figure key or None, html) for every section with data, in page order."""
-    out: list[tuple[str, str, str | None, str]] = [("glance", "The study at a glance", None, glance(study))]
-    if study.plan is not None:
-        out.append(("plan", "Plan", None, any_table(study.plan)))
-    if len(study.runs):
-        out.append(("runs", "Runs", None, run_table(study)))
-    if "curves" in figs:
-        out.append(("curves", "Training curves", "curves", ""))
-    if "isoflop" in figs:
-        out.append(("isoflop", "IsoFLOP curves", "isoflop", isoflop_table(study)))
-    if "frontier" in figs:
-        out.append(("frontier", "Compute-optimal frontier", "frontier", ""))
-    conv = conventions(study)
-    if conv:
-        out.append(("conventions", "Two parameter conventions: non-embedding (Kaplan) vs total (Chinchilla)", None, conv))
-    if "parametric" in figs:
-        out.append(("parametric", "Parametric fit", "parametric", parametric_table(study)))
-    if "backtest" in figs or study.backtest is not None:
-        out.append(("backtest", "Backtest at the largest budget", "backtest" if "backtest" in figs else None, backtest_table(study)))
-    if "alignment" in figs or study.align_summary is not None:
-        out.append(("alignment", "Alignment: base → SFT → DPO", "alignment" if "alignment" in figs else None, alignment_table(study)))
-    out.append(("provenance", "Provenance", None, provenance(study)))
-    return out
+SectionBuilder = Callable[[Study, Mapping[str, Any]], Section | None]
 
 
-def render(study: Study, figs: dict[str, Any], title: str | None = None) -> str:
+def _figure_section(sid: str, title: str, blocks: Callable[[Study], Sequence[Block]]) -> SectionBuilder:
+    """A section shown when its figure exists, with the figure and ``blocks(study)`` under it."""
+    def build(study: Study, figs: Mapping[str, Any]) -> Section | None:
+        return Section(sid, title, list(blocks(study)), figure=sid) if sid in figs else None
+    return build
+
+
+def _glance(study: Study, figs: Mapping[str, Any]) -> Section:
+    return Section("glance", "The study at a glance", [glance(study)])
+
+
+def _plan(study: Study, figs: Mapping[str, Any]) -> Section | None:
+    return Section("plan", "Plan", any_blocks(study.plan)) if study.plan is not None else None
+
+
+def _runs(study: Study, figs: Mapping[str, Any]) -> Section | None:
+    return Section("runs", "Runs", run_table(study)) if len(study.runs) else None
+
+
+def _backtest(study: Study, figs: Mapping[str, Any]) -> Section | None:
+    if "backtest" not in figs and study.backtest is None:
+        return None
+    return Section("backtest", "Backtest at the largest budget", backtest_table(study),
+                   figure="backtest" if "backtest" in figs else None)
+
+
+def _alignment(study: Study, figs: Mapping[str, Any]) -> Section | None:
+    if "alignment" not in figs and study.align_summary is None:
+        return None
+    return Section("alignment", "Alignment: base → SFT → DPO", alignment_table(study),
+                   figure="alignment" if "alignment" in figs else None)
+
+
+# Page order. Each builder returns its section, or None when the study has no data for it.
+SECTIONS: tuple[SectionBuilder, ...] = (
+    _glance,
+    _plan,
+    _runs,
+    _figure_section("curves", "Training curves", lambda study: []),
+    _figure_section("isoflop", "IsoFLOP curves", lambda study: [isoflop_table(study)]),
+    _figure_section("frontier", "Compute-optimal frontier", lambda study: []),
+    lambda study, figs: conventions(study),
+    _figure_section("parametric", "Parametric fit", parametric_table),
+    _backtest,
+    _alignment,
+    lambda study, figs: Section("provenance", "Provenance", provenance(study)),
+)
+
+
+def sections(study: Study, figs: Mapping[str, Any]) -> list[Section]:
+    """Every section with data, in page order."""
+    return [s for build in SECTIONS if (s := build(study, figs)) is not None]
+
+
+def render(study: Study, figs: Mapping[str, Any], title: str | None = None) -> str:
     """The whole page as a string. plotly.js is embedded with the first figure only."""
-    title = title or f"Scaling study: {study.path.name}"
     secs = sections(study, figs)
-    nav = "".join(f'<a href="#{sid}">{e(t.split(":")[0])}</a>' for sid, t, _, _ in secs)
-    body, first = [], True
-    for sid, t, fkey, content in secs:
-        fig_html = ""
-        if fkey:
-            fig_html = figs[fkey].to_html(
-                full_html=False, include_plotlyjs=first, div_id=f"fig-{sid}",
-                config={"displaylogo": False, "responsive": True, "toImageButtonOptions": {"filename": sid}},
-            )
-            first = False
-        body.append(f'<section id="{sid}"><h2>{e(t)}</h2>{fig_html}{content}</section>')
-    n_figs = sum(1 for _, _, fkey, _ in secs if fkey)
-    return (
-        f'<!DOCTYPE html><html lang="en" data-figures="{n_figs}"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{e(title)}</title>'
-        f"<style>{CSS}</style>{ERROR_HOOK}</head><body>"
-        f'<header><h1>{e(title)}</h1><div class="sub">{e(str(study.path))} · built by scaling report</div></header>'
-        f'<div id="script-errors"></div><nav>{nav}</nav><main>{"".join(body)}</main>{SORT_JS}</body></html>'
+    figure_html: dict[str, Markup] = {}
+    for s in secs:
+        if s.figure:
+            figure_html[s.id] = Markup(figs[s.figure].to_html(  # plotly's own markup and JSON
+                full_html=False, include_plotlyjs=not figure_html, div_id=f"fig-{s.id}",
+                config={"displaylogo": False, "responsive": True, "toImageButtonOptions": {"filename": s.id}},
+            ))
+    return environment().get_template("page.html.j2").render(
+        title=title or f"Scaling study: {study.path.name}", study_path=str(study.path), sections=secs,
+        figures=figure_html, n_figures=len(figure_html), static=static(),
     )
