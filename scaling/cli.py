@@ -2,7 +2,8 @@
 
 Each subcommand lives in ``scaling/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int | None``; only the chosen one is imported, so ``scaling plan`` never loads torch.
-Exit codes (DESIGN.md): 0 success, 2 bad input (one line naming the field), 1 failure.
+Exit codes: 0 success, 2 bad input (one line naming the field), 1 failure, 130 interrupted.
+``--debug`` (before or after the command's name) prints the traceback of any error as well.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
 
 from scaling import __version__
@@ -36,9 +38,13 @@ def _chosen(argv: Sequence[str]) -> str | None:
     return None
 
 
+DEBUG_HELP = "on an error, print its full traceback too (exit codes unchanged)"
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaling", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"scaling {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = _chosen(argv)
     for name, help_text in COMMANDS.items():
@@ -47,11 +53,22 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
             module = importlib.import_module(f"scaling.commands.{name}")
             module.add_arguments(p)
             p.set_defaults(_run=module.run)
+        _accept_debug(p)
     return parser
 
 
+def _accept_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after a command's name too, down to its own subcommands (``sweep launch``).
+    SUPPRESS: where the flag is absent, the value given before the command's name stands."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _accept_debug(child)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from scaling.errors import UsageError, one_line
+    from scaling.errors import exit_code, one_line
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -61,20 +78,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         code = args._run(args)
-    except UsageError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # validation errors from pydantic are bad input too
-        if type(e).__name__ == "ValidationError":
-            print(f"error: {one_line(e)}", file=sys.stderr)
-            return 2
-        if getattr(args, "debug", False):
-            raise
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:
+        if args.debug:
+            traceback.print_exc()
+        code = exit_code(e)
+        print(f"error: {one_line(e) if code == 2 else f'{type(e).__name__}: {e}'}", file=sys.stderr)
+        return code
     return int(code or 0)
 
 
