@@ -11,7 +11,11 @@ Layout (DESIGN.md, "Results store")::
         result.json              written last, atomically: the run is done iff this exists
         checkpoints/
 
-Atomic writes: temp file in the same folder, fsync, ``os.replace``, fsync of the folder.
+Atomic writes: temp file in the same folder, fsync, ``os.replace``, fsync of the folder. Every file
+and folder the store writes gets the mode the process umask gives (0644/0755 under the usual
+022), not the temp file's private 0600, so teammates can read a study on a shared filesystem.
+A file that does not parse raises :class:`CorruptFileError` naming its path; readers report that
+run as ``corrupt`` and read the rest.
 Metrics: each line is written with one ``write`` and fsync'd; a torn last line (a kill mid-write)
 is skipped on read, and :meth:`RunDir.append_metrics` first truncates such a tail so the next line
 starts clean. ``load_runs(path)`` is the one reader for fits and reports.
@@ -38,7 +42,65 @@ State = Literal["pending", "running", "done", "failed", "cancelled"]
 STATES: tuple[str, ...] = ("pending", "running", "done", "failed", "cancelled")
 
 
-# ---- atomic primitives --------------------------------------------------------------------------
+# ---- modes and atomic primitives ------------------------------------------------------------------
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where procfs has it (no race with threads)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """``0o666 & ~umask``: the mode ``open()`` gives a new file."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """``0o777 & ~umask``: the mode ``mkdir`` gives a new folder."""
+    return 0o777 & ~current_umask()
+
+
+def make_temp_dir(parent: str | Path, prefix: str = ".tmp-") -> Path:
+    """A fresh folder in ``parent`` (to fill, then rename into place) with the umask's mode,
+    not ``mkdtemp``'s private 0700."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    tmp.chmod(dir_mode())
+    return tmp
+
+
+def apply_umask(path: str | Path) -> None:
+    """Give ``path`` (a file, or a folder and everything in it) the umask's modes: for files
+    written by libraries that create them private (safetensors' ``save_file`` makes 0600)."""
+    p = Path(path)
+    fm, dm = file_mode(), dir_mode()
+    if p.is_file():
+        p.chmod(fm)
+        return
+    for root, _dirs, files in os.walk(p):
+        os.chmod(root, dm)
+        for name in files:
+            os.chmod(os.path.join(root, name), fm)
+
+
+class CorruptFileError(json.JSONDecodeError):
+    """A store file that is not valid JSON (or not UTF-8); the message names the file."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(reason, "", 0)
+        self.path = Path(path)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: not valid JSON ({self.reason}); delete or restore it (resume reruns a run without a valid result.json)"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CorruptFileError, (self.path, self.reason))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -50,14 +112,17 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+@contextlib.contextmanager
+def atomic_writer(path: str | Path) -> Iterator[Any]:
+    """A binary file that replaces ``path`` in one rename when the block ends (fsync'd first,
+    with the umask's mode); on an error or a kill ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -66,6 +131,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+    with atomic_writer(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -104,10 +175,18 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:
+    """The parsed file, ``default`` when it does not exist; :class:`CorruptFileError` (naming the
+    file) when it is not valid UTF-8 JSON."""
     try:
-        return json.loads(Path(path).read_text())
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         return default
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(path, f"not UTF-8 at byte {e.start}") from None
+    except json.JSONDecodeError as e:
+        raise CorruptFileError(path, f"{e.msg}: line {e.lineno} column {e.colno}") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -163,14 +242,35 @@ class RunDir:
     def read_spec(self) -> dict[str, Any] | None:
         return read_json(self.path / self.SPEC)
 
+    def _stored_status(self) -> dict[str, Any]:
+        """``status.json`` as written; a corrupt one reads as a fresh status (it is advisory:
+        ``result.json`` is the truth, and the next update rewrites it)."""
+        try:
+            st = read_json(self.path / self.STATUS)
+        except CorruptFileError:
+            st = None
+        return st if isinstance(st, dict) else {"state": "pending", "attempts": 0}
+
     def read_status(self) -> dict[str, Any]:
-        st = read_json(self.path / self.STATUS) or {"state": "pending", "attempts": 0}
-        if self.is_done() and st.get("state") != "done":
+        """``status.json``, with ``state`` ``done`` when a valid ``result.json`` exists and
+        ``corrupt`` (``error`` naming the file) when ``result.json`` or ``status.json`` is garbage."""
+        try:
+            st = read_json(self.path / self.STATUS)
+            if st is not None and not isinstance(st, dict):
+                raise CorruptFileError(self.path / self.STATUS, "not a JSON object")
+        except CorruptFileError as e:
+            st = {"state": "corrupt", "attempts": 0, "error": str(e), "corrupt": str(e.path)}
+        st = st or {"state": "pending", "attempts": 0}
+        try:
+            done = self.read_result() is not None
+        except CorruptFileError as e:
+            return {**st, "state": "corrupt", "error": str(e), "corrupt": str(e.path)}
+        if done and st.get("state") != "done":
             st = {**st, "state": "done"}  # result.json is the truth
         return st
 
     def update_status(self, state: State | None = None, **fields: Any) -> dict[str, Any]:
-        st = read_json(self.path / self.STATUS) or {"state": "pending", "attempts": 0}
+        st = self._stored_status()
         if state is not None:
             if state not in STATES:
                 raise ValueError(f"state={state!r}: one of {STATES}")
@@ -181,7 +281,7 @@ class RunDir:
         return st
 
     def mark_running(self, job_id: str | None = None) -> dict[str, Any]:
-        st = read_json(self.path / self.STATUS) or {"state": "pending", "attempts": 0}
+        st = self._stored_status()
         return self.update_status(
             "running",
             attempts=int(st.get("attempts", 0)) + 1,
@@ -192,7 +292,12 @@ class RunDir:
         )
 
     def is_done(self) -> bool:
-        return (self.path / self.RESULT).exists()
+        """Whether ``result.json`` exists and is a valid JSON object (a corrupt one is not done:
+        ``resume`` reruns that run from its checkpoint)."""
+        try:
+            return self.read_result() is not None
+        except CorruptFileError:
+            return False
 
     def write_result(self, result: Mapping[str, Any]) -> None:
         """Written last: its presence means the run finished."""
@@ -200,7 +305,18 @@ class RunDir:
         self.update_status("done", finished=time.time())
 
     def read_result(self) -> dict[str, Any] | None:
-        return read_json(self.path / self.RESULT)
+        """``result.json``; ``None`` when absent; :class:`CorruptFileError` when it is garbage."""
+        result = read_json(self.path / self.RESULT)
+        if result is not None and not isinstance(result, dict):
+            raise CorruptFileError(self.path / self.RESULT, "not a JSON object")
+        return result
+
+    def read_result_or_none(self) -> dict[str, Any] | None:
+        """``result.json``, or ``None`` when it is absent or corrupt (the run is then not done)."""
+        try:
+            return self.read_result()
+        except CorruptFileError:
+            return None
 
     # -- metrics
     def _repair_metrics_tail(self) -> None:
@@ -292,15 +408,6 @@ class SweepStore:
 # ---- the one reader ---------------------------------------------------------------------------------
 
 
-def _flatten(prefix: str, d: Mapping[str, Any], out: dict[str, Any]) -> None:
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and k not in ("backend_options",):
-            _flatten(key + ".", v, out)
-        else:
-            out[key] = v
-
-
 def iter_run_dirs(path: str | Path) -> Iterator[RunDir]:
     """Run folders under ``path``: a sweep folder, a ``runs/`` folder, or one run folder."""
     p = Path(path)
@@ -317,35 +424,16 @@ def iter_run_dirs(path: str | Path) -> Iterator[RunDir]:
 
 
 def load_runs(path: str | Path, curves: bool = False) -> pd.DataFrame:
-    """One row per run: run_id, status, config columns (``shape.hidden``...), params,
-    non_embedding_params, tokens, flops, final_loss, eval_loss, wall_time and the rest of
-    ``result.json``. With ``curves=True``, one row per logged step instead (``run_id`` plus the
-    metrics columns), for approach 1 and training-curve plots.
-    """
-    import pandas as pd
+    """One row per run: run_id, status (``corrupt`` when a file of the run does not parse, with
+    ``error`` naming it), attempts, config columns (``shape.hidden``, ``backend_options.threads``...),
+    params, non_embedding_params, planned_flops, tokens, flops, final_loss, eval_loss, wall_time and
+    the rest of ``result.json``. With ``curves=True``, one row per logged step instead (``run_id``,
+    ``name``, ``budget`` plus the metrics columns), for approach 1 and training-curve plots.
 
-    rows: list[dict[str, Any]] = []
-    for rd in iter_run_dirs(path):
-        spec = rd.read_spec() or {}
-        status = rd.read_status()
-        if curves:
-            for m in rd.read_metrics():
-                rows.append({"run_id": rd.run_id, "name": spec.get("name"), "budget": spec.get("budget"), **m})
-            continue
-        row: dict[str, Any] = {"run_id": rd.run_id, "status": status.get("state"), "attempts": status.get("attempts", 0)}
-        flat: dict[str, Any] = {}
-        _flatten("", {k: v for k, v in spec.items() if k not in ("run_id",)}, flat)
-        derived = spec.get("derived", {})
-        row.update({k: v for k, v in flat.items() if not k.startswith("derived.")})
-        row.update(
-            {
-                "params": derived.get("params"),
-                "non_embedding_params": derived.get("non_embedding_params"),
-                "planned_flops": derived.get("flops"),
-            }
-        )
-        result = rd.read_result()
-        if result:
-            row.update({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    Read through the study's derived columnar index (:mod:`scaling.columnar`): only runs whose
+    files changed since the last read are opened. Every column has one type, so the frame writes
+    to parquet and CSV as it is.
+    """
+    from scaling.columnar import read_frames
+
+    return read_frames(path, curves=curves)[0]

@@ -155,8 +155,9 @@ def _status(args: argparse.Namespace) -> int:
     who = "no launcher" if not launcher else (
         f"launcher pid {launcher['pid']} on {launcher['host']} ({'alive' if launcher['alive'] else 'gone: stale lock'})")
     pct = 100 * st["flops_done"] / st["flops_total"] if st["flops_total"] else 0.0
+    corrupt = f", {c['corrupt']} corrupt (a file that does not parse: see error)" if c.get("corrupt") else ""
     t = Table(title=f"{st['out_dir']}: {c['done']}/{st['total']} done, {c['running']} running, {c['failed']} failed, "
-                    f"{c['interrupted']} interrupted, {c['cancelled']} cancelled, {c['pending']} pending; "
+                    f"{c['interrupted']} interrupted, {c['cancelled']} cancelled, {c['pending']} pending{corrupt}; "
                     f"{pct:.0f}% of {st['flops_total']:.3g} FLOPs; {who}")
     for col in ("name", "run_id", "state", "attempts", "progress", "final_loss", "eval_loss", "wall_time", "error"):
         t.add_column(col)
@@ -164,7 +165,7 @@ def _status(args: argparse.Namespace) -> int:
         prog = f"{100 * r['tokens_done'] / r['tokens']:.0f}%" if r["tokens"] else ""
         err = (r.get("error") or "").strip().splitlines()
         t.add_row(str(r["name"]), r["run_id"], r["state"], str(r["attempts"]), prog, _cell(r["final_loss"]),
-                  _cell(r["eval_loss"]), "" if r["wall_time"] is None else _dur(r["wall_time"]), err[-1][:60] if err else "")
+                  _cell(r["eval_loss"]), "" if r["wall_time"] is None else _dur(r["wall_time"]), err[-1][:60 if r["state"] != "corrupt" else 400] if err else "")
     _console().print(t)
     return 0
 

@@ -7,7 +7,6 @@ PNG/SVG copies of the figures where kaleido and a Chromium are installed; the HT
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
@@ -26,10 +25,7 @@ def build_report(
 
     study = load_study(study_dir, fit_paths)
     out = Path(out_path) if out_path else Path("reports") / f"{Path(study_dir).resolve().name}.html"
-    atomic_write_text(out, render(study, all_figures(study)))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(out, 0o666 & ~umask)  # a page to share: the usual file mode, not the temp file's 0600
+    atomic_write_text(out, render(study, all_figures(study)))  # the umask's mode: a page to share
     return out
 
 

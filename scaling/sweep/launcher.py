@@ -767,7 +767,7 @@ def status(out_dir: str | Path) -> dict[str, Any]:
         st = rd.read_status()
         state = run_state(rd, queued)
         counts[state] = counts.get(state, 0) + 1
-        res = rd.read_result() or {}
+        res = rd.read_result_or_none() or {}
         tokens = int(spec.get("tokens", 0))
         done_tokens = tokens if state == "done" else _tokens_done(rd)
         f = float((spec.get("derived") or {}).get("flops") or 0)

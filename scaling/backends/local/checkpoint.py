@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from scaling.store import atomic_write_json, read_json
+from scaling.store import apply_umask, atomic_write_json, make_temp_dir, read_json
 
 PREFIX = "step-"
 TENSORS = "tensors.safetensors"
@@ -103,9 +102,9 @@ def save_checkpoint(
         {k: v for k, v in g.items() if k != "params"} | {"n_params": len(g["params"])}
         for g in optimizer.param_groups
     ]
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
-    tmp.chmod(0o755)
+    tmp = make_temp_dir(folder)
     save_file(tensors, str(tmp / TENSORS))
+    apply_umask(tmp / TENSORS)  # safetensors writes its file 0600
     atomic_write_json(tmp / STATE, {**state, "step": step, "param_groups": groups})
     final = folder / f"{PREFIX}{step:08d}"
     if final.exists():

@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from scaling.errors import UsageError
+from scaling.store import make_temp_dir
 
 PREP_VERSION = 1  # bump when the preparation changes its output
 EOS = "<|endoftext|>"
@@ -404,8 +404,7 @@ def atomic_folder(path: Path, prefix: str = ".tmp-") -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces ``path`` in one rename, on any
     error (or a kill) ``path`` is untouched and the temporary folder is removed (or ignored)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
-    tmp.chmod(0o755)
+    tmp = make_temp_dir(path.parent, prefix)
     try:
         yield tmp
         if path.exists():

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scaling.shapes import ModelShape
+from scaling.store import apply_umask
 
 from .fused import can_fuse, fused_block, linear
 
@@ -330,6 +331,7 @@ def save_hf_model(model: LlamaLM, tokenizer_dir: str | Path, out: str | Path) ->
         ids = {}
     if model.shape.qkv_bias or not ids:
         _save_with_transformers(model, tokenizer_dir, out)
+        apply_umask(out)
         return
     s = model.shape
     config = {
@@ -365,6 +367,7 @@ def save_hf_model(model: LlamaLM, tokenizer_dir: str | Path, out: str | Path) ->
     for f in tokenizer_dir.iterdir():
         if f.is_file():
             shutil.copyfile(f, out / f.name)
+    apply_umask(out)  # safetensors writes its file 0600; a team reads the exported model
 
 
 def _save_with_transformers(model: LlamaLM, tokenizer_dir: Path, out: Path) -> None:

@@ -239,7 +239,7 @@ def train_run(
     """
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     opts = validate_spec(spec)
-    done = rd.read_result()
+    done = rd.read_result_or_none()  # a corrupt result.json is not done: resume from the checkpoint
     if done is not None:
         return done
     existing = rd.read_spec()

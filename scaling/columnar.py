@@ -1,0 +1,446 @@
+"""The store's columnar read path: a derived index of parquet files, refreshed incrementally.
+
+The run folders stay the source of truth (``metrics.jsonl`` appended line by line, ``result.json``
+written atomically). ``SWEEP/.index/`` holds what is derived from them and can be deleted at any
+time (the next read rebuilds it):
+
+* ``runs.parquet``: the one-row-per-run frame of :func:`scaling.store.load_runs`, plus, per run,
+  the stat fingerprint of its files when it was read (``_fp``), its raw ``status.json`` (``_status``)
+  and which curve segment holds its steps (``_segment``, ``_curves_fp``);
+* ``curves-<id>.parquet``: segments of the one-row-per-step frame of finished runs. A read writes
+  one new segment with the runs that finished (or changed) since the last one; past
+  :data:`MAX_SEGMENTS` the live rows are compacted into one.
+
+A read stats each run's four files (spec, status, result, metrics); a run whose fingerprint matches
+the index is not opened. A fingerprint younger than :data:`RACY_NS` before the index was scanned is
+not trusted (a write within the file system's timestamp granularity could hide behind it), as in
+git's index. Runs that are not finished are read from their ``metrics.jsonl`` every time (a torn
+last line is skipped) and never written to a segment. Reading is pyarrow's: its JSON reader parses
+a run's JSONL in C++ (a file with a corrupt line falls back to the line-by-line reader), parquet
+holds the index, and the frames come out through ``Table.to_pandas``. A study that cannot be
+written (another user's, read-only) is read the same way without persisting the index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from scaling.store import CorruptFileError, RunDir, SweepStore, atomic_writer, read_jsonl
+
+INDEX = ".index"
+RUNS_FILE = "runs.parquet"
+SEGMENT_PREFIX = "curves-"
+MAX_SEGMENTS = 16
+RACY_NS = 2_000_000_000  # timestamps this close to the index's scan are re-checked next time
+ORPHAN_AGE_S = 600.0  # an unreferenced segment older than this is a crashed writer's: removed
+_FILES = (RunDir.SPEC, RunDir.STATUS, RunDir.RESULT, RunDir.METRICS)
+_BOOK = ("_fp", "_mtime_ns", "_status", "_segment", "_curves_fp")
+
+
+class CorruptRunWarning(UserWarning):
+    """A run folder holds a file that does not parse; the run is reported as ``corrupt``."""
+
+
+@dataclass
+class ReadStats:
+    """What one read cost: runs listed, runs whose files were opened, curve rows re-parsed."""
+
+    runs: int = 0
+    runs_read: int = 0
+    curves_read: int = 0
+    live_curves: int = 0
+    segments: int = 0
+    compacted: bool = False
+    persisted: bool = False
+    corrupt: list[str] = field(default_factory=list)
+
+
+# ---- locating the runs and their fingerprints ----------------------------------------------------------
+
+
+def _layout(path: Path) -> tuple[Path | None, Path | None]:
+    """``(folder holding run folders, index folder)``; a single run folder has no index."""
+    if (path / RunDir.SPEC).exists():
+        return None, None
+    if (path / SweepStore.RUNS).is_dir():
+        return path / SweepStore.RUNS, path / INDEX
+    if path.is_dir():
+        return path, path / INDEX
+    return None, None
+
+
+def _fingerprint(run: Path) -> tuple[str, int] | None:
+    """``("mtime:size|..." of spec, status, result, metrics, newest mtime)``; ``None`` without spec.json."""
+    parts = []
+    newest = 0
+    for name in _FILES:
+        try:
+            st = os.stat(run / name)
+        except FileNotFoundError:
+            if name == RunDir.SPEC:
+                return None
+            parts.append("-")
+            continue
+        except NotADirectoryError:
+            return None
+        parts.append(f"{st.st_mtime_ns}:{st.st_size}")
+        newest = max(newest, st.st_mtime_ns)
+    return "|".join(parts), newest
+
+
+def _metrics_part(fp: str) -> str:
+    """The result and metrics parts of a fingerprint: what a run's curves depend on."""
+    return "|".join(fp.split("|")[2:])
+
+
+def list_runs(path: str | Path) -> tuple[dict[str, tuple[Path, str, int]], Path | None]:
+    """``{run_id: (folder, fingerprint, newest mtime)}`` in run-id order, and the index folder."""
+    p = Path(path)
+    runs_dir, index = _layout(p)
+    if runs_dir is None:
+        fp = _fingerprint(p)
+        return ({p.name: (p, *fp)} if fp else {}), None
+    out: dict[str, tuple[Path, str, int]] = {}
+    with os.scandir(runs_dir) as it:
+        names = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+    for name in names:
+        fp = _fingerprint(runs_dir / name)
+        if fp is not None:
+            out[name] = (runs_dir / name, *fp)
+    return out, index
+
+
+# ---- one run's row and steps --------------------------------------------------------------------------
+
+
+def _flatten(prefix: str, d: Mapping[str, Any], out: dict[str, Any]) -> None:
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            _flatten(key + ".", v, out)
+        elif isinstance(v, Mapping):
+            continue  # an empty mapping has no settings to show
+        else:
+            out[key] = v
+
+
+def run_row(rd: RunDir) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """``(frame row, raw status, corrupt files)``. The row: run_id, status, attempts, the flattened
+    spec (``shape.hidden``, ``backend_options.threads``...), params, non_embedding_params,
+    planned_flops, the scalars of ``result.json``, and ``error`` (a failed run's error, or which
+    file is corrupt)."""
+    corrupt: list[str] = []
+    errors: list[str] = []
+    try:
+        spec = rd.read_spec() or {}
+        if not isinstance(spec, dict):
+            raise CorruptFileError(rd.path / RunDir.SPEC, "not a JSON object")
+    except CorruptFileError as e:
+        spec = {}
+        corrupt.append(str(e.path))
+        errors.append(str(e))
+    status = rd.read_status()
+    if status.get("corrupt"):
+        corrupt.append(str(status["corrupt"]))
+    if status.get("error"):
+        errors.append(str(status["error"]))
+    result = rd.read_result_or_none()
+    state = "corrupt" if corrupt and not spec else status.get("state")
+    row: dict[str, Any] = {"run_id": rd.run_id, "status": state, "attempts": status.get("attempts", 0)}
+    flat: dict[str, Any] = {}
+    _flatten("", {k: v for k, v in spec.items() if k not in ("run_id", "derived")}, flat)
+    row.update(flat)
+    derived = spec.get("derived") or {}
+    row.update({"params": derived.get("params"), "non_embedding_params": derived.get("non_embedding_params"),
+                "planned_flops": derived.get("flops")})
+    if result:
+        row.update({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
+    if errors:
+        row["error"] = "; ".join(dict.fromkeys(errors))
+    return row, status, corrupt
+
+
+def read_steps(rd: RunDir, name: Any, budget: Any) -> pa.Table:
+    """One run's logged steps as a table (``run_id, name, budget`` + the metrics keys): pyarrow's
+    C++ JSON reader on the complete lines; a file with a corrupt line goes line by line."""
+    p = rd.path / RunDir.METRICS
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    cut = data.rfind(b"\n") + 1  # a torn last line (a kill mid-write) is not a row
+    table = None
+    if cut:
+        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            opts = pa_json.ReadOptions(block_size=max(cut + 1, 1 << 20), use_threads=False)
+            table = pa_json.read_json(io.BytesIO(data[:cut]), read_options=opts)
+            if any(pa.types.is_struct(t) or pa.types.is_list(t) for t in table.schema.types):
+                table = None
+    if table is None:
+        rows = read_jsonl(p)
+        table = pa.Table.from_pylist([{k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
+                                       for k, v in r.items()} for r in rows])
+    for col in ("budget", "name", "run_id"):
+        if col in table.column_names:
+            table = table.drop_columns([col])
+    n = table.num_rows
+    head = {"run_id": pa.array([rd.run_id] * n, pa.string()),
+            "name": pa.array([None if name is None else str(name)] * n, pa.string()),
+            "budget": pa.array([budget] * n, pa.float64())}
+    return pa.table({**head, **{c: table[c] for c in table.column_names}})
+
+
+# ---- types that export ---------------------------------------------------------------------------------
+
+
+def export_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every column one parquet/CSV type: lists and mappings as JSON text; a column mixing text
+    with numbers or booleans as text; ints mixed with floats as floats. In place; returns it."""
+    for c in frame.columns:
+        col = frame[c]
+        if col.dtype != object:
+            continue
+        kinds = {type(v) for v in col.dropna()}
+        if not kinds or len(kinds) == 1 and kinds <= {str, bool, int, float}:
+            continue
+        if kinds <= {int, float}:
+            frame[c] = pd.to_numeric(col, errors="coerce").astype(float)
+        else:
+            frame[c] = col.map(lambda v: v if v is None or isinstance(v, str) or v != v else
+                               json.dumps(v) if isinstance(v, (dict, list, tuple, bool)) else str(v))
+    return frame
+
+
+def _unify(tables: list[pa.Table]) -> pa.Table:
+    """One table from runs' step tables whose columns may differ (missing: null; int and float:
+    float; anything else mixed: text)."""
+    tables = [t for t in tables if t.num_columns]
+    if not tables:
+        return pa.table({"run_id": pa.array([], pa.string())})
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    types: dict[str, set[pa.DataType]] = {}
+    for t in tables:
+        for f in t.schema:
+            if not pa.types.is_null(f.type):
+                types.setdefault(f.name, set()).add(f.type)
+    target = {c: pa.float64() if all(pa.types.is_integer(x) or pa.types.is_floating(x) for x in ts) else pa.string()
+              for c, ts in types.items() if len(ts) > 1}
+    fixed = []
+    for t in tables:
+        for c, ty in target.items():
+            if c in t.column_names:
+                t = t.set_column(t.column_names.index(c), c, t[c].cast(ty))
+        fixed.append(t)
+    return pa.concat_tables(fixed, promote_options="permissive")
+
+
+# ---- the index ------------------------------------------------------------------------------------------
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    return pq.read_table(path, memory_map=True)
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    with atomic_writer(path) as f:
+        pq.write_table(table, f, compression="zstd")
+
+
+class StudyReader:
+    """One read of a study: lists its runs, loads the index, re-reads what changed, persists."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.scan_ns = time.time_ns()
+        self.runs, self.index = list_runs(self.path)
+        self.stats = ReadStats(runs=len(self.runs))
+        self._book: pd.DataFrame | None = None
+
+    # -- runs
+    def _cached(self) -> tuple[pd.DataFrame | None, int]:
+        if self.index is None:
+            return None, 0
+        try:
+            t = _read_parquet(self.index / RUNS_FILE)
+            scan = int((t.schema.metadata or {}).get(b"scan_ns", b"0"))
+            return t.to_pandas(), scan
+        except (OSError, pa.ArrowException, ValueError):
+            return None, 0  # no index yet, or a damaged one: rebuilt from the run folders
+
+    def runs_frame(self) -> pd.DataFrame:
+        """One row per run, with the bookkeeping columns (``_fp``...)."""
+        if self._book is not None:
+            return self._book
+        cached, cached_scan = self._cached()
+        keep: list[str] = []
+        prior: dict[str, tuple[Any, Any]] = {}
+        if cached is not None and "_fp" in cached:
+            cached = cached.set_index("run_id", drop=False)
+            for rid, fp, mt, seg, cfp in zip(cached["run_id"], cached["_fp"], cached["_mtime_ns"],
+                                             cached["_segment"], cached["_curves_fp"], strict=True):
+                entry = self.runs.get(rid)
+                if entry is not None and entry[1] == fp and int(mt) < cached_scan - RACY_NS:
+                    keep.append(rid)
+                elif entry is not None:
+                    prior[rid] = (seg, cfp)
+        kept = set(keep)
+        fresh = []
+        for rid, (folder, fp, mt) in self.runs.items():
+            if rid in kept:
+                continue
+            row, status, corrupt = run_row(RunDir(folder))
+            seg, cfp = prior.get(rid, (None, None))
+            fresh.append({**row, "_fp": fp, "_mtime_ns": mt, "_status": json.dumps(status, default=str),
+                          "_segment": seg, "_curves_fp": cfp, "_corrupt": "; ".join(corrupt) or None})
+        self.stats.runs_read = len(fresh)
+        parts = [pd.DataFrame(fresh)] if fresh else []
+        if keep:
+            parts.insert(0, cached.loc[keep].reset_index(drop=True))
+        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else (parts[0] if parts else pd.DataFrame())
+        if len(frame):
+            frame = export_safe(frame.sort_values("run_id", kind="stable").reset_index(drop=True))
+        changed = bool(fresh) or cached is None or len(keep) != len(cached)
+        self._book = frame
+        if changed:
+            self._persist_runs()
+        return frame
+
+    def _persist_runs(self) -> None:
+        if self.index is None or self._book is None or not len(self._book):
+            return
+        try:
+            self.index.mkdir(exist_ok=True)
+            table = pa.Table.from_pandas(self._book, preserve_index=False)
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"scan_ns": str(self.scan_ns).encode()})
+            _write_parquet(self.index / RUNS_FILE, table)
+            self.stats.persisted = True
+        except (OSError, pa.ArrowException):
+            self.stats.persisted = False  # a read-only study: read, do not persist
+
+    def corrupt(self) -> list[str]:
+        frame = self.runs_frame()
+        if "_corrupt" not in frame:
+            return []
+        return [c for c in frame["_corrupt"].dropna() if c]
+
+    # -- curves
+    def curves_table(self) -> pa.Table:
+        """One row per logged step of every run (finished runs from the segments)."""
+        book = self.runs_frame()
+        if not len(book):
+            return _unify([])
+        segs: dict[str, list[str]] = {}
+        reread: list[str] = []
+        live: list[str] = []
+        for rid, state, fp, mt, seg, cfp in zip(book["run_id"], book["status"], book["_fp"], book["_mtime_ns"],
+                                                book["_segment"], book["_curves_fp"], strict=True):
+            if isinstance(seg, str) and state == "done" and cfp == _metrics_part(fp):
+                segs.setdefault(seg, []).append(rid)
+            elif state == "done" and int(mt) < self.scan_ns - RACY_NS:
+                reread.append(rid)  # finished: read once, kept in a new segment
+            else:
+                live.append(rid)  # running, failed, or written too recently to trust its timestamps
+        kept: list[pa.Table] = []
+        for seg, ids in segs.items():
+            try:
+                t = _read_parquet(self.index / seg)
+            except (OSError, pa.ArrowException):
+                reread.extend(ids)  # removed by a concurrent compaction, or damaged: from the source
+                continue
+            if int((t.schema.metadata or {}).get(b"runs", b"-1")) != len(ids):
+                t = t.filter(pc.is_in(t["run_id"], value_set=pa.array(ids, pa.string())))
+            kept.append(t)
+        meta = book.set_index("run_id")
+        new = [read_steps(RunDir(self.runs[r][0]), meta.at[r, "name"] if "name" in meta else None,
+                          _budget(meta, r)) for r in reread]
+        self.stats.curves_read = len(reread)
+        self.stats.live_curves = len(live)
+        if new:
+            kept = self._persist_segment(kept, new, reread, replaced=list(segs))
+        self.stats.segments = len(kept)
+        live_tables = [read_steps(RunDir(self.runs[r][0]), meta.at[r, "name"] if "name" in meta else None,
+                                  _budget(meta, r)) for r in live]
+        return _unify(kept + live_tables)
+
+    def _persist_segment(self, kept: list[pa.Table], new: list[pa.Table], ids: list[str],
+                         replaced: list[str]) -> list[pa.Table]:
+        """Write the re-read runs as one new segment (or, past MAX_SEGMENTS, everything as one)."""
+        assert self._book is not None and self.index is not None
+        compact = len(kept) + 1 > MAX_SEGMENTS
+        table = _unify(kept + new) if compact else _unify(new)
+        name = f"{SEGMENT_PREFIX}{uuid.uuid4().hex[:12]}.parquet"
+        book = self._book
+        members = set(book.loc[book["status"] == "done", "run_id"]) if compact else set(ids)
+        table = table.replace_schema_metadata({b"runs": str(len(members)).encode()})
+        try:
+            self.index.mkdir(exist_ok=True)
+            _write_parquet(self.index / name, table)
+        except (OSError, pa.ArrowException):
+            return kept + new
+        mask = book["run_id"].isin(members)
+        book.loc[mask, "_segment"] = name
+        book.loc[mask, "_curves_fp"] = book.loc[mask, "_fp"].map(_metrics_part)
+        self._persist_runs()
+        self.stats.compacted = compact
+        if compact:
+            self._remove_orphans(live={name}, replaced=set(replaced))
+            return [table]
+        return kept + [table]
+
+    def _remove_orphans(self, live: set[str], replaced: set[str]) -> None:
+        """Delete the segments a compaction replaced, and unreferenced ones old enough to be a
+        crashed writer's (a younger one may be a concurrent reader's, about to be referenced)."""
+        assert self.index is not None
+        now = time.time()
+        for p in self.index.glob(f"{SEGMENT_PREFIX}*.parquet"):
+            with contextlib.suppress(OSError):
+                if p.name not in live and (p.name in replaced or now - p.stat().st_mtime > ORPHAN_AGE_S):
+                    p.unlink()
+
+
+def _budget(meta: pd.DataFrame, rid: str) -> float | None:
+    if "budget" not in meta:
+        return None
+    v = meta.at[rid, "budget"]
+    try:
+        return None if v is None or v != v else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+# ---- the frames ------------------------------------------------------------------------------------------
+
+
+def read_frames(path: str | Path, curves: bool = False) -> tuple[pd.DataFrame, ReadStats]:
+    """``load_runs``'s frame (one row per run, or per step with ``curves``) and what it cost."""
+    reader = StudyReader(path)
+    book = reader.runs_frame()
+    for c in reader.corrupt():
+        warnings.warn(CorruptRunWarning(f"{c}: not valid JSON; the study is read without it (restore or delete "
+                                        "it; `scaling sweep resume` reruns a run without a valid result.json)"),
+                      stacklevel=3)
+    reader.stats.corrupt = reader.corrupt()
+    if curves:
+        frame = reader.curves_table().to_pandas()
+    else:
+        frame = book.drop(columns=[c for c in (*_BOOK, "_corrupt") if c in book])
+    return frame, reader.stats
