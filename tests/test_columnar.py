@@ -1,0 +1,121 @@
+"""The store's columnar index: only changed runs are re-read, running runs come from their JSONL
+(torn last line included), the index is derived (deleted or damaged, it is rebuilt; read-only, it
+is not written) and gives the same frames as the run folders themselves."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from scaling import columnar
+from scaling.columnar import INDEX, RUNS_FILE, read_frames
+from scaling.store import RunDir, SweepStore
+
+
+def _run(root, rid: str, steps: int, done: bool = True, budget: float = 1e10) -> RunDir:
+    rd = RunDir(root / "runs" / rid)
+    rd.write_spec({"run_id": rid, "name": f"n-{rid}", "budget": budget, "tokens": steps * 10,
+                   "shape": {"hidden": 32, "layers": 1}, "backend_options": {"threads": 1},
+                   "derived": {"params": 1000, "non_embedding_params": 500, "flops": 6e4}})
+    rd.mark_running()
+    rd.append_metrics({"step": s, "tokens": 10 * s, "loss": 5.0 / s, **({"eval_loss": 5.1 / s} if s % 5 == 0 else {})}
+                      for s in range(1, steps + 1))
+    if done:
+        rd.write_result({"final_loss": 5.0 / steps, "eval_loss": 5.1 / steps, "steps": steps, "tokens": steps * 10})
+    return rd
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    monkeypatch.setattr(columnar, "RACY_NS", 0)  # timestamps here are fresh by construction
+    for i in range(6):
+        _run(tmp_path, f"r{i}", steps=20 + i, done=i < 5)
+    (tmp_path / "sweep.yaml").write_text("name: t\n")
+    return tmp_path
+
+
+def _direct(study) -> pd.DataFrame:
+    rows = [{"run_id": rd.run_id, **m} for rd in SweepStore(study).runs() for m in rd.read_metrics()]
+    return pd.DataFrame(rows)
+
+
+def test_only_changed_runs_are_read_again(study):
+    runs, st = read_frames(study)
+    assert st.runs_read == 6 and len(runs) == 6
+    steps, st = read_frames(study, curves=True)
+    assert (st.curves_read, st.live_curves) == (5, 1)
+    runs, st = read_frames(study)
+    assert st.runs_read == 0
+    steps, st = read_frames(study, curves=True)
+    assert (st.runs_read, st.curves_read, st.live_curves) == (0, 0, 1)
+    # the running run finishes: the next read opens that run only
+    RunDir(study / "runs" / "r5").write_result({"final_loss": 0.2, "steps": 25})
+    steps, st = read_frames(study, curves=True)
+    assert (st.runs_read, st.curves_read, st.live_curves) == (1, 1, 0)
+    got = steps.sort_values(["run_id", "step"]).reset_index(drop=True)
+    want = _direct(study).sort_values(["run_id", "step"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
+
+
+def test_a_running_run_is_read_from_its_jsonl_with_a_torn_tail(study):
+    read_frames(study, curves=True)
+    p = study / "runs" / "r5" / RunDir.METRICS
+    with open(p, "ab") as f:
+        f.write(b'{"step": 26, "tokens": 260, "lo')  # a kill mid-write
+    steps, st = read_frames(study, curves=True)
+    r5 = steps[steps["run_id"] == "r5"]
+    assert r5["step"].tolist() == list(range(1, 26)) and st.live_curves == 1
+    RunDir(study / "runs" / "r5").append_metrics([{"step": 26, "tokens": 260, "loss": 0.19}])  # cuts the torn line
+    steps, _ = read_frames(study, curves=True)
+    assert steps.loc[steps["run_id"] == "r5", "step"].tolist() == list(range(1, 27))
+
+
+def test_the_index_is_derived(study):
+    first, _ = read_frames(study, curves=True)
+    runs_first, _ = read_frames(study)
+    (study / INDEX / RUNS_FILE).write_bytes(b"not parquet")  # damaged: rebuilt from the run folders
+    runs, st = read_frames(study)
+    assert st.runs_read == 6
+    pd.testing.assert_frame_equal(runs, runs_first)
+    for p in (study / INDEX).iterdir():
+        p.unlink()
+    again, st = read_frames(study, curves=True)
+    pd.testing.assert_frame_equal(again.sort_values(["run_id", "step"]).reset_index(drop=True),
+                                  first.sort_values(["run_id", "step"]).reset_index(drop=True))
+
+
+def test_a_removed_run_leaves_the_frames(study):
+    import shutil
+
+    read_frames(study, curves=True)
+    shutil.rmtree(study / "runs" / "r0")
+    runs, _ = read_frames(study)
+    steps, _ = read_frames(study, curves=True)
+    assert "r0" not in set(runs["run_id"]) and "r0" not in set(steps["run_id"])
+
+
+def test_segments_are_compacted(study, monkeypatch):
+    monkeypatch.setattr(columnar, "MAX_SEGMENTS", 3)
+    read_frames(study, curves=True)
+    for i in range(6, 10):
+        _run(study, f"r{i}", steps=10)
+        steps, st = read_frames(study, curves=True)
+        assert st.segments <= 3
+    assert len(list((study / INDEX).glob("curves-*.parquet"))) <= 3
+    assert set(steps["run_id"]) == {f"r{i}" for i in range(10)}
+    assert len(steps) == len(_direct(study))
+
+
+def test_a_study_that_cannot_be_written_is_read_without_the_index(study):
+    (study / INDEX).write_text("a file where the index folder would go")  # as an unwritable study does
+    runs, st = read_frames(study)
+    steps, st2 = read_frames(study, curves=True)
+    assert len(runs) == 6 and not st.persisted and not st2.persisted
+    assert len(steps) == len(_direct(study))
+
+
+def test_timestamps_too_fresh_are_not_trusted(tmp_path):
+    _run(tmp_path, "r0", steps=5)
+    read_frames(tmp_path, curves=True)
+    _, st = read_frames(tmp_path, curves=True)
+    assert st.runs_read == 1 and st.live_curves == 1  # written within RACY_NS of the scan: checked again
