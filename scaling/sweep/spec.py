@@ -377,17 +377,73 @@ _ALL_FIELDS = sorted(
 )
 
 
-def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    """Record the 1-based line of every key and list item under ``node`` (keys at their own line)."""
-    out.setdefault(path, node.start_mark.line + 1)
+def _lines(root: yaml.Node, out: dict[tuple[Any, ...], int]) -> None:
+    """Record the 1-based line of every key and list item (keys at their own line).
+
+    Each node is walked once: an aliased node is recorded at its anchor only (its other paths
+    fall back to the alias's key line), so the map stays the size of the file.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        out.setdefault(path, node.start_mark.line + 1)
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = k.value if isinstance(k, yaml.ScalarNode) and k.tag.endswith(":str") else _scalar_key(k)
+                out[(*path, key)] = k.start_mark.line + 1
+                stack.append((v, (*path, key)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((v, (*path, i)) for i, v in enumerate(node.value))
+
+
+def _scalar_key(k: yaml.Node) -> Any:
+    """A non-string scalar key as the loader builds it (``1e11`` -> 1e11), else None."""
+    if not isinstance(k, yaml.ScalarNode):
+        return None
+    try:
+        return yaml.SafeLoader("").construct_object(k, deep=True)
+    except yaml.YAMLError:
+        return k.value
+
+
+def _expanded_nodes(root: yaml.Node, source: str) -> int:
+    """Nodes of the document once every alias is expanded (what validation will walk).
+
+    Counted bottom-up with each distinct node counted once, so a "billion laughs" bomb is
+    measured in microseconds without being expanded. A recursive alias is refused.
+    """
+    count: dict[int, int] = {}
+    entered: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        children = _children(node)
+        if done:
+            entered.discard(id(node))
+            count[id(node)] = 1 + sum(count[id(c)] for c in children)
+            continue
+        if id(node) in count:
+            continue
+        if id(node) in entered:
+            raise UsageError(
+                f"{source}:{node.start_mark.line + 1}: a YAML alias refers to itself; write the value out"
+            )
+        entered.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in count)
+    return count[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = yaml.safe_load(yaml.serialize(k)) if isinstance(k, yaml.ScalarNode) else None
-            out[(*path, key)] = k.start_mark.line + 1
-            _lines(v, (*path, key), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            _lines(v, (*path, i), out)
+        return [n for kv in node.value for n in kv]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _locate(loc: tuple[Any, ...], data: Any, lines: dict[tuple[Any, ...], int]) -> tuple[tuple[Any, ...], int | None]:
@@ -447,20 +503,49 @@ def _format_errors(err: ValidationError, data: Any, lines: dict[tuple[Any, ...],
     return "; ".join(msgs[:6]) + (f"; and {len(msgs) - 6} more" if len(msgs) > 6 else "")
 
 
-def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
-    """Validate YAML text; errors are :class:`UsageError` naming ``source:line: key: problem``."""
+MAX_SPEC_BYTES = 4 << 20
+"""Largest spec file read (4 MiB); a hand-written spec is a few KB."""
+MAX_SPEC_NODES = 200_000
+"""Most YAML values a spec may hold once aliases are expanded (what validation walks)."""
+
+
+def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the data built from it: one parse, bounded."""
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        size = _expanded_nodes(node, source)
+        if size > MAX_SPEC_NODES:
+            raise UsageError(
+                f"{source}: YAML aliases expand to {size:,} values (more than {MAX_SPEC_NODES:,}); "
+                "write the values out or use fewer nested aliases"
+            )
+        return node, loader.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"{source}{line}: not valid YAML: {getattr(e, 'problem', e)}; fix the syntax") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise UsageError(f"{source}{line}: not valid YAML: {problem}; fix the syntax") from None
+    except RecursionError:
+        raise UsageError(f"{source}: YAML nested too deeply; a spec needs a few levels of nesting") from None
+    finally:
+        loader.dispose()
+
+
+def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
+    """Validate YAML text; errors are :class:`UsageError` naming ``source:line: key: problem``.
+
+    Aliases are allowed (``&base`` / ``*base``) but their expansion is bounded by
+    :data:`MAX_SPEC_NODES`, so a hostile spec is refused before it is expanded.
+    """
+    node, data = _compose(text, source)
     if not isinstance(data, Mapping):
         raise UsageError(f"{source}: a sweep spec is a YAML mapping with at least name and grid")
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
-        _lines(node, (), lines)
+        _lines(node, lines)
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as e:
@@ -468,10 +553,20 @@ def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep spec file (see :func:`parse_spec`)."""
+    """Read and validate a sweep spec file (see :func:`parse_spec`); at most :data:`MAX_SPEC_BYTES`."""
     p = Path(path)
     if p.is_dir() and (p / "sweep.yaml").exists():
         p = p / "sweep.yaml"  # a sweep folder: its resolved spec
-    if not p.exists():
-        raise UsageError(f"spec {str(p)!r}: no such file; give a sweep YAML (see sweeps/)")
-    return parse_spec(p.read_text(), source=p.name)
+    if not p.is_file():
+        what = "is a folder without sweep.yaml" if p.is_dir() else "no such file"
+        raise UsageError(f"spec {str(p)!r}: {what}; give a sweep YAML (see sweeps/)")
+    size = p.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise UsageError(
+            f"spec {p.name}: {size:,} bytes, more than {MAX_SPEC_BYTES:,}; a sweep spec is a few KB of YAML"
+        )
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"spec {p.name}: byte {e.start} is not UTF-8; save the spec as UTF-8 text") from None
+    return parse_spec(text, source=p.name)
