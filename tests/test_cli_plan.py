@@ -8,6 +8,7 @@ import pytest
 from conftest import run_cli
 from hf_configs import LLAMA2_7B
 
+from scaling.fit import LawFit
 from scaling.laws import LAW_NAMES
 
 ISSUE_KEYS = {
@@ -133,11 +134,8 @@ def test_params_from_flags_and_errors():
 @pytest.mark.slow
 def test_plan_with_a_fitted_law(tmp_path):
     """``--law fit:PATH`` reads a fit saved by ``scaling fit`` (here: Epoch's constants as a fit)."""
-    fit = pytest.importorskip("scaling.fit")
-    if not hasattr(fit, "load_law") or not hasattr(fit, "LawFit"):
-        pytest.skip("scaling.fit.load_law is not available in this checkout")
     epoch = {"E": 1.8169, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
-    law = fit.LawFit(approach="3", form="chinchilla", params=epoch, n_points=240)
+    law = LawFit(approach="3", form="chinchilla", params=epoch, n_points=240)
     path = tmp_path / "fit" / "approach3_total.json"
     path.parent.mkdir()
     path.write_text(json.dumps(law.to_dict()))

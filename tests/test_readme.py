@@ -9,12 +9,15 @@ parser here and run, in the same code path at a smaller size, by the test file n
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -56,12 +59,50 @@ def test_the_readme_shows_commands():
     assert cmds[0] == "scaling run sweeps/quickstart.yaml"  # the main job comes first
 
 
+def _parsed_value(action: argparse.Action, raw: str | None) -> Any:
+    """What ``action`` stores for the README's ``raw`` text (None: a flag without a value)."""
+    if raw is None:
+        return action.const
+    return action.type(raw) if callable(action.type) else raw
+
+
 @pytest.mark.parametrize("cmd", [c for c in readme_commands() if c.startswith("scaling ")])
 def test_every_command_parses(cmd):
+    """The README's command reaches its command module, and every option it writes lands in the
+    parsed arguments with the README's value (not the option's default, not another option's)."""
     from scaling.cli import build_parser
 
     argv = shlex.split(cmd)[1:]
-    build_parser(argv).parse_args(argv)  # SystemExit on an unknown flag or value
+    parser = build_parser(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:
+        pytest.fail(f"README: `{cmd}` does not parse (exit {stop.code})")
+    assert args.command == argv[0]
+    assert args._run is importlib.import_module(f"scaling.commands.{argv[0]}").run
+    leaf, positionals = parser, []
+    tokens = iter(argv)
+    for tok in tokens:
+        if tok.startswith("-"):
+            name, eq, raw = tok.partition("=")
+            action = leaf._option_string_actions[name]
+            if not eq and action.nargs != 0:
+                raw = next(tokens)
+            value = _parsed_value(action, raw if (eq or action.nargs != 0) else None)
+            stored = getattr(args, action.dest)
+            held = value in stored if isinstance(action, argparse._AppendAction) else stored == value
+            assert held, f"README: {tok} {raw or ''} of `{cmd}` is not in args.{action.dest} ({stored!r})"
+            continue
+        sub = next((a for a in leaf._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is not None and tok in sub.choices:
+            assert getattr(args, sub.dest) == tok
+            leaf = sub.choices[tok]
+        else:
+            positionals.append(tok)
+    wanted = [a for a in leaf._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
+    assert len(wanted) >= len(positionals), f"README: `{cmd}` gives more positional arguments than it takes"
+    for action, raw in zip(wanted[: len(positionals)], positionals, strict=True):  # one token each: no command here takes a list
+        assert getattr(args, action.dest) == _parsed_value(action, raw), f"README: {raw} of `{cmd}`"
 
 
 @pytest.mark.parametrize("prefix,test_file", sorted(RUN_ELSEWHERE.items()))
