@@ -42,6 +42,8 @@ def _spec(tmp_path: Path, **changes) -> Path:
         ({"backend_options": {"tp": 2, "pp": 3}}, "not a multiple of tp x pp = 2 x 3"),
         ({"train": {"micro_batch": 3}}, "micro_batch=3: 32 sequences per replica"),
         ({"backend_options": {"nodes": 1, "gpus_per_node": 8, "dp": 3}}, "backend_options.dp=3"),
+        ({"backend_options": {"model": "llama", "attention": "sdpa"}}, "backend_options.attention=sdpa: Nanotron's Llama"),
+        ({"backend_options": {"attention": "flex_attention"}}, "backend_options: attention"),
     ],
 )
 def test_bad_input_exits_2_with_the_reason(tmp_path, changes, reason):

@@ -152,8 +152,9 @@ def test_result_has_the_layout_keys():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_missing_cuda_or_nanotron_is_said_plainly(tmp_path, capsys):
-    missing = missing_requirements()
-    assert any("CUDA" in m for m in missing)
+    missing = missing_requirements(needs_flash_attn=False)
+    assert any("CUDA" in m for m in missing) and not any(m.startswith("flash_attn") for m in missing)
+    assert any(m.startswith("flash_attn") for m in missing_requirements(needs_flash_attn=True))
     assert main(["--run-dir", str(tmp_path)]) == 1
     assert "cannot train with Nanotron here" in capsys.readouterr().err
     spec = nanotron_spec()

@@ -6,7 +6,11 @@ the entry point uses the repository's ``run_train.py``::
 
     git clone https://github.com/huggingface/nanotron && cd nanotron
     git checkout 2411b022a75fb7f7561a1bb4166706da5e1b76de
-    pip install -e . && pip install flash-attn datatrove numba
+    pip install -e . && pip install datatrove numba
+    pip install flash-attn        # optional: the fast path; without it runs train with sdpa
+
+Without flash-attn, runs train Nanotron's Qwen2 class with torch's SDPA attention
+(:class:`~scaling.backends.nanotron.config.ModelPath`).
 
 Everything here imports without Nanotron or CUDA (config generation, the parallelism planner,
 validation, ``scaling sweep plan``, checkpoint conversion); only :meth:`NanotronBackend.train`
@@ -26,7 +30,7 @@ NANOTRON_REPO = "https://github.com/huggingface/nanotron"
 NANOTRON_COMMIT = "2411b022a75fb7f7561a1bb4166706da5e1b76de"  # main, 2026-04-07 (still labelled 0.4)
 INSTALL = (
     f"git clone {NANOTRON_REPO} && cd nanotron && git checkout {NANOTRON_COMMIT} "
-    "&& pip install -e . && pip install flash-attn datatrove numba"
+    "&& pip install -e . && pip install datatrove numba"
 )
 
 
@@ -139,16 +143,17 @@ class NanotronBackend:
     # ---- training ----------------------------------------------------------------------------------
     def write_config(self, spec: RunSpec, run_dir: RunDir) -> Path:
         """Validate, prepare the data if needed, and write ``RUN/nanotron/config.yaml`` atomically."""
-        from scaling.backends.nanotron.config import build_config, options_of, plan_for, to_yaml
+        from scaling.backends.nanotron.config import build_config, model_path, options_of, plan_for, to_yaml
         from scaling.backends.nanotron.entry import CONFIG_NAME
 
         opts = options_of(spec)
         plan = plan_for(spec, opts)
+        path = model_path(opts)  # "auto" resolved by what this (training) machine has installed
         data = self._ensure_data(spec, self._data_folder(spec, self._run_data_dir(spec, run_dir)))
         special = (data.bos_id if data.bos_id is not None else 1, data.eos_id if data.eos_id is not None else 2)
         cfg = build_config(
             spec, run_dir=run_dir.path, train_folder=data.train_folder, tokenizer_dir=data.tokenizer_dir,
-            plan=plan, options=opts, special_tokens=special,
+            plan=plan, options=opts, path=path, special_tokens=special,
         )  # fmt: skip
         path = run_dir.path / CONFIG_NAME
         atomic_write_text(path, to_yaml(cfg))
@@ -156,7 +161,7 @@ class NanotronBackend:
 
     def train(self, spec: RunSpec, run_dir: RunDir) -> dict[str, Any]:
         """Run this node's share of the run (every Slurm task calls this); node 0 returns the result."""
-        from scaling.backends.nanotron.config import options_of
+        from scaling.backends.nanotron.config import model_path, options_of
         from scaling.backends.nanotron.entry import missing_requirements
         from scaling.backends.nanotron.launch import node_environment, run_node, wait_for_result
 
@@ -167,7 +172,7 @@ class NanotronBackend:
         opts = options_of(spec)
         self.write_config(spec, run_dir)  # every node writes the same bytes atomically
         if opts.torchrun == "torchrun":  # a custom launcher is trusted to bring what it needs
-            missing = missing_requirements()
+            missing = missing_requirements(model_path(opts).needs_flash_attn)
             if missing:
                 raise RuntimeError("nanotron backend cannot train here; missing: " + "; ".join(missing))
         where = node_environment()

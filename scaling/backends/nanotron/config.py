@@ -6,10 +6,11 @@ test suite checks each generated config against a schema fixture read from that 
 
 Mapping (Nanotron's names on the right):
 
-* shape -> ``model.model_config`` (a ``LlamaConfig``: ``is_llama_config: true``, no q/k/v bias,
-  ``rope_interleaved: false`` so the weights convert to transformers unchanged, RMSNorm eps
-  1e-5 as :meth:`scaling.shapes.ModelShape.to_hf_config`), ``make_vocab_size_divisible_by: 1``
-  so the vocabulary is not padded and the parameter count equals :mod:`scaling.flops`'s.
+* shape -> ``model.model_config``, a ``Qwen2Config`` or a ``LlamaConfig`` (:func:`model_path`),
+  either with no q/k/v bias and ``rope_interleaved: false`` so the weights convert to a
+  transformers Llama unchanged, RMSNorm eps 1e-5 as :meth:`scaling.shapes.ModelShape.to_hf_config`;
+  ``make_vocab_size_divisible_by: 1`` so the vocabulary is not padded and the parameter count
+  equals :mod:`scaling.flops`'s.
 * tokens/batch -> ``tokens``: ``train_steps = ceil(tokens / batch_tokens)``, ``micro_batch_size``
   and ``batch_accumulation_per_replica`` from the parallelism plan
   (``batch = dp x micro_batch x accumulation`` sequences).
@@ -25,6 +26,7 @@ Mapping (Nanotron's names on the right):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,7 +56,10 @@ class NanotronOptions(BaseModel):
     recompute: bool | None = None
     zero_stage: Literal[0, 1] = 0
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
-    attention: Literal["flash_attention_2", "sdpa"] = "flash_attention_2"
+    model: Literal["auto", "qwen2", "llama"] = Field(default="auto", description="Nanotron model class; auto: qwen2")
+    attention: Literal["auto", "flash_attention_2", "sdpa"] = Field(
+        default="auto", description="auto: flash_attention_2 where flash-attn is installed, else sdpa"
+    )
     pp_engine: Literal["1f1b", "afab"] = "1f1b"
     init_scaling: Literal["NONE", "NUM_LAYERS"] = "NUM_LAYERS"
     checkpoint_interval: int | None = Field(default=None, ge=1)
@@ -81,25 +86,85 @@ def options_of(spec: RunSpec) -> NanotronOptions:
 
 
 def check_spec(spec: RunSpec) -> None:
-    """What the Nanotron Llama cannot express."""
+    """What the backend's Nanotron models (converted to a transformers Llama) cannot express."""
     shape = spec.model_shape
     if shape.qkv_bias:
-        raise UsageError("shape.qkv_bias=true: Nanotron's Llama has no q/k/v bias; set qkv_bias: false")
+        raise UsageError("shape.qkv_bias=true: the nanotron backend trains Llama-shaped models without q/k/v bias; set qkv_bias: false")
     if not shape.glu:
-        raise UsageError("shape.glu=false: Nanotron's Llama MLP is SwiGLU; set glu: true")
+        raise UsageError("shape.glu=false: Nanotron's Llama and Qwen2 MLPs are SwiGLU; set glu: true")
     if shape.d_head * shape.heads != shape.hidden:
         raise UsageError(
-            f"shape.head_dim={shape.d_head}: Nanotron's Llama uses hidden/heads={shape.hidden // shape.heads}; "
+            f"shape.head_dim={shape.d_head}: Nanotron uses hidden/heads={shape.hidden // shape.heads}; "
             "drop head_dim or make heads x head_dim = hidden"
         )
     if spec.branch_of is not None:
         raise UsageError("branch_of: WSD cooldown branches run on the local backend; use backend: local")
 
 
+# ---- the model class and its attention -----------------------------------------------------------
+
+LLAMA_NEEDS_FLASH = (
+    "Nanotron's Llama (models/llama.py at the pinned commit) calls flash-attn's varlen attention, "
+    "rotary and Triton RMSNorm whatever _attn_implementation says"
+)
+
+
+@dataclass(frozen=True)
+class ModelPath:
+    """The Nanotron model class that trains a run and the attention it really runs.
+
+    * ``qwen2`` + ``flash_attention_2``: Nanotron's packed path (``_use_qkv_packed``): flash-attn's
+      varlen attention and rotary, its Triton RMSNorm;
+    * ``qwen2`` + ``sdpa``: ``_use_qkv_packed: false``, unfused rotary and RMSNorm: torch's
+      ``scaled_dot_product_attention`` through Nanotron's ``CoreAttention``, no flash-attn kernel
+      (the entry point supplies the unpacked attention forward, :mod:`.qwen2_sdpa`);
+    * ``llama`` + ``flash_attention_2`` only (:data:`LLAMA_NEEDS_FLASH`).
+
+    Both classes hold the same weights under the same names; :mod:`.convert` reads either.
+    """
+
+    model: Literal["qwen2", "llama"]
+    attention: Literal["flash_attention_2", "sdpa"]
+
+    @property
+    def needs_flash_attn(self) -> bool:
+        return self.attention == "flash_attention_2"
+
+
+def flash_attn_installed() -> bool:
+    from scaling.backends.nanotron.missing_kernels import missing_packages
+
+    return "flash_attn" not in missing_packages()
+
+
+def model_path(opts: NanotronOptions, *, flash_attn: bool | None = None) -> ModelPath:
+    """Resolve ``backend_options.model`` and ``attention``: ``auto`` model is ``qwen2``; ``auto``
+    attention is ``flash_attention_2`` where flash-attn is installed (``flash_attn``; default:
+    looked up on this machine), else ``sdpa``. An attention the class does not run exits 2."""
+    model = "qwen2" if opts.model == "auto" else opts.model
+    if model == "llama" and opts.attention == "sdpa":
+        raise UsageError(
+            f"backend_options.attention=sdpa: {LLAMA_NEEDS_FLASH}; use model: qwen2 (or auto) for sdpa, "
+            "or attention: flash_attention_2"
+        )
+    attention = opts.attention
+    if attention == "auto":
+        have = flash_attn_installed() if flash_attn is None else flash_attn
+        attention = "flash_attention_2" if have or model == "llama" else "sdpa"
+    return ModelPath(model, attention)
+
+
+def written_model_path(model_config: dict[str, Any]) -> ModelPath:
+    """The :class:`ModelPath` of a ``model.model_config`` section this module wrote."""
+    model = "qwen2" if model_config.get("is_qwen2_config") else "llama"
+    return ModelPath(model, model_config["_attn_implementation"])
+
+
 def plan_for(spec: RunSpec, options: NanotronOptions | None = None) -> ParallelPlan:
     """Validate the spec against Nanotron and choose its parallelism."""
     opts = options or options_of(spec)
     check_spec(spec)
+    model_path(opts, flash_attn=True)  # the model/attention pair, whatever this machine has
     return plan_parallelism(
         spec.model_shape,
         batch_size=spec.batch_size,
@@ -119,20 +184,19 @@ def plan_for(spec: RunSpec, options: NanotronOptions | None = None) -> ParallelP
 # ---- sections ---------------------------------------------------------------------------------
 
 
-def model_config(shape: ModelShape, *, attention: str, bos: int = 1, eos: int = 2, init_std: float = 0.02) -> dict:
-    """Nanotron ``LlamaConfig`` fields for ``shape`` (every field written, so nothing defaults silently)."""
-    return {
+def model_config(shape: ModelShape, path: ModelPath, *, bos: int = 1, eos: int = 2, init_std: float = 0.02) -> dict:
+    """Nanotron ``Qwen2Config`` or ``LlamaConfig`` fields for ``shape`` (every field written, so
+    nothing defaults silently)."""
+    common = {
         "bos_token_id": bos,
         "eos_token_id": eos,
         "hidden_act": "silu",
         "hidden_size": shape.hidden,
         "initializer_range": init_std,
         "intermediate_size": shape.d_ffn,
-        "is_llama_config": True,
         "max_position_embeddings": shape.seq_len,
         "num_attention_heads": shape.heads,
         "num_hidden_layers": shape.layers,
-        "attention_bias": False,
         "num_key_value_heads": shape.n_kv_heads,
         "pad_token_id": None,
         "pretraining_tp": 1,
@@ -143,9 +207,28 @@ def model_config(shape: ModelShape, *, attention: str, bos: int = 1, eos: int = 
         "tie_word_embeddings": shape.tied,
         "use_cache": True,
         "vocab_size": shape.vocab,
-        "_attn_implementation": attention,
+        "_attn_implementation": path.attention,
+        "attention_bias": False,
         "z_loss_enabled": False,
         "z_loss_coefficient": 0.0001,
+    }
+    if path.model == "llama":
+        return {"is_llama_config": True, **common}
+    fused = path.attention == "flash_attention_2"
+    return {
+        "is_qwen2_config": True,
+        **common,
+        "rope_seq_len_interpolation_factor": None,
+        "flex_attention_mask": None,
+        "sliding_window_size": None,
+        "no_rope_layer": None,
+        "_fused_rotary_emb": fused,
+        "_fused_rms_norm": fused,
+        "_use_qkv_packed": fused,
+        "_use_doc_masking": False,
+        "log_attn_probs": False,  # True returns and logs every layer's attention probabilities
+        "ring_attn_heads_k_stride": None,
+        "moe_config": None,
     }
 
 
@@ -204,11 +287,14 @@ def build_config(
     tokenizer_dir: str | Path,
     plan: ParallelPlan | None = None,
     options: NanotronOptions | None = None,
+    path: ModelPath | None = None,
     special_tokens: tuple[int, int] = (1, 2),
 ) -> dict[str, Any]:
-    """The whole Nanotron config as a plain dict (dump it with :func:`to_yaml`)."""
+    """The whole Nanotron config as a plain dict (dump it with :func:`to_yaml`); ``path``
+    defaults to :func:`model_path` resolved on this machine."""
     opts = options or options_of(spec)
     plan = plan or plan_for(spec, opts)
+    path = path or model_path(opts)
     shape = spec.model_shape
     run_dir = Path(run_dir).resolve()
     ckpt = str(run_dir / "checkpoints")
@@ -238,7 +324,7 @@ def build_config(
         },
         "model": {
             "model_config": model_config(
-                shape, attention=opts.attention, bos=special_tokens[0], eos=special_tokens[1], init_std=spec.init_std
+                shape, path, bos=special_tokens[0], eos=special_tokens[1], init_std=spec.init_std
             ),
             "init_method": {"std": spec.init_std, "scaling_method": opts.init_scaling},
             "dtype": opts.dtype,
@@ -294,7 +380,7 @@ def build_config(
                     "seed": spec.seed,
                     "num_loading_workers": 1,
                 },
-                "sequence_length": None,
+                "sequence_length": shape.seq_len,  # Nanotron fills in tokens.sequence_length otherwise
             }
         ],
     }

@@ -43,8 +43,9 @@ CONFIG_NAME = "nanotron/config.yaml"
 # ---- requirements ---------------------------------------------------------------------------------
 
 
-def missing_requirements() -> list[str]:
-    """What this machine lacks to train with Nanotron (empty when it can)."""
+def missing_requirements(needs_flash_attn: bool) -> list[str]:
+    """What this machine lacks to train with Nanotron on a model path that does (or does not)
+    call flash-attn (empty when it can)."""
     from scaling.backends.nanotron import INSTALL
 
     missing = []
@@ -55,7 +56,10 @@ def missing_requirements() -> list[str]:
             missing.append("a CUDA GPU (Nanotron trains with NCCL only; torch.cuda.is_available() is False)")
     except ImportError:
         missing.append("torch")
-    for module, why in (("nanotron", INSTALL), ("flash_attn", "pip install flash-attn"), ("datatrove", "pip install datatrove")):
+    needed = [("nanotron", INSTALL), ("datatrove", "pip install datatrove")]
+    if needs_flash_attn:
+        needed.append(("flash_attn", "pip install flash-attn, or set backend_options.attention: sdpa"))
+    for module, why in needed:
         if importlib.util.find_spec(module) is None:
             missing.append(f"{module} ({why})")
     return missing
@@ -238,19 +242,52 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scaling.backends.nanotron.entry", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True)
     args = parser.parse_args(argv)
-    missing = missing_requirements()
+    rd = RunDir(args.run_dir)
+    config = rd.path / CONFIG_NAME
+    path = run_model_path(rd) if config.exists() else None
+    missing = missing_requirements(path is None or path.needs_flash_attn)
+    if path is None:
+        missing.append(f"{config} (written by the nanotron backend before it starts torchrun)")
     if missing:
         print("error: cannot train with Nanotron here; missing: " + "; ".join(missing), file=sys.stderr)
         return 1
-    return _train(RunDir(args.run_dir))
+    return _train(rd)
+
+
+def run_model_path(rd: RunDir) -> Any:
+    """The model class and attention the run's config was written for."""
+    import yaml
+
+    from scaling.backends.nanotron.config import written_model_path
+
+    return written_model_path(yaml.safe_load((rd.path / CONFIG_NAME).read_text())["model"]["model_config"])
+
+
+def prepare_nanotron(path: Any, parallelism: Any) -> list[str]:
+    """Before Nanotron builds the model: import-only stand-ins for the kernel packages that are
+    missing (:mod:`.missing_kernels`; a kernel actually called then fails loudly), the unpacked
+    Qwen2 attention for ``sdpa`` (:mod:`.qwen2_sdpa`), the Llama init workaround. Returns the
+    packages stood in."""
+    from scaling.backends.nanotron import missing_kernels
+
+    stood_in = missing_kernels.install()
+    if path.model == "qwen2" and path.attention == "sdpa":
+        from scaling.backends.nanotron import qwen2_sdpa
+
+        qwen2_sdpa.patch()
+    if path.model == "llama":
+        patch_llama_init(parallelism)
+    return stood_in
 
 
 def _train(rd: RunDir) -> int:  # pragma: no cover - needs CUDA and Nanotron
     import torch
 
+    from scaling.backends.nanotron import missing_kernels, peak_flops_per_gpu
+
+    missing_kernels.install()  # before the first nanotron import
     from nanotron.config import get_config_from_file
     from nanotron.trainer import DistributedTrainer
-    from scaling.backends.nanotron import peak_flops_per_gpu
     from scaling.backends.nanotron.config import options_of
     from scaling.backends.nanotron.convert import convert_checkpoint, load_hf_model
     from scaling.backends.nanotron.data import NanosetData, read_ds
@@ -262,7 +299,8 @@ def _train(rd: RunDir) -> int:  # pragma: no cover - needs CUDA and Nanotron
     if rank == 0:
         rd.mark_running()
         rd.truncate_metrics_after(_latest_step(rd.checkpoints))  # resume: drop rows after the checkpoint
-    patch_llama_init(get_config_from_file(str(config_path)).parallelism)
+    path = run_model_path(rd)
+    stood_in = prepare_nanotron(path, get_config_from_file(str(config_path)).parallelism)
     recorder = MetricsRecorder(rd, spec, world, peak_flops_per_gpu(opts))
 
     def is_logger(trainer: Any) -> bool:
@@ -290,7 +328,9 @@ def _train(rd: RunDir) -> int:  # pragma: no cover - needs CUDA and Nanotron
     wall = sum(r.get("step_s") or 0.0 for r in rows) + (time.time() - eval_started)
     result = build_result(
         spec, rows, eval_loss_value=ev, wall_time=wall, train_tokens_available=data.train_tokens,
-        final_loss_steps=opts.final_loss_steps, extra={"nanotron": {"world_size": world, "config": str(config_path)}},
+        final_loss_steps=opts.final_loss_steps,
+        extra={"nanotron": {"world_size": world, "config": str(config_path), "model": path.model,
+                            "attention": path.attention, "stood_in": stood_in}},
     )  # fmt: skip
     if rows:  # the last step carries the held-out loss, as in local runs (one atomic rewrite)
         rows[-1] = {**rows[-1], "eval_loss": ev}
