@@ -398,12 +398,6 @@ class SweepStore:
             out[r.read_status().get("state", "pending")] += 1
         return out
 
-    def artifact(self, *parts: str) -> Path:
-        """A path for a stage's artifact (``fit/``, ``align/``, ``select.json``...) in the sweep."""
-        p = self.path.joinpath(*parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
 
 # ---- the one reader ---------------------------------------------------------------------------------
 

@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# the test backends' entry points (tests/plugins/README.md), for this process and every child
+PLUGINS = str(ROOT / "tests" / "plugins")
+if PLUGINS not in sys.path:
+    sys.path.append(PLUGINS)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), PLUGINS) if p)
 
 
 def run_cli(*args: str, check: bool = False, timeout: float = 600, env: dict | None = None,

@@ -12,7 +12,8 @@ arrays) can be tested in seconds without importing torch in every job.
 
 * ``step_s``: seconds each step sleeps (to make runs long enough to kill or pre-empt);
 * ``fail_attempts``: ``{name: n}`` raise on the run's first ``n`` attempts;
-* ``fail_always``: list of run names that always raise.
+* ``fail_always``: list of run names that always raise;
+* ``threads``: an execution option (kept out of the run id), unused.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import socket
 import time
 from typing import Any
 
-from scaling.backends.base import register_backend
 from scaling.runspec import RunSpec
 from scaling.store import RunDir, atomic_write_json
 
@@ -32,7 +32,10 @@ NAME = "toy"
 
 
 class ToyBackend:
+    """Registered as ``toy`` by the entry point in tests/plugins/."""
+
     name = NAME
+    execution_options = frozenset({"threads"})  # accepted and unused: how a run executes, not what it computes
 
     def prepare(self, specs: list[RunSpec], cache_dir: str) -> None:
         os.makedirs(cache_dir, exist_ok=True)
@@ -91,8 +94,6 @@ class ToyBackend:
         run_dir.write_result(result)
         return result
 
-
-register_backend(NAME, f"{__name__}:ToyBackend")
 
 
 def wait_for(pred, timeout: float = 60.0, what: str = "condition") -> None:

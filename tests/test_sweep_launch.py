@@ -15,11 +15,12 @@ import pytest
 
 from scaling.store import SweepStore
 from scaling.sweep import launch, load_spec, parse_spec, resume, status
-from scaling.sweep.launcher import LOCK, SweepLock, SweepLocked, share_cores
+from scaling.sweep.executors import share_cores
+from scaling.sweep.lock import LOCK, SweepLock, SweepLocked
 from tests.sweep_backends import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-TOY = "tests.sweep_backends:ToyBackend"
+TOY = "toy"  # tests/sweep_backends.py, an entry point of tests/plugins/
 
 
 def toy_spec(tmp_path: Path, name: str = "toy", step_s: float = 0.0, budgets=(1e10, 2e10), extra_opts: str = "",
@@ -27,7 +28,7 @@ def toy_spec(tmp_path: Path, name: str = "toy", step_s: float = 0.0, budgets=(1e
     p = tmp_path / f"{name}.yaml"
     p.write_text(f"""\
 name: {name}
-backend: "{TOY}"
+backend: {TOY}
 backend_options: {{step_s: {step_s}{extra_opts}}}
 model: {{vocab: 1024, seq_len: 128}}
 train: {{batch: 2048, lr: 0.1, checkpoint_every: {ckpt}, flops_convention: 6N_non_embedding}}
@@ -112,7 +113,7 @@ def test_second_launcher_is_refused_and_stale_lock_taken_over(tmp_path, cli):
 
 
 def _launcher(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ["PYTHONPATH"]}
     return subprocess.Popen([sys.executable, "-m", "scaling", "sweep", "launch", str(spec), "--out", str(out),
                              "--executor", "local", "--max-parallel", "2", "--quiet", *extra],
                             cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

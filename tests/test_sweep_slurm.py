@@ -4,7 +4,10 @@ cancel stops everything. Runs use the fast backend of tests/sweep_backends.py.""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -86,3 +89,26 @@ def test_cancel_stops_the_array(slurm_cluster, tmp_path):
     st = status(out)
     assert st["counts"]["cancelled"] == 2 and st["counts"]["running"] == 0
     assert out_c["counts"]["cancelled"] == 2
+
+
+def test_relaunch_follows_the_jobs_of_a_killed_launcher(slurm_cluster, tmp_path):
+    """SIGKILL the launcher while its array runs: the jobs carry on in Slurm, and a relaunch follows
+    them as submitit jobs rebuilt from their ids instead of submitting the runs again."""
+    spec = toy_spec(tmp_path, step_s=0.05, budgets=(1e10,))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ['PYTHONPATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "scaling", "sweep", "launch", str(spec), "--out", str(out),
+                             "--executor", "slurm", "--quiet"], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = SweepStore(out)
+    wait_for(lambda: len(store.runs()) == 2 and all(len(rd.read_metrics()) >= 3 for rd in store.runs()), 60, "runs start")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    jobs = {rd.run_id: rd.read_status()["slurm_job"] for rd in store.runs()}
+    assert not any(rd.is_done() for rd in store.runs())
+    s = launch(spec, out, executor="slurm", progress=False)
+    assert (s["done"], s["failed"], s["retried"], s["skipped"]) == (2, 0, 0, 0)
+    assert set(attempts(out).values()) == {1}  # followed to the end, never submitted twice
+    assert {rd.run_id: rd.read_status()["slurm_job"] for rd in store.runs()} == jobs
+    for name, steps in steps_logged(out).items():
+        assert steps == list(range(1, len(steps) + 1)), name

@@ -17,6 +17,7 @@ Contract for ``train(spec, run_dir)``:
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any, Protocol, runtime_checkable
 
@@ -41,35 +42,72 @@ class Backend(Protocol):
         ...
 
 
-# name -> "module:attribute"; imported lazily so `import scaling.sweep` never imports torch.
-_REGISTRY: dict[str, str] = {
+# A backend may also define ``execution_options``: the ``backend_options`` keys that change how a
+# run executes but not its loss; they are kept beside the run's identity (``RunSpec.execution_options``).
+
+
+# Built-in backends, imported only when used so that `import scaling.sweep` never imports torch.
+BUILTIN: dict[str, str] = {
     "local": "scaling.backends.local:LocalBackend",
     "nanotron": "scaling.backends.nanotron:NanotronBackend",
 }
+ENTRY_POINT_GROUP = "scaling.backends"  # third-party backends: [project.entry-points."scaling.backends"]
+_REGISTERED: dict[str, str] = {}  # register_backend() in this process
 
 
 def register_backend(name: str, target: str) -> None:
-    """Register a third-party backend as ``"package.module:ClassName"``."""
-    _REGISTRY[name] = target
+    """Register a backend in this process as ``"package.module:ClassName"`` (an installed package
+    registers itself instead with an entry point in the ``scaling.backends`` group)."""
+    if not name or ":" in name:
+        raise ValueError(f"backend name {name!r}: a plain name such as 'mytrainer'")
+    if target.count(":") != 1:
+        raise ValueError(f"backend target {target!r}: 'package.module:ClassName'")
+    _REGISTERED[name] = target
+
+
+@functools.cache
+def _entry_points() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _registry() -> dict[str, str]:
+    # an installed plugin cannot shadow a built-in; an explicit register_backend() can
+    return {**_entry_points(), **BUILTIN, **_REGISTERED}
 
 
 def backend_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(_registry())
 
 
 def backend_target(name: str) -> str:
-    """``"module:Class"`` of a registered backend; a ``"module:Class"`` string is returned as is,
-    so job processes can import a backend registered only in the launching process."""
-    if ":" in name:
-        return name
-    if name not in _REGISTRY:
-        raise ValueError(f"backend={name!r}: choose one of {', '.join(backend_names())}")
-    return _REGISTRY[name]
+    """``"module:Class"`` of a registered backend name; anything else is refused, unimported."""
+    reg = _registry()
+    if name in reg:
+        return reg[name]
+    hint = (f"; a backend is a registered name, not code to import: install it as an entry point in the "
+            f"{ENTRY_POINT_GROUP!r} group" if ":" in name else "")
+    raise ValueError(f"backend={name!r}: choose one of {', '.join(sorted(reg))}{hint}")
+
+
+def load_target(target: str) -> type:
+    """The class a registry entry names (imports its module)."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def backend_class(name: str) -> type:
+    return load_target(backend_target(name))
 
 
 def get_backend(name: str, **options: Any) -> Backend:
-    if name not in _REGISTRY:
-        raise ValueError(f"backend={name!r}: choose one of {', '.join(backend_names())}")
-    module, _, attr = _REGISTRY[name].partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    return cls(**options)
+    return backend_class(name)(**options)
+
+
+def split_options(name: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(hashed, execution)``: a backend's ``execution_options`` (threads, log intervals, paths,
+    ports: how a run executes, not what it computes) are kept out of the run's identity."""
+    execution = frozenset(getattr(backend_class(name), "execution_options", ()))
+    return ({k: v for k, v in options.items() if k not in execution},
+            {k: v for k, v in options.items() if k in execution})

@@ -1,5 +1,10 @@
 """The sweep engine: specs (``spec``), their expansion into runs (``grid``), and launching them
-through submitit on this machine or a Slurm cluster (``launch``).
+through submitit on this machine or a Slurm cluster.
+
+Modules, one job each: ``lock`` (who may write a folder), ``task`` (what a job runs), ``jobs``
+(handles on runs in flight), ``executors`` (debug/local/slurm and how many runs at once),
+``progress`` (snapshots and displays), ``launcher`` (the launch loop), ``control`` (status, cancel),
+``plan`` (the dry-run table).
 
 Python API (what ``scaling sweep`` and ``scaling.pipeline`` call)::
 
@@ -22,11 +27,12 @@ _EXPORTS = {
     "plan_table": "scaling.sweep.plan",
     "launch": "scaling.sweep.launcher",
     "resume": "scaling.sweep.launcher",
-    "status": "scaling.sweep.launcher",
-    "cancel": "scaling.sweep.launcher",
+    "status": "scaling.sweep.control",
+    "cancel": "scaling.sweep.control",
     "write_store": "scaling.sweep.launcher",
-    "Progress": "scaling.sweep.launcher",
-    "SweepLocked": "scaling.sweep.launcher",
+    "Progress": "scaling.sweep.progress",
+    "SweepLocked": "scaling.sweep.lock",
+    "SweepLock": "scaling.sweep.lock",
 }
 
 __all__ = sorted(_EXPORTS)

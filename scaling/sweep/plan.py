@@ -16,13 +16,14 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None) ->
 
     The wall-time estimate packs the runs' estimates onto ``max_parallel`` slots, longest first.
     """
-    from scaling.sweep.launcher import _backend_target, _load_backend, share_cores
+    from scaling.backends.base import backend_class
+    from scaling.sweep.executors import parallelism
 
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
     runs = expand(spec)
     backend = None
-    with contextlib.suppress(ImportError):  # e.g. nanotron's backend off the cluster: no estimates
-        backend = _load_backend(spec.backend, _backend_target(spec.backend))
+    with contextlib.suppress(ImportError):  # a backend whose own dependencies are missing here: no estimates
+        backend = backend_class(spec.backend)()
     describe = getattr(backend, "describe", None)
     rows: list[dict[str, Any]] = []
     extra: list[str] = []
@@ -49,12 +50,7 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None) ->
             row.update(d)
         rows.append(row)
     kind = spec.executor.kind
-    if kind == "slurm":
-        par, threads = max_parallel or spec.executor.slurm.array_parallelism, spec.executor.slurm.cpus_per_task or 1
-    else:
-        par, threads = share_cores(len(runs), max_parallel or spec.executor.max_parallel, spec.executor.threads_per_run)
-        if kind == "debug":
-            par = 1
+    par, threads = parallelism(kind, spec.executor, len(runs), max_parallel)
     ests = [r["est_seconds"] for r in rows]
     wall = None
     if ests and all(e is not None for e in ests):

@@ -326,18 +326,13 @@ class ExecutorSettings(_Strict):
     slurm: SlurmSettings = SlurmSettings()
 
 
-def _is_target(v: str) -> bool:
-    module, sep, attr = v.partition(":")
-    return bool(sep) and all(p.isidentifier() for p in module.split(".")) and attr.isidentifier()
-
-
 # ---- the spec --------------------------------------------------------------------------------------
 
 
 class SweepSpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    backend: str = Field(default="local", description="a registered backend name, or 'package.module:Class'")
+    backend: str = Field(default="local", description="a registered backend name (built in or an entry point)")
     backend_options: dict[str, Any] = Field(default_factory=dict)
     data: DataSpec = DataSpec()
     model: ModelSettings = ModelSettings()
@@ -351,12 +346,9 @@ class SweepSpec(_Strict):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, v: str) -> str:
-        from scaling.backends.base import backend_names
+        from scaling.backends.base import backend_target
 
-        if v not in backend_names() and not _is_target(v):
-            raise ValueError(
-                f"unknown backend {v!r}: choose one of {', '.join(backend_names())}, or give 'package.module:Class'"
-            )
+        backend_target(v)  # a name only: nothing named in a spec is imported to check it
         return v
 
     def to_yaml(self) -> str:

@@ -6,32 +6,18 @@ Kept apart from the launcher so that a job imports only the store, the run confi
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import socket
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
+from scaling.backends.base import load_target
 from scaling.store import RunDir
+from scaling.sweep.lock import RunLock, proc_start
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "SCALING_THREADS")
-
-
-def _proc_start(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat): tells a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _load_backend(name: str, target: str) -> Any:
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)()
 
 
 def set_threads(threads: int) -> None:
@@ -53,6 +39,10 @@ except ImportError:  # pragma: no cover - a clear error at launch instead
 class RunTask(_Checkpointable):  # type: ignore[misc,valid-type]
     """Train one run into its folder; idempotent (a finished run returns its result).
 
+    ``target`` is the backend's ``"module:Class"`` as the launcher's registry resolved it, so a job
+    process imports only what the launcher chose. The task holds the run's writer lock while it
+    trains: a second task on the same run waits for the first, then finds it done or resumes it.
+
     Pre-emption and time-outs call :meth:`checkpoint`, which records the requeue and resubmits
     this same task; the backend then resumes from the run's newest checkpoint.
     """
@@ -69,18 +59,26 @@ class RunTask(_Checkpointable):  # type: ignore[misc,valid-type]
         if self.threads:
             set_threads(self.threads)
         rd = RunDir(self.run_dir)
-        if rd.is_done():
-            return rd.read_result() or {}
+        lock = RunLock(rd.path)
+        lock.wait()
+        try:
+            if rd.is_done():
+                return rd.read_result() or {}
+            return self._train(rd)
+        finally:
+            lock.release()
+
+    def _train(self, rd: RunDir) -> dict[str, Any]:
         from scaling.runspec import RunSpec
 
         spec = RunSpec.from_json_dict(rd.read_spec() or {})
         job_id = os.environ.get("SLURM_ARRAY_JOB_ID") and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
         job_id = job_id or os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
         try:
-            backend = _load_backend(self.backend, self.target)
+            backend = load_target(self.target)()
             if self.threads:
                 set_threads(self.threads)  # again, now that the backend may have imported torch
-            rd.update_status("running", host=socket.gethostname(), pid=os.getpid(), pid_start=_proc_start(os.getpid()),
+            rd.update_status("running", host=socket.gethostname(), pid=os.getpid(), pid_start=proc_start(os.getpid()),
                              job_id=job_id, executor=os.environ.get("SUBMITIT_EXECUTOR") or "debug",
                              threads=self.threads, started=time.time(), error=None, traceback=None)
             if self.cache_dir is not None:

@@ -1,0 +1,114 @@
+"""``sweep status`` (read-only: every run's state as it really is) and ``sweep cancel``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from scaling.errors import UsageError
+from scaling.store import RunDir, SweepStore, atomic_write_json
+from scaling.sweep.jobs import in_queue, squeue_ids
+from scaling.sweep.lock import SweepLock, holder_alive, pid_alive
+from scaling.sweep.progress import tokens_done
+
+CANCEL = "cancel.request"
+
+
+def run_state(rd: RunDir, queued: set[str] | None = None) -> str:
+    """The run's state as it really is: a ``running`` run whose process or job is gone is ``interrupted``."""
+    st = rd.read_status()
+    state = st.get("state", "pending")
+    if state != "running":
+        return state
+    if st.get("slurm_job") or st.get("executor") == "slurm":
+        if queued is None:
+            return state
+        return "running" if in_queue(st.get("slurm_job") or st.get("job_id"), queued) else "interrupted"
+    if st.get("host") == socket.gethostname():
+        return "running" if pid_alive(st.get("pid"), st.get("pid_start")) else "interrupted"
+    return state
+
+
+def _row(rd: RunDir, state: str) -> dict[str, Any]:
+    spec = rd.read_spec() or {}
+    st = rd.read_status()
+    res = rd.read_result_or_none() or {}
+    tokens = int(spec.get("tokens", 0))
+    return {
+        "run_id": rd.run_id, "name": spec.get("name"), "budget": spec.get("budget"), "state": state,
+        "attempts": st.get("attempts", 0), "requeues": st.get("requeues", 0), "tokens": tokens,
+        "params": (spec.get("derived") or {}).get("params"), "flops": float((spec.get("derived") or {}).get("flops") or 0),
+        "tokens_done": tokens if state == "done" else tokens_done(rd), "final_loss": res.get("final_loss"),
+        "eval_loss": res.get("eval_loss"), "wall_time": res.get("wall_time"), "job_id": st.get("job_id"),
+        "error": st.get("error") if state != "done" else None,
+    }
+
+
+def status(out_dir: str | Path) -> dict[str, Any]:
+    """Counts, FLOPs and one row per run, as they are now (read-only)."""
+    out = Path(out_dir)
+    store = SweepStore(out)
+    if not (out / SweepStore.SWEEP).exists() and not store.runs():
+        raise UsageError(f"{out_dir}: not a sweep folder (no {SweepStore.SWEEP}, no runs/)")
+    need_q = any(rd.read_status().get("slurm_job") for rd in store.runs())
+    queued = squeue_ids() if need_q else None
+    counts = {k: 0 for k in ("pending", "running", "done", "failed", "cancelled", "interrupted")}
+    rows = []
+    for rd in store.runs():
+        state = run_state(rd, queued)
+        counts[state] = counts.get(state, 0) + 1
+        rows.append(_row(rd, state))
+    fl_total = sum(r["flops"] for r in rows)
+    fl_done = sum(r["flops"] * min(1.0, r["tokens_done"] / r["tokens"]) for r in rows if r["tokens"])
+    for r in rows:
+        del r["flops"]
+    rows.sort(key=lambda r: (r["budget"] is None, r["budget"] or 0, r["params"] or 0, str(r["name"])))
+    info = SweepLock(out).read()
+    launcher = None
+    if info:
+        launcher = {**{k: info.get(k) for k in ("pid", "host", "started", "heartbeat", "executor")},
+                    "alive": holder_alive(info)}
+    return {"out_dir": str(out), "counts": counts, "total": len(rows), "flops_total": fl_total, "flops_done": fl_done,
+            "launcher": launcher, "complete": counts["done"] == len(rows) and len(rows) > 0, "runs": rows}
+
+
+def cancel(out_dir: str | Path, wait_s: float = 30.0) -> dict[str, Any]:
+    """Stop a sweep: the live launcher cancels its jobs and exits; orphan runs are ended too.
+
+    Finished runs stay finished; the rest are marked ``cancelled`` (``resume`` starts them again).
+    """
+    out = Path(out_dir)
+    if not (out / SweepStore.SWEEP).exists():
+        raise UsageError(f"{out_dir}: not a sweep folder (no {SweepStore.SWEEP})")
+    atomic_write_json(out / CANCEL, {"requested": time.time(), "by": os.getpid()})
+    lock = SweepLock(out)
+    end = time.time() + wait_s
+    while time.time() < end and holder_alive(lock.read()):
+        time.sleep(0.2)
+    store = SweepStore(out)
+    stopped, slurm_ids = [], []
+    for rd in store.runs():
+        if rd.is_done():
+            continue
+        st = rd.read_status()
+        if st.get("host") == socket.gethostname() and pid_alive(st.get("pid"), st.get("pid_start")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(st["pid"]), signal.SIGTERM)
+            stopped.append(rd.run_id)
+        if st.get("slurm_job") and st.get("state") in ("running", "pending"):
+            slurm_ids.append(str(st["slurm_job"]))
+        if st.get("state") != "cancelled":
+            rd.update_status("cancelled", pid=None)
+    if slurm_ids:
+        with contextlib.suppress(OSError):
+            subprocess.run(["scancel", *slurm_ids], capture_output=True, check=False, timeout=30)
+    if not holder_alive(lock.read()):
+        with contextlib.suppress(FileNotFoundError):
+            (out / CANCEL).unlink()
+    return {"out_dir": str(out), "stopped_processes": stopped, "scancelled": slurm_ids, "counts": store.counts()}
