@@ -179,40 +179,72 @@ class ModelShape:
 
         Qwen2 always has q/k/v biases; Llama/Mistral have them only with ``attention_bias``.
         """
+        source = "config.json"
         if not isinstance(config, Mapping):
-            path = Path(config)
-            if path.is_dir():
-                path = path / "config.json"
-            if not path.exists():
-                raise ShapeError(f"--hf-config {path}: no such file (give a config.json or its folder)")
-            config = json.loads(path.read_text())
+            source = str(config)
+            config = read_hf_config(config)
         mt = str(config.get("model_type", "llama"))
         if mt not in {"llama", "mistral", "qwen2", "qwen3", "smollm", "olmo2"}:
-            raise ShapeError(f"model_type={mt!r}: supported families are llama, mistral, qwen2")
-        try:
-            hidden = int(config["hidden_size"])
-            heads = int(config["num_attention_heads"])
-            layers = int(config["num_hidden_layers"])
-            vocab = int(config["vocab_size"])
-            ffn = int(config["intermediate_size"])
-        except KeyError as e:  # pragma: no cover - message path
-            raise ShapeError(f"config.json: missing field {e.args[0]!r}") from None
-        kv = int(config.get("num_key_value_heads") or heads)
-        head_dim = config.get("head_dim")
-        qkv_bias = bool(config.get("attention_bias", False)) or mt == "qwen2"
-        seq = seq_len or int(config.get("max_position_embeddings") or 2048)
+            raise ShapeError(f"{source}: model_type={mt!r}: supported families are llama, mistral, qwen2")
+
+        def whole(key: str, default: int | None = None) -> int:
+            return _hf_int(config, key, source, default)
+
+        def flag(key: str) -> bool:
+            v = config.get(key, False)
+            if v is not None and not isinstance(v, bool):
+                raise ShapeError(f"{source}: {key}={json.dumps(v)}: must be true or false")
+            return bool(v)
+
+        heads = whole("num_attention_heads")
         return cls(
-            layers=layers,
-            hidden=hidden,
+            layers=whole("num_hidden_layers"),
+            hidden=whole("hidden_size"),
             heads=heads,
-            kv_heads=kv,
-            ffn=ffn,
-            vocab=vocab,
-            seq_len=seq,
-            tied=bool(config.get("tie_word_embeddings", False)),
-            qkv_bias=qkv_bias,
-            head_dim=int(head_dim) if head_dim else None,
+            kv_heads=whole("num_key_value_heads", heads),
+            ffn=whole("intermediate_size"),
+            vocab=whole("vocab_size"),
+            seq_len=seq_len or whole("max_position_embeddings", 2048),
+            tied=flag("tie_word_embeddings"),
+            qkv_bias=flag("attention_bias") or mt == "qwen2",
+            head_dim=whole("head_dim", 0) or None,
         )
+
+
+def read_hf_config(path: str | Path) -> Mapping[str, Any]:
+    """A ``config.json`` (or the one in a folder) as a mapping; anything else is a :class:`ShapeError`."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    if not p.is_file():
+        raise ShapeError(f"--hf-config {p}: no such file (give a config.json or its folder)")
+    try:
+        config = json.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ShapeError(f"--hf-config {p}: byte {e.start} is not UTF-8 text; give a Hugging Face config.json") from None
+    except json.JSONDecodeError as e:
+        raise ShapeError(f"--hf-config {p}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); fix the file") from None
+    if not isinstance(config, Mapping):
+        raise ShapeError(
+            f"--hf-config {p}: a JSON {type(config).__name__}, not an object; give a config.json with hidden_size, ..."
+        )
+    return config
+
+
+def _hf_int(config: Mapping[str, Any], key: str, source: str, default: int | None = None) -> int:
+    """``config[key]`` as a whole number (``default`` when absent or null; required without one).
+
+    A fraction, a boolean or a string is refused, never truncated."""
+    v = config.get(key)
+    if v is None:
+        if default is None:
+            raise ShapeError(f"{source}: missing field {key!r}; add it (a Hugging Face config.json has it)")
+        return default
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ShapeError(f"{source}: {key}={json.dumps(v)}: must be a whole number")
+    return v
 
 
 def default_ffn(hidden: int, multiple_of: int = 256, mult: float = 8 / 3) -> int:
