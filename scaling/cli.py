@@ -13,6 +13,7 @@ import importlib
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from scaling import __version__
 
@@ -41,8 +42,17 @@ def _chosen(argv: Sequence[str]) -> str | None:
 DEBUG_HELP = "on an error, print its full traceback too (exit codes unchanged)"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line with exit status 2, like every other bad input
+    (its own prints the whole usage first). Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scaling", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="scaling", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"scaling {__version__}")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

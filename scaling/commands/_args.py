@@ -1,12 +1,11 @@
-"""Argument helpers shared by commands: human numbers (``72B``, ``1.4T``, ``5.76e23``) and one-line
-argparse errors (exit 2, as for every other bad input)."""
+"""Argument helpers shared by commands: human numbers (``72B``, ``1.4T``, ``5.76e23``) and negative
+values that reach the value checks (argparse's own errors are one line: ``scaling.cli.OneLineParser``)."""
 
 from __future__ import annotations
 
 import math
 import re
-import sys
-import types
+from pathlib import Path
 from typing import Any
 
 from scaling.errors import UsageError
@@ -37,14 +36,38 @@ def integer(field: str, text: str | None) -> int | None:
     return int(v)
 
 
-def one_line_errors(parser: Any) -> None:
-    """Make ``parser`` accept negative numbers as values (``--flops -1``, so the value check can
-    name the field) and report its own errors on one line with exit status 2."""
+def accept_negative_numbers(parser: Any) -> None:
+    """Make ``parser`` accept negative numbers as values (``--flops -1``), so the value check can
+    name the field instead of argparse calling ``-1`` an unknown option."""
     # argparse (before 3.13) reads "-1e22" as an option unless it matches this pattern.
     parser._negative_number_matcher = re.compile(r"^-(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?$", re.IGNORECASE)
 
-    def error(self: Any, message: str) -> None:
-        sys.stderr.write(f"error: {message}\n")
-        sys.exit(2)
 
-    parser.error = types.MethodType(error, parser)
+def output_file(flag: str, path: str | Path | None, suffix: str = ".json") -> Path | None:
+    """``path`` checked before any work starts: a file to write, not an existing folder."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{flag} {p}: is a folder; give a file path, e.g. {p / 'name'}{suffix}")
+    _parent_is_folder(flag, p)
+    return p
+
+
+def output_dir(flag: str, path: str | Path | None) -> Path | None:
+    """``path`` checked before any work starts: a folder (created later if missing), not a file."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{flag} {p}: is a file; give a folder (it is created if missing)")
+    _parent_is_folder(flag, p)
+    return p
+
+
+def _parent_is_folder(flag: str, p: Path) -> None:
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {p}: {parent} is a file, not a folder; give a path under a folder")
+            return

@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from scaling.commands import add_json_flag, emit_json
-from scaling.commands._args import integer, number, one_line_errors
+from scaling.commands._args import integer, number, accept_negative_numbers
 from scaling.errors import UsageError
 
 
 def add_arguments(parser: Any) -> None:
-    one_line_errors(parser)
+    accept_negative_numbers(parser)
     parser.add_argument("--hf-config", metavar="PATH", help="a Hugging Face config.json (or its folder)")
     parser.add_argument("--target", metavar="N", help="the ladder's shape nearest N parameters (e.g. 7B)")
     parser.add_argument(

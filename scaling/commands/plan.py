@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from scaling.commands import add_json_flag, emit_json
-from scaling.commands._args import integer, number, one_line_errors
+from scaling.commands._args import integer, number, accept_negative_numbers
 from scaling.errors import UsageError
 
 
 def add_arguments(parser: Any) -> None:
-    one_line_errors(parser)
+    accept_negative_numbers(parser)
     b = parser.add_argument_group("budget (at most one)")
     b.add_argument("--flops", metavar="C", help="training compute in FLOPs, e.g. 1e22")
     b.add_argument("--gpu-hours", metavar="H", help="GPU-hours on --gpu at --mfu")
