@@ -203,14 +203,24 @@ def budget_flops(
     if len(given) > 1:
         raise PlanError(f"budget: give one of flops, gpu_hours, budget_usd (got {', '.join(given)})")
     if flops is not None:
-        return flops
+        return _in_range("flops", flops, flops)
     if gpu_hours is not None:
-        return hardware.flops_from_gpu_hours(gpu_hours, gpu, mfu)
+        return _in_range("gpu_hours", gpu_hours, hardware.flops_from_gpu_hours(gpu_hours, gpu, mfu))
     if budget_usd is not None:
         if price is None:
             raise PlanError("budget_usd: needs price (USD per GPU-hour), e.g. --price 2.0")
-        return hardware.flops_from_gpu_hours(budget_usd / price, gpu, mfu)
+        return _in_range("budget_usd", budget_usd, hardware.flops_from_gpu_hours(budget_usd / price, gpu, mfu))
     return None
+
+
+def _in_range(name: str, given: float, c: float) -> float:
+    """``c`` if it lies in the budgets the planner spans (``_LN_C_RANGE``, as for params and tokens)."""
+    lo, hi = (math.exp(x) for x in _LN_C_RANGE)
+    if not lo <= c <= hi * (1 + 1e-9):
+        what = "" if name == "flops" else f" ({c:.3g} FLOPs)"
+        span = f"1e{round(math.log10(lo))}-1e{round(math.log10(hi))}"
+        raise PlanError(f"{name}={given:g}{what}: outside the {span} FLOPs the planner spans; give a budget in that range")
+    return c
 
 
 def _resolve_law(law: str | Law) -> Law:

@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from scaling.report import ExportUnavailable, build_report, export_figures
 
+    from scaling.commands._args import output_dir, output_file
+
+    output_file("-o", args.out, suffix=".html")
+    output_dir("--export", args.export)
     if not args.study.is_dir():
         raise UsageError(f"study: {args.study} is not a folder; pass a study folder holding runs/")
     if not (args.study / "runs").is_dir() and not (args.study / "spec.json").exists():

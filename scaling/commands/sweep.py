@@ -117,8 +117,12 @@ def _dur(s: float) -> str:
 def _launch(args: argparse.Namespace) -> int:
     from scaling.sweep import launch, resume
 
+    from scaling.commands._args import output_dir
+
     for name in ("max_parallel", "threads"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.action == "launch":
+        output_dir("--out", args.out)
     if args.retries is not None and args.retries < 0:
         from scaling.errors import UsageError
 

@@ -1,0 +1,112 @@
+"""Bad input as a new user types it: exit 2 and one line naming the file, line or field and the fix.
+
+Called in-process through ``scaling.cli.main`` (the same entry point as the console script) so the
+whole list stays fast; ``test_cli_plan.py`` and friends cover the real processes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scaling.cli import main
+
+
+def cli(capsys, *argv: str) -> tuple[int, str]:
+    """Exit status and stderr of ``scaling ARGV``; the error must be a single line."""
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse exits itself
+        code = int(e.code or 0)
+    err = capsys.readouterr().err
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err
+    return code, err.strip()
+
+
+# ---- scaling params --hf-config -----------------------------------------------------------------
+
+HF_OK = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "vocab_size": 100,
+         "intermediate_size": 128}
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        (b"{bad", r"bad.json:1:2: not valid JSON"),
+        (bytes(range(128, 256)), r"byte 0 is not UTF-8"),
+        (b"[1, 2]", r"a JSON list, not an object"),
+        (json.dumps({**HF_OK, "hidden_size": "abc"}).encode(), r'hidden_size="abc": must be a whole number'),
+        (json.dumps({**HF_OK, "hidden_size": 64.5}).encode(), r"hidden_size=64.5: must be a whole number"),
+        (json.dumps({**HF_OK, "num_hidden_layers": True}).encode(), r"num_hidden_layers=true: must be a whole number"),
+        (json.dumps({**HF_OK, "tie_word_embeddings": "no"}).encode(), r'tie_word_embeddings="no": must be true or false'),
+        (json.dumps({k: v for k, v in HF_OK.items() if k != "vocab_size"}).encode(), r"missing field 'vocab_size'"),
+    ],
+)
+def test_hf_config_refused(tmp_path, capsys, content, expect):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    code, err = cli(capsys, "params", "--hf-config", str(path), "--json")
+    assert code == 2 and str(path) in err, err
+    assert expect.replace("\\", "") in err, err
+
+
+def test_hf_config_whole_float_accepted(tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**HF_OK, "hidden_size": 64.0}))
+    assert main(["params", "--hf-config", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["shape"]["hidden"] == 64
+
+
+# ---- argparse's own errors --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (("fit", "x.csv", "--bootstrap", "abc"), "scaling fit: argument --bootstrap: invalid int value: 'abc'"),
+        (("train", "--tokens", "abc"), "scaling train: argument --tokens: invalid float value: 'abc'"),
+        (("sweep", "launch", "s.yaml"), "scaling sweep launch: the following arguments are required: --out"),
+        (("plan", "--flops"), "scaling plan: argument --flops: expected one argument"),
+        (("nope",), "scaling: argument COMMAND: invalid choice: 'nope'"),
+    ],
+)
+def test_argparse_errors_are_one_line(capsys, argv, expect):
+    code, err = cli(capsys, *argv)
+    assert code == 2 and expect in err and "--help" in err, err
+
+
+# ---- output paths checked before any work ------------------------------------------------------------
+
+
+def test_report_out_folder_refused(tmp_path, capsys):
+    (tmp_path / "study" / "runs").mkdir(parents=True)
+    (tmp_path / "page").mkdir()
+    code, err = cli(capsys, "report", str(tmp_path / "study"), "-o", str(tmp_path / "page"))
+    assert code == 2 and "-o" in err and "is a folder; give a file path" in err and ".html" in err, err
+
+
+def test_sweep_launch_out_file_refused(tmp_path, capsys):
+    ROOT = Path(__file__).resolve().parents[1]
+    (tmp_path / "file").write_text("x")
+    code, err = cli(capsys, "sweep", "launch", str(ROOT / "sweeps" / "quickstart.yaml"), "--out", str(tmp_path / "file"))
+    assert code == 2 and "--out" in err and "is a file; give a folder" in err, err
+    code, err = cli(capsys, "sweep", "launch", str(ROOT / "sweeps" / "quickstart.yaml"), "--out", str(tmp_path / "file" / "x"))
+    assert code == 2 and "is a file, not a folder" in err, err
+
+
+# ---- scaling plan: budgets outside what the planner spans -------------------------------------------
+
+
+@pytest.mark.parametrize("flops", ["1e-30", "1e300", "0.5"])
+def test_plan_budget_out_of_range(capsys, flops):
+    code, err = cli(capsys, "plan", "--flops", flops)
+    assert code == 2 and "outside the 1e6-1e40 FLOPs" in err, err
+
+
+def test_plan_gpu_hours_out_of_range_names_the_flops(capsys):
+    code, err = cli(capsys, "plan", "--gpu-hours", "1e-20")
+    assert code == 2 and "gpu_hours=1e-20 (" in err and "FLOPs): outside" in err, err
