@@ -70,6 +70,7 @@ class NanotronOptions(BaseModel):
     cpus_per_task: int | None = Field(default=None, ge=1)
     final_loss_steps: int | None = Field(default=None, ge=1, description="default: steps // 20, as local runs")
     result_wait_s: float = Field(default=3600.0, gt=0, description="how long nodes > 0 wait for result.json")
+    slurm_stop_wait_s: float = Field(default=120.0, ge=0, description="wait for Slurm's SIGKILL after its SIGTERM")
 
     @property
     def gpus(self) -> int:

@@ -230,9 +230,20 @@ def build_result(spec: RunSpec, rows: list[dict[str, Any]], *, eval_loss_value: 
     }
 
 
-def _latest_step(checkpoints: Path) -> int:
+def latest_checkpoint_step(checkpoints: Path) -> int:
+    """The step of Nanotron's newest checkpoint (its ``latest.txt``), 0 before the first."""
     latest = checkpoints / "latest.txt"
     return int(latest.read_text().strip()) if latest.exists() else 0
+
+
+def begin_attempt(rd: RunDir) -> int:
+    """Rank 0, before Nanotron starts (or resumes): mark the run running and drop the metrics
+    rows logged after Nanotron's newest checkpoint, which the resumed run logs again; returns
+    the step Nanotron resumes from."""
+    step = latest_checkpoint_step(rd.checkpoints)
+    rd.mark_running()
+    rd.truncate_metrics_after(step)
+    return step
 
 
 # ---- main -----------------------------------------------------------------------------------------------
@@ -297,8 +308,7 @@ def _train(rd: RunDir) -> int:  # pragma: no cover - needs CUDA and Nanotron
     config_path = rd.path / CONFIG_NAME
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if rank == 0:
-        rd.mark_running()
-        rd.truncate_metrics_after(_latest_step(rd.checkpoints))  # resume: drop rows after the checkpoint
+        begin_attempt(rd)
     path = run_model_path(rd)
     stood_in = prepare_nanotron(path, get_config_from_file(str(config_path)).parallelism)
     recorder = MetricsRecorder(rd, spec, world, peak_flops_per_gpu(opts))

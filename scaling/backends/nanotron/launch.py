@@ -15,25 +15,27 @@ per-node log files, so it is not used.)
 ``CUDA_DEVICE_MAX_CONNECTIONS=1`` is what Nanotron's ``run_train.py`` asks for: it orders
 tensor-parallel communication kernels before the compute that depends on them.
 
-Pre-emption and time limits: :class:`NanotronJob` is a ``submitit.helpers.Checkpointable``;
-on SIGUSR2/timeout submitit requeues the same call, and the config's
-``resume_checkpoint_path`` (the run's ``checkpoints/``, whose ``latest.txt`` Nanotron updates at
-every checkpoint) makes Nanotron resume from its latest checkpoint; the entry point drops
-metrics rows logged after that checkpoint.
+Pre-emption and time limits: the sweep engine's task is a ``submitit.helpers.Checkpointable``;
+on SIGUSR2/timeout submitit requeues it, the backend writes the same config again, and the
+config's ``resume_checkpoint_path`` (the run's ``checkpoints/``, whose ``latest.txt`` Nanotron
+updates at every checkpoint) makes Nanotron resume from its newest checkpoint; the entry point
+drops the metrics rows logged after that checkpoint (:func:`~.entry.begin_attempt`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import socket
 import subprocess
+import threading
+import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-
-import submitit
 
 from scaling.backends.nanotron.config import NanotronOptions
 
@@ -115,17 +117,54 @@ def launch_environment(base: Mapping[str, str] | None = None, opts: NanotronOpti
 
 
 def run_node(run_dir: str | Path, opts: NanotronOptions, env: Mapping[str, str] | None = None) -> int:
-    """Run this node's torchrun, its output in ``RUN/nanotron/logs/node<R>.log``; return its exit code."""
+    """Run this node's torchrun, its output in ``RUN/nanotron/logs/node<R>.log``; return its exit code.
+
+    When Slurm stops the job (pre-emption, a controller requeue, the time limit, scancel), it
+    sends SIGTERM to every process of the job, torchrun included, and SIGKILL ``KillWait``
+    seconds later. A run training in this process would simply be killed then, and the sweep
+    engine sees the job requeued; so when torchrun fails after this task got SIGTERM inside
+    Slurm, this waits up to ``slurm_stop_wait_s`` for that SIGKILL instead of returning a
+    failure that would end the run before its requeue.
+    """
     where = node_environment(env)
     cmd = torchrun_command(run_dir, opts, where)
     log_dir = Path(run_dir) / "nanotron" / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"node{where['node_rank']}.log"
-    with open(log, "a", encoding="utf-8") as f:
+    with open(log, "a", encoding="utf-8") as f, noting_sigterm() as stopped:
         f.write(f"# {socket.gethostname()} job {where['job_id']}: {shlex.join(cmd)}\n")
         f.flush()
         proc = subprocess.run(cmd, env=launch_environment(env, opts), stdout=f, stderr=subprocess.STDOUT)
+        if proc.returncode != 0 and stopped and where["in_slurm"]:
+            f.write(f"# torchrun exited {proc.returncode} after SIGTERM: Slurm is stopping the job; waiting for it\n")
+            f.flush()
+            time.sleep(opts.slurm_stop_wait_s)
     return proc.returncode
+
+
+@contextlib.contextmanager
+def noting_sigterm() -> Iterator[list[float]]:
+    """Within the block, record when SIGTERM arrives (then handle it as before: a handler that
+    was installed, such as submitit's, is called; the default action still ends the process)."""
+    got: list[float] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield got
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: Any) -> None:
+        got.append(time.time())
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def slurm_parameters(opts: NanotronOptions) -> dict[str, Any]:
@@ -150,43 +189,3 @@ def wait_for_result(run_dir: Any, timeout_s: float, poll_s: float = 2.0) -> dict
             return result
         time.sleep(poll_s)
     raise RuntimeError(f"no {run_dir.path / 'result.json'} from node 0 after {timeout_s:.0f} s")
-
-
-class NanotronJob(submitit.helpers.Checkpointable):
-    """The callable submitted to Slurm: train (or resume) one run. On pre-emption or timeout
-    ``Checkpointable.checkpoint`` resubmits the same call, which resumes from Nanotron's latest
-    checkpoint."""
-
-    def __call__(self, spec_json: dict[str, Any], run_dir: str) -> dict[str, Any]:
-        from scaling.backends.nanotron import NanotronBackend
-        from scaling.runspec import RunSpec
-        from scaling.store import RunDir
-
-        return NanotronBackend().train(RunSpec.from_json_dict(spec_json), RunDir(run_dir))
-
-
-def submit(runs: list[tuple[Any, Any]], folder: str | Path, *, time_min: int = 60, partition: str | None = None,
-           array_parallelism: int = 16, max_num_timeout: int = 3, extra: dict | None = None) -> list[Any]:  # fmt: skip
-    """Submit ``(spec, run_dir)`` pairs as Slurm job arrays, one array per (nodes, GPUs) shape.
-
-    ``scaling sweep launch`` does the same through the sweep engine (via
-    :meth:`NanotronBackend.slurm_parameters`); this is the direct path for runs outside a sweep.
-    """
-    from scaling.backends.nanotron.config import options_of
-
-    groups: dict[tuple, list[tuple[Any, Any]]] = {}
-    for spec, rd in runs:
-        params = slurm_parameters(options_of(spec))
-        groups.setdefault(tuple(sorted(params.items())), []).append((spec, rd))
-    jobs = []
-    for key, members in groups.items():
-        ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=max_num_timeout)
-        ex.update_parameters(time=int(time_min), array_parallelism=array_parallelism, job_name="nanotron", **dict(key))
-        if partition:
-            ex.update_parameters(partition=partition)
-        if extra:
-            ex.update_parameters(**extra)
-        with ex.batch():
-            for spec, rd in members:
-                jobs.append(ex.submit(NanotronJob(), spec.to_json_dict(), str(Path(rd.path).resolve())))
-    return jobs
