@@ -66,7 +66,8 @@ class Approach3:
     """Fit ``E + A/N^alpha + B/D^beta``. Hyperparameters only; :meth:`fit` validates the data.
 
     ``fixed`` pins parameters by name (``{"alpha": 0.34}``); ``loss`` is ``huber`` or ``mse``;
-    ``bootstrap`` resamples (0: none) seeded by ``seed``.
+    ``bootstrap`` resamples (0: none) seeded by ``seed``. ``start`` (theta, see
+    :data:`HOFFMANN_THETA`) replaces the grid by one start: the optimum of that start's basin.
     """
 
     estimator: str = "grid"
@@ -77,6 +78,7 @@ class Approach3:
     seed: int | None = 0
     search: str = "projected"
     columns: Columns = field(default_factory=Columns)
+    start: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.estimator not in ("grid", "mle"):
@@ -92,6 +94,8 @@ class Approach3:
             raise FitRefusal("bootstrap: must be >= 0")
         if self.delta <= 0:
             raise FitRefusal("delta: must be > 0")
+        if self.start is not None and len(self.start) != 5:
+            raise FitRefusal("start: give theta = (log A, log B, log E, alpha, beta)")
 
     # ---- public ------------------------------------------------------------------------------------
 
@@ -107,19 +111,7 @@ class Approach3:
         """
         data = normalise(frame, self.columns)
         n = len(data)
-        w = np.ones(n) if weights is None else np.asarray(weights, float)
-        if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any():
-            raise FitRefusal("weights: need one finite, non-negative weight per row")
-        free = np.array([k not in self.fixed for k in ("A", "B", "E", "alpha", "beta")])
-        self._check_identifiable(data, int(free.sum()))
-        problem = optim.Problem(
-            np.log(data["params"].to_numpy()),
-            np.log(data["tokens"].to_numpy()),
-            np.log(data["loss"].to_numpy()),
-            w,
-            optim.Robust(self.loss, self.delta),
-            free,
-        )
+        problem = self._problem(data, weights)
         theta, extra = self._estimate(problem, data["loss"].to_numpy())
         objective = float(problem.objective(theta[None])[0])
         draws, n_failed = self._bootstrap(problem, theta, resample_indices)
@@ -148,7 +140,52 @@ class Approach3:
             info=info,
         )
 
+    def local_optima(self, frame: pd.DataFrame, k: int = 3, tol: float = 1e-3) -> list[tuple[np.ndarray, float]]:
+        """The ``k`` lowest distinct local optima ``(theta, objective)`` the grid search reaches.
+
+        Every start descends to a stationary point (each basin's best is polished, L-BFGS-B). Two
+        are one basin when their log-loss predictions agree within ``tol`` on the data and at 10x
+        and 100x its largest N and D: starts that drift to E = 0 (or A = 0) are one basin
+        whatever their log E (or alpha), since they predict the same.
+        """
+        data = normalise(frame, self.columns)
+        problem = self._problem(data, None)
+        theta, f = self._descend(problem, data["loss"].to_numpy(), max_iter=300)
+        far = np.log([10.0, 100.0])
+        logn = np.concatenate([problem.logn, problem.logn.max() + far, problem.logn.max() + far])
+        logd = np.concatenate([problem.logd, problem.logd.max() + far[::-1], problem.logd.max() + far])
+        found: list[np.ndarray] = []
+        keys: list[np.ndarray] = []
+        for i in np.argsort(f):
+            if not np.isfinite(f[i]) or len(found) == k:
+                break
+            key = optim.predict_log(theta[i], logn, logd)[0]
+            if any(np.abs(key - other).max() <= 10 * tol for other in keys):
+                continue  # a start still descending into a basin already found
+            t = self._polish(problem, theta[i])
+            key = optim.predict_log(t, logn, logd)[0]
+            if all(np.abs(key - other).max() > tol for other in keys):
+                found.append(t)
+                keys.append(key)
+        return sorted(((t, float(problem.objective(t[None])[0])) for t in found), key=lambda x: x[1])
+
     # ---- internals ----------------------------------------------------------------------------------
+
+    def _problem(self, data: pd.DataFrame, weights: np.ndarray | None) -> optim.Problem:
+        n = len(data)
+        w = np.ones(n) if weights is None else np.asarray(weights, float)
+        if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any():
+            raise FitRefusal("weights: need one finite, non-negative weight per row")
+        free = np.array([k not in self.fixed for k in ("A", "B", "E", "alpha", "beta")])
+        self._check_identifiable(data, int(free.sum()))
+        return optim.Problem(
+            np.log(data["params"].to_numpy()),
+            np.log(data["tokens"].to_numpy()),
+            np.log(data["loss"].to_numpy()),
+            w,
+            optim.Robust(self.loss, self.delta),
+            free,
+        )
 
     def _check_identifiable(self, data: pd.DataFrame, n_free: int) -> None:
         n = len(data)
@@ -178,8 +215,11 @@ class Approach3:
             start = "huber_grid"
         return theta, {"sigma": sigma, "neg_log_likelihood": nll, "start": start}
 
-    def _grid_search(self, problem: optim.Problem, loss: np.ndarray) -> np.ndarray:
-        if self.search == "hoffmann":
+    def _descend(self, problem: optim.Problem, loss: np.ndarray, max_iter: int = 150) -> tuple[np.ndarray, np.ndarray]:
+        """Every start after ``max_iter`` Levenberg-Marquardt iterations: ``(theta, objective)``."""
+        if self.start is not None:
+            starts = np.asarray(self.start, float)[None]
+        elif self.search == "hoffmann":
             starts = optim.huber_grid()
         else:
             v = np.arange(0.0, 2.0001, 0.25)
@@ -189,7 +229,11 @@ class Approach3:
             starts = np.vstack([starts, HOFFMANN_THETA])
         starts = self._theta_fixed(starts)
         # 150 iterations bring every start that can win near its optimum; the polish finishes it
-        theta, f, _ = optim.levenberg_marquardt(problem, starts, rtol=1e-10, max_iter=150)
+        theta, f, _ = optim.levenberg_marquardt(problem, starts, rtol=1e-10, max_iter=max_iter)
+        return theta, f
+
+    def _grid_search(self, problem: optim.Problem, loss: np.ndarray) -> np.ndarray:
+        theta, f = self._descend(problem, loss)
         if not np.isfinite(f).any():
             raise FitRefusal("DATA: no start reached a finite objective; check the losses and sizes")
         best = theta[int(np.nanargmin(f))]

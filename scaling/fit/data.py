@@ -129,16 +129,23 @@ def budget_groups(frame: pd.DataFrame, rtol: float = 0.02) -> list[tuple[float, 
         b = pd.to_numeric(frame["budget"], errors="coerce")
         if b.notna().all() and (b > 0).all():
             return [(float(k), g) for k, g in frame.groupby(b.to_numpy(), sort=True)]
-    logc = np.log(frame["flops"].to_numpy(dtype=float))
-    order = np.argsort(logc)
-    labels = np.empty(len(logc), dtype=int)
-    group, start = 0, logc[order[0]]
-    for i in order:
-        if logc[i] - start > np.log1p(rtol):
-            group, start = group + 1, logc[i]
-        labels[i] = group
+    labels = close_groups(frame["flops"].to_numpy(dtype=float), rtol)
     groups = []
-    for k in range(group + 1):
+    for k in range(int(labels.max()) + 1):
         g = frame[labels == k]
         groups.append((float(np.exp(np.log(g["flops"]).median())), g))
     return groups
+
+
+def close_groups(values: np.ndarray, rtol: float) -> np.ndarray:
+    """Group labels 0, 1, ... (smallest first) of positive ``values``: a group opens at its
+    smallest value and takes every value within a factor ``1 + rtol`` of it."""
+    logv = np.log(np.asarray(values, dtype=float))
+    order = np.argsort(logv)
+    labels = np.empty(len(logv), dtype=int)
+    group, start = 0, logv[order[0]]
+    for i in order:
+        if logv[i] - start > np.log1p(rtol):
+            group, start = group + 1, logv[i]
+        labels[i] = group
+    return labels

@@ -33,7 +33,8 @@ _FORMS = {
 }
 
 
-def _model(form: str, x: np.ndarray, n: np.ndarray, d: np.ndarray, c: np.ndarray, offset: bool) -> np.ndarray:
+def form_loss(form: str, x: np.ndarray, n: np.ndarray, d: np.ndarray, c: np.ndarray, offset: bool) -> np.ndarray:
+    """Loss of ``form`` at (N, D, C) for the fitted vector ``x`` (log-space scales, exponents, log E)."""
     if form == "joint":
         ln_nc, ln_dc, an, ad = x[:4]
         inner = np.exp(an / ad * (ln_nc - np.log(n))) + np.exp(ln_dc - np.log(d))
@@ -72,7 +73,7 @@ class KaplanFit:
         logl = np.log(data["loss"].to_numpy(float))
 
         def resid(x: np.ndarray) -> np.ndarray:
-            return np.log(_model(self.form, x, n, d, c, self.offset)) - logl
+            return np.log(form_loss(self.form, x, n, d, c, self.offset)) - logl
 
         best = None
         for x0 in self._starts(n, d, c, np.exp(logl)):
