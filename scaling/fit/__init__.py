@@ -13,13 +13,16 @@ from scaling.fit.approach1 import Approach1
 from scaling.fit.approach2 import Approach2
 from scaling.fit.approach3 import Approach3
 from scaling.fit.backtest import backtest
+from scaling.fit.crossval import Predictor
 from scaling.fit.data import Columns, FitRefusal, normalise, read_table
 from scaling.fit.kaplan import KaplanFit
+from scaling.fit.predictive import PredictiveLaw, is_predictive
 from scaling.fit.results import LawFit
 
 
-def load_law(path: str | Path) -> LawFit:
-    """The :class:`LawFit` saved at ``path`` (``LawFit.to_dict()`` as JSON), usable as a law."""
+def load_law(path: str | Path) -> LawFit | PredictiveLaw:
+    """The law saved at ``path`` (``to_dict()`` as JSON of a :class:`LawFit` or, from
+    ``scaling fit --predict``, a :class:`PredictiveLaw`), usable as a law."""
     from scaling.errors import UsageError
     from scaling.store import read_json
 
@@ -31,7 +34,7 @@ def load_law(path: str | Path) -> LawFit:
         raise UsageError(f"--law: {path} does not exist; pass a file written by `scaling fit --out`")
     if not isinstance(d, dict) or "form" not in d or "params" not in d:
         raise UsageError(f"--law: {path} is not a saved fit; pass a file written by `scaling fit --out`")
-    return LawFit.from_dict(d)
+    return PredictiveLaw.from_dict(d) if is_predictive(d) else LawFit.from_dict(d)
 
 
 __all__ = [
@@ -42,6 +45,8 @@ __all__ = [
     "FitRefusal",
     "KaplanFit",
     "LawFit",
+    "PredictiveLaw",
+    "Predictor",
     "backtest",
     "load_law",
     "normalise",

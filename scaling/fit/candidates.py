@@ -1,0 +1,186 @@
+"""Candidate laws for out-of-sample prediction, each a procedure that fits any training set.
+
+Far from the irreducible loss, E in ``E + A/N^alpha + B/D^beta`` is barely identified: the Huber
+objective has several basins of nearly the same depth, and the lowest is often E = 0 with small
+exponents, which extrapolates worst. So the predictor (:mod:`scaling.fit.crossval`) does not trust
+the lowest objective; it scores these candidates on sizes (or budgets) they were not fitted on:
+
+* ``free``: approach 3's global optimum (Hoffmann et al. 2022, App. D.2; the search of
+  :class:`~scaling.fit.approach3.Approach3`), optionally fitted without the ``drop`` smallest
+  levels (small models often sit off the law; Besiroglu et al. 2024 sec. 4);
+* ``E_fixed``: E pinned to a published law's value or the user's, the rest fitted;
+* ``E_floor``: E bounded below by a stated prior, ``E >= floor x`` the lowest training loss: the
+  free fit when it respects the bound, else the fit with E on the bound (where a constrained
+  optimum of a smooth objective lies when the free one violates it);
+* ``basin k``: the k-th lowest distinct local optimum of the full data's search, refitted on
+  each training set by descending from it (the same basin's optimum on that data);
+* ``kaplan_joint``: Kaplan et al. (2020) eq. 1.5, ``[(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D``.
+
+A fitted candidate is a :class:`Member`: its :class:`~scaling.fit.results.LawFit` and the vector
+the bootstrap refits (approach 3's theta, or Kaplan's log-space parameters). Pure numpy/scipy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+import numpy as np
+import pandas as pd
+from scipy import optimize
+
+from scaling.fit import optim
+from scaling.fit.approach3 import Approach3
+from scaling.fit.data import FitRefusal
+from scaling.fit.kaplan import KaplanFit, form_loss
+from scaling.fit.results import LawFit
+
+E_FLOOR = 0.25  # a weak prior: E >= a quarter of the lowest training loss (E = 0 is no law of text)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to fit a law: ``kind`` is free, E_fixed, E_floor, basin or kaplan_joint."""
+
+    kind: str = "free"
+    value: float | None = None  # E for E_fixed, the floor fraction for E_floor
+    basin: int = 0  # basin: 1 is the second-lowest distinct local optimum, 2 the third...
+    drop: int = 0  # the smallest levels (sizes or budgets) left out of the fit
+
+    def __post_init__(self) -> None:
+        kinds = ("free", "E_fixed", "E_floor", "basin", "kaplan_joint")
+        if self.kind not in kinds:
+            raise FitRefusal(f"candidate: {self.kind!r} is not one of {', '.join(kinds)}")
+        if self.kind in ("E_fixed", "E_floor") and (self.value is None or self.value <= 0):
+            raise FitRefusal(f"candidate {self.kind}: needs a positive value")
+        if self.kind == "basin" and self.basin < 1:
+            raise FitRefusal("candidate basin: basin must be >= 1 (0 is the global optimum, kind 'free')")
+
+    @property
+    def name(self) -> str:
+        if self.kind == "E_fixed":
+            base = f"approach3 E={self.value:.4g}"
+        elif self.kind == "E_floor":
+            base = f"approach3 E>={self.value:.3g}xminL"
+        elif self.kind == "basin":
+            base = f"approach3 basin {self.basin + 1}"
+        else:
+            base = "approach3" if self.kind == "free" else self.kind
+        return base + (f" drop {self.drop}" if self.drop else "")
+
+    @property
+    def form(self) -> str:
+        return "kaplan_joint" if self.kind == "kaplan_joint" else "chinchilla"
+
+
+def default_candidates(e_fixed: float | None = None, e_floor: float = E_FLOOR, basins: int = 2,
+                       drops: tuple[int, ...] = (1, 2)) -> tuple[Candidate, ...]:
+    """Free E (all levels, and without the ``drops`` smallest), the E floor, E fixed when given,
+    ``basins`` further local optima, and Kaplan's joint form."""
+    out = [Candidate("free")] + [Candidate("free", drop=k) for k in drops]
+    out.append(Candidate("E_floor", e_floor))
+    if e_fixed is not None:
+        out.append(Candidate("E_fixed", e_fixed))
+    out += [Candidate("basin", basin=k) for k in range(1, basins + 1)]
+    out.append(Candidate("kaplan_joint"))
+    return tuple(out)
+
+
+@dataclass(frozen=True, eq=False)
+class Member:
+    """A fitted candidate: its law and the parameter vector its bootstrap refits start from."""
+
+    candidate: Candidate
+    law: LawFit
+    vector: np.ndarray
+    fixed: frozenset[str] = field(default_factory=frozenset)
+
+    def predict(self, params: np.ndarray, tokens: np.ndarray, vectors: np.ndarray | None = None) -> np.ndarray:
+        """Loss at (N, D) for this member's vector, or for each row of ``vectors`` (B, P): (B, n)."""
+        v = self.vector[None] if vectors is None else np.atleast_2d(vectors)
+        if self.candidate.form == "chinchilla":
+            return np.exp(optim.predict_log(v, np.log(params), np.log(tokens)))
+        with np.errstate(all="ignore"):
+            return np.stack([form_loss("joint", x, params, tokens, 6 * params * tokens, False) for x in v])
+
+
+def _theta(law: LawFit) -> np.ndarray:
+    """Approach 3's ``(log A, log B, log E, alpha, beta)``; a coefficient that underflowed to 0
+    (the E = 0 basin) comes back as log 1e-300, where its term is nothing next to the others."""
+    p = law.params
+    logs = [math.log(max(p[k], 1e-300)) for k in ("A", "B", "E")]
+    return np.array([*logs, p["alpha"], p["beta"]])
+
+
+def _kaplan_vector(law: LawFit) -> np.ndarray:
+    p = law.params
+    return np.array([math.log(p["N_c"]), math.log(p["D_c"]), p["alpha_N"], p["alpha_D"]])
+
+
+def fit_candidate(cand: Candidate, frame: pd.DataFrame, basin_start: np.ndarray | None = None,
+                  fitter: Approach3 | None = None) -> Member:
+    """Fit ``cand`` to ``frame`` (already without its dropped levels). A basin needs its start."""
+    a3 = fitter or Approach3()
+    if cand.kind == "kaplan_joint":
+        law = KaplanFit(form="joint", non_embedding=False, columns=a3.columns).fit(frame)
+        return Member(cand, law, _kaplan_vector(law))
+    if cand.kind == "basin":
+        if basin_start is None:
+            raise FitRefusal(f"{cand.name}: the data has fewer than {cand.basin + 1} distinct local optima")
+        law = replace(a3, start=tuple(float(x) for x in basin_start)).fit(frame)
+        return Member(cand, law, _theta(law))
+    if cand.kind == "E_fixed":
+        law = replace(a3, fixed={"E": float(cand.value or 0)}).fit(frame)
+        return Member(cand, law, _theta(law), frozenset({"E"}))
+    law = a3.fit(frame)
+    if cand.kind == "E_floor":
+        floor = float(cand.value or 0) * float(frame[a3.columns.loss].min())
+        if law.params["E"] < floor:
+            law = replace(a3, fixed={"E": floor}).fit(frame)
+            return Member(cand, law, _theta(law), frozenset({"E"}))
+    return Member(cand, law, _theta(law))
+
+
+def refit(member: Member, params: np.ndarray, tokens: np.ndarray, loss: np.ndarray,
+          weights: np.ndarray, robust: optim.Robust) -> np.ndarray:
+    """Refit ``member`` on each row of ``weights`` (B, n) from its vector: (B, P) vectors.
+
+    Approach 3 runs as one batched Levenberg-Marquardt (the bootstrap's solver); Kaplan's form
+    as one weighted least squares per row, warm-started. A row that cannot fit gives nan.
+    """
+    if member.candidate.form == "chinchilla":
+        free = np.array([k not in member.fixed for k in ("A", "B", "E", "alpha", "beta")])
+        problem = optim.Problem(np.log(params), np.log(tokens), np.log(loss), weights,
+                                robust, free)
+        theta, f, _ = optim.levenberg_marquardt(problem, np.tile(member.vector, (len(weights), 1)), rtol=1e-8)
+        theta[~np.isfinite(f)] = np.nan
+        return theta
+    out = np.full((len(weights), len(member.vector)), np.nan)
+    logn, logd, logl = np.log(params), np.log(tokens), np.log(loss)
+    for i, w in enumerate(np.sqrt(weights)):
+        with np.errstate(all="ignore"):
+            res = optimize.least_squares(_kaplan_resid, member.vector, jac=_kaplan_jac, method="lm",
+                                         max_nfev=200, args=(w, logn, logd, logl))
+        if np.isfinite(res.cost):
+            out[i] = res.x
+    return out
+
+
+def _kaplan_parts(x: np.ndarray, logn: np.ndarray, logd: np.ndarray):
+    ln_nc, ln_dc, an, ad = x
+    gap = ln_nc - logn
+    u, v = np.exp(an / ad * gap), np.exp(ln_dc - logd)
+    return gap, u, v, u + v
+
+
+def _kaplan_resid(x: np.ndarray, w: np.ndarray, logn: np.ndarray, logd: np.ndarray, logl: np.ndarray) -> np.ndarray:
+    """``w (log L(x) - log L)`` with ``log L = alpha_D log((N_c/N)^(alpha_N/alpha_D) + D_c/D)``."""
+    _, _, _, inner = _kaplan_parts(x, logn, logd)
+    return w * (x[3] * np.log(inner) - logl)
+
+
+def _kaplan_jac(x: np.ndarray, w: np.ndarray, logn: np.ndarray, logd: np.ndarray, logl: np.ndarray) -> np.ndarray:
+    """d residual / d (log N_c, log D_c, alpha_N, alpha_D), by hand from the form above."""
+    an, ad = x[2], x[3]
+    gap, u, v, inner = _kaplan_parts(x, logn, logd)
+    cols = [an * u / inner, ad * v / inner, u * gap / inner, np.log(inner) - an / ad * u * gap / inner]
+    return w[:, None] * np.stack(cols, axis=1)

@@ -1,0 +1,136 @@
+"""The cross-validated predictor on synthetic ladders with a known law (scaling.fit.crossval)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling.fit import Approach3, FitRefusal, load_law
+from scaling.fit.candidates import Candidate
+from scaling.fit.crossval import Predictor, find_levels, forward_folds, holdout_largest
+from scaling.fit.data import normalise
+from tests.fit_helpers import chinchilla_loss, isoflop_sweep
+
+TRUTH = {"E": 1.5, "A": 60.0, "B": 900.0, "alpha": 0.34, "beta": 0.36}
+SIZES = (2e3, 4e3, 8e3, 1.6e4, 3.2e4, 6.4e4)
+
+
+def ladder(p: dict = TRUTH, sizes=SIZES, multiples=(1, 2, 4, 8), noise: float = 0.002, seed: int = 1,
+           smallest_shift: float = 0.0) -> pd.DataFrame:
+    """Sizes x token multiples of 20 tokens per parameter (OLMo's ladder design), log-normal noise;
+    ``smallest_shift`` moves the smallest size's losses off the law (relative)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in sizes:
+        for m in multiples:
+            d = 20 * m * n
+            loss = chinchilla_loss(p, n, d) * np.exp(rng.normal(0, noise))
+            rows.append({"params": n, "tokens": d, "loss": loss * (1 + smallest_shift * (n == sizes[0]))})
+    return pd.DataFrame(rows)
+
+
+def test_recovers_the_law_of_a_ladder():
+    fit = Predictor().fit(ladder())
+    law = fit.members[fit.names.index(fit.chosen)]
+    assert law.form == "chinchilla"
+    assert abs(law.params["alpha"] - TRUTH["alpha"]) < 0.03
+    assert abs(law.params["beta"] - TRUTH["beta"]) < 0.03
+    assert fit.design["axis"] == "params" and fit.design["design"] == "ladder"
+    row = next(r for r in fit.table if r["chosen"])
+    assert row["score"] == min(r["score"] for r in fit.table if r.get("score") is not None)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_picks_the_truths_basin_when_the_global_optimum_is_E_zero(seed):
+    # the smallest size sits 4% below the law (as small models off the law do): the lowest
+    # objective on all the points is then the E = 0 basin with a small alpha
+    data = ladder(seed=seed, smallest_shift=-0.04)
+    glob = Approach3().fit(data)
+    assert glob.params["E"] < 1e-3 and glob.params["alpha"] < 0.25
+    fit = Predictor().fit(data)
+    law = fit.members[fit.names.index(fit.chosen)]
+    assert abs(law.params["E"] - TRUTH["E"]) < 0.3
+    assert abs(law.params["alpha"] - TRUTH["alpha"]) < 0.05
+    assert abs(law.params["beta"] - TRUTH["beta"]) < 0.03
+    assert fit.loss(1.28e5, 20 * 1.28e5) == pytest.approx(chinchilla_loss(TRUTH, 1.28e5, 20 * 1.28e5), rel=0.01)
+
+
+def test_the_held_out_level_never_reaches_the_choice():
+    data = ladder(sizes=SIZES[:5])
+    out = holdout_largest(data, Predictor())
+    top = data["params"] == data["params"].max()
+    moved = data.assign(loss=np.where(top, data["loss"] * 1.5, data["loss"]))
+    again = holdout_largest(moved, Predictor())
+    assert again["chosen"] == out["chosen"]
+    assert again["law"].loss(3e4, 6e5) == out["law"].loss(3e4, 6e5)
+    assert again["mae"] > 10 * out["mae"]  # the held-out points were scored, not used
+    assert out["n_test"] == 4
+
+
+def test_folds_train_only_below_the_level_they_leave_out():
+    data = normalise(isoflop_sweep())
+    levels = find_levels(data)
+    assert levels.axis == "budget" and levels.count == 5
+    folds = forward_folds(levels, 3)
+    assert [f.left_out for f in folds] == list(levels.values[[4, 3, 2]])
+    for f, top in zip(folds, (4, 3, 2)):
+        assert (levels.labels[f.train] < top).all()
+        assert (levels.labels[f.test] == top).all()
+
+
+
+def test_designs_are_told_apart():
+    n = np.array([1e3, 2e3, 4e3, 8e3])
+    kaplan_n = normalise(pd.DataFrame({"params": n, "tokens": 1e6, "loss": 4 - 0.1 * np.log(n)}))
+    kaplan_d = normalise(pd.DataFrame({"params": 1e4, "tokens": n * 1e3, "loss": 4 - 0.1 * np.log(n)}))
+    assert find_levels(kaplan_n).design == "kaplan_n" and find_levels(kaplan_n).axis == "params"
+    assert find_levels(kaplan_d).design == "kaplan_d" and find_levels(kaplan_d).axis == "tokens"
+    assert find_levels(normalise(ladder())).design == "ladder"
+
+
+def test_too_few_levels_is_refused_by_name():
+    with pytest.raises(FitRefusal, match="at least 3"):
+        Predictor().fit(ladder(sizes=SIZES[:2]))
+
+
+def test_bootstrap_wraps_the_choice_and_round_trips(tmp_path):
+    from scaling.store import atomic_write_json
+
+    cands = (Candidate("free"), Candidate("E_floor", 0.25), Candidate("kaplan_joint"))
+    fit = Predictor(candidates=cands, bootstrap=40, seed=3).fit(ladder(sizes=SIZES[:5]))
+    freq = fit.choice_frequency()
+    assert sum(freq.values()) == pytest.approx(1.0)
+    band = fit.predict(6.4e4, 1.28e6, interval="confidence")
+    assert band["lower"] < band["loss"] < band["upper"]
+    path = tmp_path / "predict.json"
+    atomic_write_json(path, fit.to_dict())
+    back = load_law(path)
+    assert back.chosen == fit.chosen
+    assert back.loss(1e5, 1e7) == pytest.approx(fit.loss(1e5, 1e7))
+    assert back.optimal_allocation(1e13).params == pytest.approx(fit.optimal_allocation(1e13).params)
+    assert back.predict(6.4e4, 1.28e6, interval="confidence")["upper"] == pytest.approx(band["upper"])
+
+
+def test_stacking_weights_sum_to_one():
+    fit = Predictor(combine="stack", candidates=(Candidate("free"), Candidate("kaplan_joint"))).fit(ladder())
+    assert sum(fit.weights) == pytest.approx(1.0)
+    assert all(w >= 0 for w in fit.weights)
+
+
+def test_cli_predict_feeds_plan(tmp_path, capsys):
+    from scaling.cli import main
+
+    csv, out = tmp_path / "ladder.csv", tmp_path / "predict.json"
+    ladder(sizes=SIZES[:4]).to_csv(csv, index=False)
+    assert main(["fit", str(csv), "--predict", "--json", "--out", str(out)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["form"] == "predictive" and d["chosen"] in d["weights"]
+    assert {r["name"] for r in d["candidates"]} >= {"approach3", "kaplan_joint"}
+    assert main(["plan", "--flops", "1e13", "--law", f"fit:{out}", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["params"] == pytest.approx(load_law(out).optimal_allocation(1e13).params)
+    assert main(["fit", str(csv), "--predict", "--folds", "0"]) == 2
+    assert "--folds" in capsys.readouterr().err
