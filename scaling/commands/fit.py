@@ -3,11 +3,14 @@
 DATA is a CSV, parquet or JSONL file with ``params, tokens, loss`` (optionally ``flops``,
 ``step``, ``run_id``), or a sweep folder (its ``eval_loss`` by default). ``--json`` prints the
 fit as one object; ``--out`` writes it with its bootstrap draws, for ``scaling plan --law fit:PATH``.
+``--predict`` fits every candidate law and keeps the one (or the weighting) that best predicts
+the largest sizes or budgets when fitted without them (:mod:`scaling.fit.crossval`).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
 from scaling.commands import add_json_flag, emit_json
@@ -32,6 +35,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kaplan-form", choices=["n", "d", "joint", "compute"], default="joint")
     p.add_argument("--offset", action="store_true", help="Kaplan forms: add an irreducible loss E")
     p.add_argument("--backtest", action="store_true", help="also fit without the largest budget and predict it")
+    p.add_argument(
+        "--predict",
+        action="store_true",
+        help="choose the law that predicts: candidates scored on the largest sizes (or budgets) left out",
+    )
+    p.add_argument("--combine", choices=["select", "stack"], default="select", help="--predict: keep the best or weight them")
+    p.add_argument("--folds", type=int, default=2, help="--predict: levels left out in turn, largest first")
+    p.add_argument("--cv-axis", choices=["auto", "params", "budget", "tokens", "flops"], default="auto",
+                   help="--predict: what a level is (auto: budget for IsoFLOP grids, size for ladders)")
+    p.add_argument("--e-fixed", type=float, default=None, metavar="E",
+                   help="--predict: add a candidate with E pinned (e.g. 1.6934, Hoffmann et al. 2022)")
     p.add_argument("--params-col", default="params", help="column of N (non_embedding_params: Kaplan's convention)")
     p.add_argument("--tokens-col", default="tokens")
     p.add_argument("--flops-col", default="flops")
@@ -69,7 +83,15 @@ def fit_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]
         search=args.search,
         columns=cols,
     )
-    if args.approach == "3":
+    if args.predict:
+        from scaling.fit import Predictor
+
+        if args.folds < 1:
+            raise UsageError("--folds: must be >= 1")
+        fit = Predictor(e_fixed=args.e_fixed, combine=args.combine, folds=args.folds, axis=args.cv_axis,
+                        bootstrap=args.bootstrap, seed=args.seed, columns=cols,
+                        fitter=replace(a3, bootstrap=0, columns=Columns())).fit(frame)
+    elif args.approach == "3":
         fit = a3.fit(frame)
     elif args.approach == "2":
         fit = Approach2(columns=cols).fit(frame)
@@ -97,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         emit_json(out)
         return 0
     print(fit.summary())
-    if fit.form == "chinchilla":
+    if fit.form in ("chinchilla", "predictive"):
         top = float(fit.info.get("max_flops") or 1e21)
         for c in (top, 10 * top, 100 * top):
             a = fit.optimal_allocation(c)
