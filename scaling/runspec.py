@@ -1,8 +1,7 @@
 """The resolved configuration of one training run: the contract between sweep, backends and store.
 
-Everything that changes the loss is here (DESIGN.md, "Run config"): shape, token budget, batch
-size in tokens, LR and its schedule, optimizer, seed, data source and tokenizer, backend and its
-settings. ``run_id`` is a short hash of these fields, so relaunching the same spec finds the same
+Everything that changes the loss is here: shape, token budget, batch size in tokens, LR and its
+schedule, optimizer, seed, data source and tokenizer, backend and its settings. ``run_id`` is a short hash of these fields, so relaunching the same spec finds the same
 runs. Labels (``name``, ``budget``, ``group``) describe the run but do not change its loss and are
 not hashed.
 

@@ -1,6 +1,6 @@
 """The results store: one folder per sweep, one folder per run, every write crash-safe.
 
-Layout (DESIGN.md, "Results store")::
+Layout::
 
     SWEEP/
       sweep.yaml                 the resolved sweep spec

@@ -20,7 +20,7 @@ from scaling.report import build_report
 from tests.report_study import INJECTED, full_study_and_page, real_study
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = (  # DESIGN.md: the flags that render headless here with no sandbox, GPU or network chatter
+FLAGS = (  # the flags that render headless here with no sandbox, GPU or network chatter
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync",
 )

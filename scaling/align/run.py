@@ -1,6 +1,6 @@
 """The alignment stage end to end: evaluate the base model, SFT, evaluate, DPO, evaluate.
 
-``align(model_dir, out_dir)`` writes (LAYOUT.md)::
+``align(model_dir, out_dir)`` writes (in a study, ``OUT`` is ``STUDY/align``)::
 
     OUT/sft/  spec.json metrics.jsonl model/ result.json
     OUT/dpo/  spec.json metrics.jsonl model/ result.json

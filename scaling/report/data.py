@@ -1,7 +1,7 @@
 """Everything a report shows, read from a study folder (the store and the stages' JSON artifacts).
 
 The report only reads: runs through :func:`scaling.load_runs`, the sweep spec through
-:class:`scaling.store.SweepStore`, and the JSON files each stage writes (LAYOUT: ``plan.json``,
+:class:`scaling.store.SweepStore`, and the JSON files each stage writes (``plan.json``,
 ``fit/*.json``, ``fit/backtest.json``, ``select.json``, ``align/``, ``summary.json``). Each part
 is optional: a section appears only when its data exists.
 """

@@ -197,8 +197,9 @@ def eval_loss(model: Any, tokens: np.ndarray, *, seq_len: int, max_tokens: int, 
 
 def build_result(spec: RunSpec, rows: list[dict[str, Any]], *, eval_loss_value: float | None, wall_time: float,
                  train_tokens_available: int, final_loss_steps: int | None = None, extra: dict | None = None) -> dict[str, Any]:  # fmt: skip
-    """``result.json`` (LAYOUT.md keys) from the recorded rows; ``final_loss`` is the mean train
-    loss of the last ``max(1, steps // 20)`` steps, as the local backend computes it."""
+    """``result.json`` from the recorded rows, with the local backend's keys (what
+    :func:`scaling.load_runs` reads); ``final_loss`` is the mean train loss of the last
+    ``max(1, steps // 20)`` steps, as the local backend computes it."""
     from scaling.flops import training_flops
 
     shape = spec.model_shape
