@@ -77,8 +77,18 @@ def _save(root: Path, name: str, tensor: torch.Tensor, tp: int | None, rank: int
     save_file({"data": tensor.contiguous()}, str(folder / fname), metadata=meta)
 
 
-def write_nanotron_checkpoint(model, checkpoints_dir: str | Path, *, tp: int = 1, step: int = 10) -> Path:
-    """Write ``model`` (transformers LlamaForCausalLM) as Nanotron would at ``step``; return the step folder."""
+QWEN2_FIELDS = {  # Qwen2Config's fields beyond the Llama ones, as Nanotron dumps them (dataclass asdict)
+    "rope_seq_len_interpolation_factor": None, "flex_attention_mask": None, "sliding_window_size": None,
+    "no_rope_layer": None, "_fused_rotary_emb": False, "_fused_rms_norm": False, "_use_qkv_packed": False,
+    "_use_doc_masking": False, "log_attn_probs": False, "ring_attn_heads_k_stride": None, "moe_config": None,
+}  # fmt: skip
+
+
+def write_nanotron_checkpoint(model, checkpoints_dir: str | Path, *, tp: int = 1, step: int = 10,
+                              model_class: str = "llama") -> Path:  # fmt: skip
+    """Write ``model`` (transformers LlamaForCausalLM) as Nanotron would at ``step`` from a
+    ``LlamaForTraining`` or a ``Qwen2ForTraining`` (``model_class``: the same module names and
+    files; only ``model_config.json`` differs); return the step folder."""
     cfg = model.config
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     d, h, kv = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
@@ -120,6 +130,9 @@ def write_nanotron_checkpoint(model, checkpoints_dir: str | Path, *, tp: int = 1
         "tie_word_embeddings": cfg.tie_word_embeddings, "use_cache": True, "vocab_size": cfg.vocab_size,
         "_attn_implementation": "flash_attention_2", "z_loss_enabled": False, "z_loss_coefficient": 0.0001,
     }  # fmt: skip
+    if model_class == "qwen2":
+        nt_cfg = {"is_qwen2_config": True, **{k: v for k, v in nt_cfg.items() if k != "is_llama_config"}, **QWEN2_FIELDS}
+        nt_cfg["_attn_implementation"] = "sdpa"
     (ckpt / "model_config.json").write_text(json.dumps(nt_cfg))
     (ckpt / "checkpoint_metadata.json").write_text(json.dumps({"version": "1.5", "tp": tp, "dp": 1, "cp": 1}))
     (Path(checkpoints_dir) / "latest.txt").write_text(str(step))

@@ -31,11 +31,12 @@ def _tiny(tied: bool = False, kv: int = 2) -> LlamaForCausalLM:
     return model
 
 
+@pytest.mark.parametrize("model_class", ["qwen2", "llama"])
 @pytest.mark.parametrize("tp,tied", [(1, False), (2, False), (2, True)])
-def test_round_trip_identical_logits(tmp_path, tp, tied):
+def test_round_trip_identical_logits(tmp_path, tp, tied, model_class):
     torch.set_num_threads(1)
     ref = _tiny(tied=tied)
-    write_nanotron_checkpoint(ref, tmp_path / "checkpoints", tp=tp, step=7)
+    write_nanotron_checkpoint(ref, tmp_path / "checkpoints", tp=tp, step=7, model_class=model_class)
     out = load_hf_model(tmp_path / "checkpoints")
     ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -99,3 +100,13 @@ def test_metadata_strings_as_nanotron_writes_them():
     assert parsed[0] == ((slice(2, 4), slice(None)), (slice(6, 8), slice(None)))
     assert len(parsed) == 2
     assert parse_shape("(np.int64(12), 4)") == (12, 4) == parse_shape("(12, 4)")
+
+
+@pytest.mark.parametrize("field,value", [("moe_config", {"num_experts": 8}), ("sliding_window_size", 16),
+                                         ("no_rope_layer", 2), ("attention_bias", True)])  # fmt: skip
+def test_a_qwen2_checkpoint_that_is_no_llama_is_refused(tmp_path, field, value):
+    ckpt = write_nanotron_checkpoint(_tiny(), tmp_path / "ck", model_class="qwen2")
+    cfg = json.loads((ckpt / "model_config.json").read_text())
+    (ckpt / "model_config.json").write_text(json.dumps({**cfg, field: value}))
+    with pytest.raises(UsageError, match=f"model_config.{field}="):
+        load_hf_model(tmp_path / "ck")

@@ -1,4 +1,7 @@
-"""A Nanotron Llama checkpoint -> a transformers ``LlamaForCausalLM`` folder, on the CPU.
+"""A Nanotron Llama or Qwen2 checkpoint -> a transformers ``LlamaForCausalLM`` folder, on the CPU.
+
+Nanotron's ``LlamaForTraining`` and ``Qwen2ForTraining`` (without bias, MoE or sliding windows)
+hold the same parameters under the same module names; ``model_config.json`` tells them apart.
 
 Nanotron (pinned commit, ``serialize/weights.py``) saves each parameter as its own safetensors
 file holding one tensor named ``data``::
@@ -129,8 +132,12 @@ def hf_config_from_nanotron(cfg: dict[str, Any], vocab_size: int | None = None) 
     """transformers ``LlamaConfig`` kwargs from Nanotron's ``model_config.json``."""
     if cfg.get("rope_interleaved"):
         raise UsageError("model_config.rope_interleaved=true: transformers' Llama rotates halves; retrain with false")
-    if cfg.get("attention_bias"):
-        raise UsageError("model_config.attention_bias=true: not a Nanotron Llama checkpoint")
+    for field in ("attention_bias", "moe_config", "sliding_window_size", "no_rope_layer"):
+        if cfg.get(field):  # Qwen2Config options with no transformers Llama equivalent
+            raise UsageError(
+                f"model_config.{field}={cfg[field]!r}: this checkpoint is not a Llama-shaped model; "
+                "only checkpoints without q/k/v bias, MoE, sliding windows or rope-free layers convert"
+            )
     heads = int(cfg["num_attention_heads"])
     return {
         "hidden_size": int(cfg["hidden_size"]),
