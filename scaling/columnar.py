@@ -85,13 +85,13 @@ def _layout(path: Path) -> tuple[Path | None, Path | None]:
     return None, None
 
 
-def _fingerprint(run: Path) -> tuple[str, int] | None:
+def _fingerprint(run: str) -> tuple[str, int] | None:
     """``("mtime:size|..." of spec, status, result, metrics, newest mtime)``; ``None`` without spec.json."""
     parts = []
     newest = 0
     for name in _FILES:
         try:
-            st = os.stat(run / name)
+            st = os.stat(f"{run}/{name}")
         except FileNotFoundError:
             if name == RunDir.SPEC:
                 return None
@@ -109,20 +109,22 @@ def _metrics_part(fp: str) -> str:
     return "|".join(fp.split("|")[2:])
 
 
-def list_runs(path: str | Path) -> tuple[dict[str, tuple[Path, str, int]], Path | None]:
+def list_runs(path: str | Path) -> tuple[dict[str, tuple[str, str, int]], Path | None]:
     """``{run_id: (folder, fingerprint, newest mtime)}`` in run-id order, and the index folder."""
     p = Path(path)
     runs_dir, index = _layout(p)
     if runs_dir is None:
-        fp = _fingerprint(p)
-        return ({p.name: (p, *fp)} if fp else {}), None
-    out: dict[str, tuple[Path, str, int]] = {}
-    with os.scandir(runs_dir) as it:
+        fp = _fingerprint(str(p))
+        return ({p.name: (str(p), *fp)} if fp else {}), None
+    out: dict[str, tuple[str, str, int]] = {}
+    base = str(runs_dir)
+    with os.scandir(base) as it:
         names = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
     for name in names:
-        fp = _fingerprint(runs_dir / name)
+        folder = f"{base}/{name}"
+        fp = _fingerprint(folder)
         if fp is not None:
-            out[name] = (runs_dir / name, *fp)
+            out[name] = (folder, *fp)
     return out, index
 
 
@@ -155,12 +157,11 @@ def run_row(rd: RunDir) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         spec = {}
         corrupt.append(str(e.path))
         errors.append(str(e))
-    status = rd.read_status()
+    status, result = rd.read_status_and_result()
     if status.get("corrupt"):
         corrupt.append(str(status["corrupt"]))
     if status.get("error"):
         errors.append(str(status["error"]))
-    result = rd.read_result_or_none()
     state = "corrupt" if corrupt and not spec else status.get("state")
     row: dict[str, Any] = {"run_id": rd.run_id, "status": state, "attempts": status.get("attempts", 0)}
     flat: dict[str, Any] = {}
@@ -176,34 +177,88 @@ def run_row(rd: RunDir) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     return row, status, corrupt
 
 
-def read_steps(rd: RunDir, name: Any, budget: Any) -> pa.Table:
-    """One run's logged steps as a table (``run_id, name, budget`` + the metrics keys): pyarrow's
-    C++ JSON reader on the complete lines; a file with a corrupt line goes line by line."""
-    p = rd.path / RunDir.METRICS
+BATCH_BYTES = 64 << 20  # JSONL parsed at once by the C++ reader when building the index
+
+
+def _parse_jsonl(data: bytes) -> pa.Table | None:
+    """Complete JSON lines as a table, by pyarrow's C++ reader; ``None`` where it cannot (a corrupt
+    line, a type that changes, nested values): the caller goes line by line."""
+    if not data:
+        return pa.table({})
     try:
-        data = p.read_bytes()
+        opts = pa_json.ReadOptions(block_size=max(len(data) + 1, 1 << 20))
+        table = pa_json.read_json(io.BytesIO(data), read_options=opts)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    if any(pa.types.is_nested(t) for t in table.schema.types):
+        return None
+    return table
+
+
+def _complete_lines(path: str) -> bytes:
+    """The file up to its last newline (a torn last line, a kill mid-write, is not a row)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
-        data = b""
-    cut = data.rfind(b"\n") + 1  # a torn last line (a kill mid-write) is not a row
-    table = None
-    if cut:
-        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            opts = pa_json.ReadOptions(block_size=max(cut + 1, 1 << 20), use_threads=False)
-            table = pa_json.read_json(io.BytesIO(data[:cut]), read_options=opts)
-            if any(pa.types.is_struct(t) or pa.types.is_list(t) for t in table.schema.types):
-                table = None
-    if table is None:
-        rows = read_jsonl(p)
+        return b""
+    return data[: data.rfind(b"\n") + 1]
+
+
+def _with_heads(table: pa.Table, ids: list[str], names: list[Any], budgets: list[Any], counts: list[int]) -> pa.Table:
+    """``run_id, name, budget`` columns before the metrics, ``counts[i]`` rows for run ``i``."""
+    import numpy as np
+
+    take = pa.array(np.repeat(np.arange(len(ids), dtype=np.int32), counts))
+    heads = {"run_id": pa.array(ids, pa.string()).take(take),
+             "name": pa.array([None if n is None else str(n) for n in names], pa.string()).take(take),
+             "budget": pa.array(budgets, pa.float64()).take(take)}
+    rest = {c: table[c] for c in table.column_names if c not in heads}
+    return pa.table({**heads, **rest})
+
+
+def _read_one(folder: str, rid: str, name: Any, budget: Any) -> pa.Table:
+    data = _complete_lines(f"{folder}/{RunDir.METRICS}")
+    table = _parse_jsonl(data) if b"\n\n" not in data else None
+    if table is None:  # line by line: corrupt lines skipped, nested values as JSON text
+        rows = read_jsonl(f"{folder}/{RunDir.METRICS}")
         table = pa.Table.from_pylist([{k: (json.dumps(v) if isinstance(v, (dict, list)) else v)
                                        for k, v in r.items()} for r in rows])
-    for col in ("budget", "name", "run_id"):
-        if col in table.column_names:
-            table = table.drop_columns([col])
-    n = table.num_rows
-    head = {"run_id": pa.array([rd.run_id] * n, pa.string()),
-            "name": pa.array([None if name is None else str(name)] * n, pa.string()),
-            "budget": pa.array([budget] * n, pa.float64())}
-    return pa.table({**head, **{c: table[c] for c in table.column_names}})
+    return _with_heads(table, [rid], [name], [budget], [table.num_rows])
+
+
+def read_steps(items: list[tuple[str, str, Any, Any]]) -> list[pa.Table]:
+    """The logged steps of runs ``(folder, run_id, name, budget)``: their complete JSONL lines
+    parsed ~64 MB at a time by pyarrow's C++ reader; a batch it refuses goes run by run."""
+    out: list[pa.Table] = []
+    batch: list[tuple[tuple[str, str, Any, Any], bytes]] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal size
+        if not batch:
+            return
+        counts = [d.count(b"\n") for _, d in batch]
+        table = _parse_jsonl(b"".join(d for _, d in batch))
+        if table is not None and table.num_rows == sum(counts):
+            out.append(_with_heads(table, [i[1] for i, _ in batch], [i[2] for i, _ in batch],
+                                   [i[3] for i, _ in batch], counts))
+        else:
+            out.extend(_read_one(*item) for item, _ in batch)
+        batch.clear()
+        size = 0
+
+    for item in items:
+        data = _complete_lines(f"{item[0]}/{RunDir.METRICS}")
+        if b"\n\n" in data or data.startswith(b"\n"):
+            out.append(_read_one(*item))  # blank lines: the line count would not match the rows
+            continue
+        batch.append((item, data))
+        size += len(data)
+        if size >= BATCH_BYTES:
+            flush()
+    flush()
+    return out
 
 
 # ---- types that export ---------------------------------------------------------------------------------
@@ -262,7 +317,7 @@ def _read_parquet(path: Path) -> pa.Table:
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
     with atomic_writer(path) as f:
-        pq.write_table(table, f, compression="zstd")
+        pq.write_table(table, f)
 
 
 class StudyReader:
@@ -369,17 +424,19 @@ class StudyReader:
             if int((t.schema.metadata or {}).get(b"runs", b"-1")) != len(ids):
                 t = t.filter(pc.is_in(t["run_id"], value_set=pa.array(ids, pa.string())))
             kept.append(t)
-        meta = book.set_index("run_id")
-        new = [read_steps(RunDir(self.runs[r][0]), meta.at[r, "name"] if "name" in meta else None,
-                          _budget(meta, r)) for r in reread]
+        names = dict(zip(book["run_id"], book["name"] if "name" in book else [None] * len(book), strict=True))
+        budgets = dict(zip(book["run_id"], book["budget"] if "budget" in book else [None] * len(book), strict=True))
+
+        def items(ids: list[str]) -> list[tuple[str, str, Any, Any]]:
+            return [(self.runs[r][0], r, names[r], _number(budgets[r])) for r in ids]
+
+        new = read_steps(items(reread))
         self.stats.curves_read = len(reread)
         self.stats.live_curves = len(live)
         if new:
             kept = self._persist_segment(kept, new, reread, replaced=list(segs))
         self.stats.segments = len(kept)
-        live_tables = [read_steps(RunDir(self.runs[r][0]), meta.at[r, "name"] if "name" in meta else None,
-                                  _budget(meta, r)) for r in live]
-        return _unify(kept + live_tables)
+        return _unify(kept + read_steps(items(live)))
 
     def _persist_segment(self, kept: list[pa.Table], new: list[pa.Table], ids: list[str],
                          replaced: list[str]) -> list[pa.Table]:
@@ -417,10 +474,7 @@ class StudyReader:
                     p.unlink()
 
 
-def _budget(meta: pd.DataFrame, rid: str) -> float | None:
-    if "budget" not in meta:
-        return None
-    v = meta.at[rid, "budget"]
+def _number(v: Any) -> float | None:
     try:
         return None if v is None or v != v else float(v)
     except (TypeError, ValueError):
@@ -428,6 +482,25 @@ def _budget(meta: pd.DataFrame, rid: str) -> float | None:
 
 
 # ---- the frames ------------------------------------------------------------------------------------------
+
+
+STATUS_COLUMNS = ("run_id", "name", "budget", "status", "tokens", "params", "planned_flops", "final_loss",
+                  "eval_loss", "wall_time")
+
+
+def status_records(path: str | Path) -> list[dict[str, Any]]:
+    """Per run, through the index: the columns ``sweep status`` shows (missing values ``None``)
+    and ``status.json`` as written (``_status``: pid, host, job ids, error...)."""
+    book = StudyReader(path).runs_frame()
+    if not len(book):
+        return []
+    frame = book.reindex(columns=[*STATUS_COLUMNS, "_status"])
+    out = []
+    for rec in frame.to_dict("records"):
+        rec = {k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()}
+        rec["_status"] = json.loads(rec["_status"]) if isinstance(rec["_status"], str) else {}
+        out.append(rec)
+    return out
 
 
 def read_frames(path: str | Path, curves: bool = False) -> tuple[pd.DataFrame, ReadStats]:

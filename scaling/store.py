@@ -253,7 +253,13 @@ class RunDir:
 
     def read_status(self) -> dict[str, Any]:
         """``status.json``, with ``state`` ``done`` when a valid ``result.json`` exists and
-        ``corrupt`` (``error`` naming the file) when ``result.json`` or ``status.json`` is garbage."""
+        ``corrupt`` (``error`` and ``corrupt`` naming the file) when ``result.json`` or
+        ``status.json`` is garbage."""
+        return self.read_status_and_result()[0]
+
+    def read_status_and_result(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """:meth:`read_status` and the valid ``result.json`` (``None``: absent or corrupt), each
+        file read once."""
         try:
             st = read_json(self.path / self.STATUS)
             if st is not None and not isinstance(st, dict):
@@ -262,12 +268,12 @@ class RunDir:
             st = {"state": "corrupt", "attempts": 0, "error": str(e), "corrupt": str(e.path)}
         st = st or {"state": "pending", "attempts": 0}
         try:
-            done = self.read_result() is not None
+            result = self.read_result()
         except CorruptFileError as e:
-            return {**st, "state": "corrupt", "error": str(e), "corrupt": str(e.path)}
-        if done and st.get("state") != "done":
+            return {**st, "state": "corrupt", "error": str(e), "corrupt": str(e.path)}, None
+        if result is not None and st.get("state") != "done":
             st = {**st, "state": "done"}  # result.json is the truth
-        return st
+        return st, result
 
     def update_status(self, state: State | None = None, **fields: Any) -> dict[str, Any]:
         st = self._stored_status()
