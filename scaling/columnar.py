@@ -11,10 +11,12 @@ time (the next read rebuilds it):
   one new segment with the runs that finished (or changed) since the last one; past
   :data:`MAX_SEGMENTS` the live rows are compacted into one.
 
-A read stats each run's four files (spec, status, result, metrics); a run whose fingerprint matches
-the index is not opened. A fingerprint younger than :data:`RACY_NS` before the index was scanned is
-not trusted (a write within the file system's timestamp granularity could hide behind it), as in
-git's index. Runs that are not finished are read from their ``metrics.jsonl`` every time (a torn
+A read stats each run's folder, ``result.json`` and ``metrics.jsonl`` (the store writes
+``spec.json`` and ``status.json`` by rename, which changes the folder's mtime; a file edited in
+place by hand is seen once its folder changes, or after ``rm -r .index``); a run whose
+fingerprint matches the index is not opened. A fingerprint younger than :data:`RACY_NS` before
+the index was scanned is not trusted (a write within the file system's timestamp granularity
+could hide behind it), as in git's index. Runs that are not finished are read from their ``metrics.jsonl`` every time (a torn
 last line is skipped) and never written to a segment. Reading is pyarrow's: its JSON reader parses
 a run's JSONL in C++ (a file with a corrupt line falls back to the line-by-line reader), parquet
 holds the index, and the frames come out through ``Table.to_pandas``. A study that cannot be
@@ -49,7 +51,6 @@ SEGMENT_PREFIX = "curves-"
 MAX_SEGMENTS = 16
 RACY_NS = 2_000_000_000  # timestamps this close to the index's scan are re-checked next time
 ORPHAN_AGE_S = 600.0  # an unreferenced segment older than this is a crashed writer's: removed
-_FILES = (RunDir.SPEC, RunDir.STATUS, RunDir.RESULT, RunDir.METRICS)
 _BOOK = ("_fp", "_mtime_ns", "_status", "_segment", "_curves_fp")
 
 
@@ -85,20 +86,29 @@ def _layout(path: Path) -> tuple[Path | None, Path | None]:
     return None, None
 
 
-def _fingerprint(run: str) -> tuple[str, int] | None:
-    """``("mtime:size|..." of spec, status, result, metrics, newest mtime)``; ``None`` without spec.json."""
-    parts = []
-    newest = 0
-    for name in _FILES:
+def _fingerprint(run: str, known: str | None = None) -> tuple[str, int] | None:
+    """``("mtime|mtime:size|mtime:size" of the folder, result.json and metrics.jsonl, newest
+    mtime)``; ``None`` when the folder holds no spec.json. The store writes spec.json and
+    status.json by rename, which changes the folder's mtime, so they need no stat of their own
+    (and spec.json none at all while the folder's mtime matches the index's ``known`` one)."""
+    try:
+        d = os.stat(run)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    head = str(d.st_mtime_ns)
+    if known is None or known.split("|", 1)[0] != head:
+        try:
+            os.stat(f"{run}/{RunDir.SPEC}")
+        except FileNotFoundError:
+            return None
+    parts = [head]
+    newest = d.st_mtime_ns
+    for name in (RunDir.RESULT, RunDir.METRICS):
         try:
             st = os.stat(f"{run}/{name}")
         except FileNotFoundError:
-            if name == RunDir.SPEC:
-                return None
             parts.append("-")
             continue
-        except NotADirectoryError:
-            return None
         parts.append(f"{st.st_mtime_ns}:{st.st_size}")
         newest = max(newest, st.st_mtime_ns)
     return "|".join(parts), newest
@@ -106,23 +116,26 @@ def _fingerprint(run: str) -> tuple[str, int] | None:
 
 def _metrics_part(fp: str) -> str:
     """The result and metrics parts of a fingerprint: what a run's curves depend on."""
-    return "|".join(fp.split("|")[2:])
+    return "|".join(fp.split("|")[1:])
 
 
-def list_runs(path: str | Path) -> tuple[dict[str, tuple[str, str, int]], Path | None]:
-    """``{run_id: (folder, fingerprint, newest mtime)}`` in run-id order, and the index folder."""
+def list_runs(path: str | Path, known: Mapping[str, str] | None = None
+              ) -> tuple[dict[str, tuple[str, str, int]], Path | None]:
+    """``{run_id: (folder, fingerprint, newest mtime)}`` in run-id order, and the index folder;
+    ``known``: the index's fingerprints, which spare a stat of each unchanged folder's spec.json."""
     p = Path(path)
     runs_dir, index = _layout(p)
     if runs_dir is None:
         fp = _fingerprint(str(p))
         return ({p.name: (str(p), *fp)} if fp else {}), None
+    known = known or {}
     out: dict[str, tuple[str, str, int]] = {}
     base = str(runs_dir)
     with os.scandir(base) as it:
         names = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
     for name in names:
         folder = f"{base}/{name}"
-        fp = _fingerprint(folder)
+        fp = _fingerprint(folder, known.get(name))
         if fp is not None:
             out[name] = (folder, *fp)
     return out, index
@@ -326,7 +339,12 @@ class StudyReader:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.scan_ns = time.time_ns()
-        self.runs, self.index = list_runs(self.path)
+        self.index = _layout(self.path)[1]
+        self.cached, self.cached_scan = self._cached()
+        known = None
+        if self.cached is not None and "_fp" in self.cached:
+            known = dict(zip(self.cached["run_id"], self.cached["_fp"], strict=True))
+        self.runs, _ = list_runs(self.path, known)
         self.stats = ReadStats(runs=len(self.runs))
         self._book: pd.DataFrame | None = None
 
@@ -345,11 +363,10 @@ class StudyReader:
         """One row per run, with the bookkeeping columns (``_fp``...)."""
         if self._book is not None:
             return self._book
-        cached, cached_scan = self._cached()
+        cached, cached_scan = self.cached, self.cached_scan
         keep: list[str] = []
         prior: dict[str, tuple[Any, Any]] = {}
         if cached is not None and "_fp" in cached:
-            cached = cached.set_index("run_id", drop=False)
             for rid, fp, mt, seg, cfp in zip(cached["run_id"], cached["_fp"], cached["_mtime_ns"],
                                              cached["_segment"], cached["_curves_fp"], strict=True):
                 entry = self.runs.get(rid)
@@ -367,16 +384,18 @@ class StudyReader:
             fresh.append({**row, "_fp": fp, "_mtime_ns": mt, "_status": json.dumps(status, default=str),
                           "_segment": seg, "_curves_fp": cfp, "_corrupt": "; ".join(corrupt) or None})
         self.stats.runs_read = len(fresh)
+        changed = bool(fresh) or cached is None or len(keep) != len(cached)
+        if not changed:
+            self._book = cached  # nothing changed: the index as it is
+            return cached
         parts = [pd.DataFrame(fresh)] if fresh else []
         if keep:
-            parts.insert(0, cached.loc[keep].reset_index(drop=True))
+            parts.insert(0, cached[cached["run_id"].isin(kept)])
         frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else (parts[0] if parts else pd.DataFrame())
         if len(frame):
             frame = export_safe(frame.sort_values("run_id", kind="stable").reset_index(drop=True))
-        changed = bool(fresh) or cached is None or len(keep) != len(cached)
         self._book = frame
-        if changed:
-            self._persist_runs()
+        self._persist_runs()
         return frame
 
     def _persist_runs(self) -> None:

@@ -38,7 +38,9 @@ class Backend(Protocol):
         ...
 
     def estimate_seconds(self, spec: RunSpec) -> float | None:
-        """Rough wall time for ``sweep plan`` tables; ``None`` when unknown."""
+        """Wall time of one run for ``sweep plan`` tables and the launcher's ETA; ``None`` when
+        unknown. A backend may also offer ``timing_model(specs, threads) ->``
+        :class:`scaling.timing.TimingModel` (measured on this machine), which both then use."""
         ...
 
 

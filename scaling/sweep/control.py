@@ -22,7 +22,11 @@ CANCEL = "cancel.request"
 
 def run_state(rd: RunDir, queued: set[str] | None = None) -> str:
     """The run's state as it really is: a ``running`` run whose process or job is gone is ``interrupted``."""
-    st = rd.read_status()
+    return live_state(rd.read_status(), queued)
+
+
+def live_state(st: dict[str, Any], queued: set[str] | None = None) -> str:
+    """:func:`run_state` of a ``status.json`` already read."""
     state = st.get("state", "pending")
     if state != "running":
         return state
@@ -35,35 +39,40 @@ def run_state(rd: RunDir, queued: set[str] | None = None) -> str:
     return state
 
 
-def _row(rd: RunDir, state: str) -> dict[str, Any]:
-    spec = rd.read_spec() or {}
-    st = rd.read_status()
-    res = rd.read_result_or_none() or {}
-    tokens = int(spec.get("tokens", 0))
+def _row(out: Path, r: dict[str, Any], queued: set[str] | None) -> dict[str, Any]:
+    """One run's status row from its index record (:func:`scaling.columnar.status_records`)."""
+    st = r["_status"]
+    state = r["status"] if r["status"] in ("done", "corrupt") else live_state({**st, "state": r["status"]}, queued)
+    done = state == "done"
+    tokens = int(r["tokens"] or 0)
     return {
-        "run_id": rd.run_id, "name": spec.get("name"), "budget": spec.get("budget"), "state": state,
+        "run_id": r["run_id"], "name": r["name"], "budget": r["budget"], "state": state,
         "attempts": st.get("attempts", 0), "requeues": st.get("requeues", 0), "tokens": tokens,
-        "params": (spec.get("derived") or {}).get("params"), "flops": float((spec.get("derived") or {}).get("flops") or 0),
-        "tokens_done": tokens if state == "done" else tokens_done(rd), "final_loss": res.get("final_loss"),
-        "eval_loss": res.get("eval_loss"), "wall_time": res.get("wall_time"), "job_id": st.get("job_id"),
-        "error": st.get("error") if state != "done" else None,
+        "params": r["params"], "flops": float(r["planned_flops"] or 0),
+        "tokens_done": tokens if done else tokens_done(RunDir(out / SweepStore.RUNS / r["run_id"])),
+        "final_loss": r["final_loss"] if done else None, "eval_loss": r["eval_loss"] if done else None,
+        "wall_time": r["wall_time"] if done else None, "job_id": st.get("job_id"),
+        "error": st.get("error") if not done else None,
     }
 
 
 def status(out_dir: str | Path) -> dict[str, Any]:
-    """Counts, FLOPs and one row per run, as they are now (read-only)."""
+    """Counts, FLOPs and one row per run, as they are now (read-only; through the store's
+    columnar index, so only runs whose files changed since the last read are opened)."""
+    from scaling.columnar import status_records
+
     out = Path(out_dir)
-    store = SweepStore(out)
-    if not (out / SweepStore.SWEEP).exists() and not store.runs():
+    records = status_records(out) if (out / SweepStore.RUNS).is_dir() else []
+    if not (out / SweepStore.SWEEP).exists() and not records:
         raise UsageError(f"{out_dir}: not a sweep folder (no {SweepStore.SWEEP}, no runs/)")
-    need_q = any(rd.read_status().get("slurm_job") for rd in store.runs())
+    need_q = any(r["status"] == "running" and r["_status"].get("slurm_job") for r in records)
     queued = squeue_ids() if need_q else None
     counts = {k: 0 for k in ("pending", "running", "done", "failed", "cancelled", "interrupted")}
     rows = []
-    for rd in store.runs():
-        state = run_state(rd, queued)
-        counts[state] = counts.get(state, 0) + 1
-        rows.append(_row(rd, state))
+    for r in records:
+        row = _row(out, r, queued)
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+        rows.append(row)
     fl_total = sum(r["flops"] for r in rows)
     fl_done = sum(r["flops"] * min(1.0, r["tokens_done"] / r["tokens"]) for r in rows if r["tokens"])
     for r in rows:

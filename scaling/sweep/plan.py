@@ -8,13 +8,16 @@ from typing import Any
 
 from scaling.sweep.grid import expand
 from scaling.sweep.spec import SweepSpec, load_spec
+from scaling.timing import pack, run_estimates
 
 
 def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None) -> dict[str, Any]:
     """One row per run (N, non-embedding N, D, FLOPs, D/N, batch, LR, estimated seconds, and the
     backend's ``describe(spec)`` columns where it has one), plus totals and a wall-time estimate.
 
-    The wall-time estimate packs the runs' estimates onto ``max_parallel`` slots, longest first.
+    Estimates come from the backend's measured timing model where it has one
+    (:func:`scaling.timing.run_estimates`); the wall time packs them onto ``max_parallel`` slots,
+    longest first.
     """
     from scaling.backends.base import backend_class
     from scaling.sweep.executors import parallelism
@@ -25,14 +28,13 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None) ->
     with contextlib.suppress(ImportError):  # a backend whose own dependencies are missing here: no estimates
         backend = backend_class(spec.backend)()
     describe = getattr(backend, "describe", None)
+    kind = spec.executor.kind
+    par, threads = parallelism(kind, spec.executor, len(runs), max_parallel)
+    ests, model = run_estimates(backend, runs, threads) if backend is not None else ([None] * len(runs), None)
     rows: list[dict[str, Any]] = []
     extra: list[str] = []
-    for r in runs:
+    for r, est in zip(runs, ests, strict=True):
         s = r.model_shape
-        est = None
-        if backend is not None:
-            with contextlib.suppress(Exception):
-                est = backend.estimate_seconds(r)
         count = r.non_embedding_params if spec.model.count == "non_embedding" else r.params
         row: dict[str, Any] = {
             "run_id": r.run_id, "name": r.name, "budget": r.budget, "group": r.group,
@@ -49,18 +51,10 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None) ->
                     extra.append(k)
             row.update(d)
         rows.append(row)
-    kind = spec.executor.kind
-    par, threads = parallelism(kind, spec.executor, len(runs), max_parallel)
-    ests = [r["est_seconds"] for r in rows]
-    wall = None
-    if ests and all(e is not None for e in ests):
-        slots = [0.0] * max(1, par)
-        for e in sorted(ests, reverse=True):
-            i = slots.index(min(slots))
-            slots[i] += float(e)
-        wall = max(slots)
+    wall = pack([float(e) for e in ests if e is not None], par) if ests and all(e is not None for e in ests) else None
     return {
         "name": spec.name, "backend": spec.backend, "executor": kind, "max_parallel": par, "threads_per_run": threads,
         "flops_convention": spec.train.flops_convention, "param_count": spec.model.count,
-        "flops_total": sum(r["flops"] for r in rows), "est_wall_seconds": wall, "describe_columns": extra, "runs": rows,
+        "flops_total": sum(r["flops"] for r in rows), "est_wall_seconds": wall,
+        "timing_model": model.to_dict() if model is not None else None, "describe_columns": extra, "runs": rows,
     }

@@ -13,6 +13,7 @@ from typing import Any
 
 from scaling.runspec import RunSpec
 from scaling.store import RunDir
+from scaling.timing import TimingModel
 
 
 class LocalBackend:
@@ -48,12 +49,19 @@ class LocalBackend:
 
         return train_run(spec, run_dir, cache_dir=self._cache(), **kwargs)
 
-    def estimate_seconds(self, spec: RunSpec) -> float | None:
-        """Wall time from a FLOP rate: ``flops_matmul / (rate)`` with the rate a measured
-        fraction of a core's matmul peak (CPU) or 35% of a GPU's bf16 peak."""
-        from .estimate import estimate_seconds
+    def timing_model(self, specs: list[RunSpec], threads: int) -> TimingModel:
+        """The sweep's timing model on this machine: a short probe of a few of its shapes at
+        ``threads`` threads (cached per machine), plus the measured process start."""
+        from .probe import timing_model
 
-        return estimate_seconds(spec)
+        return timing_model(specs, threads, self._cache())
+
+    def estimate_seconds(self, spec: RunSpec) -> float | None:
+        """Seconds of one run from :meth:`timing_model` (at the run's ``threads`` option, else all cores)."""
+        import os
+
+        threads = int(spec.backend_options.get("threads") or os.cpu_count() or 1)
+        return self.timing_model([spec], threads).run_seconds(spec)
 
 
 __all__ = ["LocalBackend"]
