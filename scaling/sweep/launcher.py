@@ -33,6 +33,7 @@ from scaling.sweep.lock import SweepLock
 from scaling.sweep.progress import Progress, ProgressArg, ProgressMeter, progress_fn
 from scaling.sweep.spec import SweepSpec, load_spec
 from scaling.sweep.task import RunTask
+from scaling.timing import run_estimates
 
 SUBMITIT = "submitit"
 
@@ -90,6 +91,8 @@ class _Launch:
         backend = backend_class(self.spec.backend)()
         if hasattr(backend, "prepare"):
             backend.prepare([self.by_id[i] for i in self.todo], str(self.cache_dir))
+        ests, model = run_estimates(backend, [self.by_id[i] for i in self.todo], self.threads)
+        self.meter.use_estimates(dict(zip(self.todo, ests, strict=True)), model.startup_s if model else 0.0, self.par)
         self.ex = Executor(self.kind, self.out / SUBMITIT / "%j", self.settings, self.threads, backend)
         slurm = any(self.store.run(r).read_status().get("slurm_job") for r in self.todo)
         queued = squeue_ids() if slurm else None
@@ -154,7 +157,7 @@ class _Launch:
             h.cancel()
 
     def snapshot(self, finished: bool = False) -> Progress:
-        return self.meter.snapshot(self.inflight, len(self.pending), len(self.failed), self.retried, finished)
+        return self.meter.snapshot(self.inflight, self.pending, len(self.failed), self.retried, finished)
 
     def loop(self) -> None:
         last_beat = 0.0

@@ -16,8 +16,8 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None) ->
     backend's ``describe(spec)`` columns where it has one), plus totals and a wall-time estimate.
 
     Estimates come from the backend's measured timing model where it has one
-    (:func:`scaling.timing.run_estimates`); the wall time packs them onto ``max_parallel`` slots,
-    longest first.
+    (:func:`scaling.timing.run_estimates`); the wall time packs them onto ``max_parallel`` slots
+    in launch order.
     """
     from scaling.backends.base import backend_class
     from scaling.sweep.executors import parallelism

@@ -3,8 +3,13 @@
 terminal, one line per change elsewhere).
 
 FLOPs done counts finished runs whole and running runs by the tokens of their newest metrics
-row; the ETA is the FLOPs left over the FLOP rate of this launch (finished runs skipped at the
-start do not count towards the rate).
+row. The ETA, from the first snapshot on, comes from the runs' estimated seconds (the backend's
+measured :class:`scaling.timing.TimingModel`, or its ``estimate_seconds``): the pending runs'
+seconds and what is left of the running ones (by their tokens done), times the live factor of
+:class:`scaling.timing.Refiner` (measured over predicted seconds of this launch's finished and
+running runs), packed onto the launch's parallel slots. A backend without estimates falls back to
+the FLOPs left over the FLOP rate of this launch (finished runs skipped at the start do not count
+towards the rate).
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from scaling.runspec import RunSpec
 from scaling.store import RunDir, SweepStore
+from scaling.timing import Refiner, eta_seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +70,8 @@ def tokens_done(rd: RunDir) -> int:
 
 
 class ProgressMeter:
-    """Snapshots of one launch: the runs of the sweep, read from the store each time."""
+    """Snapshots of one launch: the runs of the sweep, read from the store each time (a run
+    once seen finished is not read again)."""
 
     def __init__(self, name: str, runs: Sequence[RunSpec], store: SweepStore, skipped: Collection[str]) -> None:
         self.name, self.store = name, store
@@ -73,25 +80,69 @@ class ProgressMeter:
         self.skipped = len(skipped)
         self.flops_at_start = sum(self.flops[r] for r in skipped)
         self.t0 = time.time()
+        self.done_ids: set[str] = set(skipped)
+        self.seconds: dict[str, float] | None = None
+        self.startup_s = 0.0
+        self.slots = 1
+        self.refiner = Refiner()
 
-    def snapshot(self, running: Collection[str], pending: int, failed: int, retried: int,
+    def use_estimates(self, seconds: Mapping[str, float | None], startup_s: float, slots: int) -> None:
+        """ETAs from each run's estimated seconds (``startup_s`` of them before its process
+        reports running) on ``slots`` parallel runs; a run without an estimate: the FLOP-rate ETA."""
+        if seconds and all(v is not None and v > 0 for v in seconds.values()):
+            self.seconds = {k: float(v) for k, v in seconds.items() if v is not None}
+        self.startup_s, self.slots = max(0.0, startup_s), max(1, slots)
+
+    def _predicted(self, rid: str, frac: float = 1.0) -> float:
+        """Predicted seconds of a run's process, from its start, for its first ``frac`` of its work."""
+        assert self.seconds is not None
+        return max(0.0, self.seconds[rid] - self.startup_s) * frac
+
+    def _newly_done(self, rid: str) -> None:
+        st = self.store.run(rid).read_status()
+        if self.seconds is not None and rid in self.seconds and st.get("started") and st.get("finished"):
+            self.refiner.finish(float(st["finished"]) - float(st["started"]), self._predicted(rid), float(st["finished"]))
+
+    def snapshot(self, running: Collection[str], pending: Collection[str], failed: int, retried: int,
                  finished: bool = False) -> Progress:
-        done_ids = {rid for rid in self.by_id if self.store.run(rid).is_done()}
+        for rid in self.by_id:
+            if rid not in self.done_ids and self.store.run(rid).is_done():
+                self.done_ids.add(rid)
+                self._newly_done(rid)
+        done_ids = self.done_ids
         fl_done = sum(self.flops[r] for r in done_ids)
         live = [rid for rid in running if rid not in done_ids]
+        fracs = {}
         for rid in live:
-            frac = tokens_done(self.store.run(rid)) / max(1, self.by_id[rid].tokens)
-            fl_done += self.flops[rid] * min(1.0, frac)
-        elapsed = time.time() - self.t0
-        rate = (fl_done - self.flops_at_start) / elapsed if elapsed > 0 else 0.0
+            fracs[rid] = min(1.0, tokens_done(self.store.run(rid)) / max(1, self.by_id[rid].tokens))
+            fl_done += self.flops[rid] * fracs[rid]
+        now = time.time()
+        elapsed = now - self.t0
         total = sum(self.flops.values())
-        eta = (total - fl_done) / rate if rate > 0 else None
+        if finished:
+            eta: float | None = 0.0
+        elif self.seconds is not None:
+            eta = self._estimated_eta(live, fracs, [r for r in pending if r not in done_ids], now)
+        else:
+            rate = (fl_done - self.flops_at_start) / elapsed if elapsed > 0 else 0.0
+            eta = (total - fl_done) / rate if rate > 0 else None
         return Progress(
             name=self.name, total=len(self.by_id), done=len(done_ids), running=len(live), failed=failed,
-            pending=pending, skipped=self.skipped, retried=retried, flops_total=total, flops_done=fl_done,
-            elapsed_s=elapsed, eta_s=0.0 if finished else eta,
+            pending=len(pending), skipped=self.skipped, retried=retried, flops_total=total, flops_done=fl_done,
+            elapsed_s=elapsed, eta_s=eta,
             running_names=tuple(self.by_id[r].name or r for r in live), finished=finished,
         )
+
+    def _estimated_eta(self, live: Sequence[str], fracs: dict[str, float], pending: Sequence[str], now: float) -> float:
+        assert self.seconds is not None
+        evidence, left = [], []
+        for rid in live:
+            started = self.store.run(rid).read_status().get("started")
+            if started and fracs[rid] > 0:
+                evidence.append((now - float(started), self._predicted(rid, fracs[rid])))
+            left.append(self._predicted(rid) * (1.0 - fracs[rid]))
+        factor = self.refiner.factor(now, evidence)
+        return eta_seconds([self.seconds[r] for r in pending], left, self.slots, factor)
 
 
 class RichProgress:

@@ -54,7 +54,7 @@ class LocalBackend:
         ``threads`` threads (cached per machine), plus the measured process start."""
         from .probe import timing_model
 
-        return timing_model(specs, threads, self._cache())
+        return timing_model(specs, threads)
 
     def estimate_seconds(self, spec: RunSpec) -> float | None:
         """Seconds of one run from :meth:`timing_model` (at the run's ``threads`` option, else all cores)."""

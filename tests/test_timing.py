@@ -1,0 +1,87 @@
+"""The time estimate model: its fit and packing, its predictions on the recorded timings of a real
+quickstart sweep (tests/fixtures/quickstart_timings.json), the live refinement, and the launcher's
+ETA from the first snapshot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.estimate_replay import calibrate, recorded_from_json, replay_eta, slot_gaps
+from scaling.sweep import launch
+from scaling.timing import Refiner, TimingModel, fit_step_model, pack
+from tests.test_sweep_launch import toy_spec
+
+TIMINGS = Path(__file__).parent / "fixtures" / "quickstart_timings.json"
+
+
+def test_fit_step_model_recovers_overhead_and_rate():
+    a, b = fit_step_model([(f, 0.02 + f * 2e-11) for f in (1e8, 5e8, 2e9, 8e9)])
+    assert a == pytest.approx(0.02, rel=1e-6) and b == pytest.approx(2e-11, rel=1e-6)
+    assert fit_step_model([(1e9, 0.5)]) == (0.0, pytest.approx(5e-10))  # one point: through the origin
+    a, b = fit_step_model([(1e9, 0.5), (2e9, 0.4)])  # slower for more work: noise, not a negative rate
+    assert b == 0.0 and a == pytest.approx(0.45)
+
+
+def test_pack_keeps_the_launch_order():
+    assert pack([10, 1, 1, 1], 2) == 10
+    assert pack([1, 1, 10], 2) == 11  # the long run starts when the first slot frees
+    assert pack([5], 2, busy=[8, 2]) == 8
+    assert pack([], 3) == 0
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    runs = recorded_from_json(TIMINGS)
+    assert len(runs) == 20
+    return runs
+
+
+def test_the_model_predicts_runs_it_was_not_calibrated_on(recorded):
+    budgets = sorted({r.spec.budget for r in recorded})
+    model = calibrate([r for r in recorded if r.spec.budget == budgets[0]], startup_s=5.0, source="first budget")
+    # the second budget ran right after, on the machine as it was: each run within +-25%
+    for r in (r for r in recorded if r.spec.budget == budgets[1]):
+        predicted = model.fixed_s + model.train_seconds(r.spec)
+        assert predicted / r.process_s == pytest.approx(1.0, abs=0.25), r.spec.name
+
+
+def test_recorded_process_starts_are_the_fixed_cost(recorded):
+    gaps = slot_gaps(recorded, slots=2)
+    assert len(gaps) == 18 and 2.0 < sorted(gaps)[len(gaps) // 2] < 15.0  # launcher poll + spawn + imports
+    model = calibrate(recorded, startup_s=5.0, source="all")
+    assert 0 <= model.fixed_s < 1.0  # data, model build, export: well under a second on these runs
+
+
+def test_the_refiner_moves_to_what_the_runs_take():
+    r = Refiner(half_life_s=60, prior_weight_s=10)
+    assert r.factor(0.0) == 1.0
+    for t in range(10):
+        r.finish(actual_s=30.0, predicted_s=10.0, when=10.0 * t)
+    assert r.factor(100.0) == pytest.approx(3.0, rel=0.15)  # the prior (ratio 1) still weighs a little
+    assert r.factor(100.0, running=[(100.0, 20.0)]) > r.factor(100.0)  # a slow run now weighs in
+
+
+def test_the_replayed_eta_catches_up_when_the_machine_slows(recorded):
+    """The recorded sweep slowed 5-10x after its first minutes (the machine's load rose): the ETA
+    printed at minute 1 is short, the one at minute 10 is within 30% of the time that was left."""
+    t0 = recorded[0].started - 5.0
+    end = max(r.finished for r in recorded)
+    prior = calibrate([r for r in recorded if r.finished - t0 <= 60], startup_s=5.0, source="first minute")
+    early = replay_eta(recorded, prior, 2, t0, 60.0) / (end - t0 - 60.0)
+    late = replay_eta(recorded, prior, 2, t0, 600.0) / (end - t0 - 600.0)
+    assert early < 0.7 and late == pytest.approx(1.0, abs=0.3)
+
+
+def test_timing_model_round_trips():
+    m = TimingModel(step_overhead_s=0.02, s_per_flop=3e-11, startup_s=4.0, fixed_s=0.5, source="probe")
+    assert TimingModel.from_dict(m.to_dict()) == m
+
+
+def test_the_launcher_prints_an_eta_from_the_first_snapshot(tmp_path):
+    spec = toy_spec(tmp_path, step_s=0.01)  # the toy backend estimates steps x step_s
+    seen = []
+    launch(spec, tmp_path / "out", executor="debug", progress=seen.append)
+    assert seen[0].eta_s is not None and seen[0].eta_s > 0
+    assert seen[-1].finished and seen[-1].eta_s == 0.0
