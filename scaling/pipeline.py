@@ -330,8 +330,11 @@ def run_study(
     quiet: bool = False,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Run (or resume) the whole study of ``spec_path`` into ``out`` (default ``studies/<name>``)."""
-    from scaling.sweep import expand, launch, load_spec
+    """Run (or resume) the whole study of ``spec_path`` into ``out`` (default ``studies/<name>``).
+
+    The study folder's launcher lock is held from the first stage to the last: a second
+    ``scaling run``, ``sweep launch`` or ``sweep resume`` on the folder is refused meanwhile."""
+    from scaling.sweep import SweepLock, load_spec
 
     t0 = time.perf_counter()
     say = _Console(quiet)
@@ -339,6 +342,15 @@ def run_study(
     opts = StudyOptions.from_section(getattr(spec, "pipeline", None), **overrides)
     study = Path(out) if out else Path("studies") / spec.name
     study.mkdir(parents=True, exist_ok=True)
+    with SweepLock(study) as lock:
+        lock.acquire(opts.executor or spec.executor.kind, command="scaling run")
+        return _run_stages(spec, study, opts, lock, say, force, quiet, t0)
+
+
+def _run_stages(spec: Any, study: Path, opts: StudyOptions, lock: Any, say: _Console, force: str | None,
+                quiet: bool, t0: float) -> dict[str, Any]:
+    from scaling.sweep import expand, launch
+
     log = StageLog(study)
     if force:
         log.invalidate_from(STAGES, force)
@@ -358,7 +370,7 @@ def run_study(
         # a marker alone never makes the sweep done: launch() skips finished runs and resumes the rest
         log.marker("sweep").unlink(missing_ok=True)
     stage("sweep", lambda: launch(spec, study, executor=opts.executor, max_parallel=opts.max_parallel,
-                                  progress=False if quiet else None, cache_dir=opts.cache_dir))
+                                  progress=False if quiet else None, cache_dir=opts.cache_dir, lock=lock))
     counts = SweepStore(study).counts()
     if counts.get("done", 0) < len(runs):
         log.marker("sweep").unlink(missing_ok=True)
