@@ -100,7 +100,6 @@ class SubmititRun:
     def __init__(self, run_id: str, job: Any, slurm: bool) -> None:
         self.run_id, self.job = run_id, job
         self.slurm_job: str | None = str(job.job_id) if slurm else None
-        self._pid: int | None = None
         self._missing_polls = 0
 
     @property
@@ -128,13 +127,14 @@ class SubmititRun:
         return _job_error(self.job)
 
     def cancel(self) -> None:
+        # LocalJob.cancel signals the controller only; end the run process too, found first: once
+        # the controller exits, the run process is no longer its child
+        pid = _local_task_pid(self.job) if self.slurm_job is None else None
         with contextlib.suppress(Exception):
             self.job.cancel(check=False)
-        if self.slurm_job is None:  # LocalJob.cancel signals the controller only; end the run process too
-            pid = self._pid or _local_task_pid(self.job)
-            if pid and pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+        if pid and pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
 
 class AdoptedProcess:
