@@ -55,12 +55,17 @@ class StudyOptions:
     align: bool = True
     sft_data: str | None = None
     dpo_data: str | None = None
-    beta: float = 0.1
+    prompts_data: str | None = None
+    beta: float | None = None  # DPO beta (dpo.beta's shorthand)
+    skip_rlhf: bool = False
+    skip_dpo: bool = False
     report: str | None = None
     cache_dir: str | None = None
     sft: dict[str, Any] = field(default_factory=dict)  # scaling.align.sft.SFTOptions fields
+    reward: dict[str, Any] = field(default_factory=dict)  # scaling.align.reward.RewardOptions fields
+    rlhf: dict[str, Any] = field(default_factory=dict)  # scaling.align.rlhf.RLOptions fields
     dpo: dict[str, Any] = field(default_factory=dict)  # scaling.align.dpo.DPOOptions fields
-    demo: dict[str, Any] = field(default_factory=dict)  # scaling.align.run.DemoOptions fields
+    tasks: dict[str, Any] = field(default_factory=dict)  # scaling.align.tasks.TaskOptions fields
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None, **overrides: Any) -> StudyOptions:
@@ -235,21 +240,30 @@ def _stage_select(study: Path) -> dict[str, Any]:
 
 
 def _stage_align(study: Path, opts: StudyOptions, log: Callable[[str], None]) -> dict[str, Any]:
+    """SFT, reward model, RLHF and DPO of the selected model; the built-in tasks come from the
+    selected run's own corpus (its spec.json), from the text its pretraining held out."""
     from scaling.align import align
     from scaling.align.dpo import DPOOptions
-    from scaling.align.run import DemoOptions
+    from scaling.align.reward import RewardOptions
+    from scaling.align.rlhf import RLOptions
+    from scaling.align.run import StageSettings
     from scaling.align.sft import SFTOptions
+    from scaling.align.tasks import TaskOptions
     from scaling.errors import UsageError
 
     choice = read_json(study / "select.json") or {}
     model_dir = choice.get("model_dir") or str(study / "runs" / choice["run_id"] / "model")
+    dpo = {**opts.dpo, **({"beta": opts.beta} if opts.beta is not None else {})}
     try:
-        sft, dpo, demo = SFTOptions(**opts.sft), DPOOptions(**opts.dpo), DemoOptions(**opts.demo)
+        settings = StageSettings(SFTOptions(**{"seed": opts.seed, **opts.sft}), RewardOptions(**{"seed": opts.seed, **opts.reward}),
+                                 RLOptions(**{"seed": opts.seed, **opts.rlhf}), DPOOptions(**{"seed": opts.seed, **dpo}))
+        tasks = TaskOptions(**{k: tuple(v) if k == "kinds" else v for k, v in opts.tasks.items()})
     except TypeError as e:
-        raise UsageError(f"pipeline.sft/dpo/demo: {e}") from None
-    summary = align(model_dir, study / "align", opts.sft_data, opts.dpo_data, beta=dpo.beta if opts.dpo.get("beta")
-                    else opts.beta, loss_type=dpo.loss_type, seed=opts.seed, sft=sft, dpo=dpo, demo=demo, log=log)
-    return {k: summary.get(k) for k in ("minutes", "table") if k in summary}
+        raise UsageError(f"pipeline.sft/reward/rlhf/dpo/tasks: {e}") from None
+    summary = align(model_dir, study / "align", opts.sft_data, opts.dpo_data, opts.prompts_data, settings=settings,
+                    tasks=tasks, skip_rlhf=opts.skip_rlhf, skip_dpo=opts.skip_dpo, seed=opts.seed, log=log)
+    return {"minutes": summary.get("minutes"), "stage_minutes": summary.get("stage_minutes"),
+            "flags": summary.get("flags")}
 
 
 def _stage_report(study: Path, opts: StudyOptions) -> dict[str, Any]:
@@ -313,6 +327,8 @@ def summarize(study: Path, log: StageLog, t0: float, report: str | None) -> dict
         "chosen": {k: select.get(k) for k in ("run_id", "name", "params", "non_embedding_params", "reason")
                    if k in select},
         "align": align.get("table"),
+        "align_flags": align.get("flags"),
+        "align_stage_minutes": align.get("stage_minutes"),
         "report": report,
     }
     atomic_write_json(study / "summary.json", summary)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scaling.align.data import DataError, demo_tasks, load_records, normalize, split_records, write_jsonl
+from scaling.align.data import DataError, load_records, normalize, split_records, write_jsonl
 
 SFT = [
     {"prompt": "Say hi.", "completion": " Hi."},
@@ -120,55 +120,18 @@ def test_split_is_seeded_and_disjoint():
     assert not {r["prompt"] for r in a_train} & {r["prompt"] for r in a_eval}
 
 
-TEXT = " ".join(f"w{i}" + ("\n" if i % 7 == 0 else "") for i in range(5000))
-
-
-def test_demo_tasks_generator():
-    t = demo_tasks(TEXT, n_train=40, n_eval=10, prompt_words=6, completion_words=4, seed=3)
-    assert t.counts() == {"sft_train": 40, "sft_eval": 10, "dpo_train": 40, "dpo_eval": 10}
-    assert t == demo_tasks(TEXT, n_train=40, n_eval=10, prompt_words=6, completion_words=4, seed=3)
-    assert t != demo_tasks(TEXT, n_train=40, n_eval=10, prompt_words=6, completion_words=4, seed=4)
-    for r in t.sft_train:
-        # the completion is the true continuation: prompt + completion is a contiguous span of the text
-        assert len(r["prompt"].split()) == 6 and len(r["completion"].split()) == 4
-        first = int(r["prompt"].split()[0][1:])
-        assert [int(w[1:]) for w in (r["prompt"] + r["completion"]).split()] == list(range(first, first + 10))
-        assert r["completion"].startswith(" ")
-    for split in ("train", "eval"):
-        sft, dpo = getattr(t, f"sft_{split}"), getattr(t, f"dpo_{split}")
-        completions = {r["completion"] for r in sft}
-        for s, d in zip(sft, dpo, strict=True):
-            assert d["prompt"] == s["prompt"] and d["chosen"] == s["completion"]
-            assert d["rejected"] != d["chosen"] and d["rejected"] in completions  # from the same split
-    held = {r["prompt"] for r in t.sft_eval}
-    assert not held & {r["prompt"] for r in t.sft_train}
-
-
-def test_demo_tasks_need_enough_text():
-    with pytest.raises(DataError.__mro__[1], match="windows"):
-        demo_tasks("a b c " * 10, n_train=10, n_eval=10)
-
-
 def test_write_jsonl_round_trip(tmp_path):
-    t = demo_tasks(TEXT, n_train=4, n_eval=2, prompt_words=5, completion_words=3)
-    write_jsonl(tmp_path / "dpo.jsonl", t.dpo_train)
-    assert load_records(tmp_path / "dpo.jsonl", "dpo") == t.dpo_train
+    write_jsonl(tmp_path / "dpo.jsonl", DPO)
+    assert load_records(tmp_path / "dpo.jsonl", "dpo") == DPO
 
 
-def test_windows_stay_inside_documents():
-    docs = [" ".join(f"a{i}" for i in range(50)), " ".join(f"b{i}" for i in range(50))]
-    t = demo_tasks(docs, n_train=4, n_eval=2, prompt_words=6, completion_words=4, seed=0)
-    for r in t.sft_train + t.sft_eval:
-        words = (r["prompt"] + r["completion"]).split()
-        assert len({w[0] for w in words}) == 1  # all from one document
-
-
-def test_corpus_documents_are_the_held_out_tails(tmp_path):
-    from scaling.align.data import corpus_documents
-
-    (tmp_path / "a.txt").write_text("".join(f"line a{i}\n" for i in range(100)))
-    (tmp_path / "b.txt").write_text("".join(f"line b{i}\n" for i in range(100)))
-    tails = corpus_documents(str(tmp_path), tail_frac=0.1)
-    assert len(tails) == 2
-    assert tails[0].split()[-1] == "a99" and "a50" not in tails[0]
-    assert len(corpus_documents(str(tmp_path), tail_frac=None)[0]) > 5 * len(tails[0])
+def test_rl_prompts_load_and_a_malformed_one_is_named(tmp_path):
+    chat = [{"role": "user", "content": "Say hi."}]
+    path = _jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Say hi."}, {"prompt": chat}])
+    assert load_records(path, "prompt") == [{"prompt": "Say hi."}, {"prompt": chat}]
+    _jsonl(path, [{"prompt": "Say hi."}, {"question": "x"}])
+    with pytest.raises(DataError, match=r"prompts\.jsonl:2: missing field 'prompt'"):
+        load_records(path, "prompt")
+    _jsonl(path, [{"prompt": [{"role": "user"}]}])
+    with pytest.raises(DataError, match=r"prompts\.jsonl:1: prompt\[0\] must be an object with 'role' and 'content'"):
+        load_records(path, "prompt")

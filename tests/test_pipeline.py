@@ -57,7 +57,11 @@ def test_every_stage_left_its_artifact(study):
     chosen = json.loads((out / "select.json").read_text())
     align = json.loads((out / "align/summary.json").read_text())
     assert chosen["run_id"] in {p.name for p in (out / "runs").iterdir()}
-    assert align["table"], "base -> SFT -> DPO table"
+    assert [r["stage"] for r in align["table"]] == ["base", "sft", "rlhf", "dpo"]
+    # the tasks are cut from the study's own corpus, as its runs read it (source, truncation, held-out part)
+    assert (align["tasks"]["corpus"], align["tasks"]["max_chars"], align["tasks"]["tail_frac"]) == (
+        "builtin:default", 1_500_000, 0.05)
+    assert s["align_flags"] == align["flags"] and set(s["align_stage_minutes"]) == {"sft", "reward", "judge", "rlhf", "dpo"}
 
 
 def test_the_reduced_study_takes_under_two_minutes(study):

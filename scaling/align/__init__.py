@@ -1,9 +1,10 @@
-"""From a scaling study to a model someone uses: choose it from the law, then SFT and DPO (TRL),
-evaluated on held-out data before and after each stage.
+"""From a scaling study to an assistant: choose the model from the law, then SFT, a reward model,
+RLHF (RLOO) and DPO with TRL, compared side by side on held-out tasks.
 
 * :func:`select` (``scaling.align.select``): the finished run nearest the law's ``N*(C)``.
-* :func:`align` (``scaling.align.run``): base -> SFT -> DPO with a table of held-out metrics.
-* ``scaling.align.data``: data formats, loaders and the built-in demo tasks.
+* :func:`align` (``scaling.align.run``): SFT -> reward model -> RLHF and DPO, with the table.
+* ``scaling.align.tasks``: built-in instruction tasks with exact answers, cut from the corpus.
+* ``scaling.align.data``: users' data formats and loaders.
 
 Importing this package loads neither torch nor transformers; the stages import them when run.
 """
@@ -27,11 +28,11 @@ def select(study_dir: str | Path, fit: Any = None, budget: float | None = None, 
 
 
 def align(model_dir: str | Path, out_dir: str | Path | None = None, sft_data: str | None = None,
-          dpo_data: str | None = None, beta: float = 0.1, loss_type: str = "sigmoid", **kw: Any) -> dict[str, Any]:
-    """SFT then DPO with evaluation (see :func:`scaling.align.run.align`)."""
+          dpo_data: str | None = None, prompts_data: str | None = None, **kw: Any) -> dict[str, Any]:
+    """SFT, reward model, RLHF and DPO with the side-by-side evaluation (see :func:`scaling.align.run.align`)."""
     from scaling.align.run import align as _align
 
-    return _align(model_dir, out_dir, sft_data, dpo_data, beta, loss_type, **kw)
+    return _align(model_dir, out_dir, sft_data, dpo_data, prompts_data, **kw)
 
 
 __all__ = ["align", "select"]

@@ -1,4 +1,4 @@
-"""Fine-tuning data: the formats users have, validated record by record, and built-in demo tasks.
+"""Fine-tuning data: the formats users have, validated record by record.
 
 Formats (the names TRL uses):
 
@@ -7,7 +7,9 @@ Formats (the names TRL uses):
 * SFT, ``messages``: one chat, a list of ``{"role", "content"}``; it becomes a conversational
   prompt/completion pair whose completion is the last assistant turn (the loss falls on that
   turn; earlier turns are context), rendered with the tokenizer's chat template.
-* DPO, ``prompt``/``chosen``/``rejected``: three strings, or three lists of messages.
+* Preferences (reward model, DPO), ``prompt``/``chosen``/``rejected``: three strings, or three
+  lists of messages.
+* RL prompts, ``prompt``: a string or a list of messages (the reply is the policy's own).
 
 Sources: a ``.jsonl`` file (one JSON object a line), a ``.json`` file (a list of objects or JSON
 lines), a ``.parquet`` file, a folder saved with ``datasets.Dataset.save_to_disk``, a folder of
@@ -16,33 +18,20 @@ a Hugging Face dataset loaded with ``datasets.load_dataset`` (needs the network 
 dataset script/folder). A malformed record raises :class:`DataError` naming its line (row) and
 field; nothing is dropped silently.
 
-Built-in demo tasks (:func:`demo_tasks`), made from a text corpus, no download:
-
-* The text (by default the last 2% of each document of the pretraining corpus, the part the
-  local backend holds out of pretraining) is cut into non-overlapping windows of ``prompt_words + completion_words``
-  whitespace-separated words (line breaks kept) within each document; windows are shuffled with ``seed`` and split
-  into train and held-out sets (a window is in exactly one set).
-* SFT: prompt = the first ``prompt_words`` words of a window, completion = the next
-  ``completion_words`` words (its true continuation).
-* DPO: the same prompt; chosen = its true continuation; rejected = the continuation of another
-  window of the *same split* (a random derangement), so held-out pairs share no text with
-  training pairs. The preference is "a reply that continues this passage over fluent text from
-  elsewhere in the corpus".
+Built-in tasks, cut from the study's corpus with exact answers, are in :mod:`scaling.align.tasks`.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from scaling.errors import UsageError
 
-Kind = Literal["sft", "dpo"]
+Kind = Literal["sft", "dpo", "prompt"]
 Record = dict[str, Any]
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -108,7 +97,16 @@ def normalize(rec: Any, kind: Kind, where: str) -> Record:
         return _check_text_or_chat(rec, ("prompt", "completion"), where)
     if kind == "dpo":
         return _check_text_or_chat(rec, ("prompt", "chosen", "rejected"), where)
-    raise ValueError(f"kind={kind!r}: 'sft' or 'dpo'")
+    if kind == "prompt":
+        if "prompt" not in rec:
+            have = ", ".join(sorted(map(str, rec))) or "none"
+            raise DataError(f"{where}: missing field 'prompt' (fields present: {have}); an RL record is a prompt alone")
+        if isinstance(rec["prompt"], str):
+            if not rec["prompt"].strip():
+                raise DataError(f"{where}: field 'prompt' is empty")
+            return {"prompt": rec["prompt"]}
+        return {"prompt": _check_messages(rec["prompt"], "prompt", where)}
+    raise ValueError(f"kind={kind!r}: 'sft', 'dpo' or 'prompt'")
 
 
 def normalize_all(records: Iterable[tuple[str, Any]], kind: Kind) -> list[Record]:
@@ -232,97 +230,8 @@ def split_records(records: Sequence[Record], eval_frac: float, seed: int) -> tup
     return train, held
 
 
-# ---- built-in demo tasks --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DemoTasks:
-    """Train and held-out SFT and DPO records made by :func:`demo_tasks`."""
-
-    sft_train: list[Record]
-    sft_eval: list[Record]
-    dpo_train: list[Record]
-    dpo_eval: list[Record]
-
-    def counts(self) -> dict[str, int]:
-        return {k: len(v) for k, v in self.__dict__.items()}
-
-
-_WORD = re.compile(r"\S+\s*")
-
-
-def _windows(text: str, words: int) -> list[list[str]]:
-    """Non-overlapping windows of ``words`` words, each word with its trailing whitespace."""
-    tokens = _WORD.findall(text)
-    return [tokens[i : i + words] for i in range(0, len(tokens) - words + 1, words)]
-
-
-def _derange(n: int, rng: random.Random) -> list[int]:
-    """A random permutation with no fixed point (n >= 2): a cyclic shift of a shuffled order."""
-    order = list(range(n))
-    rng.shuffle(order)
-    perm = [0] * n
-    for i in range(n):
-        perm[order[i]] = order[(i + 1) % n]
-    return perm
-
-
-def _pairs(windows: list[list[str]], prompt_words: int) -> list[tuple[str, str]]:
-    """(prompt, completion) per window. The completion starts with one space, so a byte-level
-    BPE splits prompt + completion on the same boundary as the prompt alone."""
-    return [("".join(w[:prompt_words]).rstrip(), " " + "".join(w[prompt_words:]).rstrip()) for w in windows]
-
-
-def demo_tasks(
-    text: str | Sequence[str],
-    *,
-    n_train: int = 512,
-    n_eval: int = 128,
-    prompt_words: int = 24,
-    completion_words: int = 12,
-    seed: int = 0,
-) -> DemoTasks:
-    """SFT and DPO records from ``text`` (one string or a list of documents; windows never
-    cross a document boundary) by the generator in this module's docstring."""
-    if n_train < 2 or n_eval < 2:
-        raise UsageError(f"n_train={n_train}, n_eval={n_eval}: need at least 2 of each")
-    docs = [text] if isinstance(text, str) else list(text)
-    windows = [w for d in docs for w in _windows(d, prompt_words + completion_words)]
-    need = n_train + n_eval
-    if len(windows) < need:
-        raise UsageError(
-            f"corpus: {len(windows)} windows of {prompt_words + completion_words} words, {need} needed; "
-            "use a longer text or fewer records"
-        )
-    rng = random.Random(seed)
-    chosen = rng.sample(range(len(windows)), need)
-    held, train = chosen[:n_eval], chosen[n_eval:]
-    out: dict[str, list[Record]] = {}
-    for name, idx in (("train", train), ("eval", held)):
-        pairs = _pairs([windows[i] for i in idx], prompt_words)
-        other = _derange(len(pairs), rng)
-        out[f"sft_{name}"] = [{"prompt": p, "completion": c} for p, c in pairs]
-        out[f"dpo_{name}"] = [
-            {"prompt": p, "chosen": c, "rejected": pairs[j][1]} for (p, c), j in zip(pairs, other, strict=True)
-        ]
-    return DemoTasks(**out)
-
-
-def corpus_documents(source: str = "builtin:default", tail_frac: float | None = 0.02) -> list[str]:
-    """Documents of a pretraining corpus (the local backend's reader), for the demo tasks.
-
-    With ``tail_frac`` (default 0.02, ``DataSpec.val_frac``'s default), only the last
-    ``tail_frac`` of each document, which the local backend holds out of pretraining: the demo
-    tasks then use text the pretrained model never trained on.
-    """
-    from scaling.backends.local.data import _split_docs, load_documents
-
-    docs = [d for d in load_documents(source) if d.strip()]
-    return _split_docs(docs, tail_frac)[1] if tail_frac else docs
-
-
 def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
-    """Records as JSON lines, atomically (to hand the demo tasks to users as files)."""
+    """Records as JSON lines, atomically (to hand the built-in tasks to users as files)."""
     from scaling.store import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

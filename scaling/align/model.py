@@ -54,6 +54,10 @@ CHAT_TEMPLATE = (
 )
 
 
+END_OF_TURN = "<|im_end|>"  # the local backend's ChatML template (scaling.backends.local.data)
+TEXT_END = "<|endoftext|>"
+
+
 def check_model_dir(path: str | Path) -> Path:
     p = Path(path)
     if not (p / "config.json").exists():
@@ -71,7 +75,26 @@ def prepare_tokenizer(tok: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
         tok.pad_token = tok.eos_token
     if not getattr(tok, "chat_template", None):
         tok.chat_template = CHAT_TEMPLATE
+    if END_OF_TURN in tok.get_vocab() and END_OF_TURN in tok.chat_template and tok.eos_token != END_OF_TURN:
+        # ChatML ends a turn with <|im_end|>, not with the end-of-text token documents end with:
+        # generation (TRL's RL included) stops there, and the reward model scores up to there
+        tok.eos_token = END_OF_TURN
     return tok
+
+
+def stop_ids(tok: PreTrainedTokenizerBase) -> list[int]:
+    """Token ids that end a reply: the end of turn and the end of text."""
+    ids = [tok.eos_token_id, tok.convert_tokens_to_ids(TEXT_END) if TEXT_END in tok.get_vocab() else None]
+    return [i for i in dict.fromkeys(ids) if i is not None]
+
+
+def match_eos(model: Any, tok: PreTrainedTokenizerBase) -> Any:
+    """The model's config and generation config stop where the tokenizer's turns end."""
+    model.config.eos_token_id = tok.eos_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = stop_ids(tok)
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return model
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
@@ -80,12 +103,16 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return prepare_tokenizer(AutoTokenizer.from_pretrained(str(check_model_dir(path))))
 
 
-def load_model(path: str | Path) -> PreTrainedModel:
-    """The causal LM in float32 (CPU training; TRL on CPU needs bf16 off)."""
+def load_model(path: str | Path, kind: str = "causal") -> PreTrainedModel:
+    """The causal LM (``kind="causal"``) or a reward model, a sequence classifier with one output
+    (``kind="reward"``: a fresh scalar head on a causal LM's body), in float32 (TRL on CPU needs bf16 off)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    return AutoModelForCausalLM.from_pretrained(str(check_model_dir(path)), dtype=torch.float32)
+    path = check_model_dir(path)
+    if kind == "reward":
+        return AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
 
 
 def save_model(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: str | Path) -> None:
@@ -241,6 +268,7 @@ def train_stage(
     opts: Any,
     source: str | None,
     make_trainer: Any,
+    model_kind: str = "causal",
 ) -> dict[str, Any]:
     """Run one TRL stage into a store folder: spec, per-step metrics, final held-out eval, model, result.
 
@@ -256,24 +284,27 @@ def train_stage(
 
     rd = RunDir(out_dir)
     rd.path.mkdir(parents=True, exist_ok=True)
-    rd.write_spec(stage_spec(stage, model_dir, source, opts, len(train), len(held_out)))
+    rd.write_spec(stage_spec(stage, model_dir, source, opts, len(train), len(held_out or [])))
     rd.mark_running()
     quiet()
     tok = load_tokenizer(model_dir)
     common = trainer_kwargs(rd.path, steps=opts.steps, lr=opts.lr, batch_size=opts.batch_size,
                             seed=opts.seed, eval_every=opts.eval_every)
-    trainer = make_trainer(load_model(model_dir), tok, common, datasets.Dataset.from_list(train),
-                           datasets.Dataset.from_list(held_out), [metrics_callback(rd)])
+    if not held_out:
+        common["eval_strategy"] = "no"
+    model = match_eos(load_model(model_dir, model_kind), tok)
+    trainer = make_trainer(model, tok, common, datasets.Dataset.from_list(train),
+                           datasets.Dataset.from_list(held_out) if held_out else None, [metrics_callback(rd)])
     drop_printer(trainer)
     t0 = time.perf_counter()
     out = trainer.train()
     wall = time.perf_counter() - t0
-    final = _final_eval(rd, trainer, int(out.global_step))
+    final = _final_eval(rd, trainer, int(out.global_step)) if held_out else {}
     save_model(trainer.model, tok, rd.path / "model")
     return {
         "stage": stage,
         "final_loss": tail_loss(rd, float(out.training_loss)),
-        "eval_loss": final["eval_loss"],
+        "eval_loss": final.get("eval_loss"),
         "steps": int(out.global_step),
         "wall_time": wall,
         "model": str(rd.path / "model"),

@@ -1,14 +1,17 @@
-"""The alignment stage end to end: evaluate the base model, SFT, evaluate, DPO, evaluate.
+"""The alignment stage end to end: SFT, a reward model, RLHF (RLOO) and DPO from the same SFT model
+and data, then base, SFT, RLHF and DPO side by side on held-out tasks.
 
 ``align(model_dir, out_dir)`` writes (in a study, ``OUT`` is ``STUDY/align``)::
 
-    OUT/sft/  spec.json metrics.jsonl model/ result.json
-    OUT/dpo/  spec.json metrics.jsonl model/ result.json
-    OUT/summary.json   the base -> SFT -> DPO table on held-out data
+    OUT/sft/  OUT/reward/  OUT/judge/  OUT/rlhf/  OUT/dpo/   spec.json metrics.jsonl model/ result.json
+    OUT/summary.json   the side-by-side table, the flags, held-out examples
 
-Each stage is skipped when its ``result.json`` exists with the same spec, so a rerun after a kill
-carries on from the first unfinished stage. ``model_dir`` may also be a study folder: its
-``select.json`` names the model (``select()`` runs first when it is missing).
+Each stage is skipped when its ``result.json`` exists with the same spec (its input model's
+weights included), so a rerun after a kill carries on from the first unfinished stage. A stage
+that is not run builds no data and trains nothing. ``model_dir`` may also be a study folder: its
+``select.json`` names the model (``select()`` runs first when it is missing). With no data given,
+the built-in tasks (:mod:`scaling.align.tasks`) are cut from the corpus the model was pretrained
+on (its run's ``spec.json``), from the text pretraining held out.
 """
 
 from __future__ import annotations
@@ -17,27 +20,20 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from scaling.align.data import DemoTasks, Record, corpus_documents, demo_tasks, load_records, split_records
+from scaling.align.data import Record, load_records, split_records
 from scaling.align.dpo import DPOOptions
+from scaling.align.reward import RewardOptions
+from scaling.align.rlhf import RLOptions
 from scaling.align.sft import SFTOptions
+from scaling.align.tasks import Task, TaskOptions, build_tasks, corpus_documents
 from scaling.errors import UsageError
 from scaling.store import RunDir, atomic_write_json, read_json
 
-
-@dataclass(frozen=True)
-class DemoOptions:
-    """Size of the built-in demo tasks (see :func:`scaling.align.data.demo_tasks`)."""
-
-    n_train: int = 512
-    n_eval: int = 128
-    prompt_words: int = 24
-    completion_words: int = 12
-    corpus: str = "builtin:default"
-    tail_frac: float | None = 0.02  # the part of each document pretraining held out; None: all of it
+POLICY_STAGES = ("base", "sft", "rlhf", "dpo")
 
 
 def resolve_model(path: str | Path) -> tuple[Path, Path | None]:
@@ -60,46 +56,109 @@ def resolve_model(path: str | Path) -> tuple[Path, Path | None]:
     raise UsageError(f"model={p}: neither a model folder (config.json) nor a study folder (runs/)")
 
 
-def _data(
-    sft_data: str | None, dpo_data: str | None, demo: DemoOptions, eval_frac: float, seed: int
-) -> tuple[dict[str, list[Record]], dict[str, Any]]:
-    # user data first: a malformed record is reported before any corpus is read or model loaded
-    user = {kind: load_records(src, kind) for kind, src in (("sft", sft_data), ("dpo", dpo_data))  # type: ignore[arg-type]
-            if src not in (None, "builtin")}
-    tasks: DemoTasks | None = None
-    if len(user) < 2:
-        tasks = demo_tasks(
-            corpus_documents(demo.corpus, demo.tail_frac), n_train=demo.n_train, n_eval=demo.n_eval,
-            prompt_words=demo.prompt_words, completion_words=demo.completion_words, seed=seed,
-        )
-    sets: dict[str, list[Record]] = {}
-    info: dict[str, Any] = {}
-    for kind, src in (("sft", sft_data), ("dpo", dpo_data)):
-        if src in (None, "builtin"):
-            assert tasks is not None
-            sets[f"{kind}_train"], sets[f"{kind}_eval"] = getattr(tasks, f"{kind}_train"), getattr(tasks, f"{kind}_eval")
-            info[kind] = {"source": f"builtin ({demo.corpus})", **asdict(demo)}
-        else:
-            sets[f"{kind}_train"], sets[f"{kind}_eval"] = split_records(user[kind], eval_frac, seed)
-            info[kind] = {"source": str(src), "eval_frac": eval_frac}
-        info[kind].update(train=len(sets[f"{kind}_train"]), held_out=len(sets[f"{kind}_eval"]))
-    return sets, info
+def pretraining_corpus(model: Path, opts: TaskOptions) -> TaskOptions:
+    """``opts`` with the corpus of the run that made ``model`` (its ``spec.json`` beside the model
+    folder: source, text column, truncation, held-out fraction), where ``opts.corpus`` is unset."""
+    if opts.corpus is not None:
+        return opts
+    data = (read_json(model.parent / "spec.json") or {}).get("data") or {}
+    if not data.get("source"):
+        return replace(opts, corpus="builtin:default")
+    return replace(opts, corpus=data["source"], text_column=data.get("text_column", "text"),
+                   max_chars=data.get("max_chars"), tail_frac=data.get("val_frac", opts.tail_frac))
 
 
-def check_lengths(tok: Any, sets: dict[str, list[Record]], sft_max: int, dpo_max: int) -> None:
-    """Refuse records whose prompt alone fills ``max_length``: truncation would leave no
-    completion token, and TRL drops such records without a word."""
+@dataclass
+class AlignData:
+    """Every set the stages that run need, and where each came from."""
+
+    sets: dict[str, list[Record]] = field(default_factory=dict)
+    eval_tasks: list[Task] | None = None  # held-out built-in tasks (exact answers), if built
+    trivial_train: list[Task] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _user_prefs(src: str, eval_frac: float, judge_frac: float, seed: int) -> dict[str, list[Record]]:
+    train, held = split_records(load_records(src, "dpo"), eval_frac, seed)
+    pref, judge = split_records(train, judge_frac, seed + 1)
+    return {"pref_train": pref, "judge_train": judge, "pref_eval": held}
+
+
+def build_data(
+    want: dict[str, bool], tasks: TaskOptions, sft_data: str | None, dpo_data: str | None,
+    prompts_data: str | None, eval_frac: float, judge_frac: float, seed: int,
+) -> AlignData:
+    """The sets of the stages in ``want`` (sft, prefs, rlhf): user data first, so a malformed
+    record is reported before any corpus is read or model loaded; built-in tasks for the rest."""
+    if sft_data and not want["sft"]:
+        raise UsageError("--sft DATA was given with --skip-sft: nothing would use it; drop one of them")
+    if dpo_data and not want["prefs"]:
+        raise UsageError("--dpo DATA was given with --skip-dpo and --skip-rlhf: nothing would use it; drop one")
+    if prompts_data and not want["rlhf"]:
+        raise UsageError("--prompts DATA was given with --skip-rlhf: nothing would use it; drop one of them")
+    d = AlignData()
+    if want["sft"] and sft_data:
+        d.sets["sft_train"], d.sets["sft_eval"] = split_records(load_records(sft_data, "sft"), eval_frac, seed)
+        d.info["sft"] = {"source": sft_data, "eval_frac": eval_frac}
+    if want["prefs"] and dpo_data:
+        d.sets.update(_user_prefs(dpo_data, eval_frac, judge_frac, seed))
+        d.info["preferences"] = {"source": dpo_data, "eval_frac": eval_frac, "judge_frac": judge_frac}
+    if want["rlhf"] and prompts_data:
+        d.sets["rl_prompts"] = load_records(prompts_data, "prompt")
+        d.info["rl_prompts"] = {"source": prompts_data}
+    builtin = (want["sft"] and not sft_data) or (want["prefs"] and not dpo_data) or not (sft_data or dpo_data)
+    if builtin:
+        split = build_tasks(corpus_documents(tasks), tasks, seed)
+        d.eval_tasks, d.trivial_train = split["eval"], split["sft"]
+        label = {"source": f"built-in tasks ({tasks.corpus})", **asdict(tasks)}
+        if want["sft"] and not sft_data:
+            d.sets["sft_train"] = [t.sft_record() for t in split["sft"]]
+            d.sets["sft_eval"] = [t.sft_record() for t in split["eval"]]
+            d.info["sft"] = label
+        if want["prefs"] and not dpo_data:
+            d.sets["pref_train"] = [t.preference_record() for t in split["pref"]]
+            d.sets["judge_train"] = [t.preference_record() for t in split["judge"]]
+            d.sets["pref_eval"] = [t.preference_record() for t in split["eval"]]
+            d.info["preferences"] = label
+    if want["rlhf"] and "rl_prompts" not in d.sets:
+        d.sets["rl_prompts"] = [{"prompt": r["prompt"]} for r in d.sets["pref_train"]]
+        d.info["rl_prompts"] = {"source": "the preference training prompts"}
+    for part in d.info.values():
+        part["records"] = {k: len(v) for k, v in d.sets.items()}
+    return d
+
+
+def eval_prompts(d: AlignData, max_eval: int) -> tuple[list[Any], list[str | None]]:
+    """The held-out prompts every stage answers, and their exact answers where known."""
+    if d.eval_tasks is not None:
+        ts = d.eval_tasks[:max_eval]
+        return [t.prompt() for t in ts], [t.answer for t in ts]
+    recs = (d.sets.get("sft_eval") or d.sets.get("pref_eval") or [])[:max_eval]
+    return [r["prompt"] if isinstance(r["prompt"], list) else [{"role": "user", "content": r["prompt"]}]
+            for r in recs], [None] * len(recs)
+
+
+def check_lengths(tok: Any, sets: dict[str, list[Record]], limits: dict[str, int]) -> None:
+    """Refuse records whose prompt alone fills its stage's ``max_length``: truncation would leave
+    no reply token, and TRL drops such records without a word."""
     from scaling.align.evaluate import encode
 
-    reply = {"sft": "completion", "dpo": "chosen"}  # any reply: the prompt's length is what counts
+    reply = {"sft": "completion", "pref": "chosen", "judge": "chosen"}
     for name, records in sets.items():
         kind = name.split("_")[0]
-        limit = sft_max if kind == "sft" else dpo_max
-        long = sum(1 for r in records if encode(tok, r["prompt"], r[reply[kind]])[1] >= limit)
+        if kind not in limits:
+            continue
+        limit = limits[kind]
+        if kind == "rl":
+            long = sum(1 for r in records if encode(tok, r["prompt"], [{"role": "assistant", "content": ""}]
+                                                    if isinstance(r["prompt"], list) else "")[1] >= limit)
+        else:
+            long = sum(1 for r in records if encode(tok, r["prompt"], r[reply[kind]])[1] >= limit)
         if long:
+            stage = {"sft": "sft", "pref": "dpo", "judge": "reward", "rl": "rlhf"}[kind]
             raise UsageError(
-                f"{kind}.max_length={limit}: {long} of {len(records)} {name.replace('_', ' ')} records have prompts "
-                f"of {limit} tokens or more, leaving no completion to learn; raise --max-length or shorten the prompts"
+                f"{stage}.max_length={limit}: {long} of {len(records)} {name.replace('_', ' ')} records have prompts "
+                f"of {limit} tokens or more, leaving no reply to learn; raise --max-length or shorten the prompts"
             )
 
 
@@ -108,20 +167,23 @@ def _stage_done(out: Path, spec: dict[str, Any]) -> bool:
     return rd.is_done() and rd.read_spec() == spec and (out / "model" / "config.json").exists()
 
 
-def _run_stage(
-    name: str, fn: Callable[..., dict], model: Path, train: list[Record], held: list[Record],
-    out: Path, opts: Any, source: str, log: Callable[[str], None],
+def run_stage(
+    name: str, call: Callable[[], dict[str, Any]], model: Path, counts: tuple[int, int], out: Path, opts: Any,
+    source: str, log: Callable[[str], None],
 ) -> dict[str, Any]:
+    """Run one stage (``call``), or reuse it when it finished before with the same spec."""
     from scaling.align.model import stage_spec
 
-    spec = stage_spec(name, model, source, opts, len(train), len(held))
+    spec = stage_spec(name, model, source, opts, *counts)
     if _stage_done(out, spec):
         log(f"{name}: done before, reusing {out / 'model'}")
         return RunDir(out).read_result() or {}
     shutil.rmtree(out, ignore_errors=True)  # a different or unfinished stage: start it clean
-    log(f"{name}: {opts.steps} steps on {len(train)} records")
-    res = fn(model, train, held, out, opts, source=source)
-    log(f"{name}: train loss {res['final_loss']:.4f}, held-out loss {res['eval_loss']:.4f}, {res['wall_time']:.1f}s")
+    log(f"{name}: {opts.steps} steps on {counts[0]} records")
+    res = call()
+    loss = res.get("eval_loss")
+    log(f"{name}: train loss {res['final_loss']:.4f}" + (f", held-out loss {loss:.4f}" if loss is not None else "")
+        + f", {res['wall_time']:.1f}s")
     return res
 
 
@@ -129,107 +191,115 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class StageSettings:
+    """Each stage's hyperparameters."""
+
+    sft: SFTOptions = SFTOptions()
+    reward: RewardOptions = RewardOptions()
+    rlhf: RLOptions = RLOptions()
+    dpo: DPOOptions = DPOOptions()
+
+
 def align(
     model_dir: str | Path,
     out_dir: str | Path | None = None,
     sft_data: str | None = None,
     dpo_data: str | None = None,
-    beta: float = 0.1,
-    loss_type: str = "sigmoid",
+    prompts_data: str | None = None,
     *,
-    sft: SFTOptions | None = None,
-    dpo: DPOOptions | None = None,
-    demo: DemoOptions = DemoOptions(),
+    settings: StageSettings = StageSettings(),
+    tasks: TaskOptions = TaskOptions(),
     eval_frac: float = 0.1,
+    judge_frac: float = 0.25,
     max_eval: int = 256,
-    n_samples: int = 3,
+    n_examples: int = 8,
     skip_sft: bool = False,
+    skip_rlhf: bool = False,
     skip_dpo: bool = False,
     seed: int = 0,
     threads: int | None = None,
     log: Callable[[str], None] = _stderr,
 ) -> dict[str, Any]:
-    """SFT then DPO of ``model_dir`` with evaluation before and after; returns the summary.
+    """SFT, then RLHF (reward model + RLOO) and DPO from the SFT model; returns the summary.
 
-    ``sft_data``/``dpo_data``: a file, folder or ``hf:NAME`` (see :mod:`scaling.align.data`),
-    or ``None`` for the built-in demo tasks. User data is split ``eval_frac`` held out (seeded).
-    ``beta`` and ``loss_type`` override ``dpo``'s. At most ``max_eval`` held-out records per set
-    are scored for the table.
+    ``sft_data``/``dpo_data``/``prompts_data``: a file, folder or ``hf:NAME`` (see
+    :mod:`scaling.align.data`), or ``None`` for the built-in tasks. User data is split
+    ``eval_frac`` held out (seeded); user preference pairs give ``judge_frac`` of the rest to the
+    judge. At most ``max_eval`` held-out prompts are answered by every stage for the table.
     """
-    from scaling.align.dpo import run_dpo
-    from scaling.align.evaluate import score, stage_row
-    from scaling.align.model import has_accelerator, load_model, load_tokenizer, quiet, set_threads
-    from scaling.align.sft import run_sft
+    from scaling.align.compare import compare_stages
+    from scaling.align.model import load_tokenizer, quiet, set_threads
 
     t0 = time.perf_counter()
     model, study = resolve_model(model_dir)
     out = Path(out_dir) if out_dir is not None else (study or model.parent) / "align"
-    sft = sft or SFTOptions(seed=seed)
-    dpo = DPOOptions(**{**asdict(dpo or DPOOptions(seed=seed)), "beta": beta, "loss_type": loss_type})
-    sets, info = _data(sft_data, dpo_data, demo, eval_frac, seed)
+    tasks = pretraining_corpus(model, tasks)
+    want = {"sft": not skip_sft, "rlhf": not skip_rlhf, "dpo": not skip_dpo, "prefs": not (skip_rlhf and skip_dpo)}
+    s = settings
+    d = build_data(want, tasks, sft_data, dpo_data, prompts_data, eval_frac, judge_frac, seed)
     set_threads(threads)
     quiet()
-    sft_eval, dpo_eval = sets["sft_eval"][:max_eval], sets["dpo_eval"][:max_eval]
     tok = load_tokenizer(model)
-    check_lengths(tok, sets, sft.max_length, dpo.max_length)
-
-    def evaluate(path: Path) -> Any:
-        m = load_model(path).to("cuda" if has_accelerator() else "cpu")
-        return score(m, tok, sft_eval, dpo_eval, n_samples=n_samples,
-                     max_length=max(sft.max_length, dpo.max_length))
-
-    stages: list[tuple[str, Path, Any]] = [("base", model, evaluate(model))]
-    log(f"base: held-out completion loss {stages[0][2].completion_loss:.4f}")
-    results: dict[str, Any] = {}
-    current = model
-    if not skip_sft:
-        results["sft"] = _run_stage("sft", run_sft, current, sets["sft_train"], sets["sft_eval"], out / "sft",
-                                    sft, info["sft"]["source"], log)
-        current = out / "sft" / "model"
-        stages.append(("sft", current, evaluate(current)))
-    if not skip_dpo:
-        results["dpo"] = _run_stage("dpo", run_dpo, current, sets["dpo_train"], sets["dpo_eval"], out / "dpo",
-                                    dpo, info["dpo"]["source"], log)
-        current = out / "dpo" / "model"
-        stages.append(("dpo", current, evaluate(current)))
-    table = []
-    for i, (name, path, scores) in enumerate(stages):
-        ref = stages[i - 1] if i else None
-        row = stage_row(scores, ref[2] if ref else None, dpo.beta)
-        table.append({"stage": name, "model": str(path), "reward_reference": ref[0] if ref else name, **row})
-    summary = {
-        "base_model": str(model),
-        "study": str(study) if study else None,
-        "out": str(out),
-        "final_model": str(current),
-        "beta": dpo.beta,
-        "loss_type": dpo.loss_type,
-        "sft_options": asdict(sft),
-        "dpo_options": asdict(dpo),
-        "data": info,
-        "table": table,
-        "stages": results,
+    limits = {"sft": s.sft.max_length} if want["sft"] else {}
+    if want["prefs"]:
+        limits.update(pref=s.dpo.max_length if want["dpo"] else s.reward.max_length, judge=s.reward.max_length)
+    if want["rlhf"]:
+        limits["rl"] = s.rlhf.max_length - s.rlhf.max_completion_length
+    check_lengths(tok, d.sets, limits)
+    prompts, answers = eval_prompts(d, max_eval)
+    results, minutes, models = _train_all(model, out, d, want, s, log)
+    models = {"base": model, **models}
+    summary = compare_stages(models, tok, prompts, answers, d, results, n_examples=n_examples, seed=seed,
+                             max_new_tokens=s.rlhf.max_completion_length, beta=s.dpo.beta, max_length=s.dpo.max_length, log=log)
+    summary.update({
+        "base_model": str(model), "study": str(study) if study else None, "out": str(out),
+        "final_model": str(models[[k for k in POLICY_STAGES if k in models][-1]]),
+        "beta": s.dpo.beta, "loss_type": s.dpo.loss_type, "options": asdict(s),
+        "tasks": asdict(tasks), "data": d.info, "stages": results, "stage_minutes": minutes,
         "minutes": (time.perf_counter() - t0) / 60,
-    }
+    })
     atomic_write_json(out / "summary.json", summary)
     return summary
 
 
-# "reward acc." is the preference accuracy of the implicit reward against the stage's starting
-# model; "log-lik. acc." that of the plain sequence log-likelihood (see scaling.align.evaluate)
-TABLE_COLUMNS = (
-    ("stage", "stage", "{}"),
-    ("completion_loss", "completion loss", "{:.4f}"),
-    ("perplexity", "perplexity", "{:.2f}"),
-    ("pref_acc_reward", "reward acc.", "{:.3f}"),
-    ("pref_acc_loglik", "log-lik. acc.", "{:.3f}"),
-    ("reward_margin", "reward margin", "{:+.4f}"),
-)
+def _train_all(
+    model: Path, out: Path, d: AlignData, want: dict[str, bool], s: StageSettings, log: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, float], dict[str, Path]]:
+    """SFT, reward model, judge, RLHF, DPO: those ``want`` asks for, in that order."""
+    from scaling.align.dpo import run_dpo
+    from scaling.align.model import weights_fingerprint
+    from scaling.align.reward import run_reward
+    from scaling.align.rlhf import run_rlhf
+    from scaling.align.sft import run_sft
 
+    results: dict[str, Any] = {}
+    minutes: dict[str, float] = {}
+    models: dict[str, Path] = {}
+    start = model
+    src = {k: v.get("source", "") for k, v in d.info.items()}
 
-def format_table(summary: dict[str, Any]) -> list[list[str]]:
-    """The table as rows of strings (header first) for plain or rich printing."""
-    rows = [[label for _, label, _ in TABLE_COLUMNS]]
-    for r in summary["table"]:
-        rows.append([fmt.format(r[k]) if r.get(k) is not None else "-" for k, _, fmt in TABLE_COLUMNS])
-    return rows
+    def timed(name: str, fn: Callable[..., dict], train: str, held: str | None, opts: Any, source: str,
+              **kw: Any) -> Path:
+        t = time.perf_counter()
+        tr, he = d.sets[train], d.sets[held] if held else None
+        folder = out / name
+        call = (lambda: fn(start, tr, he, folder, opts, source=source, **kw)) if held else (
+            lambda: fn(start, tr, kw["reward_model"], folder, opts, source=source))
+        results[name] = run_stage(name, call, start, (len(tr), len(he or [])), folder, opts, source, log)
+        minutes[name] = (time.perf_counter() - t) / 60
+        return folder / "model"
+
+    if want["sft"]:
+        start = models["sft"] = timed("sft", run_sft, "sft_train", "sft_eval", s.sft, src["sft"])
+    if want["rlhf"]:
+        timed("reward", run_reward, "pref_train", "pref_eval", s.reward, src["preferences"])
+    if want["prefs"]:
+        timed("judge", run_reward, "judge_train", "pref_eval", s.reward, src["preferences"], stage="judge")
+    if want["rlhf"]:
+        rm = out / "reward" / "model"
+        source = f"{src['rl_prompts']}; reward model {rm} {weights_fingerprint(rm)}"
+        models["rlhf"] = timed("rlhf", run_rlhf, "rl_prompts", None, s.rlhf, source, reward_model=rm)
+    if want["dpo"]:
+        models["dpo"] = timed("dpo", run_dpo, "pref_train", "pref_eval", s.dpo, src["preferences"])
+    return results, minutes, models

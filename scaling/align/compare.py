@@ -1,0 +1,273 @@
+"""Base, SFT, RLHF and DPO side by side on held-out tasks, and the flags of a stage that did not learn.
+
+For each stage's model, on the held-out prompts (greedy decoding, at most ``max_new_tokens``):
+
+* **format-following rate**: the share of replies that end the turn within the budget and have
+  the task's form (:func:`scaling.align.tasks.follows_format`);
+* **accuracy**: the share of exact answers, with a percentile bootstrap 95% interval over prompts
+  (Efron & Tibshirani 1993, ch. 13; ``n_boot`` resamples, seeded);
+* **judge reward**: the mean score of the reply under the second reward model (trained on pairs
+  disjoint from the first's);
+* **KL from SFT**: ``sum_t KL(pi(.|x, y_<t) || pi_SFT(.|x, y_<t))`` over the positions of the
+  stage's own reply ``y``, the full next-token distributions compared at each, averaged over
+  prompts (0 for SFT itself);
+
+beside the *trivial baseline* (:func:`scaling.align.tasks.trivial_answers`) scored the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from scaling.align.tasks import Task, follows_format, is_correct, trivial_answers, trivial_reply
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    ended: bool  # the model ended its turn within the budget
+    ids: tuple[int, ...]  # prompt + reply token ids (for the KL)
+    n_prompt: int
+
+
+def generate_replies(
+    model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: Sequence[list[dict[str, str]]],
+    max_new_tokens: int = 12, batch_size: int = 32,
+) -> list[Reply]:
+    """Greedy replies to chat prompts, batched with left padding; stops at the end of turn."""
+    import torch
+
+    from scaling.align.model import stop_ids
+
+    stops = stop_ids(tok)
+    device = next(model.parameters()).device
+    model.eval()
+    out: list[Reply] = []
+    for i in range(0, len(prompts), batch_size):
+        ids = [list(tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+               for p in prompts[i : i + batch_size]]
+        width = max(map(len, ids))
+        x = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
+        attn = torch.zeros_like(x)
+        for j, row in enumerate(ids):
+            x[j, width - len(row) :] = torch.tensor(row)
+            attn[j, width - len(row) :] = 1
+        with torch.no_grad():
+            y = model.generate(x.to(device), attention_mask=attn.to(device), max_new_tokens=max_new_tokens,
+                               do_sample=False, eos_token_id=stops, pad_token_id=tok.pad_token_id)
+        for j, row in enumerate(ids):
+            new = y[j, width:].tolist()
+            end = next((k for k, t in enumerate(new) if t in stops), None)
+            reply = new[:end] if end is not None else new
+            out.append(Reply(tok.decode(reply, skip_special_tokens=True), end is not None,
+                             tuple(row + reply), len(row)))
+    return out
+
+
+def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values``."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def kl_from(model: PreTrainedModel, reference: PreTrainedModel, replies: Sequence[Reply]) -> float:
+    """Mean over replies of the summed per-position KL(model || reference) on the reply's tokens."""
+    import torch
+
+    if not replies:
+        return float("nan")
+    total = 0.0
+    with torch.no_grad():
+        for r in replies:
+            n = len(r.ids) - r.n_prompt
+            if n <= 0:
+                continue
+            x = torch.tensor([r.ids], device=next(model.parameters()).device)
+            lp = torch.log_softmax(model(input_ids=x).logits[0, r.n_prompt - 1 : -1].float(), -1)
+            lq = torch.log_softmax(reference(input_ids=x).logits[0, r.n_prompt - 1 : -1].float(), -1)
+            total += float((lp.exp() * (lp - lq)).sum())
+    return total / len(replies)
+
+
+def grade(tasks: Sequence[Task], replies: Sequence[str], ended: Sequence[bool], seed: int = 0) -> dict[str, Any]:
+    """Format rate and accuracy (with its bootstrap interval), overall and per task kind."""
+    fmt = [float(e and follows_format(t, r)) for t, r, e in zip(tasks, replies, ended, strict=True)]
+    acc = [float(is_correct(t, r)) for t, r in zip(tasks, replies, strict=True)]
+    n = max(1, len(tasks))
+    out: dict[str, Any] = {"format_rate": sum(fmt) / n, "accuracy": sum(acc) / n,
+                           "accuracy_ci": list(bootstrap_ci(acc, seed=seed)), "n": len(tasks)}
+    out["by_kind"] = {k: sum(a for a, t in zip(acc, tasks, strict=True) if t.kind == k)
+                      / sum(1 for t in tasks if t.kind == k) for k in sorted({t.kind for t in tasks})}
+    return out
+
+
+def trivial_row(train: Sequence[Task], held_out: Sequence[Task], seed: int = 0) -> dict[str, Any]:
+    """The trivial baseline on the held-out tasks: each kind's training answer that ignores the passage."""
+    answers = trivial_answers(train)
+    row = grade(held_out, [trivial_reply(t, answers) for t in held_out], [True] * len(held_out), seed)
+    return {"stage": "trivial", **row, "answers": answers}
+
+
+def learning_flags(rows: dict[str, dict[str, Any]], trivial: dict[str, Any] | None,
+                   stages: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    """A stage that did not learn, with the reason: SFT accuracy not above the trivial baseline or
+    format rate not above the base model's; a reward model (or the judge) whose held-out pairwise
+    accuracy interval reaches down to chance (0.5); DPO's held-out loss still within 1% of ln 2;
+    RL reward flat (the last quarter of steps no higher than the first); RLHF or DPO accuracy not
+    above SFT's."""
+    flags: list[dict[str, str]] = []
+
+    def flag(stage: str, reason: str) -> None:
+        flags.append({"stage": stage, "reason": reason})
+
+    sft, base = rows.get("sft"), rows.get("base")
+    if sft and trivial and sft.get("accuracy") is not None and sft["accuracy"] <= trivial["accuracy"]:
+        flag("sft", f"held-out accuracy {sft['accuracy']:.3f} not above the trivial baseline's {trivial['accuracy']:.3f}")
+    if sft and base and sft.get("format_rate") is not None and sft["format_rate"] <= base["format_rate"]:
+        flag("sft", f"format-following rate {sft['format_rate']:.3f} not above the base model's {base['format_rate']:.3f}")
+    for name in ("reward", "judge"):
+        res = stages.get(name)
+        if res and res.get("eval_accuracy_ci") and res["eval_accuracy_ci"][0] <= 0.5:
+            flag(name, f"held-out pairwise accuracy {res['eval_accuracy']:.3f} (95% CI from "
+                       f"{res['eval_accuracy_ci'][0]:.3f}) is not above chance (0.5)")
+    dpo = stages.get("dpo")
+    if dpo and dpo.get("eval_loss") is not None and dpo["eval_loss"] >= 0.99 * LN2:
+        flag("dpo", f"held-out DPO loss {dpo['eval_loss']:.4f} is not 1% below ln 2 = {LN2:.4f}, its value at the start")
+    rl = stages.get("rlhf")
+    if rl and rl.get("reward_first") is not None and rl["reward_last"] <= rl["reward_first"]:
+        flag("rlhf", f"reward flat: {rl['reward_first']:+.4f} over the first quarter of steps, "
+                     f"{rl['reward_last']:+.4f} over the last")
+    for name in ("rlhf", "dpo"):
+        row = rows.get(name)
+        if row and sft and row.get("accuracy") is not None and row["accuracy"] <= sft["accuracy"]:
+            flag(name, f"held-out accuracy {row['accuracy']:.3f} not above SFT's {sft['accuracy']:.3f}")
+    return flags
+
+
+def reward_trend(metrics: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Mean RL reward over the first and the last quarter of the logged steps."""
+    r = [m["reward"] for m in metrics if "reward" in m]
+    if len(r) < 2:
+        return {"reward_first": None, "reward_last": None}
+    q = max(1, len(r) // 4)
+    return {"reward_first": sum(r[:q]) / q, "reward_last": sum(r[-q:]) / q}
+
+
+def _user_content(prompt: Any) -> str:
+    return prompt[-1]["content"] if isinstance(prompt, list) else str(prompt)
+
+
+def compare_stages(
+    models: dict[str, Any], tok: PreTrainedTokenizerBase, prompts: Sequence[Any], answers: Sequence[str | None],
+    data: Any, results: dict[str, dict[str, Any]], *, n_examples: int = 8, seed: int = 0,
+    max_new_tokens: int = 12, beta: float = 0.1, max_length: int = 256, log: Any = print,
+) -> dict[str, Any]:
+    """The side-by-side table (module docstring), the reward models' held-out accuracy, the flags
+    of stages that did not learn, and a few held-out prompts with every stage's reply."""
+    from pathlib import Path
+
+    from scaling.align.evaluate import score, stage_row
+    from scaling.align.model import has_accelerator, load_model, match_eos
+    from scaling.align.reward import pairwise_accuracy, reward_scores
+
+    device = "cuda" if has_accelerator() else "cpu"
+    tasks = data.eval_tasks[: len(prompts)] if data.eval_tasks is not None else None
+    sft_eval, pref_eval = data.sets.get("sft_eval", []), data.sets.get("pref_eval", [])
+    judge = None
+    for name in ("reward", "judge"):
+        if name in results:
+            rm = match_eos(load_model(Path(results[name]["model"]), "reward"), tok).to(device)
+            results[name].update(pairwise_accuracy(rm, tok, pref_eval, seed))
+            log(f"{name}: held-out pairwise accuracy {results[name]['eval_accuracy']:.3f}, "
+                f"margin {results[name]['eval_margin']:+.3f}")
+            judge = rm if name == "judge" else judge
+    reference = load_model(models["sft"]).to(device) if "sft" in models else None
+    rows: dict[str, dict[str, Any]] = {}
+    replies: dict[str, list[Reply]] = {}
+    scores: dict[str, Any] = {}
+    for stage, path in models.items():
+        m = match_eos(load_model(path), tok).to(device)
+        rep = generate_replies(m, tok, prompts, max_new_tokens=max_new_tokens)
+        replies[stage] = rep
+        scores[stage] = score(m, tok, sft_eval, pref_eval, n_samples=0, max_length=max_length) if (sft_eval or pref_eval) else None
+        ref_name = "base" if stage in ("base", "sft") else "sft" if "sft" in models else "base"
+        row: dict[str, Any] = {"stage": stage, "model": str(path),
+                               "wall_time": (results.get(stage) or {}).get("wall_time", 0.0)}
+        if tasks is not None:
+            row.update(grade(tasks, [r.text for r in rep], [r.ended for r in rep], seed))
+        row["judge_reward"] = (sum(s := reward_scores(judge, tok, prompts, [r.text for r in rep])) / max(1, len(s))
+                               if judge is not None else None)
+        row["kl_from_sft"] = kl_from(m, reference, rep) if reference is not None else None
+        if scores[stage] is not None:
+            ref = scores.get(ref_name) if stage != "base" else None
+            row.update({k: v for k, v in stage_row(scores[stage], ref, beta).items() if k != "samples"})
+            row["reward_reference"] = ref_name if stage != "base" else "base"
+        rows[stage] = row
+        log(f"{stage}: " + ", ".join(f"{k} {row[k]:.3f}" for k in ("format_rate", "accuracy", "judge_reward", "kl_from_sft")
+                                     if isinstance(row.get(k), float)))
+    trivial = trivial_row(data.trivial_train, tasks, seed) if tasks is not None and data.trivial_train else None
+    if "rlhf" in results:
+        from scaling.store import read_jsonl
+
+        results["rlhf"].update(reward_trend(read_jsonl(Path(results["rlhf"]["model"]).parent / "metrics.jsonl")))
+    flags = learning_flags(rows, trivial, results)
+    for row in rows.values():
+        row["learned"] = row["stage"] == "base" or not any(f["stage"] == row["stage"] for f in flags)
+    examples = [{"prompt": _user_content(p), "answer": a, "kind": tasks[i].kind if tasks is not None else None,
+                 "replies": {s: replies[s][i].text for s in replies}} for i, (p, a) in enumerate(zip(prompts, answers,
+                                                                                                    strict=True))][:n_examples]
+    for f in flags:
+        log(f"flag: {f['stage']} did not learn: {f['reason']}")
+    return {"table": list(rows.values()), "trivial": trivial, "flags": flags,
+            "learned": {k: not any(f["stage"] == k for f in flags) for k in results},
+            "reward_models": {k: {x: results[k].get(x) for x in ("eval_accuracy", "eval_accuracy_ci", "eval_margin",
+                                                                 "eval_pairs", "wall_time")}
+                              for k in ("reward", "judge") if k in results},
+            "examples": examples}
+
+
+def _ci(row: dict[str, Any]) -> str:
+    lo, hi = row.get("accuracy_ci") or (None, None)
+    return f"{row['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{row['accuracy']:.3f}"
+
+
+# (key, header, format) of the side-by-side table
+TABLE_COLUMNS: tuple[tuple[str, str, Any], ...] = (
+    ("stage", "stage", "{}"),
+    ("format_rate", "format rate", "{:.3f}"),
+    ("accuracy", "accuracy [95% CI]", _ci),
+    ("judge_reward", "judge reward", "{:+.3f}"),
+    ("kl_from_sft", "KL from SFT", "{:.3f}"),
+    ("completion_loss", "answer loss", "{:.3f}"),
+    ("wall_time", "train s", "{:.0f}"),
+    ("learned", "learned", lambda r: "yes" if r.get("learned") else "NO"),
+)
+
+
+def format_table(summary: dict[str, Any]) -> list[list[str]]:
+    """The side-by-side table as rows of strings (header first), the trivial baseline last."""
+    rows = [[label for _, label, _ in TABLE_COLUMNS]]
+    for r in summary["table"] + ([summary["trivial"]] if summary.get("trivial") else []):
+        cells = []
+        for key, _, fmt in TABLE_COLUMNS:
+            if key != "stage" and r.get(key) is None:
+                cells.append("-")
+            else:
+                cells.append(fmt(r) if callable(fmt) else fmt.format(r[key]))
+        rows.append(cells)
+    return rows
