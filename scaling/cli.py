@@ -24,9 +24,10 @@ COMMANDS: dict[str, str] = {
     "sweep": "plan, launch, watch, resume or cancel a sweep of training runs",
     "train": "train one model outside any sweep (local backend)",
     "select": "choose the run nearest the fitted compute-optimal frontier",
-    "align": "SFT then DPO of the chosen model, evaluated before and after",
+    "align": "SFT, reward model, RLHF (RLOO) and DPO of the chosen model, side by side on held-out tasks",
+    "generate": "each alignment stage's answer to the same prompt, side by side",
     "report": "one self-contained offline HTML page of a study",
-    "run": "the whole study: plan -> sweep -> fit -> backtest -> select -> SFT -> DPO -> report",
+    "run": "the whole study: plan -> sweep -> fit -> backtest -> select -> SFT -> RLHF and DPO -> report",
 }
 
 

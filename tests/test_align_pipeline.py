@@ -279,3 +279,17 @@ def test_cli_align_bad_input_exits_2(tiny, tmp_path):
     assert proc.returncode == 2 and "dpo.beta=0.0" in proc.stderr
     proc = run_cli("align", str(tiny["model"]), "--num-generations", "3", timeout=60)
     assert proc.returncode == 2 and "rlhf.batch_size=16: must be a multiple of rlhf.num_generations=3" in proc.stderr
+
+
+def test_cli_generate_prints_each_stage_side_by_side(aligned, tiny):
+    _, out, _ = aligned
+    proc = run_cli("generate", str(out), "--prompt", "Which part comes first, [A] or B?", "--max-new-tokens", "4",
+                   "--threads", "1", "--json", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert list(got["replies"]) == ["base", "sft", "rlhf", "dpo"]
+    assert all(len(r) == 1 and isinstance(r[0]["reply"], str) for r in got["replies"].values())
+    proc = run_cli("generate", str(out), "--prompt", "[bold]x[/bold]", "--max-new-tokens", "2", timeout=120)
+    assert proc.returncode == 0 and "[bold]x[/bold]" in proc.stdout  # shown as typed, not as rich markup
+    proc = run_cli("generate", str(tiny["root"] / "nowhere"), "--prompt", "x", timeout=60)
+    assert proc.returncode == 2 and "no alignment summary" in proc.stderr
