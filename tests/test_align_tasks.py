@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from scaling.align.tasks import (
-    BLANK, TaskOptions, build_tasks, corpus_documents, follows_format, is_correct, trivial_answers, trivial_reply,
+    BLANK,
+    TaskOptions,
+    build_tasks,
+    corpus_documents,
+    follows_format,
+    is_correct,
+    trivial_answers,
+    trivial_reply,
 )
 from scaling.errors import UsageError
 
@@ -83,7 +90,7 @@ def test_user_text_folder_tasks_name_its_files(tmp_path):
 
 
 def test_one_document_has_no_source_task_and_too_little_text_is_refused(tmp_path):
-    words = "the king and his daughter rode out over the hills toward morning".split()
+    words = ["the", "king", "and", "his", "daughter", "rode", "out", "over", "the", "hills", "toward", "morning"]
     (tmp_path / "only.txt").write_text(" ".join(words[i % len(words)] for i in range(20_000)))
     opts = TaskOptions(corpus=str(tmp_path), tail_frac=None, **SMALL)
     split = build_tasks(corpus_documents(opts), opts)
