@@ -34,14 +34,36 @@ def write_artifacts(study: Path) -> None:
     dpo = RunDir(study / "align" / "dpo")
     dpo.append_metrics({"step": s, "loss": 0.69 - 0.3 * s / 40, "rewards/accuracies": 0.5 + 0.4 * s / 40,
                         "rewards/margins": 0.05 * s} for s in range(1, 41))
-    atomic_write_json(study / "align" / "summary.json", {"table": [
-        {"stage": "base", "completion_loss": 3.1, "perplexity": 22.2, "preference_accuracy": 0.52},
-        {"stage": "sft", "completion_loss": 2.7, "perplexity": 14.9, "preference_accuracy": 0.55},
-        {"stage": "dpo", "completion_loss": 2.75, "perplexity": 15.6, "preference_accuracy": 0.81},
-    ]})
+    reward = RunDir(study / "align" / "reward")
+    reward.append_metrics({"step": s, "accuracy": 0.5 + 0.4 * s / 40} for s in range(1, 41))
+    rlhf = RunDir(study / "align" / "rlhf")
+    rlhf.append_metrics({"step": s, "reward": -1 + s / 30, "kl": 0.002 * s} for s in range(1, 31))
+    atomic_write_json(study / "align" / "summary.json", align_summary())
     atomic_write_json(study / "summary.json", {"minutes": 8.2, "stage_minutes": {"sweep": 6.0, "fit": 0.4}, "provenance": {
         "git_commit": "0123456789abcdef", "versions": {"torch": "2.13.0", "transformers": "5.0"},
         "hardware": "2 CPU cores", "seed": 0, "dataset": INJECTED}})
+
+
+def align_summary() -> dict:
+    """An alignment summary in the layout ``scaling.align.run.align`` writes; one held-out prompt and
+    one reply carry an HTML injection."""
+    def row(stage: str, fmt: float, acc: float, kl: float | None, learned: bool) -> dict:
+        return {"stage": stage, "model": f"align/{stage}/model", "format_rate": fmt, "accuracy": acc,
+                "accuracy_ci": [acc - 0.05, acc + 0.05], "by_kind": {"order": acc}, "n": 128, "judge_reward": acc - 0.5,
+                "kl_from_sft": kl, "completion_loss": 2.0, "wall_time": 60.0, "learned": learned}
+
+    return {
+        "table": [row("base", 0.02, 0.01, 3.0, True), row("sft", 0.97, 0.41, 0.0, True),
+                  row("rlhf", 0.95, 0.44, 0.8, True), row("dpo", 0.96, 0.40, 0.3, False)],
+        "trivial": {**row("trivial", 1.0, 0.36, None, True), "stage": "trivial"},
+        "flags": [{"stage": "dpo", "reason": "held-out accuracy 0.400 not above SFT's 0.410"}],
+        "reward_models": {"reward": {"eval_accuracy": 0.83, "eval_accuracy_ci": [0.76, 0.89], "eval_margin": 1.2,
+                                     "eval_pairs": 128}},
+        "examples": [{"prompt": f"Which part comes first, A or B?\n\nA: {INJECTED}\n\nB: and then", "answer": "A",
+                      "kind": "order", "replies": {"base": "and the king", "sft": "A", "rlhf": "A", "dpo": INJECTED},
+                      "correct": {"base": False, "sft": True, "rlhf": True, "dpo": False}}],
+        "stage_minutes": {"sft": 1.0, "reward": 0.5, "judge": 0.5, "rlhf": 1.2, "dpo": 0.8},
+    }
 
 
 def small_study(path: Path, *, artifacts: bool = True, n_runs: int = 18, sizes: int = 6) -> Path:

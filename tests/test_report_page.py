@@ -166,3 +166,18 @@ def test_every_block_kind_escapes_its_text():
     out = environment().get_template("section.html.j2").render(s=section, figures={})
     assert INJECTED not in out
     assert out.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 12  # title; header, cell and its data-v; 3 card fields; 5 more
+
+
+def test_alignment_section_tells_the_story_escaped(full_html):
+    """The side-by-side table, the flag of a stage that did not learn, and the held-out panel: each
+    reply in its own cell as escaped text (no JSON list in a cell), the correct answer beside it."""
+    sec = full_html[full_html.index('<section id="alignment">'):]
+    sec = sec[: sec.index("</section>")]
+    assert "format-following rate" in sec and "[0.360, 0.460]" in sec and "trivial baseline" in sec
+    assert "Did not learn — DPO: held-out accuracy 0.400 not above SFT" in sec
+    assert "reward model (RLHF optimizes it)" in sec
+    assert INJECTED not in sec and "&lt;script&gt;alert(1)&lt;/script&gt;" in sec
+    import re
+
+    assert '<td class="s reply ok">A</td>' in sec and not re.search(r"<td[^>]*>\s*\[\{", sec)
+    assert "after SFT, 97%" in sec

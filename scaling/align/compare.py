@@ -228,9 +228,11 @@ def compare_stages(
     flags = learning_flags(rows, trivial, results)
     for row in rows.values():
         row["learned"] = row["stage"] == "base" or not any(f["stage"] == row["stage"] for f in flags)
-    examples = [{"prompt": _user_content(p), "answer": a, "kind": tasks[i].kind if tasks is not None else None,
-                 "replies": {s: replies[s][i].text for s in replies}} for i, (p, a) in enumerate(zip(prompts, answers,
-                                                                                                    strict=True))][:n_examples]
+    examples = [{"prompt": _user_content(prompts[i]), "answer": answers[i],
+                 "kind": tasks[i].kind if tasks is not None else None,
+                 "replies": {s: replies[s][i].text for s in replies},
+                 "correct": {s: is_correct(tasks[i], replies[s][i].text) for s in replies} if tasks is not None else None}
+                for i in range(min(n_examples, len(prompts)))]
     for f in flags:
         log(f"flag: {f['stage']} did not learn: {f['reason']}")
     return {"table": list(rows.values()), "trivial": trivial, "flags": flags,

@@ -218,7 +218,7 @@ def load_study(study_dir: str | Path, fit_paths: list[str | Path] | None = None)
         select=_read_obj(path / "select.json"),
         summary=_read_obj(path / "summary.json"),
         align_summary=_read_obj(align / "summary.json"),
-        align_metrics={s: read_jsonl(align / s / "metrics.jsonl") for s in ("sft", "dpo")},
+        align_metrics={s: read_jsonl(align / s / "metrics.jsonl") for s in ("sft", "reward", "rlhf", "dpo")},
         statuses={rd.run_id: rd.read_status() for rd in store.runs()},
     )
 

@@ -435,14 +435,16 @@ def backtest(study: Study) -> go.Figure | None:
 
 ALIGN_PANELS = (
     ("sft", ("loss", "eval_loss"), "SFT loss (nats/token)"),
+    ("reward", ("accuracy", "eval_accuracy"), "reward model pairwise accuracy"),
+    ("rlhf", ("reward",), "RLHF reward (reward model)"),
+    ("rlhf", ("kl",), "RLHF KL to SFT (nats/token)"),
     ("dpo", ("loss", "eval_loss"), "DPO loss"),
-    ("dpo", ("rewards/accuracies", "eval_rewards/accuracies"), "DPO reward accuracy"),
-    ("dpo", ("rewards/margins", "eval_rewards/margins"), "DPO reward margin (nats)"),
+    ("dpo", ("rewards/accuracies", "eval_rewards/accuracies"), "DPO implicit-reward accuracy"),
 )
 
 
 def alignment(study: Study) -> go.Figure | None:
-    """SFT and DPO curves from align/{sft,dpo}/metrics.jsonl."""
+    """Training curves of each alignment stage from align/{sft,reward,rlhf,dpo}/metrics.jsonl."""
     panels = []
     for stage, keys, title in ALIGN_PANELS:
         rows = study.align_metrics.get(stage) or []
@@ -452,16 +454,20 @@ def alignment(study: Study) -> go.Figure | None:
             panels.append((title, series))
     if not panels:
         return None
-    fig = _figure(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.07)
-    for col, (_, series) in enumerate(panels, start=1):
+    cols = min(3, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig = _figure(rows=nrows, cols=cols, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.07,
+                  vertical_spacing=0.16)
+    for i, (_, series) in enumerate(panels):
+        row, col = divmod(i, cols)
         for k, s in series:
             held = k.startswith("eval")
             fig.add_trace(go.Scatter(x=[a for a, _ in s], y=[b for _, b in s], mode="lines+markers" if held else "lines",
                                      name="held-out" if held else "train", legendgroup="eval" if held else "train",
-                                     showlegend=col == 1, line={"color": "#d62728" if held else "#1f77b4"},
-                                     marker={"size": 6}), row=1, col=col)
-        fig.update_xaxes(title_text="optimizer step", row=1, col=col)
-    return _layout(fig, "Alignment: SFT then DPO", height=380)
+                                     showlegend=i == 0, line={"color": "#d62728" if held else "#1f77b4"},
+                                     marker={"size": 6}), row=row + 1, col=col + 1)
+        fig.update_xaxes(title_text="optimizer step", row=row + 1, col=col + 1)
+    return _layout(fig, "Alignment: SFT, reward model, RLHF and DPO", height=340 * nrows)
 
 
 def all_figures(study: Study) -> dict[str, go.Figure]:

@@ -23,6 +23,7 @@ import numpy as np
 from markupsafe import Markup
 
 from scaling.report import figures as F
+from scaling.report.alignment import alignment_section
 from scaling.report.blocks import (
     Block,
     Card,
@@ -252,21 +253,6 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def alignment_table(study: Study) -> list[Block]:
-    """The base -> SFT -> DPO table first, every other recorded setting folded below it."""
-    summ = study.align_summary
-    if summ is None:
-        return []
-    if isinstance(summ, Mapping) and isinstance(summ.get("table"), list):
-        rest = {k: v for k, v in summ.items() if k != "table"}
-        out: list[Block] = [Text("heading", "held-out evaluation, base → SFT → DPO"),
-                            records_table([r for r in summ["table"] if isinstance(r, Mapping)])]
-        if rest:
-            out.append(Details("settings and data", any_blocks(rest)))
-        return out
-    return any_blocks(summ)
-
-
 # ---- the page ---------------------------------------------------------------------------------------
 
 SectionBuilder = Callable[[Study, Mapping[str, Any]], Section | None]
@@ -298,13 +284,6 @@ def _backtest(study: Study, figs: Mapping[str, Any]) -> Section | None:
                    figure="backtest" if "backtest" in figs else None)
 
 
-def _alignment(study: Study, figs: Mapping[str, Any]) -> Section | None:
-    if "alignment" not in figs and study.align_summary is None:
-        return None
-    return Section("alignment", "Alignment: base → SFT → DPO", alignment_table(study),
-                   figure="alignment" if "alignment" in figs else None)
-
-
 # Page order. Each builder returns its section, or None when the study has no data for it.
 SECTIONS: tuple[SectionBuilder, ...] = (
     _glance,
@@ -316,7 +295,7 @@ SECTIONS: tuple[SectionBuilder, ...] = (
     lambda study, figs: conventions(study),
     _figure_section("parametric", "Parametric fit", parametric_table),
     _backtest,
-    _alignment,
+    alignment_section,
     lambda study, figs: Section("provenance", "Provenance", provenance(study)),
 )
 
