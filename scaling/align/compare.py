@@ -125,8 +125,8 @@ def trivial_row(train: Sequence[Task], held_out: Sequence[Task], seed: int = 0) 
 
 def learning_flags(rows: dict[str, dict[str, Any]], trivial: dict[str, Any] | None,
                    stages: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
-    """A stage that did not learn, with the reason: SFT accuracy not above the trivial baseline or
-    format rate not above the base model's; a reward model (or the judge) whose held-out pairwise
+    """A stage that did not learn, with the reason: SFT accuracy not above the trivial baseline,
+    format rate not above the base model's or held-out answer loss not below it; a reward model (or the judge) whose held-out pairwise
     accuracy interval reaches down to chance (0.5); DPO's held-out loss still within 1% of ln 2;
     RL reward flat (the last quarter of steps no higher than the first); RLHF or DPO accuracy not
     above SFT's."""
@@ -140,6 +140,8 @@ def learning_flags(rows: dict[str, dict[str, Any]], trivial: dict[str, Any] | No
         flag("sft", f"held-out accuracy {sft['accuracy']:.3f} not above the trivial baseline's {trivial['accuracy']:.3f}")
     if sft and base and sft.get("format_rate") is not None and sft["format_rate"] <= base["format_rate"]:
         flag("sft", f"format-following rate {sft['format_rate']:.3f} not above the base model's {base['format_rate']:.3f}")
+    if sft and base and sft.get("completion_loss") is not None and not sft["completion_loss"] < base["completion_loss"]:
+        flag("sft", f"held-out answer loss {sft['completion_loss']:.4f} not below the base model's {base['completion_loss']:.4f}")
     for name in ("reward", "judge"):
         res = stages.get(name)
         if res and res.get("eval_accuracy_ci") and res["eval_accuracy_ci"][0] <= 0.5:
@@ -204,7 +206,7 @@ def compare_stages(
         m = match_eos(load_model(path), tok).to(device)
         rep = generate_replies(m, tok, prompts, max_new_tokens=max_new_tokens)
         replies[stage] = rep
-        scores[stage] = score(m, tok, sft_eval, pref_eval, n_samples=0, max_length=max_length) if (sft_eval or pref_eval) else None
+        scores[stage] = score(m, tok, sft_eval, pref_eval, max_length=max_length) if (sft_eval or pref_eval) else None
         ref_name = "base" if stage in ("base", "sft") else "sft" if "sft" in models else "base"
         row: dict[str, Any] = {"stage": stage, "model": str(path),
                                "wall_time": (results.get(stage) or {}).get("wall_time", 0.0)}
@@ -215,7 +217,7 @@ def compare_stages(
         row["kl_from_sft"] = kl_from(m, reference, rep) if reference is not None else None
         if scores[stage] is not None:
             ref = scores.get(ref_name) if stage != "base" else None
-            row.update({k: v for k, v in stage_row(scores[stage], ref, beta).items() if k != "samples"})
+            row.update(stage_row(scores[stage], ref, beta))
             row["reward_reference"] = ref_name if stage != "base" else "base"
         rows[stage] = row
         log(f"{stage}: " + ", ".join(f"{k} {row[k]:.3f}" for k in ("format_rate", "accuracy", "judge_reward", "kl_from_sft")

@@ -33,7 +33,7 @@ class DPOOptions(StageOptions):
     """DPO hyperparameters. ``lr`` is far above TRL's 1e-6 default, which suits
     billion-parameter models; the small models here need larger steps to move in a hundred updates."""
 
-    steps: int = 40
+    steps: int = 30
     lr: float = 5e-4
     eval_every: int = 10
     beta: float = 0.1

@@ -20,7 +20,7 @@ completion starting where the two token sequences diverge.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scaling.align.data import Record
@@ -106,7 +106,6 @@ class StageScores:
     completion_tokens: list[int]
     chosen_logps: list[float]
     rejected_logps: list[float]
-    samples: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def completion_loss(self) -> float:
@@ -126,8 +125,6 @@ def score(
     sft_eval: Sequence[Record],
     dpo_eval: Sequence[Record],
     *,
-    n_samples: int = 3,
-    max_new_tokens: int = 24,
     batch_size: int = 16,
     max_length: int = 256,
 ) -> StageScores:
@@ -135,12 +132,11 @@ def score(
     c_lp, c_n = completion_logps(model, tok, [(r["prompt"], r["completion"]) for r in sft_eval], **kw)
     ch, _ = completion_logps(model, tok, [(r["prompt"], r["chosen"]) for r in dpo_eval], **kw)
     rj, _ = completion_logps(model, tok, [(r["prompt"], r["rejected"]) for r in dpo_eval], **kw)
-    samples = generate(model, tok, [r["prompt"] for r in sft_eval[:n_samples]], max_new_tokens=max_new_tokens)
-    return StageScores(c_lp, c_n, ch, rj, samples)
+    return StageScores(c_lp, c_n, ch, rj)
 
 
 def stage_row(scores: StageScores, reference: StageScores | None, beta: float) -> dict[str, Any]:
-    """One row of the base -> SFT -> DPO table."""
+    """Held-out likelihood columns of one stage: answer loss, preference accuracies, implicit rewards."""
     import math
 
     loss = scores.completion_loss
@@ -160,40 +156,4 @@ def stage_row(scores: StageScores, reference: StageScores | None, beta: float) -
         "reward_margin": sum(margins) / n,
         "n_completions": len(scores.completion_logps),
         "n_pairs": len(margins),
-        "samples": scores.samples,
     }
-
-
-def generate(
-    model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: Sequence[Any], max_new_tokens: int = 24
-) -> list[dict[str, str]]:
-    """Greedy continuations of a few prompts, no trigram repeated (chat prompts get the
-    generation prompt)."""
-    import torch
-
-    out = []
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    for prompt in prompts:
-        if isinstance(prompt, list):
-            ids = _ids(tok, prompt, True)
-            shown = prompt[-1]["content"]
-        else:
-            ids = tok(prompt, add_special_tokens=False)["input_ids"]
-            shown = prompt
-        x = torch.tensor([ids], device=device)
-        with torch.no_grad():
-            y = model.generate(
-                x,
-                attention_mask=torch.ones_like(x),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                no_repeat_ngram_size=3,  # small greedy models loop; this keeps the samples readable
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-        text = tok.decode(y[0, len(ids) :], skip_special_tokens=True)
-        out.append({"prompt": shown, "generation": text})
-    model.train(was_training)
-    return out

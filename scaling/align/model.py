@@ -144,7 +144,7 @@ def trainer_kwargs(
     eval_every: int,
     warmup_frac: float = 0.1,
 ) -> dict[str, Any]:
-    """TrainingArguments shared by SFT and DPO: full precision, per-step logs, no checkpoints."""
+    """TrainingArguments every TRL stage shares: full precision, per-step logs, no checkpoints."""
     cuda = has_accelerator()
     return {
         "output_dir": str(out_dir / "trainer"),

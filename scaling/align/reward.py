@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 class RewardOptions(StageOptions):
     """Reward model hyperparameters (the head starts at random, so a larger LR than SFT's helps)."""
 
-    steps: int = 60
+    steps: int = 24
     lr: float = 1e-3
-    eval_every: int = 20
+    eval_every: int = 12
 
     STAGE: ClassVar[str] = "reward"
 

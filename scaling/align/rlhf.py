@@ -26,11 +26,11 @@ from scaling.store import RunDir
 class RLOptions(StageOptions):
     """RLOO hyperparameters. ``batch_size`` counts replies (prompts x ``num_generations``)."""
 
-    steps: int = 40
-    lr: float = 3e-4
-    eval_every: int = 20
+    steps: int = 16
+    lr: float = 5e-4
+    eval_every: int = 8
     num_generations: int = 4
-    max_completion_length: int = 12
+    max_completion_length: int = 10
     temperature: float = 1.0
     kl_beta: float = 0.05
 
