@@ -178,8 +178,9 @@ def test_rlhf_is_not_reused_when_its_reward_model_changed(aligned, tiny):
     w = out / "reward" / "model" / "model.safetensors"
     os.utime(w, ns=(w.stat().st_atime_ns, w.stat().st_mtime_ns + 1_000_000_000))  # as a rewrite would
     logs: list[str] = []
-    align(tiny["model"], out, settings=settings(), tasks=small_tasks(), threads=1, skip_dpo=True, log=logs.append)
+    align(tiny["model"], out, settings=settings(), tasks=small_tasks(), threads=1, log=logs.append)
     assert any("reward: done before" in m for m in logs) and not any("rlhf: done before" in m for m in logs), logs
+    assert any("dpo: done before" in m for m in logs)  # DPO does not read the reward model
 
 
 def test_dpo_loss_type_reaches_the_loss(tiny, tmp_path):
