@@ -110,3 +110,104 @@ def test_plan_budget_out_of_range(capsys, flops):
 def test_plan_gpu_hours_out_of_range_names_the_flops(capsys):
     code, err = cli(capsys, "plan", "--gpu-hours", "1e-20")
     assert code == 2 and "gpu_hours=1e-20 (" in err and "FLOPs): outside" in err, err
+
+
+# ---- scaling fit: bad files, with the line to fix -----------------------------------------------------
+
+
+@pytest.fixture
+def sweep_csv(tmp_path) -> Path:
+    from tests.fit_helpers import isoflop_sweep
+
+    path = tmp_path / "sweep.csv"
+    isoflop_sweep()[["params", "tokens", "loss"]].to_csv(path, index=False)
+    return path
+
+
+def _broken_jsonl(tmp_path: Path, sweep_csv: Path) -> Path:
+    import pandas as pd
+
+    lines = pd.read_csv(sweep_csv).to_json(orient="records", lines=True).splitlines()
+    lines[3] = lines[3][:20]  # a torn object on file line 4, cut after 20 characters
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _lying_parquet(tmp_path: Path, sweep_csv: Path) -> Path:
+    import pandas as pd
+
+    good = tmp_path / "good.parquet"
+    pd.read_csv(sweep_csv).to_parquet(good)
+    raw = good.read_bytes()
+    path = tmp_path / "lying.parquet"
+    path.write_bytes(raw[:-8] + (10**6).to_bytes(4, "little") + raw[-4:])  # footer length that lies
+    return path
+
+
+def test_fit_empty_and_binary_files(tmp_path, capsys):
+    (tmp_path / "empty.csv").write_text("")
+    code, err = cli(capsys, "fit", str(tmp_path / "empty.csv"))
+    assert code == 2 and "empty.csv: the file is empty; give a header" in err, err
+    (tmp_path / "bin.csv").write_bytes(b"params,tokens,loss\n" + bytes(range(128, 256)))
+    code, err = cli(capsys, "fit", str(tmp_path / "bin.csv"))
+    assert code == 2 and "bin.csv:2: byte 19 is not UTF-8" in err, err
+
+
+def test_fit_broken_jsonl_names_line_and_column(tmp_path, capsys, sweep_csv):
+    code, err = cli(capsys, "fit", str(_broken_jsonl(tmp_path, sweep_csv)))
+    assert code == 2 and "broken.jsonl:4:21: not valid JSON" in err and "fix or delete that line" in err, err
+
+
+def test_fit_lying_parquet_footer(tmp_path, capsys, sweep_csv):
+    code, err = cli(capsys, "fit", str(_lying_parquet(tmp_path, sweep_csv)))
+    assert code == 2 and "lying.parquet: not a readable parquet file" in err, err
+
+
+def test_fit_bad_value_names_the_file_line(tmp_path, capsys, sweep_csv):
+    text = sweep_csv.read_text().splitlines()
+    text[4] = text[4].rsplit(",", 1)[0] + ",-1"  # file line 5 (the header is line 1)
+    text.insert(2, "")  # a blank line pandas skips: line numbers still count it
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(text) + "\n")
+    code, err = cli(capsys, "fit", str(bad))
+    assert code == 2 and "loss: 1 value(s)" in err and "(line 6 of bad.csv)" in err, err
+
+
+@pytest.mark.parametrize(
+    ("extra", "expect"),
+    [
+        (("--bootstrap", "1000000000000"), "--bootstrap=1000000000000: give 0 to 20,000"),
+        (("--fix", "alpha=-5"), "alpha=-5.0: must be a positive finite number"),
+        (("--fix", "alpha=nan"), "alpha=nan: must be a positive finite number"),
+        (("--approach", "2", "--fix", "alpha=0.3"), "--fix: approach 2 does not use it"),
+        (("--approach", "kaplan", "--bootstrap", "10"), "--bootstrap: approach kaplan does not use it"),
+        (("--approach", "2", "--offset"), "--offset: only --approach kaplan uses it"),
+        (("--seed", "3"), "--seed: only the bootstrap draws random numbers"),
+    ],
+)
+def test_fit_options_refused(capsys, sweep_csv, extra, expect):
+    code, err = cli(capsys, "fit", str(sweep_csv), *extra)
+    assert code == 2 and expect in err, err
+
+
+def test_fit_out_folder_refused_before_fitting(tmp_path, capsys, sweep_csv, monkeypatch):
+    import scaling.commands.fit as fit_command
+
+    def no_fit(args):
+        raise AssertionError("the fit ran before --out was checked")
+
+    monkeypatch.setattr(fit_command, "fit_from_args", no_fit)
+    code, err = cli(capsys, "fit", str(sweep_csv), "--out", str(tmp_path))
+    assert code == 2 and "--out" in err and "is a folder; give a file path" in err, err
+
+
+def test_fit_single_budget_warns(tmp_path, capsys):
+    from tests.fit_helpers import isoflop_sweep
+
+    one = tmp_path / "one.csv"
+    isoflop_sweep(budgets=(4e11,))[["params", "tokens", "loss"]].to_csv(one, index=False)
+    assert main(["fit", str(one), "--json"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [line for line in err if line.startswith("warning: ")] and len(err) == 1, err
+    assert "one compute budget" in err[0] and "add runs at other budgets" in err[0]

@@ -10,6 +10,10 @@ the largest sizes or budgets when fitted without them (:mod:`scaling.fit.crossva
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -67,6 +71,39 @@ def _fixed(items: list[str]) -> dict[str, float]:
     return out
 
 
+# Options only some approaches read, with their defaults: given to another approach, they are refused.
+_APPROACH3_OPTIONS = {"fix": [], "bootstrap": 0, "estimator": "grid", "search": "projected", "loss_type": "huber",
+                      "delta": 1e-3}
+_KAPLAN_OPTIONS = {"kaplan_form": "joint", "offset": False}
+_PREDICT_OPTIONS = {"combine": "select", "folds": 2, "cv_axis": "auto", "e_fixed": None}
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse, before any fitting, options the chosen approach would ignore and outputs that
+    cannot be written."""
+    from scaling.commands._args import output_file
+    from scaling.fit.bootstrap import MAX_BOOTSTRAP
+
+    output_file("--out", args.out)
+    if not 0 <= args.bootstrap <= MAX_BOOTSTRAP:
+        raise UsageError(f"--bootstrap={args.bootstrap}: give 0 to {MAX_BOOTSTRAP:,} resamples (1,000-2,000 are usual)")
+    if args.predict and args.approach != "3":
+        raise UsageError(f"--approach {args.approach}: --predict fits its own candidates; drop one of the two")
+    uses_approach3 = args.approach == "3" or args.backtest or args.predict
+    for name, default in _APPROACH3_OPTIONS.items():
+        if not uses_approach3 and getattr(args, name) != default:
+            raise UsageError(f"--{name.replace('_', '-')}: approach {args.approach} does not use it (approach 3, "
+                             "--backtest and --predict do); drop it or pass --approach 3")
+    for name, default in _PREDICT_OPTIONS.items():
+        if not args.predict and getattr(args, name) != default:
+            raise UsageError(f"--{name.replace('_', '-')}: only --predict uses it; drop it or add --predict")
+    for name, default in _KAPLAN_OPTIONS.items():
+        if args.approach != "kaplan" and getattr(args, name) != default:
+            raise UsageError(f"--{name.replace('_', '-')}: only --approach kaplan uses it; drop it or pass --approach kaplan")
+    if args.seed != 0 and args.bootstrap == 0:
+        raise UsageError("--seed: only the bootstrap draws random numbers; add --bootstrap B or drop --seed")
+
+
 def fit_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
     from scaling.fit import Approach1, Approach2, Approach3, Columns, KaplanFit, backtest, read_table
 
@@ -88,9 +125,10 @@ def fit_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]
 
         if args.folds < 1:
             raise UsageError("--folds: must be >= 1")
-        fit = Predictor(e_fixed=args.e_fixed, combine=args.combine, folds=args.folds, axis=args.cv_axis,
-                        bootstrap=args.bootstrap, seed=args.seed, columns=cols,
-                        fitter=replace(a3, bootstrap=0, columns=Columns())).fit(frame)
+        with _subset_fits():
+            fit = Predictor(e_fixed=args.e_fixed, combine=args.combine, folds=args.folds, axis=args.cv_axis,
+                            bootstrap=args.bootstrap, seed=args.seed, columns=cols,
+                            fitter=replace(a3, bootstrap=0, columns=Columns())).fit(frame)
     elif args.approach == "3":
         fit = a3.fit(frame)
     elif args.approach == "2":
@@ -99,16 +137,36 @@ def fit_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]
         fit = Approach1(columns=cols).fit(frame)
     else:
         fit = KaplanFit(form=args.kaplan_form, offset=args.offset, columns=cols).fit(frame)
-    bt = backtest(frame, columns=cols, fitter=a3) if args.backtest else None
+    with _subset_fits():
+        bt = backtest(frame, columns=cols, fitter=a3) if args.backtest else None
     return fit, bt
 
 
+@contextlib.contextmanager
+def _subset_fits() -> Iterator[None]:
+    """Silence FitWarnings of fits on subsets of the data (folds, the backtest's training part):
+    they describe a subset the user did not give."""
+    from scaling.fit.data import FitWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)
+        yield
+
+
 def run(args: argparse.Namespace) -> int:
+    from scaling.fit.data import FitWarning
     from scaling.store import atomic_write_json
 
-    if args.bootstrap < 0:
-        raise UsageError("--bootstrap: must be >= 0")
-    fit, bt = fit_from_args(args)
+    check_options(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FitWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy overflow while the optimiser explores
+        fit, bt = fit_from_args(args)
+    for w in caught:
+        if issubclass(w.category, FitWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if args.out:
         atomic_write_json(args.out, fit.to_dict())
     if args.json:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from scaling.commands import add_json_flag, emit_json
-from scaling.commands._args import integer, number, accept_negative_numbers
+from scaling.commands._args import accept_negative_numbers, integer, number
 from scaling.errors import UsageError
 
 

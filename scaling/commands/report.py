@@ -22,9 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scaling.report import ExportUnavailable, build_report, export_figures
-
     from scaling.commands._args import output_dir, output_file
+    from scaling.report import ExportUnavailable, build_report, export_figures
 
     output_file("-o", args.out, suffix=".html")
     output_dir("--export", args.export)

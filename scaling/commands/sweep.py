@@ -115,9 +115,8 @@ def _dur(s: float) -> str:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from scaling.sweep import launch, resume
-
     from scaling.commands._args import output_dir
+    from scaling.sweep import launch, resume
 
     for name in ("max_parallel", "threads"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))

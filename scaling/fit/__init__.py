@@ -14,7 +14,7 @@ from scaling.fit.approach2 import Approach2
 from scaling.fit.approach3 import Approach3
 from scaling.fit.backtest import backtest
 from scaling.fit.crossval import Predictor
-from scaling.fit.data import Columns, FitRefusal, normalise, read_table
+from scaling.fit.data import Columns, FitRefusal, FitWarning, normalise, read_table
 from scaling.fit.kaplan import KaplanFit
 from scaling.fit.predictive import PredictiveLaw, is_predictive
 from scaling.fit.results import LawFit
@@ -43,6 +43,7 @@ __all__ = [
     "Approach3",
     "Columns",
     "FitRefusal",
+    "FitWarning",
     "KaplanFit",
     "LawFit",
     "PredictiveLaw",

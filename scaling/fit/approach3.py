@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,8 +35,8 @@ import pandas as pd
 from scipy import optimize, stats
 
 from scaling.fit import optim
-from scaling.fit.bootstrap import counts_from_indices, resample_counts
-from scaling.fit.data import Columns, FitRefusal, normalise
+from scaling.fit.bootstrap import MAX_BOOTSTRAP, counts_from_indices, resample_counts
+from scaling.fit.data import Columns, FitRefusal, FitWarning, budget_groups, normalise
 from scaling.fit.results import LawFit
 
 # Hoffmann et al. (2022) approach-3 estimates, unrounded (from the paper's LaTeX source, as
@@ -90,8 +91,14 @@ class Approach3:
         unknown = set(self.fixed) - set(_NAME_TO_THETA)
         if unknown:
             raise FitRefusal(f"fixed: unknown parameter(s) {sorted(unknown)}; use E, A, B, alpha, beta")
-        if self.bootstrap < 0:
-            raise FitRefusal("bootstrap: must be >= 0")
+        for k, v in self.fixed.items():
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise FitRefusal(f"fixed (--fix): {k}={v}: must be a positive finite number (e.g. alpha=0.34, E=1.69)")
+        if not 0 <= self.bootstrap <= MAX_BOOTSTRAP:
+            raise FitRefusal(
+                f"bootstrap={self.bootstrap}: must be 0 to {MAX_BOOTSTRAP:,} resamples "
+                "(1,000-2,000 suffice for percentile intervals, Efron & Tibshirani 1993)"
+            )
         if self.delta <= 0:
             raise FitRefusal("delta: must be > 0")
         if self.start is not None and len(self.start) != 5:
@@ -112,6 +119,11 @@ class Approach3:
         data = normalise(frame, self.columns)
         n = len(data)
         problem = self._problem(data, weights)
+        if len(budget_groups(data)) == 1:
+            warnings.warn(FitWarning(
+                f"DATA: every point has one compute budget ({data['flops'].median():.3g} FLOPs): one IsoFLOP curve "
+                "pins the law only weakly and never shows how the optimum moves with C; add runs at other budgets"
+            ), stacklevel=2)
         theta, extra = self._estimate(problem, data["loss"].to_numpy())
         objective = float(problem.objective(theta[None])[0])
         draws, n_failed = self._bootstrap(problem, theta, resample_indices)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+MAX_BOOTSTRAP = 20_000
+"""Most resamples a fit accepts: B x points counts are held at once (20,000 x 240 points: 38 MB)."""
+
 
 def resample_counts(n: int, n_resamples: int, seed: int | None = 0) -> np.ndarray:
     """``(n_resamples, n)`` counts: row ``i`` counts how often each point was drawn in resample ``i``."""

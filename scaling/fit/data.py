@@ -18,10 +18,15 @@ import numpy as np
 import pandas as pd
 
 from scaling.errors import UsageError
+from scaling.fit.tables import read_file, where
 
 
 class FitRefusal(UsageError):
     """The data cannot support the fit asked for; the message says which part and what to add."""
+
+
+class FitWarning(UserWarning):
+    """The fit ran, but the data leave part of it weakly determined; the message says what to add."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +69,7 @@ def read_table(path: str | Path, curves: bool = False) -> tuple[pd.DataFrame, bo
         return frame.reset_index(drop=True), True
     if not p.exists():
         raise UsageError(f"DATA: {p} does not exist; pass a CSV, parquet or JSONL file or a sweep folder")
-    suffix = p.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(p), False
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(p), False
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        return pd.read_json(p, lines=suffix != ".json"), False
-    raise UsageError(f"DATA: unknown file type {suffix!r}; use .csv, .parquet or .jsonl")
+    return read_file(p), False
 
 
 def _positive(frame: pd.DataFrame, col: str, name: str) -> np.ndarray:
@@ -80,10 +78,9 @@ def _positive(frame: pd.DataFrame, col: str, name: str) -> np.ndarray:
     values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(values) | (values <= 0)
     if bad.any():
-        rows = ", ".join(str(i) for i in np.flatnonzero(bad)[:5])
         raise FitRefusal(
-            f"{col}: {int(bad.sum())} value(s) missing, NaN, infinite or not positive (rows {rows}); "
-            "drop or fix those rows"
+            f"{col}: {int(bad.sum())} value(s) missing, NaN, infinite or not positive "
+            f"({where(frame, [int(i) for i in np.flatnonzero(bad)[:5]])}); drop or fix those rows"
         )
     return values
 

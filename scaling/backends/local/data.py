@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from scaling.errors import UsageError
+from scaling.jsonl import objects
 from scaling.store import make_temp_dir
 
 PREP_VERSION = 1  # bump when the preparation changes its output
@@ -133,17 +134,10 @@ def bible_documents(version: str = "kjv", named: bool = False) -> Iterator[Any]:
 def _table_documents(path: Path, text_column: str) -> Iterator[str]:
     if path.suffix == ".jsonl":
         with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UsageError(f"data.source={path}: line {i} is not JSON ({e.msg})") from None
-                if not isinstance(row, dict) or text_column not in row:
+            for i, row in objects(f, f"data.source={path}"):
+                if text_column not in row:
                     raise UsageError(
-                        f"data.text_column={text_column!r}: not in {path} line {i}; "
-                        f"set text_column to one of {sorted(row) if isinstance(row, dict) else '[]'}"
+                        f"data.text_column={text_column!r}: not in {path} line {i}; set text_column to one of {sorted(row)}"
                     )
                 yield str(row[text_column])
     else:
