@@ -184,6 +184,8 @@ def test_fit_bad_value_names_the_file_line(tmp_path, capsys, sweep_csv):
         (("--approach", "kaplan", "--bootstrap", "10"), "--bootstrap: approach kaplan does not use it"),
         (("--approach", "2", "--offset"), "--offset: only --approach kaplan uses it"),
         (("--seed", "3"), "--seed: only the bootstrap draws random numbers"),
+        (("--folds", "3"), "--folds: only --predict uses it"),
+        (("--predict", "--approach", "2"), "--approach 2: --predict fits its own candidates"),
     ],
 )
 def test_fit_options_refused(capsys, sweep_csv, extra, expect):
