@@ -1,7 +1,7 @@
 """The whole study, and the only place that chains the stages.
 
-``run_study(spec_path, out)``: plan -> sweep -> fit -> backtest -> select -> align (SFT, DPO)
--> report. Each stage reads what the stages before it wrote to the study folder (see
+``run_study(spec_path, out)``: plan -> sweep -> fit -> backtest -> predict -> select -> align
+(SFT, DPO) -> report. Each stage reads what the stages before it wrote to the study folder (see
 :mod:`scaling.store`) and records itself in ``STUDY/stages/`` (:mod:`scaling.stages`), so running
 the same command again after a kill carries on where it stopped; the sweep itself skips finished
 runs and resumes killed ones from their checkpoints.
@@ -21,6 +21,10 @@ The science, in short:
   (fitted on the budgets below the second-largest, predicting the second-largest), and the one
   with the smallest absolute error there is chosen. Every candidate, in both conventions, is kept
   in ``fit/backtest.json``.
+* **A law chosen by what it predicts.** ``fit/predict.json``: approach 3's variants (free E, E
+  bounded, other basins, the smallest budgets left out) and Kaplan's form, cross-validated by
+  leaving the largest budgets out in turn (:mod:`scaling.fit.crossval`); the one that predicted
+  best, refitted on every budget, is the law the run is selected with.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from typing import Any
 from scaling.stages import StageLog
 from scaling.store import SweepStore, atomic_write_json, read_json
 
-STAGES: list[str] = ["plan", "sweep", "fit", "backtest", "select", "align", "report"]
+STAGES: list[str] = ["plan", "sweep", "fit", "backtest", "predict", "select", "align", "report"]
 CONVENTIONS: dict[str, str] = {"total": "params", "non_embedding": "non_embedding_params"}
 FORMS: tuple[str, ...] = ("chinchilla", "kaplan")
 PUBLISHED: tuple[str, ...] = ("chinchilla", "epoch", "kaplan")
@@ -50,6 +54,7 @@ class StudyOptions:
     executor: str | None = None
     max_parallel: int | None = None
     bootstrap: int = 1000
+    predict_bootstrap: int = 100  # resamples of the whole cross-validated choice (each refits every candidate)
     seed: int = 0
     loss_column: str = "eval_loss"
     align: bool = True
@@ -225,7 +230,24 @@ def _stage_backtest(study: Path, opts: StudyOptions) -> dict[str, Any]:
     return {"form": pick["form"], "param_convention": pick["param_convention"], "error": chosen["error"]}
 
 
+def _stage_predict(study: Path, opts: StudyOptions, log: Callable[[str], None]) -> dict[str, Any]:
+    """The law that predicts: candidates cross-validated over the largest budgets (or sizes)."""
+    from scaling.fit import FitRefusal, Predictor
+
+    frame = _with_convention(_frame(study, HEADLINE_CONVENTION, opts.loss_column), HEADLINE_CONVENTION)
+    try:
+        law = Predictor(bootstrap=opts.predict_bootstrap, seed=opts.seed).fit(frame)
+    except FitRefusal as e:  # too few budgets to cross-validate: recorded, not fatal
+        atomic_write_json(study / "fit" / "predict.refused.json", {"reason": str(e)})
+        log(f"predict refused: {e}")
+        return {"refused": str(e)}
+    atomic_write_json(study / "fit" / "predict.json", law.to_dict())
+    return {"chosen": law.chosen, "axis": law.design["axis"]}
+
+
 def _chosen_law_path(study: Path) -> Path:
+    if (study / "fit" / "predict.json").exists():
+        return study / "fit" / "predict.json"
     bt = read_json(study / "fit" / "backtest.json") or {}
     ch = bt.get("chosen", {})
     prefix = "approach3" if ch.get("form", "chinchilla") == "chinchilla" else "kaplan"
@@ -308,6 +330,16 @@ def _budgets(study: Path, loss_column: str) -> list[dict[str, Any]]:
     return out
 
 
+def _predict_summary(study: Path) -> dict[str, Any] | None:
+    """Which candidate predicts, and every candidate's held-out error, from ``fit/predict.json``."""
+    d = read_json(study / "fit" / "predict.json")
+    if not d:
+        return None
+    rows = [{k: r.get(k) for k in ("name", "score", "errors", "weight", "refused") if k in r} for r in d["candidates"]]
+    return {"chosen": d["chosen"], "combine": d["combine"], "axis": d["design"]["axis"], "candidates": rows,
+            "choice_frequency": d.get("choice_frequency")}
+
+
 def summarize(study: Path, log: StageLog, t0: float, report: str | None) -> dict[str, Any]:
     bt = (read_json(study / "fit" / "backtest.json") or {}).get("chosen", {})
     select = read_json(study / "select.json") or {}
@@ -324,6 +356,7 @@ def summarize(study: Path, log: StageLog, t0: float, report: str | None) -> dict
                                             "beats_baselines", "n_opt_predicted", "n_opt_observed",
                                             "n_opt_error", "form", "param_convention", "chosen_by")},
         "exponents": _exponents(study),
+        "predict": _predict_summary(study),
         "chosen": {k: select.get(k) for k in ("run_id", "name", "params", "non_embedding_params", "reason")
                    if k in select},
         "align": align.get("table"),
@@ -395,6 +428,8 @@ def _run_stages(spec: Any, study: Path, opts: StudyOptions, lock: Any, say: _Con
     stage("fit", lambda: _stage_fit(study, opts, say))
     bt = stage("backtest", lambda: _stage_backtest(study, opts))
     say(f"backtest: {bt.get('form')} form, {bt.get('param_convention')} parameters, error {100 * bt.get('error', float('nan')):+.2f}%")
+    pr = stage("predict", lambda: _stage_predict(study, opts, say))
+    say(f"predict: {pr.get('chosen') or 'refused'} (cross-validated over {pr.get('axis', '-')})")
     if opts.align:
         stage("select", lambda: _stage_select(study))
         stage("align", lambda: _stage_align(study, opts, say))

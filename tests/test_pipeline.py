@@ -36,7 +36,8 @@ def test_summary_has_every_key_the_cli_promises(study):
     for conv in ("non_embedding", "total"):
         assert 0 < s["exponents"][conv]["a"] < 2
     assert [b["flops"] for b in s["budgets"]] == [5e8, 1e9, 2e9, 4e9]
-    assert set(s["stage_minutes"]) == {"plan", "sweep", "fit", "backtest", "select", "align", "report"}
+    assert set(s["stage_minutes"]) == {"plan", "sweep", "fit", "backtest", "predict", "select", "align", "report"}
+    assert s["predict"]["chosen"] in {r["name"] for r in s["predict"]["candidates"]}
     assert s["runs"]["done"] == 16 and s["runs"]["failed"] == 0
     assert Path(s["report"]) == report and report.stat().st_size > 1_000_000
 
@@ -44,7 +45,7 @@ def test_summary_has_every_key_the_cli_promises(study):
 def test_every_stage_left_its_artifact(study):
     out = study[0]
     for rel in ("plan.json", "sweep.yaml", "fit/approach3_total.json", "fit/approach3_non_embedding.json",
-                "fit/kaplan_total.json", "fit/kaplan_non_embedding.json", "fit/backtest.json", "select.json",
+                "fit/kaplan_total.json", "fit/kaplan_non_embedding.json", "fit/backtest.json", "fit/predict.json", "select.json",
                 "align/summary.json", "summary.json"):
         assert (out / rel).exists(), rel
     bt = json.loads((out / "fit/backtest.json").read_text())
@@ -90,7 +91,7 @@ def test_killed_study_resumes_where_it_stopped(study, tmp_path):
     out = tmp_path / "study"
     # start from the finished sweep, forget every stage after it: the rerun must redo only those
     shutil.copytree(src, out)
-    for stage in ("fit", "backtest", "select", "align", "report"):
+    for stage in ("fit", "backtest", "predict", "select", "align", "report"):
         (out / "stages" / f"{stage}.json").unlink()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "scaling", "run", str(SPEC), "--out", str(out), "--report",
