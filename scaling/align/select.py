@@ -25,15 +25,16 @@ SELECT_FILE = "select.json"
 
 
 def load_law(path: str | Path) -> Any:
-    """A fitted law from ``LawFit.to_dict()`` JSON."""
+    """A fitted law from ``LawFit.to_dict()`` (or ``PredictiveLaw.to_dict()``) JSON."""
     p = Path(path)
     data = read_json(p)
     if data is None:
         raise UsageError(f"fit={p}: no such file; run `scaling fit` first or name a fit JSON")
-    from scaling.fit import LawFit
+    from scaling.fit import LawFit, PredictiveLaw
+    from scaling.fit.predictive import is_predictive
 
     try:
-        return LawFit.from_dict(data)
+        return PredictiveLaw.from_dict(data) if is_predictive(data) else LawFit.from_dict(data)
     except Exception as e:
         raise UsageError(f"fit={p}: not a fit written by `scaling fit` ({type(e).__name__}: {e})") from None
 
