@@ -155,28 +155,38 @@ class Approach3:
     def local_optima(self, frame: pd.DataFrame, k: int = 3, tol: float = 1e-3) -> list[tuple[np.ndarray, float]]:
         """The ``k`` lowest distinct local optima ``(theta, objective)`` the grid search reaches.
 
-        Every start descends to a stationary point (each basin's best is polished, L-BFGS-B). Two
-        are one basin when their log-loss predictions agree within ``tol`` on the data and at 10x
-        and 100x its largest N and D: starts that drift to E = 0 (or A = 0) are one basin
-        whatever their log E (or alpha), since they predict the same.
+        Every start descends (300 Levenberg-Marquardt iterations); from the lowest up, a point is a
+        new basin when its log-loss predictions differ from every basin's by more than ``tol`` on
+        the data or ``10 tol`` at 10x its largest N and D: starts that drift to E = 0 (or A = 0)
+        are one basin whatever their log E (or alpha), since they predict the same. The ``k``
+        basins found are polished (L-BFGS-B); any that then coincide are kept once.
         """
         data = normalise(frame, self.columns)
         problem = self._problem(data, None)
         theta, f = self._descend(problem, data["loss"].to_numpy(), max_iter=300)
-        far = np.log([10.0, 100.0])
-        logn = np.concatenate([problem.logn, problem.logn.max() + far, problem.logn.max() + far])
-        logd = np.concatenate([problem.logd, problem.logd.max() + far[::-1], problem.logd.max() + far])
-        found: list[np.ndarray] = []
+        n = len(problem.logn)
+        logn = np.append(problem.logn, problem.logn.max() + math.log(10.0))
+        logd = np.append(problem.logd, problem.logd.max() + math.log(10.0))
+        scale = np.append(np.full(n, tol), 10 * tol)
+
+        def distinct(t: np.ndarray, keys: list[np.ndarray]) -> tuple[bool, np.ndarray]:
+            key = optim.predict_log(t, logn, logd)[0]
+            return all((np.abs(key - other) > scale).any() for other in keys), key
+
+        picked: list[np.ndarray] = []
         keys: list[np.ndarray] = []
         for i in np.argsort(f):
-            if not np.isfinite(f[i]) or len(found) == k:
+            if not np.isfinite(f[i]) or len(picked) == k:
                 break
-            key = optim.predict_log(theta[i], logn, logd)[0]
-            if any(np.abs(key - other).max() <= 10 * tol for other in keys):
-                continue  # a start still descending into a basin already found
-            t = self._polish(problem, theta[i])
-            key = optim.predict_log(t, logn, logd)[0]
-            if all(np.abs(key - other).max() > tol for other in keys):
+            new, key = distinct(theta[i], keys)
+            if new:
+                picked.append(theta[i])
+                keys.append(key)
+        found: list[np.ndarray] = []
+        keys = []
+        for t in (self._polish(problem, t) for t in picked):
+            new, key = distinct(t, keys)
+            if new:
                 found.append(t)
                 keys.append(key)
         return sorted(((t, float(problem.objective(t[None])[0])) for t in found), key=lambda x: x[1])
