@@ -113,7 +113,8 @@ class RunSpec(_Strict):
     eval_tokens: int = Field(default=65536, gt=0)
     checkpoint_every: int | None = Field(default=None, gt=0, description="steps between checkpoints")
     backend: str = Field(default="local", min_length=1, description="a name in scaling.backends.base's registry")
-    backend_options: dict[str, Any] = Field(default_factory=dict)
+    backend_options: dict[str, Any] = Field(default_factory=dict, description="options that change the loss")
+    execution_options: dict[str, Any] = Field(default_factory=dict, description="options that do not (not hashed)")
     # WSD cooldown branch: start from the stable trunk's checkpoint at ``branch_from_tokens``.
     branch_of: str | None = None
     branch_from_tokens: int | None = Field(default=None, ge=0)
@@ -124,6 +125,22 @@ class RunSpec(_Strict):
     flops_convention: str = "6N"
 
     LABELS: ClassVar[tuple[str, ...]] = ("name", "budget", "group", "flops_convention")
+    UNHASHED: ClassVar[tuple[str, ...]] = (*LABELS, "execution_options")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_execution_options(cls, d: Any) -> Any:
+        """Move the backend's execution options from ``backend_options`` to ``execution_options``."""
+        if not isinstance(d, dict) or not isinstance(d.get("backend_options"), dict):
+            return d
+        from scaling.backends.base import execution_option_names
+
+        names = execution_option_names(str(d.get("backend", "local")))
+        moved = {k: v for k, v in d["backend_options"].items() if k in names}
+        if not moved:
+            return d
+        kept = {k: v for k, v in d["backend_options"].items() if k not in names}
+        return {**d, "backend_options": kept, "execution_options": {**moved, **(d.get("execution_options") or {})}}
 
     @field_validator("tokens", "batch_tokens", mode="before")
     @classmethod
@@ -175,9 +192,14 @@ class RunSpec(_Strict):
 
         return training_flops(self.model_shape, self.steps * self.batch_tokens, convention or self.flops_convention)
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every backend option, hashed or not: what a backend reads."""
+        return {**self.backend_options, **self.execution_options}
+
     def hashed_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")
-        for k in self.LABELS:
+        for k in self.UNHASHED:
             d.pop(k, None)
         return d
 

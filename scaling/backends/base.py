@@ -107,9 +107,15 @@ def get_backend(name: str, **options: Any) -> Backend:
     return backend_class(name)(**options)
 
 
-def split_options(name: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(hashed, execution)``: a backend's ``execution_options`` (threads, log intervals, paths,
-    ports: how a run executes, not what it computes) are kept out of the run's identity."""
-    execution = frozenset(getattr(backend_class(name), "execution_options", ()))
-    return ({k: v for k, v in options.items() if k not in execution},
-            {k: v for k, v in options.items() if k in execution})
+def execution_option_names(name: str) -> frozenset[str]:
+    """The ``backend_options`` keys backend ``name`` declares as execution options (threads, log
+    intervals, paths, ports: how a run executes, not what it computes); none for an unknown name."""
+    try:
+        return _execution_option_names(backend_target(name))
+    except (ValueError, ImportError, AttributeError):
+        return frozenset()
+
+
+@functools.cache
+def _execution_option_names(target: str) -> frozenset[str]:
+    return frozenset(getattr(load_target(target), "execution_options", ()))

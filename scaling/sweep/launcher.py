@@ -24,12 +24,12 @@ from typing import Any
 from scaling.backends.base import backend_class, backend_target
 from scaling.errors import UsageError
 from scaling.runspec import RunSpec
-from scaling.store import RunDir, SweepStore
+from scaling.store import CorruptFileError, RunDir, SweepStore, atomic_write_json
 from scaling.sweep.control import CANCEL
 from scaling.sweep.executors import KINDS, Executor, parallelism
 from scaling.sweep.grid import expand
 from scaling.sweep.jobs import Handle, adopt, squeue_ids
-from scaling.sweep.lock import SweepLock
+from scaling.sweep.lock import RunLock, SweepLock, pid_alive
 from scaling.sweep.progress import Progress, ProgressArg, ProgressMeter, progress_fn
 from scaling.sweep.spec import SweepSpec, load_spec
 from scaling.sweep.task import RunTask
@@ -39,19 +39,51 @@ SUBMITIT = "submitit"
 
 
 def write_store(spec: SweepSpec, out_dir: str | Path, runs: list[RunSpec] | None = None) -> tuple[SweepStore, list[RunSpec]]:
-    """``sweep.yaml`` and each run's ``spec.json`` (labels refreshed; hashed config unchanged)."""
+    """``sweep.yaml`` and each run's ``spec.json``: labels and execution options refreshed, the
+    hashed config unchanged; a finished run keeps the execution options it ran with."""
     runs = expand(spec) if runs is None else runs
     store = SweepStore(out_dir)
     store.path.mkdir(parents=True, exist_ok=True)
     store.write_sweep(spec.to_yaml())
+    _rename_legacy_folders(store, {r.run_id for r in runs})
     for r in runs:
         rd = store.run(r.run_id)
+        old = _stored_spec(rd)
+        if old is not None and rd.is_done():
+            r = r.model_copy(update={"execution_options": old.execution_options})
         d = r.to_json_dict()
-        if rd.read_spec() != json.loads(json.dumps(d)):
+        if old is None or rd.read_spec() != json.loads(json.dumps(d)):
             rd.write_spec(d)
         if not (rd.path / RunDir.STATUS).exists():
             rd.update_status("pending", attempts=0)
     return store, runs
+
+
+def _stored_spec(rd: RunDir) -> RunSpec | None:
+    try:
+        d = rd.read_spec()
+        return RunSpec.from_json_dict(d) if d else None
+    except (CorruptFileError, ValueError):
+        return None  # rewritten from the sweep's own spec
+
+
+def _rename_legacy_folders(store: SweepStore, planned: set[str]) -> None:
+    """Run folders named by an older identity (execution options once hashed): renamed to the run
+    id their config has now, unless a process still writes them, so a relaunch finds them."""
+    for rd in store.runs():
+        if rd.run_id in planned:
+            continue
+        old = _stored_spec(rd)
+        new = store.run(old.run_id) if old is not None else None
+        if new is None or new.run_id not in planned or new.path.exists():
+            continue
+        st = rd.read_status()
+        if RunLock(rd.path).busy() or (st.get("state") == "running" and pid_alive(st.get("pid"), st.get("pid_start"))):
+            continue
+        rd.path.rename(new.path)
+        result = new.read_result_or_none()
+        if result is not None and result.get("run_id") == rd.run_id:
+            atomic_write_json(new.path / RunDir.RESULT, {**result, "run_id": new.run_id})
 
 
 def _backend_target(name: str) -> str:

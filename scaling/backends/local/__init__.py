@@ -20,6 +20,8 @@ class LocalBackend:
     """The embedded trainer (see :mod:`scaling.backends.local.train`)."""
 
     name = "local"
+    # how a run executes, not what it computes: kept out of its run id (RunSpec.execution_options)
+    execution_options = frozenset({"threads", "log_every", "keep_checkpoints", "token_dtype", "save_model"})
 
     def __init__(self, cache_dir: str | Path | None = None) -> None:
         self.cache_dir = str(cache_dir) if cache_dir else None
@@ -38,10 +40,10 @@ class LocalBackend:
         self.cache_dir = str(cache)
         seen: set[tuple[str, int, Any]] = set()
         for s in specs:
-            key = (s.data.model_dump_json(), s.shape.vocab, s.backend_options.get("token_dtype"))
+            key = (s.data.model_dump_json(), s.shape.vocab, s.options.get("token_dtype"))
             if key not in seen:
                 seen.add(key)
-                prepare_data(s.data, s.shape.vocab, cache, dtype=s.backend_options.get("token_dtype"))
+                prepare_data(s.data, s.shape.vocab, cache, dtype=s.options.get("token_dtype"))
 
     def train(self, spec: RunSpec, run_dir: RunDir | str | Path, **kwargs: Any) -> dict[str, Any]:
         """Train or resume ``spec`` in ``run_dir``; returns ``result.json``'s dict."""
@@ -60,7 +62,7 @@ class LocalBackend:
         """Seconds of one run from :meth:`timing_model` (at the run's ``threads`` option, else all cores)."""
         import os
 
-        threads = int(spec.backend_options.get("threads") or os.cpu_count() or 1)
+        threads = int(spec.options.get("threads") or os.cpu_count() or 1)
         return self.timing_model([spec], threads).run_seconds(spec)
 
 

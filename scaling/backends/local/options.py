@@ -1,4 +1,4 @@
-"""Run options (``RunSpec.backend_options``), input checks and the learning-rate schedule.
+"""Run options (``RunSpec.options``: ``backend_options`` and ``execution_options``), input checks and the learning-rate schedule.
 
 No torch import here, so ``scaling train`` rejects bad input in a fraction of a second.
 """
@@ -41,7 +41,7 @@ class Options:
 
     @classmethod
     def from_spec(cls, spec: RunSpec) -> Options:
-        opts = dict(spec.backend_options)
+        opts = spec.options
         unknown = set(opts) - set(OPTION_KEYS)
         if unknown:
             known = "; ".join(f"{k}: {v}" for k, v in OPTION_KEYS.items())

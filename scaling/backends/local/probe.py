@@ -54,7 +54,7 @@ def machine_key(threads: int) -> str:
 
 def _shape_key(spec: RunSpec) -> str:
     s = spec.model_shape
-    o = spec.backend_options
+    o = spec.options
     return (f"L{s.layers} d{s.hidden} h{s.heads}/{s.n_kv_heads} f{s.d_ffn} v{s.vocab} T{s.seq_len} tied{int(s.tied)} "
             f"glu{int(s.glu)} B{spec.batch_tokens} {o.get('device', 'auto')} {o.get('dtype', 'auto')}")
 

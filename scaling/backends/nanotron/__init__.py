@@ -50,6 +50,9 @@ class NanotronBackend:
     """:class:`scaling.backends.base.Backend` for Nanotron."""
 
     name = "nanotron"
+    # how a run executes, not what it computes: kept out of its run id (RunSpec.execution_options)
+    execution_options = frozenset({"torchrun", "rdzv_port", "data_dir", "cpus_per_task", "result_wait_s",
+                                   "assumed_mfu", "peak_tflops", "checkpoint_interval"})
 
     def __init__(self) -> None:
         self._cache_dir: str | None = None  # set by prepare(): where the sweep keeps prepared data
@@ -137,7 +140,7 @@ class NanotronBackend:
 
     def _run_data_dir(self, spec: RunSpec, run_dir: RunDir) -> Path:
         """``backend_options.data_dir``, else the cache :meth:`prepare` was given, else ``STUDY/data``."""
-        opts_dir = spec.backend_options.get("data_dir") or self._cache_dir
+        opts_dir = spec.options.get("data_dir") or self._cache_dir
         return Path(opts_dir) if opts_dir else run_dir.path.resolve().parents[1] / "data"
 
     # ---- training ----------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ class NanotronOptions(BaseModel):
 
 def options_of(spec: RunSpec) -> NanotronOptions:
     try:
-        return NanotronOptions(**spec.backend_options)
+        return NanotronOptions(**spec.options)
     except Exception as e:  # pydantic ValidationError -> one line naming the field
         from scaling.errors import one_line
 
