@@ -134,3 +134,24 @@ def test_cli_predict_feeds_plan(tmp_path, capsys):
     assert plan["params"] == pytest.approx(load_law(out).optimal_allocation(1e13).params)
     assert main(["fit", str(csv), "--predict", "--folds", "0"]) == 2
     assert "--folds" in capsys.readouterr().err
+
+
+def test_report_shows_each_candidates_held_out_error(tmp_path):
+    import scaling
+    from benchmarks.report_build import make_study
+    from scaling.fit import Columns
+    from scaling.report import build_report
+    from scaling.store import atomic_write_json
+
+    study = make_study(tmp_path / "study", n_runs=20, sizes_per_budget=5)
+    runs = scaling.load_runs(study)
+    cands = (Candidate("free"), Candidate("E_floor", 0.25), Candidate("kaplan_joint"))
+    fit = Predictor(candidates=cands, columns=Columns(loss="eval_loss")).fit(runs[runs["status"] == "done"])
+    atomic_write_json(study / "fit" / "predict.json", fit.to_dict())
+    page = build_report(study, tmp_path / "r.html").read_text()
+    section = page[page.index('<section id="predict">'):]
+    section = section[:section.index("</section>")]
+    for c in cands:
+        assert c.name.replace(">", "&gt;") in section
+    assert f"the law that predicts is {fit.chosen.replace('>', '&gt;')}" in section
+    assert section.count("%") >= 2 * len(cands)

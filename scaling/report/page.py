@@ -197,6 +197,35 @@ def backtest_table(study: Study) -> list[Block]:
     return out
 
 
+def predict_table(study: Study) -> list[Block]:
+    """Every candidate law with its held-out error on each level left out, and the one that predicts
+    (``fit/predict.json``, written by ``scaling fit --predict`` or the run's predict stage)."""
+    fv = study.fits.get("predict")
+    d = fv.raw if fv is not None else None
+    if not isinstance(d, dict) or not records(d.get("candidates")):
+        return []
+    design = d.get("design") or {}
+    folds = [f for f in design.get("folds") or [] if isinstance(f, dict)]
+    freq = d.get("choice_frequency") or {}
+    head = ["candidate", *(f"error, {f.get('axis', design.get('axis'))} {fmt(f.get('left_out'))} left out" for f in folds),
+            "mean error", "weight", "chosen in bootstrap", "note"]
+    rows = []
+    for r in d["candidates"]:
+        errs = list(r.get("errors") or [])
+        errs += [None] * (len(folds) - len(errs))
+        pct = [f"{100 * e:.2f}%" if isinstance(e, (int, float)) else "" for e in [*errs, r.get("score")]]
+        share = freq.get(r.get("name"))
+        note = "chosen" if r.get("chosen") else (r.get("refused") or "")
+        rows.append((r.get("name"), *pct, r.get("weight"), f"{100 * share:.0f}%" if isinstance(share, (int, float)) else "", note))
+    how = "the lowest mean error is selected" if d.get("combine") == "select" else "candidates are weighted by stacking"
+    return [
+        Text("note", f"{design.get('design', '')} design, cross-validated over {design.get('axis', '')}: each error is "
+                     "the mean |log L_hat - log L| on a level the candidate was fitted without; "
+                     f"{how}; the law that predicts is {d.get('chosen')}, refitted on every level."),
+        Table(head, rows, text_cols=1),
+    ]
+
+
 def provenance(study: Study) -> list[Block]:
     out: list[Block] = []
     summ = study.summary if isinstance(study.summary, dict) else {}
@@ -284,6 +313,11 @@ def _backtest(study: Study, figs: Mapping[str, Any]) -> Section | None:
                    figure="backtest" if "backtest" in figs else None)
 
 
+def _predict(study: Study, figs: Mapping[str, Any]) -> Section | None:
+    blocks = predict_table(study)
+    return Section("predict", "Which law predicts: candidates scored out of sample", blocks) if blocks else None
+
+
 # Page order. Each builder returns its section, or None when the study has no data for it.
 SECTIONS: tuple[SectionBuilder, ...] = (
     _glance,
@@ -295,6 +329,7 @@ SECTIONS: tuple[SectionBuilder, ...] = (
     lambda study, figs: conventions(study),
     _figure_section("parametric", "Parametric fit", parametric_table),
     _backtest,
+    _predict,
     alignment_section,
     lambda study, figs: Section("provenance", "Provenance", provenance(study)),
 )
