@@ -36,7 +36,7 @@ from typing import Any
 
 from scaling import hardware
 from scaling.laws import LAW_NAMES, Law, get_law
-from scaling.laws.base import bisect, effective_repeated_tokens, golden_min, has_loss
+from scaling.laws.base import bisect, effective_repeated_tokens, golden_min, has_loss, numeric_allocation
 from scaling.laws.deepseek import deepseek_batch_tokens, deepseek_lr, hyperparams_extrapolated
 from scaling.laws.muennighoff import R_D_STAR
 from scaling.shapes import LadderRule, ModelShape, shape_for_params
@@ -124,18 +124,9 @@ class Plan:
         s = self.shape
         shape = None
         if s is not None:
-            shape = {
-                "layers": s.layers,
-                "hidden": s.hidden,
-                "heads": s.heads,
-                "kv_heads": s.n_kv_heads,
-                "ffn": s.d_ffn,
-                "vocab": s.vocab,
-                "seq_len": s.seq_len,
-                "tied": s.tied,
-                "params": s.params,
-                "non_embedding_params": s.non_embedding_params,
-            }
+            shape = {"layers": s.layers, "hidden": s.hidden, "heads": s.heads, "kv_heads": s.n_kv_heads,
+                     "ffn": s.d_ffn, "vocab": s.vocab, "seq_len": s.seq_len, "tied": s.tied, "params": s.params,
+                     "non_embedding_params": s.non_embedding_params}
         inf = self.inference_flops
         return {
             "law": self.law,
@@ -290,13 +281,8 @@ def _data_constrained(law: Law, c: float, unique: float) -> tuple[float, float, 
         def repeated(n: float, d: float, u: float) -> float:
             return law.loss(n, effective_repeated_tokens(d, u, R_D_STAR))
 
-    def f(ln_n: float) -> float:
-        n = math.exp(ln_n)
-        return repeated(n, c / (6.0 * n), unique)
-
-    n = math.exp(golden_min(f, math.log(1e2), math.log(max(c / 6e2, 1e3)), tol=1e-12))
-    d = c / (6.0 * n)
-    return n, d, repeated(n, d, unique)
+    al = numeric_allocation(lambda n, d: repeated(n, d, unique), c)
+    return al.params, al.tokens, repeated(al.params, al.tokens, unique)
 
 
 def _inference_aware(law: Law, target: float, d_inf: float) -> tuple[float, float]:
@@ -352,12 +338,10 @@ def plan(
         raise PlanError(str(e)) from None
     if gpus is not None and (not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1):
         raise PlanError(f"gpus={gpus!r}: must be a positive integer")
-    price = _positive("price", price)
-    params = _positive("params", params)
-    tokens = _positive("tokens", tokens)
-    target_loss = _positive("target_loss", target_loss)
-    unique_tokens = _positive("unique_tokens", unique_tokens)
-    inference_tokens = _positive("inference_tokens", inference_tokens)
+    price, params, tokens, target_loss, unique_tokens, inference_tokens = (
+        _positive(k, v) for k, v in (("price", price), ("params", params), ("tokens", tokens),
+                                     ("target_loss", target_loss), ("unique_tokens", unique_tokens),
+                                     ("inference_tokens", inference_tokens)))
     for name, v in (("vocab", vocab), ("seq_len", seq_len)):
         if not isinstance(v, int) or v < 1:
             raise PlanError(f"{name}={v!r}: must be a positive integer")
@@ -375,24 +359,8 @@ def plan(
     loss_out = loss if math.isfinite(loss) else None
 
     convention = "non_embedding" if lw.param_convention == "non_embedding" else "total"
-    shape = None
-    if with_shape:
-        try:
-            shape = shape_for_params(n, vocab=vocab, seq_len=seq_len, count=convention, rule=rule)
-        except ValueError as e:
-            notes.append(f"no shape: {e}")
-    if shape is not None:
-        from scaling.flops import flops_per_token
-
-        c_deepseek = flops_per_token(shape, "kaplan") * d  # DeepSeek's C = M D
-        batch, lr, extrap = (
-            deepseek_batch_tokens(c_deepseek),
-            deepseek_lr(c_deepseek),
-            hyperparams_extrapolated(c_deepseek),
-        )
-    else:
-        batch = lr = extrap = None
-
+    shape = _shape(n, vocab, seq_len, convention, rule, notes) if with_shape else None
+    batch, lr, extrap = _hyperparams(shape, d) if shape is not None else (None, None, None)
     hours = hardware.gpu_hours(c, gpu_spec, mfu)
     if inference_tokens is not None:
         notes.append("gpu_hours, wall_clock_days and cost_usd count training only")
@@ -422,6 +390,25 @@ def plan(
         inference_tokens=inference_tokens,
         notes=tuple(notes),
     )
+
+
+def _shape(n: float, vocab: int, seq_len: int, convention: str, rule: LadderRule | None,
+           notes: list[str]) -> ModelShape | None:
+    """The ladder shape of ``n`` parameters (counted as ``convention``), or None with a note."""
+    try:
+        return shape_for_params(n, vocab=vocab, seq_len=seq_len, count=convention, rule=rule)
+    except ValueError as e:
+        notes.append(f"no shape: {e}")
+        return None
+
+
+def _hyperparams(shape: ModelShape, tokens: float) -> tuple[float, float, bool]:
+    """DeepSeek's batch size and LR at ``C = M D`` (``M`` our ``kaplan`` FLOPs per token), and
+    whether C lies outside the range they were fitted on (DeepSeek-AI 2024, eq. 1)."""
+    from scaling.flops import flops_per_token
+
+    c_deepseek = flops_per_token(shape, "kaplan") * tokens
+    return deepseek_batch_tokens(c_deepseek), deepseek_lr(c_deepseek), hyperparams_extrapolated(c_deepseek)
 
 
 def _allocate(

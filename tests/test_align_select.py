@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from scaling.convention import Convention
 from scaling.errors import UsageError
 from scaling.laws.base import Allocation
 from scaling.runspec import OptimizerSpec, RunSpec, ShapeSpec
@@ -133,7 +134,7 @@ def test_cli_with_a_saved_fit_picks_what_the_law_says(study):
 
     path, _ = study
     # Chinchilla form with alpha = beta: N* = G (C/6)^0.5, G = (A/B)^(1/(2 alpha)) (Hoffmann et al. 2022, eq. 4)
-    fit = LawFit(approach="3", form="chinchilla", n_points=18, param_convention="non_embedding",
+    fit = LawFit(approach="3", form="chinchilla", n_points=18, convention=Convention.six_nd("non_embedding"),
                  params={"E": 1.8, "A": 400.0, "B": 900.0, "alpha": 0.34, "beta": 0.34})
     atomic_write_json(path / "fit" / "approach3_non_embedding.json", fit.to_dict())
     proc = run_cli("select", str(path), "--budget", "3e11", "--json", timeout=120)

@@ -24,21 +24,6 @@ DEFAULT_FITS = ("approach3_non_embedding.json", "approach3_total.json", "approac
 SELECT_FILE = "select.json"
 
 
-def load_law(path: str | Path) -> Any:
-    """A fitted law from ``LawFit.to_dict()`` (or ``PredictiveLaw.to_dict()``) JSON."""
-    p = Path(path)
-    data = read_json(p)
-    if data is None:
-        raise UsageError(f"fit={p}: no such file; run `scaling fit` first or name a fit JSON")
-    from scaling.fit import LawFit, PredictiveLaw
-    from scaling.fit.predictive import is_predictive
-
-    try:
-        return PredictiveLaw.from_dict(data) if is_predictive(data) else LawFit.from_dict(data)
-    except Exception as e:
-        raise UsageError(f"fit={p}: not a fit written by `scaling fit` ({type(e).__name__}: {e})") from None
-
-
 def find_fit(study: Path) -> Path:
     for name in DEFAULT_FITS:
         if (study / "fit" / name).exists():
@@ -114,7 +99,9 @@ def select(
     source: str | None = None
     if fit is None or isinstance(fit, (str, Path)):
         path = Path(fit) if fit is not None else find_fit(study)
-        law, source = load_law(path), str(path)
+        from scaling.fit import load_law
+
+        law, source = load_law(path, field="fit"), str(path)
     else:
         law = fit
     col = _count_column(law)

@@ -51,6 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--e-fixed", type=float, default=None, metavar="E",
                    help="--predict: add a candidate with E pinned (e.g. 1.6934, Hoffmann et al. 2022)")
     p.add_argument("--params-col", default="params", help="column of N (non_embedding_params: Kaplan's convention)")
+    p.add_argument("--param-convention", choices=["total", "non_embedding"], default=None,
+                   help="what N counts (default: non_embedding for the non_embedding_params column, else total)")
+    p.add_argument("--flops-convention", default=None, metavar="NAME",
+                   help="how the FLOPs column counts C, e.g. 6N, 6N_non_embedding (default: a sweep "
+                        "folder's runs say; a file's is 6 N D with N as counted)")
     p.add_argument("--tokens-col", default="tokens")
     p.add_argument("--flops-col", default="flops")
     p.add_argument("--loss-col", default=None, help="default: loss (files), eval_loss (sweep folders)")
@@ -104,22 +109,49 @@ def check_options(args: argparse.Namespace) -> None:
         raise UsageError("--seed: only the bootstrap draws random numbers; add --bootstrap B or drop --seed")
 
 
+def _convention(args: argparse.Namespace, frame: Any, is_sweep: bool) -> Any:
+    """The declared counts: flags first, then a sweep folder's runs, then the column's default."""
+    from scaling.convention import Convention
+    from scaling.fit import Columns
+
+    params = args.param_convention or Columns(params=args.params_col).declared().params
+    flops = args.flops_convention
+    if flops is None and "flops_convention" in frame and args.flops_col == "flops":
+        found = sorted(set(frame["flops_convention"].dropna()))
+        if len(found) > 1:
+            raise UsageError(f"--flops-convention: the runs count FLOPs as {', '.join(found)}; fit one kind at a time")
+        # runs that predate the key counted result.json's flops as 6 N_total D
+        flops = found[0] if found else ("6N" if is_sweep else None)
+    return Convention(params, flops or Convention.six_nd(params).flops)
+
+
+def _fitter(args: argparse.Namespace, cols: Any) -> Any:
+    """The fitter ``--approach`` names."""
+    from scaling.fit import Approach1, Approach2, KaplanFit
+
+    if args.approach == "2":
+        return Approach2(columns=cols)
+    if args.approach == "1":
+        return Approach1(columns=cols)
+    if args.approach == "kaplan":
+        return KaplanFit(form=args.kaplan_form, offset=args.offset, columns=cols)
+    return _approach3(args, cols)
+
+
+def _approach3(args: argparse.Namespace, cols: Any) -> Any:
+    from scaling.fit import Approach3
+
+    return Approach3(estimator=args.estimator, loss=args.loss_type, delta=args.delta, fixed=_fixed(args.fix),
+                     bootstrap=args.bootstrap, seed=args.seed, search=args.search, columns=cols)
+
+
 def fit_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
-    from scaling.fit import Approach1, Approach2, Approach3, Columns, KaplanFit, backtest, read_table
+    from scaling.fit import Columns, read_table
 
     frame, is_sweep = read_table(args.data, curves=args.approach == "1")
     loss_col = args.loss_col or ("eval_loss" if is_sweep and args.approach != "1" else "loss")
-    cols = Columns(params=args.params_col, tokens=args.tokens_col, flops=args.flops_col, loss=loss_col)
-    a3 = Approach3(
-        estimator=args.estimator,
-        loss=args.loss_type,
-        delta=args.delta,
-        fixed=_fixed(args.fix),
-        bootstrap=args.bootstrap,
-        seed=args.seed,
-        search=args.search,
-        columns=cols,
-    )
+    cols = Columns(params=args.params_col, tokens=args.tokens_col, flops=args.flops_col, loss=loss_col,
+                   convention=_convention(args, frame, is_sweep))
     if args.predict:
         from scaling.fit import Predictor
 
@@ -128,17 +160,15 @@ def fit_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]
         with _subset_fits():
             fit = Predictor(e_fixed=args.e_fixed, combine=args.combine, folds=args.folds, axis=args.cv_axis,
                             bootstrap=args.bootstrap, seed=args.seed, columns=cols,
-                            fitter=replace(a3, bootstrap=0, columns=Columns())).fit(frame)
-    elif args.approach == "3":
-        fit = a3.fit(frame)
-    elif args.approach == "2":
-        fit = Approach2(columns=cols).fit(frame)
-    elif args.approach == "1":
-        fit = Approach1(columns=cols).fit(frame)
+                            fitter=replace(_approach3(args, cols), bootstrap=0, columns=Columns())).fit(frame)
     else:
-        fit = KaplanFit(form=args.kaplan_form, offset=args.offset, columns=cols).fit(frame)
-    with _subset_fits():
-        bt = backtest(frame, columns=cols, fitter=a3) if args.backtest else None
+        fit = _fitter(args, cols).fit(frame)
+    bt = None
+    if args.backtest:
+        from scaling.fit import backtest
+
+        with _subset_fits():
+            bt = backtest(frame, columns=cols, fitter=_approach3(args, cols))
     return fit, bt
 
 

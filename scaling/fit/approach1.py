@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.fit.approach2 import allocation_fit
-from scaling.fit.data import Columns, FitRefusal, normalise
+from scaling.fit.data import Columns, FitData, FitRefusal, normalise
 from scaling.fit.results import LawFit
 
 
@@ -27,9 +27,9 @@ class Approach1:
     columns: Columns = field(default_factory=Columns)
     n_grid: int = 400
 
-    def envelope(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def envelope(self, frame: pd.DataFrame | FitData) -> pd.DataFrame:
         """Columns ``flops, loss, params, run``: the lowest loss at each grid FLOP count."""
-        data = normalise(frame, self.columns)
+        data = normalise(frame, self.columns).frame
         run = data["run_id"] if "run_id" in data else data["params"]
         curves = []
         for key, g in data.groupby(run.to_numpy(), sort=False):
@@ -56,8 +56,9 @@ class Approach1:
             }
         )
 
-    def fit(self, frame: pd.DataFrame) -> LawFit:
-        env = self.envelope(frame)
+    def fit(self, frame: pd.DataFrame | FitData) -> LawFit:
+        data = normalise(frame, self.columns)
+        env = self.envelope(data)
         points = []
         for run, g in env.groupby("run", sort=False):
             c = float(np.exp(np.log(g["flops"]).mean()))
@@ -66,4 +67,4 @@ class Approach1:
         if len({p["n_opt"] for p in points}) < 2:
             raise FitRefusal("DATA: one run holds the whole envelope; approach 1 needs runs of several sizes")
         points.sort(key=lambda p: p["flops"])
-        return allocation_fit("1", points, normalise(frame, self.columns))
+        return allocation_fit("1", points, data)

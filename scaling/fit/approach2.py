@@ -4,10 +4,13 @@ For each compute budget, fit a parabola to the loss against ``x = log N`` (and a
 ``log D``) by OLS; its vertex ``x* = -c1 / (2 c2)`` is the budget's compute-optimal size, with a
 delta-method standard error from the coefficient covariance. Then fit the power laws
 ``N*(C) = n_coef C^n_exponent`` and ``D*(C) = d_coef C^d_exponent`` by OLS in log-log
-(statsmodels), with t intervals. A budget with fewer than 3 sizes, a concave fit, or a vertex
+with t intervals. A budget with fewer than 3 sizes, a concave fit, or a vertex
 outside the sizes it sampled, or a lowest observed loss at the smallest or largest size, is
 refused by name: its minimum is not interior, so the parabola
 would extrapolate, not locate, the optimum.
+
+This is the one IsoFLOP vertex of the package: each minimum keeps its parabolas (centre and
+coefficients) so the report draws them from the fit artifact instead of refitting.
 """
 
 from __future__ import annotations
@@ -18,26 +21,44 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 
-from scaling.fit.data import Columns, FitRefusal, budget_groups, normalise
+from scaling.fit.data import Columns, FitData, FitRefusal, budget_groups, normalise
 from scaling.fit.results import LawFit
 
 
-def _parabola_vertex(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """OLS ``y = c0 + c1 u + c2 u^2`` with ``u = x - mean(x)``; vertex, its se and the value there."""
+def ols(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Least squares ``y = X b``: ``b``, its covariance ``s^2 (X^T X)^-1`` with
+    ``s^2 = RSS / (n - p)``, and the residual degrees of freedom ``n - p`` (nan covariance at 0)."""
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    df = len(y) - design.shape[1]
+    if df <= 0:
+        return coef, np.full((design.shape[1],) * 2, np.nan), df
+    resid = y - design @ coef
+    cov = float(resid @ resid) / df * np.linalg.pinv(design.T @ design)
+    return coef, cov, df
+
+
+def parabola_vertex(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """OLS ``y = c0 + c1 u + c2 u^2`` with ``u = x - mean(x)``: the vertex ``x* = -c1 / (2 c2)``,
+    its delta-method standard error, the value there, and the parabola (``centre``, ``coef``)."""
     xm = float(np.mean(x))
     u = x - xm
-    design = np.column_stack([np.ones_like(u), u, u * u])
-    res = sm.OLS(y, design).fit()
-    c0, c1, c2 = (float(v) for v in res.params)
+    coef, cov, _ = ols(np.column_stack([np.ones_like(u), u, u * u]), y)
+    c0, c1, c2 = (float(v) for v in coef)
+    out: dict[str, Any] = {"curvature": c2, "centre": xm, "coef": [c0, c1, c2]}
     if c2 <= 0:
-        return {"curvature": c2, "x": math.nan, "se": math.nan, "y": math.nan}
+        return {**out, "x": math.nan, "se": math.nan, "y": math.nan}
     v = -c1 / (2 * c2)
     grad = np.array([0.0, -1 / (2 * c2), c1 / (2 * c2 * c2)])
-    cov = np.asarray(res.cov_params()) if len(y) > 3 else np.full((3, 3), np.nan)
     se = float(math.sqrt(max(grad @ cov @ grad, 0.0))) if np.isfinite(cov).all() else math.nan
-    return {"curvature": c2, "x": v + xm, "se": se, "y": c0 + c1 * v + c2 * v * v}
+    return {**out, "x": v + xm, "se": se, "y": c0 + c1 * v + c2 * v * v}
+
+
+def parabola_at(parabola: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """The stored parabola ``c0 + c1 u + c2 u^2``, ``u = x - centre``, evaluated at ``x``."""
+    c0, c1, c2 = parabola["coef"]
+    u = np.asarray(x, float) - parabola["centre"]
+    return c0 + c1 * u + c2 * u * u
 
 
 def isoflop_minimum(flops: float, group: pd.DataFrame) -> dict[str, Any]:
@@ -48,12 +69,15 @@ def isoflop_minimum(flops: float, group: pd.DataFrame) -> dict[str, Any]:
     i_best = int(np.argmin(group["loss"].to_numpy()))
     out["observed_best_loss"] = float(group["loss"].iloc[i_best])
     out["observed_best_params"] = float(group["params"].iloc[i_best])
+    out["observed_best_tokens"] = float(group["tokens"].iloc[i_best])
+    if "run_id" in group:
+        out["observed_best_run"] = str(group["run_id"].iloc[i_best])
     if sizes < 3:
         out.update(interior=False, reason=f"{sizes} size(s); an IsoFLOP parabola needs at least 3")
         return out
     logn, logd = np.log(group["params"].to_numpy()), np.log(group["tokens"].to_numpy())
     loss = group["loss"].to_numpy()
-    vn, vd = _parabola_vertex(logn, loss), _parabola_vertex(logd, loss)
+    vn, vd = parabola_vertex(logn, loss), parabola_vertex(logd, loss)
     inside_n = logn.min() < vn["x"] < logn.max()
     inside_d = logd.min() < vd["x"] < logd.max()
     best_at_edge = out["observed_best_params"] in (group["params"].min(), group["params"].max())
@@ -64,6 +88,10 @@ def isoflop_minimum(flops: float, group: pd.DataFrame) -> dict[str, Any]:
         d_opt_log_se=vd["se"],
         loss_opt=vn["y"],
         interior=bool(inside_n and inside_d and not best_at_edge),
+        parabola_n={"centre": vn["centre"], "coef": vn["coef"]},
+        parabola_d={"centre": vd["centre"], "coef": vd["coef"]},
+        n_range=[float(group["params"].min()), float(group["params"].max())],
+        d_range=[float(group["tokens"].min()), float(group["tokens"].max())],
     )
     if not out["interior"]:
         if best_at_edge:
@@ -80,10 +108,8 @@ def isoflop_minimum(flops: float, group: pd.DataFrame) -> dict[str, Any]:
 
 def _power_law(logc: np.ndarray, logy: np.ndarray) -> dict[str, Any]:
     """OLS ``log y = c0 + c1 log C``: params, covariance, residual degrees of freedom."""
-    res = sm.OLS(logy, sm.add_constant(logc)).fit()
-    df = int(res.df_resid)
-    cov = np.asarray(res.cov_params()) if df > 0 else np.full((2, 2), np.nan)
-    return {"params": [float(v) for v in res.params], "cov": cov.tolist(), "df": df}
+    coef, cov, df = ols(np.column_stack([np.ones_like(logc), logc]), logy)
+    return {"params": [float(v) for v in coef], "cov": cov.tolist(), "df": int(df)}
 
 
 def power_law_fit(minima: list[dict[str, Any]]) -> dict[str, Any]:
@@ -95,14 +121,14 @@ def power_law_fit(minima: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def allocation_fit(approach: str, minima: list[dict[str, Any]], data: pd.DataFrame) -> LawFit:
+def allocation_fit(approach: str, minima: list[dict[str, Any]], data: FitData) -> LawFit:
     """The :class:`LawFit` of OLS power laws through per-budget (or per-run) optima."""
-    ols = power_law_fit(minima)
+    fits = power_law_fit(minima)
     params = {
-        "n_coef": math.exp(ols["n"]["params"][0]),
-        "n_exponent": ols["n"]["params"][1],
-        "d_coef": math.exp(ols["d"]["params"][0]),
-        "d_exponent": ols["d"]["params"][1],
+        "n_coef": math.exp(fits["n"]["params"][0]),
+        "n_exponent": fits["n"]["params"][1],
+        "d_coef": math.exp(fits["d"]["params"][0]),
+        "d_exponent": fits["d"]["params"][1],
     }
     return LawFit(
         approach=approach,
@@ -110,8 +136,8 @@ def allocation_fit(approach: str, minima: list[dict[str, Any]], data: pd.DataFra
         params=params,
         n_points=len(data),
         estimator="ols",
-        param_convention=data.attrs.get("param_convention", "total"),
-        info={"ols": ols, "minima": minima, "params_col": data.attrs.get("params_col")},
+        convention=data.convention,
+        info={"ols": fits, "minima": minima},
     )
 
 
@@ -125,13 +151,14 @@ class Approach2:
     columns: Columns = field(default_factory=Columns)
     rtol: float = 0.02
 
-    def minima(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    def minima(self, frame: pd.DataFrame | FitData) -> list[dict[str, Any]]:
+        """Every budget's IsoFLOP minimum (see :func:`isoflop_minimum`), interior or not."""
         data = normalise(frame, self.columns)
-        return [isoflop_minimum(c, g) for c, g in budget_groups(data, self.rtol)]
+        return [isoflop_minimum(c, g) for c, g in budget_groups(data.frame, self.rtol)]
 
-    def fit(self, frame: pd.DataFrame) -> LawFit:
+    def fit(self, frame: pd.DataFrame | FitData) -> LawFit:
         data = normalise(frame, self.columns)
-        groups = budget_groups(data, self.rtol)
+        groups = budget_groups(data.frame, self.rtol)
         if len(groups) < 2:
             raise FitRefusal(
                 f"DATA: {len(groups)} compute budget(s); approach 2 needs IsoFLOP profiles at 2 or more budgets"

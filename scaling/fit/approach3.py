@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
 
 from scaling.fit import optim
+from scaling.convention import Convention
 from scaling.fit.bootstrap import MAX_BOOTSTRAP, counts_from_indices, resample_counts
-from scaling.fit.data import Columns, FitRefusal, FitWarning, budget_groups, normalise
+from scaling.fit.data import Columns, FitData, FitRefusal, FitWarning, budget_groups, normalise
 from scaling.fit.results import LawFit
 
 # Hoffmann et al. (2022) approach-3 estimates, unrounded (from the paper's LaTeX source, as
@@ -58,7 +58,7 @@ def theta_draws_to_params(theta: np.ndarray) -> np.ndarray:
 
 def huber_log_normaliser(delta: float) -> float:
     """``log Z(delta)`` of the Huber density ``exp(-Huber_delta(x)) / Z`` (Besiroglu et al. 2024)."""
-    z = math.sqrt(2 * math.pi) * (1 - 2 * stats.norm.sf(delta)) + 2 * math.exp(-0.5 * delta * delta) / delta
+    z = math.sqrt(2 * math.pi) * math.erf(delta / math.sqrt(2))  # 1 - 2 Phi(-delta) = erf(delta / sqrt 2) + 2 * math.exp(-0.5 * delta * delta) / delta
     return math.log(z)
 
 
@@ -108,7 +108,7 @@ class Approach3:
 
     def fit(
         self,
-        frame: pd.DataFrame,
+        frame: pd.DataFrame | FitData,
         weights: np.ndarray | None = None,
         resample_indices: np.ndarray | None = None,
     ) -> LawFit:
@@ -116,7 +116,8 @@ class Approach3:
 
         ``resample_indices`` (B, n) replays a given bootstrap instead of drawing ``bootstrap``.
         """
-        data = normalise(frame, self.columns)
+        fd = normalise(frame, self.columns)
+        data = fd.frame
         n = len(data)
         problem = self._problem(data, weights)
         if len(budget_groups(data)) == 1:
@@ -135,7 +136,6 @@ class Approach3:
             "search": self.search,
             "residual_scale": float(1.4826 * np.median(np.abs(resid))),
             "bootstrap": {"n": 0 if draws is None else len(draws), "seed": self.seed, "failed": n_failed},
-            "params_col": data.attrs.get("params_col"),
             "max_flops": float(data["flops"].max()),
             **extra,
         }
@@ -147,8 +147,8 @@ class Approach3:
             estimator=self.estimator,
             objective=objective,
             draws=draws,
-            param_convention=data.attrs.get("param_convention", "total"),
-            flops_convention="6N",
+            # eq. 4's allocation solves C = 6 N D with N as counted here, whatever the data's C
+            convention=Convention.six_nd(fd.convention.params),
             info=info,
         )
 
@@ -161,7 +161,7 @@ class Approach3:
         are one basin whatever their log E (or alpha), since they predict the same. The ``k``
         basins found are polished (L-BFGS-B); any that then coincide are kept once.
         """
-        data = normalise(frame, self.columns)
+        data = normalise(frame, self.columns).frame
         problem = self._problem(data, None)
         theta, f = self._descend(problem, data["loss"].to_numpy(), max_iter=300)
         n = len(problem.logn)
@@ -263,6 +263,8 @@ class Approach3:
 
     def _polish(self, problem: optim.Problem, theta0: np.ndarray) -> np.ndarray:
         """L-BFGS-B with the exact gradient from the best start: the stationary point itself."""
+        from scipy import optimize
+
         free = problem.free
 
         def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -278,6 +280,8 @@ class Approach3:
 
     def _mle(self, problem: optim.Problem, start: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Maximise the Huber likelihood over theta and log sigma (BFGS, exact gradient)."""
+        from scipy import optimize
+
         free = problem.free
         w = problem.weights
         delta = self.delta

@@ -19,16 +19,14 @@ in the fitter, ``predicted_loss_ci`` and ``n_opt_predicted_ci`` give 95% percent
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
 
 from scaling.fit.approach2 import isoflop_minimum
 from scaling.fit.approach3 import Approach3
-from scaling.fit.data import Columns, FitRefusal, budget_groups, normalise
+from scaling.fit.data import Columns, FitData, FitRefusal, budget_groups, normalise
 
 
 def _rel(pred: float, actual: float) -> float:
@@ -37,6 +35,8 @@ def _rel(pred: float, actual: float) -> float:
 
 def isoflop_optimum(law: Any, group: pd.DataFrame, span: float = 3.0) -> tuple[float, float]:
     """``(min loss, argmin N)`` of ``law.loss`` along the IsoFLOP line through ``group``'s runs."""
+    from scipy import optimize
+
     logn, logd = np.log(group["params"].to_numpy()), np.log(group["tokens"].to_numpy())
     if np.ptp(logn) > 0:
         k, c = np.polyfit(logn, logd, 1)
@@ -74,24 +74,21 @@ def _draw_interval(law: Any, group: pd.DataFrame, span: float = 3.0, alpha: floa
 
 
 def backtest(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | FitData,
     columns: Columns | None = None,
     fitter: Approach3 | None = None,
     rtol: float = 0.02,
 ) -> dict[str, Any]:
     """Fit ``fitter`` (default: Approach 3, Huber grid) without the largest budget and score it."""
-    cols = columns or Columns()
-    data = normalise(frame, cols)
-    groups = budget_groups(data, rtol)
+    data = normalise(frame, columns or Columns())
+    groups = budget_groups(data.frame, rtol)
     if len(groups) < 3:
         raise FitRefusal(
             f"DATA: {len(groups)} compute budget(s); a backtest needs at least 3 (2 to fit, 1 to predict)"
         )
     *train_groups, (c_max, last) = groups
-    train = pd.concat([g for _, g in train_groups], ignore_index=True)
-    fitter = fitter or Approach3()
-    train.attrs.update(data.attrs)
-    law = replace(fitter, columns=Columns()).fit(train)
+    train = FitData(pd.concat([g for _, g in train_groups], ignore_index=True), data.convention)
+    law = (fitter or Approach3()).fit(train)
     predicted, n_pred = isoflop_optimum(law, last)
     achieved = float(last["loss"].min())
     observed = isoflop_minimum(c_max, last)
@@ -124,6 +121,6 @@ def backtest(
         "n_opt_observed": n_obs,
         "n_opt_error": _rel(n_pred, n_obs) if n_obs else None,
         **_draw_interval(law, last),
-        "param_convention": data.attrs.get("param_convention", "total"),
+        **law.convention.to_dict(),
         "law": {k: v for k, v in law.to_dict(include_draws=False).items() if k not in ("info",)},
     }

@@ -1,10 +1,11 @@
 """Input frames for the fitters: read a file or a sweep folder, map columns, refuse bad values.
 
-Every fitter reads the same normalised frame: ``params`` (N), ``tokens`` (D), ``loss`` and
-``flops`` (C; ``6 N D`` when the data gives none), plus ``budget``, ``step`` and ``run_id`` when
-present. When only FLOPs are given, ``D = C / (6 N)`` (Hoffmann et al. 2022, eq. 2 convention).
-The column that N came from sets the parameter convention: ``non_embedding`` for a column whose
-name says so (Kaplan et al. 2020), else ``total`` (Hoffmann et al. 2022).
+Every fitter reads the same :class:`FitData`: a frame with ``params`` (N), ``tokens`` (D),
+``loss`` and ``flops`` (C; ``6 N D`` when the data gives none), plus ``budget``, ``step`` and
+``run_id`` when present, and the :class:`~scaling.convention.Convention` N and C are counted in.
+When only FLOPs are given, ``D = C / (6 N)`` (Hoffmann et al. 2022, eq. 2 convention).
+``Columns.convention`` declares the counts; left unset, N in the store's ``non_embedding_params``
+column counts non-embedding parameters and any other column total ones, and C counts ``6 N D``.
 
 Pure: numpy and pandas.
 """
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from scaling.convention import N_COLUMN, Convention
 from scaling.errors import UsageError
 from scaling.fit.tables import read_file, where
 
@@ -31,16 +34,36 @@ class FitWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Columns:
-    """Where N, D, C and the loss live in the caller's frame."""
+    """Where N, D, C and the loss live in the caller's frame, and how N and C are counted."""
 
     params: str = "params"
     tokens: str = "tokens"
     flops: str = "flops"
     loss: str = "loss"
+    convention: Convention | None = None
 
-    @property
-    def param_convention(self) -> str:
-        return "non_embedding" if "non_emb" in self.params or "nonemb" in self.params else "total"
+    def declared(self) -> Convention:
+        """The declared convention, else the store's: its ``non_embedding_params`` column counts
+        non-embedding N, any other column total N; C is ``6 N D`` in that count."""
+        if self.convention is not None:
+            return self.convention
+        count = "non_embedding" if self.params == N_COLUMN["non_embedding"] else "total"
+        return Convention.six_nd(count)
+
+
+@dataclass(frozen=True, eq=False)
+class FitData:
+    """A validated fit input: ``frame`` (``params, tokens, flops, loss`` + extras) and its convention."""
+
+    frame: pd.DataFrame
+    convention: Convention
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def subset(self, mask: Any) -> FitData:
+        """The rows where ``mask`` holds, in the same convention."""
+        return FitData(self.frame[mask].reset_index(drop=True), self.convention)
 
 
 def read_table(path: str | Path, curves: bool = False) -> tuple[pd.DataFrame, bool]:
@@ -85,13 +108,22 @@ def _positive(frame: pd.DataFrame, col: str, name: str) -> np.ndarray:
     return values
 
 
-def normalise(frame: pd.DataFrame, columns: Columns | None = None, *, need_tokens: bool = True) -> pd.DataFrame:
-    """A frame with ``params, tokens, flops, loss`` (+ ``budget, step, run_id`` when present).
+def normalise(
+    frame: pd.DataFrame | FitData, columns: Columns | None = None, *, need_tokens: bool = True
+) -> FitData:
+    """The rows as :class:`FitData` (``params, tokens, flops, loss`` + ``budget, step, run_id``).
 
-    ``attrs["param_convention"]`` records ``total`` or ``non_embedding``. Missing columns, NaN and
-    non-positive values raise :class:`FitRefusal` naming the column.
+    A :class:`FitData` passes through unchanged (it was validated when made), after checking it
+    counts N and C as ``columns.convention`` says, when that is set. Missing columns,
+    NaN and non-positive values raise :class:`FitRefusal` naming the column. When the data gives
+    no FLOPs, C is ``6 N D`` and the convention says so whatever was declared.
     """
+    if isinstance(frame, FitData):
+        if columns is not None and columns.convention is not None:
+            columns.convention.check(frame.convention, "fit data")
+        return frame
     cols = columns or Columns()
+    convention = cols.declared()
     if len(frame) == 0:
         raise FitRefusal("DATA: no rows; pass at least one (params, tokens, loss) row per run")
     out = pd.DataFrame(index=range(len(frame)))
@@ -101,7 +133,11 @@ def normalise(frame: pd.DataFrame, columns: Columns | None = None, *, need_token
     has_flops = cols.flops in frame and frame[cols.flops].notna().any()
     if has_tokens:
         out["tokens"] = _positive(frame, cols.tokens, "tokens")
-        out["flops"] = _positive(frame, cols.flops, "flops") if has_flops else 6.0 * out["params"] * out["tokens"]
+        if has_flops:
+            out["flops"] = _positive(frame, cols.flops, "flops")
+        else:
+            out["flops"] = 6.0 * out["params"] * out["tokens"]
+            convention = Convention.six_nd(convention.params)
     elif has_flops:
         out["flops"] = _positive(frame, cols.flops, "flops")
         out["tokens"] = out["flops"] / (6.0 * out["params"])  # D = C / (6N)
@@ -113,10 +149,7 @@ def normalise(frame: pd.DataFrame, columns: Columns | None = None, *, need_token
     for extra in ("budget", "step", "run_id", "name"):
         if extra in frame:
             out[extra] = frame[extra].to_numpy()
-    inherited = frame.attrs.get("param_convention") if cols.params == "params" else None
-    out.attrs["param_convention"] = inherited or cols.param_convention
-    out.attrs["params_col"] = frame.attrs.get("params_col", cols.params) if inherited else cols.params
-    return out
+    return FitData(out, convention)
 
 
 def budget_groups(frame: pd.DataFrame, rtol: float = 0.02) -> list[tuple[float, pd.DataFrame]]:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
 
-from scaling.fit.data import Columns, FitRefusal, budget_groups, normalise
+from scaling.convention import N_COLUMN, Convention
+from scaling.fit.data import Columns, FitData, FitRefusal, budget_groups, normalise
 from scaling.fit.results import LawFit
 
 # Parameters are fitted in (log N_c, log D_c, log C_c, log E) where positive; exponents as is.
@@ -59,11 +60,18 @@ class KaplanFit:
         if self.form not in _FORMS:
             raise FitRefusal(f"form: {self.form!r} is not one of {', '.join(_FORMS)}")
 
-    def fit(self, frame: pd.DataFrame) -> LawFit:
+    def _columns(self, frame: Any) -> Columns:
+        """Kaplan's count by default: the store's non-embedding column when the frame has one."""
         cols = self.columns
-        if self.non_embedding and cols.params == "params" and "non_embedding_params" in frame:
-            cols = replace(cols, params="non_embedding_params")
-        data = normalise(frame, cols)
+        ne = N_COLUMN["non_embedding"]
+        if self.non_embedding and isinstance(frame, pd.DataFrame) and cols.params == "params" and ne in frame:
+            flops = cols.convention.flops if cols.convention else "6N_non_embedding"
+            cols = replace(cols, params=ne, convention=Convention("non_embedding", flops))
+        return cols
+
+    def fit(self, frame: pd.DataFrame | FitData) -> LawFit:
+        fd = normalise(frame, self._columns(frame))
+        data = fd.frame
         if self.form == "compute":  # the frontier: the lowest loss at each budget
             data = pd.DataFrame([g.loc[g["loss"].idxmin()] for _, g in budget_groups(data)])
         n_par = len(_FORMS[self.form]) + int(self.offset)
@@ -71,6 +79,8 @@ class KaplanFit:
             raise FitRefusal(f"DATA: {len(data)} point(s) for {n_par} parameters of Kaplan's {self.form} form")
         n, d, c = (data[k].to_numpy(float) for k in ("params", "tokens", "flops"))
         logl = np.log(data["loss"].to_numpy(float))
+
+        from scipy import optimize
 
         def resid(x: np.ndarray) -> np.ndarray:
             return np.log(form_loss(self.form, x, n, d, c, self.offset)) - logl
@@ -91,8 +101,10 @@ class KaplanFit:
             n_points=len(logl),
             estimator="least_squares_log",
             objective=float(2 * best.cost),
-            param_convention=data.attrs.get("param_convention", "total"),
-            info={"se": se, "offset": self.offset, "params_col": data.attrs.get("params_col")},
+            # L(C) is in the data's C; the other forms are in N and D, and their allocation
+            # solves C = 6 N D with N as counted here
+            convention=fd.convention if self.form == "compute" else Convention.six_nd(fd.convention.params),
+            info={"se": se, "offset": self.offset},
         )
 
     def _starts(self, n, d, c, loss) -> list[np.ndarray]:

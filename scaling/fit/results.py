@@ -26,10 +26,18 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
-from scipy import optimize, stats
+from statistics import NormalDist
 
-from scaling.laws.base import Allocation
+import numpy as np
+
+from scaling.convention import Convention
+from scaling.laws.base import (
+    Allocation,
+    chinchilla_allocation,
+    chinchilla_optimum,
+    local_exponent,
+    numeric_allocation,
+)
 
 CHINCHILLA = ("E", "A", "B", "alpha", "beta")
 ALLOCATION = ("n_coef", "n_exponent", "d_coef", "d_exponent")
@@ -60,16 +68,27 @@ class LawFit:
     estimator: str = ""
     objective: float | None = None
     draws: np.ndarray | None = None
-    param_convention: str = "total"
-    flops_convention: str = "6N"
+    convention: Convention = field(default_factory=Convention)
     info: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.convention, Convention):
+            raise TypeError(f"convention: expected a Convention, got {type(self.convention).__name__}")
         object.__setattr__(self, "params", MappingProxyType({k: float(v) for k, v in self.params.items()}))
         object.__setattr__(self, "draws", _frozen(self.draws))
         object.__setattr__(self, "info", MappingProxyType(dict(self.info)))
 
     # ---- Law protocol --------------------------------------------------------------------------
+
+    @property
+    def param_convention(self) -> str:
+        """What N counts: ``total`` or ``non_embedding``."""
+        return self.convention.params
+
+    @property
+    def flops_convention(self) -> str:
+        """How C was counted (one of :data:`scaling.flops.FLOP_CONVENTIONS`)."""
+        return self.convention.flops
 
     @property
     def name(self) -> str:
@@ -125,7 +144,7 @@ class LawFit:
         ols = self.info.get("ols")
         if ols:
             return _ols_conf_int(ols, alpha)
-        z = stats.norm.ppf(1 - alpha / 2)  # normal intervals from the Jacobian standard errors
+        z = NormalDist().inv_cdf(1 - alpha / 2)  # normal intervals from the Jacobian standard errors
         return {k: (self.params[k] - z * s, self.params[k] + z * s) for k, s in self.se.items() if k in self.params}
 
     def allocation(self, flops: float, alpha: float = 0.05) -> dict[str, Any]:
@@ -141,6 +160,28 @@ class LawFit:
         elif self.info.get("ols"):
             out["ci"] = _ols_alloc_ci(self.info["ols"], float(flops), alpha)
         return out
+
+    def n_exponent(self, alpha: float = 0.05, between: tuple[float, float] | None = None) -> dict[str, Any]:
+        """``a`` in ``N* ~ C^a`` with its ``1 - alpha`` interval, and where it comes from.
+
+        Chinchilla form: ``a = beta / (alpha + beta)`` (Hoffmann et al. 2022, eq. 4), bootstrap
+        percentiles. Allocation fits (approaches 1, 2): the OLS slope, t interval. Other forms: the
+        local slope ``d ln N* / d ln C`` between the two budgets ``between``, no interval.
+        """
+        out: dict[str, Any] = {"approach": self.approach, "form": self.form, **self.convention.to_dict()}
+        ci = self.conf_int(alpha)
+        if self.form == "chinchilla":
+            a, interval, key = self.derived()["a"], "bootstrap percentiles", "a"
+        elif self.form == "allocation":
+            a, interval, key = self.params["n_exponent"], "OLS t interval", "n_exponent"
+        elif between is not None:
+            return {**out, "a": local_exponent(self, *between), "ci": None, "interval": None,
+                    "between": [float(c) for c in between]}
+        else:
+            return {**out, "a": None, "ci": None, "interval": None}
+        bounds = ci.get(key) if self.form == "allocation" or self.draws is not None else None
+        return {**out, "a": float(a), "ci": list(bounds) if bounds else None,
+                "interval": f"{100 * (1 - alpha):g}% {interval}" if bounds else None}
 
     def predict(self, params: Any, tokens: Any, interval: str | None = None, alpha: float = 0.05) -> Any:
         """Predicted loss; with ``interval="confidence"`` or ``"prediction"`` a dict of arrays
@@ -161,7 +202,7 @@ class LawFit:
         if interval == "confidence":
             lo, hi = np.nanpercentile(sims, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
         else:
-            z = stats.norm.ppf(1 - alpha / 2)
+            z = NormalDist().inv_cdf(1 - alpha / 2)
             spread = np.sqrt(np.nanvar(np.log(sims), axis=0) + float(self.info.get("residual_scale", 0.0)) ** 2)
             lo, hi = mean * np.exp(-z * spread), mean * np.exp(z * spread)
         return {"loss": mean, "lower": lo, "upper": hi}
@@ -174,8 +215,7 @@ class LawFit:
             "approach": self.approach,
             "form": self.form,
             "estimator": self.estimator,
-            "param_convention": self.param_convention,
-            "flops_convention": self.flops_convention,
+            **self.convention.to_dict(),
             "n_points": self.n_points,
             "objective": self.objective,
         }
@@ -211,8 +251,7 @@ class LawFit:
             estimator=str(d.get("estimator", "")),
             objective=d.get("objective"),
             draws=d.get("draws"),
-            param_convention=str(d.get("param_convention", "total")),
-            flops_convention=str(d.get("flops_convention", "6N")),
+            convention=Convention.from_dict(d),
             info=dict(d.get("info", {})),
         )
 
@@ -228,7 +267,8 @@ class LawFit:
         """A table of estimates, standard errors and 95% intervals (``fmt="text"`` or ``"html"``)."""
         title = (
             f"{self.name} ({self.form}, estimator {self.estimator or '-'}); N counts "
-            f"{self.param_convention.replace('_', '-')} parameters; {self.n_points} points"
+            f"{self.param_convention.replace('_', '-')} parameters, C counts {self.flops_convention}; "
+            f"{self.n_points} points"
         )
         rows = self.summary_rows()
         if fmt == "html":
@@ -276,20 +316,16 @@ def _fmt_ci(c: tuple[float, float] | None) -> str:
 def _derived(form: str, p: Mapping[str, Any]) -> dict[str, Any]:
     if form != "chinchilla":
         return {}
-    alpha, beta = np.asarray(p["alpha"], float), np.asarray(p["beta"], float)
+    arrays = [np.asarray(p[k], float) for k in ("A", "B", "alpha", "beta")]
     with np.errstate(all="ignore"):
-        s = alpha + beta
-        g = (alpha * np.asarray(p["A"], float) / (beta * np.asarray(p["B"], float))) ** (1.0 / s)
-        out = {"a": beta / s, "b": alpha / s, "G": g}
-    return {k: float(v) if np.ndim(v) == 0 else v for k, v in out.items()}
+        g, a, b = chinchilla_optimum(*arrays)
+    return {k: float(v) if np.ndim(v) == 0 else v for k, v in {"a": a, "b": b, "G": g}.items()}
 
 
 def _chinchilla_alloc(p: Mapping[str, Any], flops: float) -> tuple[Any, Any]:
-    dv = _derived("chinchilla", p)
+    arrays = [np.asarray(p[k], float) for k in ("A", "B", "alpha", "beta")]
     with np.errstate(all="ignore"):
-        n = dv["G"] * (flops / 6.0) ** dv["a"]
-        d = (flops / 6.0) ** dv["b"] / dv["G"]
-    return n, d
+        return chinchilla_allocation(*arrays, flops)
 
 
 def _loss(form: str, p: Mapping[str, Any], n: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -307,25 +343,6 @@ def _loss(form: str, p: Mapping[str, Any], n: np.ndarray, d: np.ndarray) -> np.n
     return np.full(np.broadcast(n, d).shape, np.nan)
 
 
-def numeric_allocation(loss_fn: Any, flops: float, lo: float = 1.0, hi: float = 1e16) -> tuple[float, float]:
-    """``argmin_N loss(N, C / (6N))`` on a log grid, then bounded Brent: for laws with no closed form."""
-    logn = np.linspace(math.log(lo), math.log(min(hi, flops / 6.0)), 400)
-    values = np.asarray(loss_fn(np.exp(logn), flops / (6.0 * np.exp(logn))), float)
-    if not np.isfinite(values).any():
-        return math.nan, math.nan
-    i = int(np.nanargmin(values))
-    if i in (0, len(logn) - 1):  # no interior optimum in range: the law prefers an extreme
-        return math.nan, math.nan
-    res = optimize.minimize_scalar(
-        lambda x: float(loss_fn(math.exp(x), flops / (6.0 * math.exp(x)))),
-        bounds=(logn[i - 1], logn[i + 1]),
-        method="bounded",
-        options={"xatol": 1e-10},
-    )
-    n = math.exp(res.x)
-    return n, flops / (6.0 * n)
-
-
 def _allocation(form: str, p: Mapping[str, float], flops: float) -> tuple[float, float]:
     if form == "chinchilla":
         n, d = _chinchilla_alloc(p, flops)
@@ -333,11 +350,19 @@ def _allocation(form: str, p: Mapping[str, float], flops: float) -> tuple[float,
     if form == "allocation":
         return p["n_coef"] * flops ** p["n_exponent"], p["d_coef"] * flops ** p["d_exponent"]
     if form in ("kaplan_joint",):
-        return numeric_allocation(lambda n, d: _loss(form, p, n, d), flops)
+        al = numeric_allocation(lambda n, d: _loss(form, p, np.asarray(n), np.asarray(d)), flops)
+        return al.params, al.tokens
     return math.nan, math.nan
 
 
 # ---- OLS power laws (approaches 1, 2) -------------------------------------------------------------
+
+
+def _t_quantile(df: int, p: float) -> float:
+    """Student's t quantile (scipy.special, imported here: only intervals of OLS fits need it)."""
+    from scipy import special
+
+    return float(special.stdtrit(df, p))
 
 
 def _ols_conf_int(ols: Mapping[str, Any], alpha: float) -> dict[str, tuple[float, float]]:
@@ -346,7 +371,7 @@ def _ols_conf_int(ols: Mapping[str, Any], alpha: float) -> dict[str, tuple[float
         fit = ols.get(prefix)
         if not fit:
             continue
-        t = stats.t.ppf(1 - alpha / 2, fit["df"]) if fit["df"] > 0 else math.inf
+        t = _t_quantile(fit["df"], 1 - alpha / 2) if fit["df"] > 0 else math.inf
         (c0, c1), cov = fit["params"], np.asarray(fit["cov"], float)
         s0, s1 = math.sqrt(max(cov[0, 0], 0.0)), math.sqrt(max(cov[1, 1], 0.0))
         with np.errstate(over="ignore"):
@@ -375,7 +400,7 @@ def _ols_alloc_ci(ols: Mapping[str, Any], flops: float, alpha: float) -> dict[st
         fit = ols.get(prefix)
         if not fit:
             continue
-        t = stats.t.ppf(1 - alpha / 2, fit["df"]) if fit["df"] > 0 else math.inf
+        t = _t_quantile(fit["df"], 1 - alpha / 2) if fit["df"] > 0 else math.inf
         mean = float(x @ np.asarray(fit["params"], float))
         sd = math.sqrt(max(float(x @ np.asarray(fit["cov"], float) @ x), 0.0))
         with np.errstate(over="ignore"):

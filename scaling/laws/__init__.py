@@ -97,12 +97,8 @@ def _load_fitted(path: str) -> Law:
         raise UnknownLawError(
             "law='fit:': give the fitted law's file, e.g. fit:STUDY/fit/approach3_total.json"
         )
-    try:
-        from scaling.fit import load_law
-    except ImportError:
-        raise UnknownLawError(
-            f"law='fit:{path}': this installation has no scaling.fit.load_law to read fitted laws"
-        ) from None
+    from scaling.fit import load_law
+
     return load_law(path)
 
 

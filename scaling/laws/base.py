@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 NAN = float("nan")
 
@@ -104,22 +104,52 @@ def bisect(f: Callable[[float], float], lo: float, hi: float, tol: float = 1e-12
     return (lo + hi) / 2.0
 
 
-def numeric_allocation(loss: Callable[[float, float], float], flops: float, k: float = 6.0) -> Allocation:
-    """``argmin_N L(N, C / (k N))`` by golden section on ``ln N``; for laws given only as a loss.
+def numeric_allocation(
+    loss: Callable[[float, float], float], flops: float, k: float = 6.0, n_grid: int = 121
+) -> Allocation:
+    """``argmin_N L(N, C / (k N))`` for laws given only as a loss (``C = k N D``).
 
-    The search spans N from 1e2 to ``C / (k * 1e2)`` (at least 100 tokens), widened if the optimum
-    sits on an edge.
+    ``ln N`` spans 1e2 to ``C / (k * 1e2)`` (at least 100 tokens); an ``n_grid``-point grid
+    brackets the smallest loss and golden-section search on ``ln N`` finishes inside the
+    bracket. When the grid's smallest loss is at either end the law prefers an extreme, has no
+    interior optimum there, and N*, D* are nan.
     """
     c = check_budget(flops)
     lo, hi = math.log(1e2), math.log(max(c / (k * 1e2), 1e3))
 
     def f(ln_n: float) -> float:
         n = math.exp(ln_n)
-        return loss(n, c / (k * n))
+        v = float(loss(n, c / (k * n)))
+        return v if math.isfinite(v) else math.inf
 
-    ln_n = golden_min(f, lo, hi, tol=1e-12)
-    n = math.exp(ln_n)
+    step = (hi - lo) / (n_grid - 1)
+    grid = [lo + i * step for i in range(n_grid)]
+    values = [f(x) for x in grid]
+    i = min(range(n_grid), key=values.__getitem__)
+    if i in (0, n_grid - 1) or not math.isfinite(values[i]):
+        return Allocation(flops=c, params=NAN, tokens=NAN)
+    n = math.exp(golden_min(f, grid[i - 1], grid[i + 1], tol=1e-12))
     return Allocation(flops=c, params=n, tokens=c / (k * n))
+
+
+def chinchilla_optimum(A: Any, B: Any, alpha: Any, beta: Any) -> tuple[Any, Any, Any]:
+    """``(G, a, b)`` of Hoffmann et al. (2022, eq. 4): ``G = (alpha A / (beta B))^(1/(alpha+beta))``,
+    ``a = beta / (alpha+beta)``, ``b = alpha / (alpha+beta)``. Floats or numpy arrays alike."""
+    s = alpha + beta
+    return (alpha * A / (beta * B)) ** (1.0 / s), beta / s, alpha / s
+
+
+def chinchilla_allocation(A: Any, B: Any, alpha: Any, beta: Any, flops: float) -> tuple[Any, Any]:
+    """``N* = G (C/6)^a`` and ``D* = C / (6 N*)`` (Hoffmann et al. 2022, eq. 4, ``C = 6 N D``)."""
+    g, a, _ = chinchilla_optimum(A, B, alpha, beta)
+    n = g * (flops / 6.0) ** a
+    return n, flops / (6.0 * n)
+
+
+def local_exponent(law: Law, c_lo: float, c_hi: float) -> float:
+    """``a = ln(N*(C_hi) / N*(C_lo)) / ln(C_hi / C_lo)``: the slope of ``ln N*`` in ``ln C`` of any law."""
+    n_lo, n_hi = law.optimal_allocation(c_lo).params, law.optimal_allocation(c_hi).params
+    return math.log(n_hi / n_lo) / math.log(c_hi / c_lo)
 
 
 def effective_repeated_tokens(tokens: float, unique_tokens: float, r_star: float) -> float:
@@ -161,22 +191,22 @@ class ParametricLaw:
 
     @property
     def G(self) -> float:
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+        return chinchilla_optimum(self.A, self.B, self.alpha, self.beta)[0]
 
     @property
     def a(self) -> float:
         """Exponent of N* in C."""
-        return self.beta / (self.alpha + self.beta)
+        return chinchilla_optimum(self.A, self.B, self.alpha, self.beta)[1]
 
     @property
     def b(self) -> float:
         """Exponent of D* in C."""
-        return self.alpha / (self.alpha + self.beta)
+        return chinchilla_optimum(self.A, self.B, self.alpha, self.beta)[2]
 
     def optimal_allocation(self, flops: float) -> Allocation:
         c = check_budget(flops)
-        n = self.G * (c / 6.0) ** self.a
-        return Allocation(flops=c, params=n, tokens=c / (6.0 * n))
+        n, d = chinchilla_allocation(self.A, self.B, self.alpha, self.beta, c)
+        return Allocation(flops=c, params=n, tokens=d)
 
     def optimal_loss(self, flops: float) -> float:
         al = self.optimal_allocation(flops)

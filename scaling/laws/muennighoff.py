@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scaling.laws.base import Allocation, ParametricLaw, check_budget, effective_repeated_tokens, golden_min
+from scaling.laws.base import Allocation, ParametricLaw, effective_repeated_tokens, numeric_allocation
 
 CITATION = "Muennighoff et al. 2023, Scaling Data-Constrained Language Models, arXiv:2305.16264"
 
@@ -53,14 +53,7 @@ class MuennighoffLaw(ParametricLaw):
 
     def optimal_allocation_repeated(self, flops: float, unique_tokens: float) -> Allocation:
         """``argmin_N L(N, C/(6N), U_D)``: the data-constrained optimum (golden section on ln N)."""
-        c = check_budget(flops)
-
-        def f(ln_n: float) -> float:
-            n = math.exp(ln_n)
-            return self.loss_repeated(n, c / (6.0 * n), unique_tokens)
-
-        n = math.exp(golden_min(f, math.log(1e3), math.log(max(c / 6e2, 1e4)), tol=1e-12))
-        return Allocation(flops=c, params=n, tokens=c / (6.0 * n))
+        return numeric_allocation(lambda n, d: self.loss_repeated(n, d, unique_tokens), flops)
 
 
 MUENNIGHOFF = MuennighoffLaw(
