@@ -19,24 +19,31 @@ DEFAULT_MFU = 0.40
 @dataclass(frozen=True)
 class GPU:
     name: str
-    peak_flops: float  # dense BF16 FLOP/s
+    peak_flops: float  # dense BF16 FLOP/s (FP16 on GPUs without BF16)
     source: str
+    device_names: tuple[str, ...] = ()  # fragments of torch.cuda.get_device_name(), lower case
 
 
-# Dense BF16 peaks (datasheet figures; the sparse figure is twice these).
+# Dense BF16 peaks (datasheet figures; the sparse figure is twice these). Order matters for
+# device-name matching: the more specific name first ("h100 pcie" before "h100").
 GPUS: dict[str, GPU] = {
     g.name: g
     for g in (
-        GPU("h100", 989.4e12, "NVIDIA H100 SXM datasheet: 1,979 TFLOP/s BF16 with sparsity"),
-        GPU("h100-pcie", 756.0e12, "NVIDIA H100 PCIe datasheet: 1,513 TFLOP/s BF16 with sparsity"),
-        GPU("h200", 989.4e12, "NVIDIA H200 SXM datasheet: same tensor cores as H100 SXM"),
-        GPU("a100", 312.0e12, "NVIDIA A100 datasheet: 312 TFLOP/s BF16 dense"),
-        GPU("b200", 2250.0e12, "NVIDIA HGX B200 datasheet: 4.5 PFLOP/s BF16 with sparsity"),
-        GPU("mi300x", 1307.4e12, "AMD Instinct MI300X datasheet: 1,307.4 TFLOP/s BF16 dense"),
-        GPU("l40s", 362.05e12, "NVIDIA L40S datasheet: 733 TFLOP/s BF16 with sparsity"),
+        GPU("h100-pcie", 756.0e12, "NVIDIA H100 PCIe datasheet: 1,513 TFLOP/s BF16 with sparsity", ("h100 pcie",)),
+        GPU("h100", 989.4e12, "NVIDIA H100 SXM datasheet: 1,979 TFLOP/s BF16 with sparsity", ("h100",)),
+        GPU("h200", 989.4e12, "NVIDIA H200 SXM datasheet: same tensor cores as H100 SXM", ("h200",)),
+        GPU("a100", 312.0e12, "NVIDIA A100 datasheet: 312 TFLOP/s BF16 dense", ("a100",)),
+        GPU("b200", 2250.0e12, "NVIDIA HGX B200 datasheet: 4.5 PFLOP/s BF16 with sparsity", ("b200",)),
+        GPU("mi300x", 1307.4e12, "AMD Instinct MI300X datasheet: 1,307.4 TFLOP/s BF16 dense", ("mi300x",)),
+        GPU("l40s", 362.05e12, "NVIDIA L40S datasheet: 733 TFLOP/s BF16 with sparsity", ("l40s",)),
+        GPU("l4", 121.0e12, "NVIDIA L4 datasheet: 242 TFLOP/s BF16 with sparsity", ("l4",)),
+        GPU("a10g", 70.0e12, "NVIDIA A10G (AWS G5): 70 TFLOP/s BF16 dense", ("a10g",)),
+        GPU("rtx4090", 165.2e12, "NVIDIA Ada whitepaper, RTX 4090: 165.2 TFLOP/s BF16 dense (FP32 accumulate 330 sparse)", ("4090",)),
+        GPU("v100", 125.0e12, "NVIDIA V100 SXM2 datasheet: 125 TFLOP/s FP16 tensor (no BF16)", ("v100",)),
+        GPU("t4", 65.0e12, "NVIDIA T4 datasheet: 65 TFLOP/s FP16 tensor (no BF16)", ("t4",)),
     )
 }
-ALIASES = {"h100-sxm": "h100", "h200-sxm": "h200", "a100-sxm": "a100", "a100-80gb": "a100"}
+ALIASES = {"h100-sxm": "h100", "h200-sxm": "h200", "a100-sxm": "a100", "a100-80gb": "a100", "4090": "rtx4090"}
 
 
 def get_gpu(name: str) -> GPU:
@@ -45,6 +52,32 @@ def get_gpu(name: str) -> GPU:
     if key not in GPUS:
         raise ValueError(f"gpu={name!r}: unknown; choose one of {', '.join(GPUS)}")
     return GPUS[key]
+
+
+def gpu_for_device(device_name: str) -> GPU | None:
+    """The table's GPU whose name appears in ``torch.cuda.get_device_name()``, e.g.
+    "NVIDIA H100 80GB HBM3" -> h100; None for a GPU not in the table."""
+    name = str(device_name).lower()
+    for g in GPUS.values():
+        if any(frag in name for frag in g.device_names):
+            return g
+    return None
+
+
+def peak_flops(device_name: str, dtype: str = "bf16") -> float | None:
+    """Dense peak FLOP/s of a CUDA device at ``dtype`` (``bf16``, ``fp16`` or ``fp32``).
+
+    fp32 training without autocast runs its matmuls on TF32 tensor cores, at half the dense BF16
+    rate on A100 and H100 (NVIDIA A100 and H100 datasheets: 156 vs 312, 494.7 vs 989.4 TFLOP/s).
+    """
+    g = gpu_for_device(device_name)
+    if g is None:
+        return None
+    if dtype in ("bf16", "fp16"):
+        return g.peak_flops
+    if dtype == "fp32":
+        return g.peak_flops / 2
+    raise ValueError(f"dtype={dtype!r}: use bf16, fp16 or fp32")
 
 
 def check_mfu(mfu: float) -> float:

@@ -197,6 +197,18 @@ class RunSpec(_Strict):
         """Every backend option, hashed or not: what a backend reads."""
         return {**self.backend_options, **self.execution_options}
 
+    def flops_fields(self, tokens: int) -> dict[str, Any]:
+        """``result.json``'s compute for ``tokens`` trained: ``flops`` counted as the run's
+        ``flops_convention`` says (the count its budget and its metrics use), named beside it,
+        and ``flops_non_embedding`` (``6 N_non-emb D``) for the other parameter count."""
+        from scaling.flops import training_flops
+
+        return {
+            "flops": training_flops(self.model_shape, tokens, self.flops_convention),
+            "flops_convention": self.flops_convention,
+            "flops_non_embedding": training_flops(self.model_shape, tokens, "6N_non_embedding"),
+        }
+
     def hashed_dict(self) -> dict[str, Any]:
         d = self.model_dump(mode="json")
         for k in self.UNHASHED:

@@ -32,7 +32,8 @@ def losses(run: Path) -> list[float]:
 
 
 def test_twenty_steps_loss_falls_and_run_folder_complete(cache, tmp_path) -> None:
-    spec = tiny_spec(eval_every=10, checkpoint_every=10, name="tiny", budget=1e9)
+    # budgets counted with non-embedding N (Kaplan's), as the quickstart does
+    spec = tiny_spec(eval_every=10, checkpoint_every=10, name="tiny", budget=1e9, flops_convention="6N_non_embedding")
     t = time.perf_counter()
     res = LocalBackend(cache).train(spec, tmp_path / "run")
     assert time.perf_counter() - t < 60
@@ -60,7 +61,10 @@ def test_twenty_steps_loss_falls_and_run_folder_complete(cache, tmp_path) -> Non
     ):
         assert key in res, key
     assert res["params"] == spec.params and res["tokens"] == 20 * 512 and res["budget"] == 1e9
-    assert res["flops"] == 6 * spec.params * 20 * 512
+    # result.json counts C as the run's convention does, says which, and agrees with its metrics
+    assert res["flops_convention"] == "6N_non_embedding"
+    assert res["flops"] == 6 * spec.non_embedding_params * 20 * 512 == rows[-1]["flops"]
+    assert res["flops_non_embedding"] == res["flops"]
     assert 0 < res["epochs"] < 1
     assert res["eval_loss"] == rows[-1]["eval_loss"]
     assert json.loads((tmp_path / "run" / "result.json").read_text())["final_loss"] == res["final_loss"]

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scaling import hardware
 from scaling.errors import UsageError
 from scaling.flops import flops_per_token
 from scaling.runspec import RunSpec
@@ -90,37 +91,9 @@ def eval_windows(tokens: np.ndarray, seq_len: int, max_tokens: int) -> torch.Ten
 
 # ---- peak FLOP/s for MFU -------------------------------------------------------------------------
 
-# Dense peak FLOP/s by GPU name fragment (vendor datasheets; tensor-core dense, no sparsity).
-GPU_PEAK_BF16 = {
-    "H200": 989e12,
-    "H100 PCIe": 756e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "L4": 121e12,
-    "A10G": 70e12,
-    "4090": 165e12,
-    "V100": 125e12,
-    "T4": 65e12,
-}
-
-
 def gpu_peak_flops(name: str, dtype: torch.dtype | None) -> float | None:
-    try:  # the shared hardware table, where present
-        from scaling import hardware  # type: ignore[attr-defined]
-
-        fn = getattr(hardware, "peak_flops", None)
-        if fn is not None:
-            v = fn(name, "bf16" if dtype is torch.bfloat16 else "fp32")
-            if v:
-                return float(v)
-    except Exception:
-        pass
-    for key, v in GPU_PEAK_BF16.items():
-        if key in name:
-            # fp32 autocast-free runs use TF32 tensor cores: half the dense bf16 rate (A100, H100)
-            return v if dtype in (torch.bfloat16, torch.float16) else v / 2
-    return None
+    """The device's dense peak at the run's matmul precision (:func:`scaling.hardware.peak_flops`)."""
+    return hardware.peak_flops(name, "bf16" if dtype in (torch.bfloat16, torch.float16) else "fp32")
 
 
 def cpu_peak_flops(threads: int, seconds: float = 0.2) -> float:
@@ -466,8 +439,7 @@ def _finish(
         "non_embedding_params": shape.non_embedding_params,
         "embedding_params": shape.embedding_params,
         "tokens": tokens,
-        "flops": 6.0 * shape.params * tokens,
-        "flops_non_embedding": 6.0 * shape.non_embedding_params * tokens,
+        **spec.flops_fields(tokens),
         "flops_matmul": fpt_mm * tokens,
         "wall_time": wall,
         "steps": spec.steps,

@@ -200,8 +200,6 @@ def build_result(spec: RunSpec, rows: list[dict[str, Any]], *, eval_loss_value: 
     """``result.json`` from the recorded rows, with the local backend's keys (what
     :func:`scaling.load_runs` reads); ``final_loss`` is the mean train loss of the last
     ``max(1, steps // 20)`` steps, as the local backend computes it."""
-    from scaling.flops import training_flops
-
     shape = spec.model_shape
     tokens = spec.steps * spec.batch_tokens
     k = final_loss_steps or max(1, spec.steps // 20)
@@ -220,8 +218,7 @@ def build_result(spec: RunSpec, rows: list[dict[str, Any]], *, eval_loss_value: 
         "non_embedding_params": shape.non_embedding_params,
         "embedding_params": shape.embedding_params,
         "tokens": tokens,
-        "flops": training_flops(shape, tokens, "6N"),
-        "flops_non_embedding": training_flops(shape, tokens, "6N_non_embedding"),
+        **spec.flops_fields(tokens),
         "wall_time": wall_time,
         "steps": spec.steps,
         "epochs": tokens / train_tokens_available if train_tokens_available else None,
