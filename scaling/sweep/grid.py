@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from scaling.errors import UsageError
 from scaling.flops import flops_per_token
+from scaling.laws.deepseek import deepseek_batch_tokens, deepseek_lr
 from scaling.runspec import OptimizerSpec, RunSpec, ScheduleSpec, ShapeSpec
 from scaling.shapes import LadderRule, ModelShape, ShapeError, shape_for_params
 from scaling.sweep.spec import (
@@ -33,32 +34,6 @@ from scaling.sweep.spec import (
     SweepSpec,
     WsdGrid,
 )
-
-# ---- rules (DeepSeek LLM, Bi et al. 2024, eq. 1); replaced by scaling.laws.deepseek when present --
-
-_DS_BATCH = (0.2920, 0.3271)  # B_opt = 0.2920 C^0.3271 tokens
-_DS_LR = (0.3118, -0.1250)  # eta_opt = 0.3118 C^-0.1250
-
-
-def deepseek_batch_tokens(flops: float) -> float:
-    """``B_opt = 0.2920 C^0.3271`` tokens, C = M D (DeepSeek-AI 2024, eq. 1)."""
-    try:
-        from scaling.laws.deepseek import deepseek_batch_tokens as f
-
-        return float(f(flops))
-    except ImportError:
-        return _DS_BATCH[0] * flops ** _DS_BATCH[1]
-
-
-def deepseek_lr(flops: float) -> float:
-    """``eta_opt = 0.3118 C^-0.1250`` (DeepSeek-AI 2024, eq. 1)."""
-    try:
-        from scaling.laws.deepseek import deepseek_lr as f
-
-        return float(f(flops))
-    except ImportError:
-        return _DS_LR[0] * flops ** _DS_LR[1]
-
 
 def deepseek_compute(shape: ModelShape, tokens: float) -> float:
     """DeepSeek's ``C = M D`` with ``M = 72 L d^2 + 6 L d T`` (eq. 2), i.e. our ``kaplan`` FLOPs per token."""
@@ -99,12 +74,8 @@ def centre_params(budget: float, around: AroundOptimum, model: ModelSettings, co
 
 
 def _planner_centre(budget: float, law: str, model: ModelSettings) -> float:
-    try:
-        from scaling.planner import plan
-    except ImportError:
-        # Hoffmann et al. (2022), Table 3: about 20 tokens per parameter at the optimum.
-        n = math.sqrt(budget / (6.0 * 20.0))
-        return n if model.count == "total" else resolve_size(n, model.model_copy(update={"count": "total"})).non_embedding_params
+    from scaling.planner import plan
+
     try:
         p = plan(flops=budget, law=law, vocab=model.vocab, seq_len=model.seq_len, with_shape=False)
     except ValueError as e:
