@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scaling.convention import PARAM_COUNTS, Convention
 from scaling.stages import StageLog
 from scaling.store import SweepStore, atomic_write_json, read_json
 
 STAGES: list[str] = ["plan", "sweep", "fit", "backtest", "predict", "select", "align", "report"]
-CONVENTIONS: dict[str, str] = {"total": "params", "non_embedding": "non_embedding_params"}
 FORMS: tuple[str, ...] = ("chinchilla", "kaplan")
 PUBLISHED: tuple[str, ...] = ("chinchilla", "epoch", "kaplan")
 HEADLINE_CONVENTION = "total"
@@ -101,27 +101,27 @@ class _Console:
             print(f"[{m:02d}:{s:02d}] {msg}", file=sys.stderr, flush=True)
 
 
-def _frame(study: Path, convention: str, loss_column: str):
-    """The done runs as the fit's input: params (in ``convention``), tokens, loss, flops, budget."""
+def _fit_data(study: Path, convention: Convention, loss_column: str) -> Any:
+    """The done runs as the fit's input: N counted as ``convention`` says, C the budget label."""
     import pandas as pd
 
+    from scaling.fit import Columns, normalise
     from scaling.store import load_runs
 
     df = load_runs(study)
-    if df.empty:
-        return df
     df = df[df["status"] == "done"]
     loss = df[loss_column] if loss_column in df and df[loss_column].notna().all() else df["final_loss"]
-    return pd.DataFrame(
-        {
-            "params": df[CONVENTIONS[convention]].astype(float),
-            "tokens": df["tokens"].astype(float),
-            "loss": loss.astype(float),
-            "flops": df["budget"].astype(float),
-            "budget": df["budget"].astype(float),
-            "run_id": df["run_id"],
-        }
-    ).reset_index(drop=True).assign(**{"_convention": convention})
+    frame = pd.DataFrame({"params": df[convention.n_column], "tokens": df["tokens"], "loss": loss,
+                          "flops": df["budget"], "budget": df["budget"], "run_id": df["run_id"]})
+    return normalise(frame.reset_index(drop=True), Columns(convention=convention))
+
+
+def _conventions(study: Path) -> list[Convention]:
+    """Both parameter counts, with C as the sweep's budgets count it (``train.flops_convention``)."""
+    from scaling.sweep import load_spec
+
+    flops = load_spec(study / "sweep.yaml").train.flops_convention
+    return [Convention(count, flops) for count in PARAM_COUNTS]  # type: ignore[arg-type]
 
 
 def _fitter(form: str, bootstrap: int = 0, seed: int = 0):
@@ -130,18 +130,6 @@ def _fitter(form: str, bootstrap: int = 0, seed: int = 0):
     if form == "chinchilla":
         return Approach3(bootstrap=bootstrap, seed=seed)
     return KaplanFit(form="joint", non_embedding=False)
-
-
-def _with_convention(frame, convention: str):
-    frame = frame.drop(columns=["_convention"], errors="ignore")
-    frame.attrs["param_convention"] = convention
-    return frame
-
-
-def exponent(law: Any, c_lo: float, c_hi: float) -> float:
-    """``a = d log N* / d log C`` of any law, from its allocations at two budgets."""
-    n_lo, n_hi = law.optimal_allocation(c_lo).params, law.optimal_allocation(c_hi).params
-    return math.log(n_hi / n_lo) / math.log(c_hi / c_lo)
 
 
 # ---- stages -----------------------------------------------------------------------------------------
@@ -172,39 +160,41 @@ def _stage_plan(study: Path, spec: Any, runs: list[Any]) -> dict[str, Any]:
 
 
 def _stage_fit(study: Path, opts: StudyOptions, log: Callable[[str], None]) -> dict[str, Any]:
-    from scaling.fit import Approach2
+    """Approaches 3 and 2 and Kaplan's form, in both parameter counts: ``fit/<kind>_<count>.json``."""
+    from scaling.fit import Approach2, FitRefusal
+    from scaling.fit.artifacts import fit_path, write_approach2
 
     out: dict[str, Any] = {}
-    for conv in CONVENTIONS:
-        frame = _with_convention(_frame(study, conv, opts.loss_column), conv)
+    for conv in _conventions(study):
+        data = _fit_data(study, conv, opts.loss_column)
         for form in FORMS:
-            fit = _fitter(form, opts.bootstrap if form == "chinchilla" else 0, opts.seed).fit(frame)
-            name = f"{'approach3' if form == 'chinchilla' else 'kaplan'}_{conv}"
-            atomic_write_json(study / "fit" / f"{name}.json", fit.to_dict())
-            out[name] = {k: fit.to_dict(include_draws=False).get(k) for k in ("objective", "n_points")}
+            fit = _fitter(form, opts.bootstrap if form == "chinchilla" else 0, opts.seed).fit(data)
+            path = fit_path(study, "approach3" if form == "chinchilla" else "kaplan", conv.params)
+            atomic_write_json(path, fit.to_dict())
+            out[path.stem] = {"objective": fit.objective, "n_points": fit.n_points}
         try:
-            a2 = Approach2().fit(frame)
-            atomic_write_json(study / "fit" / f"approach2_{conv}.json", a2.to_dict())
-        except Exception as e:  # a budget without an interior minimum: recorded, not fatal
-            atomic_write_json(study / "fit" / f"approach2_{conv}.refused.json", {"reason": str(e)})
-            log(f"approach 2 ({conv}) refused: {e}")
+            write_approach2(study, conv.params, Approach2().fit(data), None)
+        except FitRefusal as e:  # a budget without an interior minimum: recorded, not fatal
+            write_approach2(study, conv.params, None, {"reason": str(e), **conv.to_dict(),
+                                                       "minima": Approach2().minima(data)})
+            log(f"approach 2 ({conv.params}) refused: {e}")
     return out
 
 
 def _candidates(study: Path, opts: StudyOptions) -> list[dict[str, Any]]:
-    from scaling.fit import backtest
+    from scaling.fit import FitRefusal, backtest
 
     rows = []
-    for conv in CONVENTIONS:
-        frame = _with_convention(_frame(study, conv, opts.loss_column), conv)
-        budgets = sorted(frame["budget"].unique())
-        inner = _with_convention(frame[frame["budget"] < budgets[-1]].copy(), conv) if len(budgets) >= 4 else None
+    for conv in _conventions(study):
+        data = _fit_data(study, conv, opts.loss_column)
+        budgets = sorted(data.frame["budget"].unique())
+        inner = data.subset(data.frame["budget"] < budgets[-1]) if len(budgets) >= 4 else None
         for form in FORMS:
-            row: dict[str, Any] = {"form": form, "param_convention": conv}
+            row: dict[str, Any] = {"form": form, "param_convention": conv.params}
             try:
-                row["outer"] = backtest(frame, fitter=_fitter(form))
+                row["outer"] = backtest(data, fitter=_fitter(form))
                 row["inner"] = backtest(inner, fitter=_fitter(form)) if inner is not None else None
-            except Exception as e:
+            except FitRefusal as e:
                 row["refused"] = str(e)
             rows.append(row)
     return rows
@@ -234,9 +224,9 @@ def _stage_predict(study: Path, opts: StudyOptions, log: Callable[[str], None]) 
     """The law that predicts: candidates cross-validated over the largest budgets (or sizes)."""
     from scaling.fit import FitRefusal, Predictor
 
-    frame = _with_convention(_frame(study, HEADLINE_CONVENTION, opts.loss_column), HEADLINE_CONVENTION)
+    conv = next(c for c in _conventions(study) if c.params == HEADLINE_CONVENTION)
     try:
-        law = Predictor(bootstrap=opts.predict_bootstrap, seed=opts.seed).fit(frame)
+        law = Predictor(bootstrap=opts.predict_bootstrap, seed=opts.seed).fit(_fit_data(study, conv, opts.loss_column))
     except FitRefusal as e:  # too few budgets to cross-validate: recorded, not fatal
         atomic_write_json(study / "fit" / "predict.refused.json", {"reason": str(e)})
         log(f"predict refused: {e}")
@@ -246,12 +236,13 @@ def _stage_predict(study: Path, opts: StudyOptions, log: Callable[[str], None]) 
 
 
 def _chosen_law_path(study: Path) -> Path:
+    from scaling.fit.artifacts import fit_path
+
     if (study / "fit" / "predict.json").exists():
         return study / "fit" / "predict.json"
-    bt = read_json(study / "fit" / "backtest.json") or {}
-    ch = bt.get("chosen", {})
-    prefix = "approach3" if ch.get("form", "chinchilla") == "chinchilla" else "kaplan"
-    return study / "fit" / f"{prefix}_{ch.get('param_convention', 'total')}.json"
+    ch = (read_json(study / "fit" / "backtest.json") or {}).get("chosen", {})
+    kind = "approach3" if ch.get("form", "chinchilla") == "chinchilla" else "kaplan"
+    return fit_path(study, kind, ch.get("param_convention", HEADLINE_CONVENTION))
 
 
 def _stage_select(study: Path) -> dict[str, Any]:
@@ -299,34 +290,20 @@ def _stage_report(study: Path, opts: StudyOptions) -> dict[str, Any]:
 # ---- the summary ------------------------------------------------------------------------------------
 
 
-def _exponents(study: Path) -> dict[str, Any]:
-    """The N* exponent per convention: approach 3 (Chinchilla form, bootstrap CI) and Kaplan's form."""
-    from scaling.fit import load_law
+def _budgets(study: Path) -> list[dict[str, Any]]:
+    """Each budget's IsoFLOP minimum (total N) as the fit stage wrote it, beside its best run."""
+    from scaling.fit.artifacts import read_minima
+    from scaling.store import load_runs
 
-    out: dict[str, Any] = {}
-    budgets = sorted(float(b["flops"]) for b in (read_json(study / "plan.json") or {}).get("budgets", [])) or [1e11, 1e12]
-    for conv in CONVENTIONS:
-        a3 = read_json(study / "fit" / f"approach3_{conv}.json") or {}
-        entry: dict[str, Any] = {"a": a3.get("a"), "ci": (a3.get("ci") or {}).get("a"), "form": "chinchilla"}
-        kp = study / "fit" / f"kaplan_{conv}.json"
-        if kp.exists():
-            entry["a_kaplan_form"] = exponent(load_law(kp), budgets[0], budgets[-1])
-        out[conv] = entry
-    return out
-
-
-def _budgets(study: Path, loss_column: str) -> list[dict[str, Any]]:
-    from scaling.fit.approach2 import isoflop_minimum
-
-    frame = _frame(study, "total", loss_column)
+    minima, _, _ = read_minima(study, HEADLINE_CONVENTION)
+    runs = load_runs(study).set_index("run_id")
     out = []
-    for c, g in frame.groupby("budget", sort=True):
-        m = isoflop_minimum(float(c), g.sort_values("params"))
-        best = g.loc[g["loss"].idxmin()]
-        ne = _frame(study, "non_embedding", loss_column).set_index("run_id").loc[best["run_id"], "params"]
-        out.append({"flops": float(c), "n_opt": m.get("n_opt"), "interior": bool(m.get("interior")),
-                    "best_run": best["run_id"], "best_params": float(best["params"]),
-                    "best_non_embedding_params": float(ne), "best_loss": float(best["loss"])})
+    for m in minima:
+        best = runs.loc[m["observed_best_run"]]
+        out.append({"flops": m["flops"], "n_opt": m.get("n_opt"), "interior": bool(m.get("interior")),
+                    "best_run": best.name, "best_params": float(best["params"]),
+                    "best_non_embedding_params": float(best["non_embedding_params"]),
+                    "best_loss": m["observed_best_loss"]})
     return out
 
 
@@ -341,6 +318,8 @@ def _predict_summary(study: Path) -> dict[str, Any] | None:
 
 
 def summarize(study: Path, log: StageLog, t0: float, report: str | None) -> dict[str, Any]:
+    from scaling.fit.artifacts import exponent_rows
+
     bt = (read_json(study / "fit" / "backtest.json") or {}).get("chosen", {})
     select = read_json(study / "select.json") or {}
     align = read_json(study / "align" / "summary.json") or {}
@@ -351,11 +330,11 @@ def summarize(study: Path, log: StageLog, t0: float, report: str | None) -> dict
         "minutes_this_invocation": (time.perf_counter() - t0) / 60.0,
         "stage_minutes": {k: round(v, 3) for k, v in log.minutes.items()},
         "runs": counts,
-        "budgets": _budgets(study, "eval_loss"),
+        "budgets": _budgets(study),
         "backtest": {k: bt.get(k) for k in ("budget", "predicted_loss", "achieved_loss", "error", "baselines",
                                             "beats_baselines", "n_opt_predicted", "n_opt_observed",
                                             "n_opt_error", "form", "param_convention", "chosen_by")},
-        "exponents": _exponents(study),
+        "exponents": exponent_rows(study),
         "predict": _predict_summary(study),
         "chosen": {k: select.get(k) for k in ("run_id", "name", "params", "non_embedding_params", "reason")
                    if k in select},

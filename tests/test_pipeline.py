@@ -32,9 +32,12 @@ def test_summary_has_every_key_the_cli_promises(study):
     assert set(s) >= SUMMARY_KEYS
     assert set(s["backtest"]) >= BACKTEST_KEYS
     assert set(s["backtest"]["baselines"]) == {"previous_budget", "power_law_on_minima"}
-    assert set(s["exponents"]) == {"non_embedding", "total"}
+    rows = {(e["approach"], e["param_convention"]): e for e in s["exponents"]}
+    assert {("3", "total"), ("3", "non_embedding")} <= set(rows)
     for conv in ("non_embedding", "total"):
-        assert 0 < s["exponents"][conv]["a"] < 2
+        assert 0 < rows["3", conv]["a"] < 2
+        # approach 3's allocation solves C = 6 N D with N as it counts
+        assert rows["3", conv]["flops_convention"] == ("6N" if conv == "total" else "6N_non_embedding")
     assert [b["flops"] for b in s["budgets"]] == [5e8, 1e9, 2e9, 4e9]
     assert set(s["stage_minutes"]) == {"plan", "sweep", "fit", "backtest", "predict", "select", "align", "report"}
     assert s["predict"]["chosen"] in {r["name"] for r in s["predict"]["candidates"]}

@@ -51,10 +51,10 @@ def _print_summary(s: dict[str, Any]) -> None:
             f"{100 * base['power_law_on_minima']['error']:+.2f}%); N* predicted {bt['n_opt_predicted']:,.0f}, "
             f"observed {bt['n_opt_observed'] or float('nan'):,.0f}"
         )
-    for conv, e in s["exponents"].items():
-        ci = e.get("ci") or [float("nan")] * 2
-        con.print(f"N* ~ C^a, {conv} parameters: a = {e['a']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] (Chinchilla form), "
-                  f"{e.get('a_kaplan_form', float('nan')):.3f} (Kaplan form)")
+    from scaling.fit.artifacts import exponent_value, exponent_where
+
+    for e in s["exponents"]:
+        con.print(f"N* ~ C^a: {exponent_value(e)}; {exponent_where(e)}")
     if s.get("chosen"):
         con.print(f"chosen model: {s['chosen'].get('name')} ({s['chosen'].get('run_id')})")
     con.print(f"report: {s['report']}")
