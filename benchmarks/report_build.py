@@ -15,7 +15,6 @@ noise, a training curve per run, and two failed runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import sys
 import tempfile
@@ -121,22 +120,28 @@ def _write_run(rd: RunDir, spec: RunSpec, n: float, rng: np.random.Generator, st
 
 def write_fits(study: Path, done: pd.DataFrame | None = None, boot: int = 100) -> None:
     """Approaches 2 and 3 in both parameter conventions and the backtest, as the pipeline writes
-    them (``LawFit.to_dict()``, ``scaling.fit.backtest``). A convention whose IsoFLOP minima are
-    not all interior gets no approach-2 fit (the fitter refuses it)."""
+    them (``LawFit.to_dict()``, :mod:`scaling.fit.artifacts`, ``scaling.fit.backtest``). The budgets
+    count non-embedding FLOPs (``6N_non_embedding``); a convention whose IsoFLOP minima are not all
+    interior gets the refusal, with its minima, instead of an approach-2 fit."""
     import scaling
+    from scaling.convention import Convention
     from scaling.fit import Approach2, Approach3, Columns, FitRefusal, backtest
+    from scaling.fit.artifacts import fit_path, write_approach2
 
     if done is None:
         runs = scaling.load_runs(study)
         done = runs[runs["status"] == "done"]
     for col, conv in (("non_embedding_params", "non_embedding"), ("params", "total")):
-        cols = Columns(params=col, loss="eval_loss")
-        # the budgets count non-embedding FLOPs: only that fit's bootstrap band is drawn
+        cols = Columns(params=col, loss="eval_loss", convention=Convention(conv, "6N_non_embedding"))
+        # only the non-embedding fit's C = 6 N D counts C as the budgets do: its band is drawn
         fit3 = Approach3(bootstrap=boot if conv == "non_embedding" else 0, seed=0, columns=cols).fit(done)
-        atomic_write_json(study / "fit" / f"approach3_{conv}.json", fit3.to_dict())
-        with contextlib.suppress(FitRefusal):
-            atomic_write_json(study / "fit" / f"approach2_{conv}.json", Approach2(columns=cols).fit(done).to_dict())
-    cols = Columns(params="non_embedding_params", loss="eval_loss")
+        atomic_write_json(fit_path(study, "approach3", conv), fit3.to_dict())
+        try:
+            write_approach2(study, conv, Approach2(columns=cols).fit(done), None)
+        except FitRefusal as e:
+            write_approach2(study, conv, None, {"reason": str(e), **cols.convention.to_dict(),
+                                                "minima": Approach2(columns=cols).minima(done)})
+    cols = Columns(params="non_embedding_params", loss="eval_loss", convention=Convention("non_embedding", "6N_non_embedding"))
     atomic_write_json(study / "fit" / "backtest.json", backtest(done, cols))
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from scaling.report import ExportUnavailable, build_report, export_figures
-from scaling.report.analysis import parabola, valleys
 from scaling.report.data import load_study
 from scaling.report.figures import all_figures
 from tests.report_study import INJECTED, full_study_and_page, read, small_study
@@ -25,6 +24,12 @@ def full(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def full_html(tmp_path_factory) -> str:
     return read(full_study_and_page(tmp_path_factory)[1])
+
+
+def html_text(s: str) -> str:
+    import html
+
+    return html.escape(s)
 
 
 def section_ids(page: str) -> list[str]:
@@ -63,10 +68,11 @@ def test_sections_absent_without_their_data(tmp_path):
     study = small_study(tmp_path / "bare", artifacts=False)
     page = read(build_report(study, tmp_path / "bare.html"))
     ids = section_ids(page)
-    assert {"glance", "runs", "curves", "isoflop", "frontier", "conventions", "provenance"} <= set(ids)
+    assert {"glance", "runs", "curves", "isoflop", "provenance"} <= set(ids)
     assert not {"plan", "parametric", "backtest", "alignment"} & set(ids)
-    # without a fit artifact the frontier says where its line comes from
-    assert "power law through the minima" in page
+    # without fit artifacts the report refits nothing: no minima, no frontier, and it says why
+    assert not {"frontier", "conventions"} & set(ids)
+    assert "fit/approach2_" in page[page.index('<section id="isoflop">'):]
 
 
 def test_runs_only_no_budget_still_builds(tmp_path):
@@ -89,21 +95,36 @@ def test_fit_numbers_reach_the_page(full, full_html):
     assert f"{100 * bt['error']:+.2f}%" in full_html
 
 
-def test_isoflop_parabola_recovers_a_known_vertex():
-    import numpy as np
-
-    x = np.linspace(8, 12, 9)
-    y = 0.3 * (x - 10.2) ** 2 + 3.0 + np.random.default_rng(0).normal(0, 1e-3, x.size)
-    coef, se = parabola(x, y)
-    assert -coef[1] / (2 * coef[0]) == pytest.approx(10.2, abs=0.01)
-    assert 0 < se < 0.01
-
-
-def test_valleys_are_interior_and_move_with_budget(full):
+def test_valleys_are_the_fit_stages_minima(full):
     study = load_study(full)
-    vs = valleys(study.done, "non_embedding_params", study.loss_column())
+    vs = study.valleys("non_embedding")
     assert len(vs) == 3 and all(v.interior for v in vs)
     assert [v.n_opt for v in vs] == sorted(v.n_opt for v in vs)
+    a2 = json.loads((full / "fit" / "approach2_non_embedding.json").read_text())
+    assert [v.n_opt for v in vs] == [m["n_opt"] for m in a2["minima"]]  # read, not refitted
+    v = vs[0]  # the drawn parabola is the fit's: its minimum sits at the fit's vertex
+    import numpy as np
+
+    x = np.log(v.n_opt) + np.array([-0.01, 0.0, 0.01])
+    assert v.loss_at(x)[1] == pytest.approx(v.loss_opt) and v.loss_at(x)[1] < v.loss_at(x).min() + 1e-12
+
+
+def test_headline_exponents_are_the_summarys_with_their_conventions(full, full_html):
+    from scaling.fit.artifacts import exponent_rows, exponent_where
+
+    glance = full_html[full_html.index('<section id="glance">'):]
+    glance = glance[: glance.index("</section>")]
+    rows = exponent_rows(full)
+    assert {(r["approach"], r["param_convention"]) for r in rows} >= {("3", "total"), ("3", "non_embedding")}
+    by = {(r["approach"], r["param_convention"]): r for r in rows}
+    # approach 3 solves C = 6 N D in its own count; approach 2's C is the budgets' (non-embedding)
+    assert by["3", "total"]["flops_convention"] == "6N"
+    assert by["3", "non_embedding"]["flops_convention"] == "6N_non_embedding"
+    assert by["2", "non_embedding"]["flops_convention"] == "6N_non_embedding"
+    for r in rows:
+        assert html_text(exponent_where(r)) in glance
+        if r["a"] is not None:
+            assert f"{r['a']:.3f}" in glance
 
 
 def test_figures_have_log_axes_and_units(full):

@@ -3,7 +3,9 @@
 The report only reads: runs through :func:`scaling.load_runs`, the sweep spec through
 :class:`scaling.store.SweepStore`, and the JSON files each stage writes (``plan.json``,
 ``fit/*.json``, ``fit/backtest.json``, ``select.json``, ``align/``, ``summary.json``). Each part
-is optional: a section appears only when its data exists.
+is optional: a section appears only when its data exists. Nothing is refitted here: the IsoFLOP
+minima and their parabolas, the exponents and their conventions are the fit stage's
+(:mod:`scaling.fit.artifacts`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scaling.convention import N_COLUMN, Convention
 from scaling.store import SweepStore, read_json, read_jsonl
 
 CONVENTIONS: tuple[str, ...] = ("non_embedding", "total")
-# which result column holds N for each parameter convention
-N_COLUMN: dict[str, str] = {"non_embedding": "non_embedding_params", "total": "params"}
 CONVENTION_LABEL: dict[str, str] = {
     "non_embedding": "non-embedding N (Kaplan)",
     "total": "total N (Chinchilla)",
@@ -43,19 +44,20 @@ class FitView:
 
     @property
     def approach(self) -> str:
-        a = self.get("approach")
-        if a is not None:
-            return str(a)
-        if self.get("n_opt") is not None and self.get("E") is None:
-            return "2"
-        return "3" if self.get("E") is not None else "?"
+        return str(self.raw.get("approach", "?"))
 
     @property
-    def convention(self) -> str:
-        c = self.get("param_convention") or self.get("convention") or self.get("params_convention")
-        if c in CONVENTIONS:
-            return str(c)
-        return "non_embedding" if "non_embedding" in self.name else "total"
+    def convention(self) -> Convention | None:
+        """How the fit counted N and C, as its file says (None for a file that does not say)."""
+        try:
+            return Convention.from_dict(self.raw, where=self.name)
+        except ValueError:  # UsageError: a file from elsewhere, shown without a convention
+            return None
+
+    @property
+    def count(self) -> str | None:
+        c = self.convention
+        return c.params if c else None
 
     def ci(self, key: str) -> tuple[float, float] | None:
         """Interval of a parameter: ``ci[key]``, or the ``ci`` of a nested ``{coef, exponent, ci}``."""
@@ -109,6 +111,62 @@ class FitView:
         return [x for x in m if isinstance(x, dict)]
 
 
+@dataclass(frozen=True)
+class Valley:
+    """One budget's IsoFLOP minimum as the fit stage wrote it (:func:`scaling.fit.approach2.isoflop_minimum`),
+    in ln N (or, for the tokens view, ln D). Without an interior minimum: the best run, no parabola vertex."""
+
+    budget: float
+    n_opt: float
+    log_n_se: float
+    loss_opt: float
+    interior: bool
+    n_range: tuple[float, float]
+    tokens_opt: float
+    parabola: dict[str, Any] | None
+    reason: str | None = None
+
+    @classmethod
+    def from_minimum(cls, m: dict[str, Any], view: str) -> Valley:
+        tokens = view == "tokens"
+        key, best = ("d", "observed_best_tokens") if tokens else ("n", "observed_best_params")
+        interior = bool(m.get("interior"))
+        rng = m.get(f"{key}_range") or [math.nan, math.nan]
+        return cls(
+            budget=float(m["flops"]),
+            n_opt=float(m[f"{key}_opt"]) if interior else float(m.get(best, math.nan)),
+            log_n_se=float(m.get(f"{key}_opt_log_se", math.nan)) if interior else math.nan,
+            loss_opt=float(m["loss_opt"]) if interior else float(m["observed_best_loss"]),
+            interior=interior,
+            n_range=(float(rng[0]), float(rng[1])),
+            tokens_opt=float(m["d_opt"]) if interior else float(m.get("observed_best_tokens", math.nan)),
+            parabola=m.get(f"parabola_{key}"),
+            reason=m.get("reason"),
+        )
+
+    def loss_at(self, x: np.ndarray) -> np.ndarray:
+        """The stored parabola at ``x`` (ln N, or ln D in the tokens view)."""
+        from scaling.fit.approach2 import parabola_at
+
+        return parabola_at(self.parabola, x)
+
+
+def exponent_card(row: dict[str, Any]) -> tuple[str, str, str]:
+    """(title, value, note) of one of the summary's exponents (:func:`scaling.fit.artifacts.exponent_rows`)."""
+    from scaling.fit.artifacts import exponent_where
+
+    value = "refused" if row.get("a") is None else f"{row['a']:.3f}"
+    if row.get("a") is None:
+        detail = str(row.get("refused", ""))[:160]
+    elif row.get("ci"):
+        detail = f"{row['interval']} [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]"
+    elif row.get("between"):
+        detail = f"local slope between C = {row['between'][0]:.3g} and {row['between'][1]:.3g}"
+    else:
+        detail = ""
+    return f"N* exponent a: {exponent_where(row)}", value, detail
+
+
 def _pair(v: Any) -> tuple[float, float] | None:
     if isinstance(v, (list, tuple)) and len(v) == 2 and all(_finite(x) for x in v):
         return float(v[0]), float(v[1])
@@ -135,6 +193,10 @@ class Study:
     align_summary: Any = None
     align_metrics: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    minima: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    minima_convention: dict[str, Convention | None] = field(default_factory=dict)
+    refusals: dict[str, str] = field(default_factory=dict)
+    exponents: list[dict[str, Any]] = field(default_factory=list)
     cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -144,14 +206,27 @@ class Study:
         d = self.runs[self.runs["status"] == "done"]
         return d[d["final_loss"].notna()] if "final_loss" in d else d
 
-    def valleys(self, n_col: str) -> list[Any]:
-        """The IsoFLOP parabolas of the finished runs against ``n_col`` (cached)."""
-        from scaling.report.analysis import valleys
+    def valleys(self, view: str) -> list[Valley]:
+        """The fit stage's IsoFLOP minima in ``view``: a parameter count (``total``,
+        ``non_embedding``) or ``tokens`` (the parabola in ln D, the same in either count)."""
+        counts = [view] if view != "tokens" else ["total", "non_embedding"]
+        for count in counts:
+            if self.minima.get(count):
+                return [Valley.from_minimum(m, view) for m in self.minima[count]]
+        return []
 
-        key = ("valleys", n_col)
-        if key not in self.cache:
-            self.cache[key] = valleys(self.done, n_col, self.loss_column())
-        return self.cache[key]
+    @property
+    def budget_flops(self) -> str | None:
+        """How the budget labels count C (a FLOP convention), as the fit stage recorded it."""
+        return next((c.flops for c in self.minima_convention.values() if c is not None), None)
+
+    @property
+    def run_flops(self) -> str:
+        """How the runs' ``flops`` count C (``result.json``'s ``flops_convention``; runs written
+        before it was recorded counted 6 N_total D)."""
+        if "flops_convention" in self.runs and self.runs["flops_convention"].notna().any():
+            return ", ".join(sorted(set(self.runs["flops_convention"].dropna())))
+        return "6N"
 
     def loss_column(self) -> str:
         """Held-out loss when every finished run has one, else the final training loss."""
@@ -160,23 +235,12 @@ class Study:
             return "eval_loss"
         return "final_loss"
 
-    def fit(self, approach: str, convention: str) -> FitView | None:
+    def fit(self, approach: str, count: str) -> FitView | None:
+        """The fit of ``approach`` whose N counts ``count``; a study's own file before an added one."""
         for f in self.fits.values():
-            if f.approach == approach and f.convention == convention:
+            if f.approach == approach and f.count == count:
                 return f
         return None
-
-    def budget_convention(self) -> str | None:
-        """Which parameter count the budget labels use: the one with C = 6 N D closest to them."""
-        d = self.done
-        if d.empty or "budget" not in d or "tokens" not in d:
-            return None
-        err = {}
-        for conv, col in N_COLUMN.items():
-            if col in d and d[col].notna().any():
-                ratio = d["budget"] / (6.0 * d[col] * d["tokens"])
-                err[conv] = float(np.nanmedian(np.abs(np.log(ratio.astype(float)))))
-        return min(err, key=err.get) if err else None
 
     def target_flops(self) -> float | None:
         for src in (self.plan, self.summary, self.backtest):
@@ -191,6 +255,7 @@ class Study:
 def load_study(study_dir: str | Path, fit_paths: list[str | Path] | None = None) -> Study:
     """Read ``study_dir``; ``fit_paths`` add (or replace, by file stem) fit artifacts."""
     import scaling
+    from scaling.fit.artifacts import exponent_rows
 
     path = Path(study_dir)
     runs = scaling.load_runs(path)
@@ -207,6 +272,7 @@ def load_study(study_dir: str | Path, fit_paths: list[str | Path] | None = None)
         if isinstance(d, dict):
             fits[p.stem] = FitView(p.stem, d)
     align = path / "align"
+    minima, conventions, refusals = _minima(path)
     return Study(
         path=path,
         runs=runs,
@@ -220,7 +286,24 @@ def load_study(study_dir: str | Path, fit_paths: list[str | Path] | None = None)
         align_summary=_read_obj(align / "summary.json"),
         align_metrics={s: read_jsonl(align / s / "metrics.jsonl") for s in ("sft", "reward", "rlhf", "dpo")},
         statuses={rd.run_id: rd.read_status() for rd in store.runs()},
+        minima=minima,
+        minima_convention=conventions,
+        refusals=refusals,
+        exponents=exponent_rows(path),
     )
+
+
+def _minima(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """The approach-2 minima of each parameter count, their convention and any refusal."""
+    from scaling.fit.artifacts import read_minima
+
+    minima, conventions, refusals = {}, {}, {}
+    for count in CONVENTIONS:
+        m, conv, refusal = read_minima(path, count)
+        minima[count], conventions[count] = m, conv
+        if refusal:
+            refusals[count] = refusal
+    return minima, conventions, refusals
 
 
 def _read_obj(p: Path) -> Any:

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from scaling.report.analysis import bootstrap_frontier
+from scaling.laws import get_law
 from scaling.report.data import CONVENTION_LABEL, CONVENTIONS, N_COLUMN, Study
 
 LOSS_AXIS = "loss (nats/token)"
@@ -126,7 +126,7 @@ def training_curves(study: Study) -> go.Figure | None:
             ), row=1, col=col)
     fig.update_xaxes(type="log", title_text="tokens D", row=1, col=1)
     if len(xs) == 2:
-        fig.update_xaxes(type="log", title_text="compute C (FLOPs, 6ND with N total)", exponentformat="power", row=1, col=2)
+        fig.update_xaxes(type="log", title_text=f"compute C (FLOPs, counted {study.run_flops})", exponentformat="power", row=1, col=2)
     fig.update_yaxes(type="log", title_text=LOSS_AXIS)
     return _layout(fig, "Training curves (one line per run)", height=460)
 
@@ -155,7 +155,7 @@ def isoflop(study: Study) -> go.Figure | None:
         if n_col not in done or done[n_col].isna().all():
             continue
         idx: list[int] = []
-        vs = {v.budget: v for v in study.valleys(n_col)}
+        vs = {v.budget: v for v in study.valleys(conv)}
         titles[conv] = "IsoFLOP curves: ★ parabola minimum ±1σ" + (
             "" if all(v.interior for v in vs.values()) else "; ✕ no interior minimum (best run)")
         visible = not groups
@@ -169,12 +169,12 @@ def isoflop(study: Study) -> go.Figure | None:
                 hovertemplate="%{customdata}<br>N=%{x:.3s}<br>loss=%{y:.4f}<extra></extra>",
             ))
             idx.append(len(fig.data) - 1)
-            v = vs.get(budget)
-            if v is None:
+            v = vs.get(float(budget))
+            if v is None or v.parabola is None:
                 continue
             xs = np.exp(np.linspace(np.log(v.n_range[0]) - 0.15, np.log(v.n_range[1]) + 0.15, 60))
             fig.add_trace(go.Scatter(
-                x=xs, y=np.polyval(v.coef, np.log(xs)), mode="lines", legendgroup=label, showlegend=False,
+                x=xs, y=v.loss_at(np.log(xs)), mode="lines", legendgroup=label, showlegend=False,
                 line={"color": c, "width": 1.5, "dash": "dot"}, visible=visible, hoverinfo="skip",
             ))
             se = v.log_n_se if math.isfinite(v.log_n_se) else 0.0
@@ -205,11 +205,7 @@ def isoflop(study: Study) -> go.Figure | None:
 
 
 def _published(c_grid: np.ndarray) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
-    """(label, convention, N*, D*) of each published law available in scaling.laws."""
-    try:
-        from scaling.laws import get_law  # type: ignore[attr-defined]
-    except ImportError:
-        return []
+    """(label, convention, N*, D*) of each published law drawn beside the fit."""
     out = []
     for name, label in PUBLISHED:
         try:
@@ -241,55 +237,48 @@ def _c_grid(study: Study) -> tuple[np.ndarray, float]:
     return np.geomspace(min(budgets) / 1.5, max(max(budgets), target) * 1.5, 60), target
 
 
+def _frontier_fit(study: Study, conv: str) -> Any:
+    """The fit whose N*(C) (or D*(C)) is drawn against the budget labels: approach 2 (its C is the
+    labels'), else approach 3 where its ``C = 6 N D`` counts C as the labels do."""
+    budgets = study.budget_flops
+    counts = [conv] if conv != "tokens" else list(CONVENTIONS)
+    for approach in ("2", "3"):
+        for count in counts:
+            f = study.fit(approach, count)
+            if f is not None and (approach == "2" or (f.convention is not None and f.convention.flops == budgets)):
+                return f
+    return None
+
+
 def _frontier_data(study: Study, conv: str) -> dict[str, Any] | None:
     done = study.done
-    col = "tokens" if conv == "tokens" else N_COLUMN[conv]
-    if done.empty or col not in done or "budget" not in done:
+    if done.empty or "budget" not in done:
         return None
-    loss_col = study.loss_column()
-    vs = [v for v in study.valleys(col) if v.interior]
-    # A parametric fit counts C = 6 N D with its own N; its allocation is drawn against the
-    # budget labels only when they count N the same way. IsoFLOP (approach 2) fits use the labels.
-    same = study.budget_convention()
-    fit = None
-    for c in ([conv] if conv != "tokens" else [same, *CONVENTIONS]):
-        fit = fit or study.fit("2", c) or (study.fit("3", c) if c == same else None)
+    vs = [v for v in study.valleys(conv) if v.interior]
+    fit = _frontier_fit(study, conv)
     pl = None
     if fit is not None:
         pl = fit.n_opt_coef_at_c() if conv != "tokens" else fit.power_law("d_opt")
-    if len(vs) < 2 and pl is None:
+    if pl is None:  # no fit to draw: the minima alone are shown in the IsoFLOP section
         return None
     c_grid, target = _c_grid(study)
-    if pl is None:
-        from scaling.report.analysis import power_law
-
-        g, a = power_law(np.array([v.budget for v in vs]), np.array([v.n_opt for v in vs]))
-        pl = {"coef": g, "exponent": a, "ci": None}
-        source = "power law through the minima"
-    else:
-        source = f"fit/{fit.name}.json"
     y = pl["coef"] * c_grid ** pl["exponent"]
-    band = _fit_band(fit, c_grid, "tokens" if conv == "tokens" else "params") if fit is not None else None
+    band = _fit_band(fit, c_grid, "tokens" if conv == "tokens" else "params")
+    band_label = None
     if band is not None:
         y, band_label = band.pop("y"), band.pop("label")
-    else:
-        band = bootstrap_frontier(done, col, loss_col, c_grid)
-        band_label = "95% bootstrap band (runs resampled per budget)"
     return {"conv": conv, "valleys": vs, "c": c_grid, "y": y, "band": band, "band_label": band_label,
-            "law": pl, "source": source, "target": target, "fit": fit}
+            "law": pl, "source": f"fit/{fit.name}.json", "target": target, "fit": fit}
 
 
 def _fit_band(fit: Any, c_grid: np.ndarray, key: str) -> dict[str, Any] | None:
     """The fit's own interval of N*(C) or D*(C) (``LawFit.allocation``: bootstrap draws or OLS)."""
-    if "form" not in fit.raw or "params" not in fit.raw:
+    if "form" not in fit.raw or "params" not in fit.raw or fit.convention is None:
         return None
-    try:
-        from scaling.fit import LawFit
+    from scaling.fit import LawFit
 
-        law = LawFit.from_dict(fit.raw)
-        rows = [law.allocation(float(c)) for c in c_grid]
-    except Exception:  # an artifact from another version: fall back to the report's bootstrap
-        return None
+    law = LawFit.from_dict(fit.raw)
+    rows = [law.allocation(float(c)) for c in c_grid]
     if not all(isinstance(r.get("ci"), dict) and r["ci"].get(key) for r in rows):
         return None
     lo = np.array([r["ci"][key][0] for r in rows], dtype=float)

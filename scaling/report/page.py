@@ -19,7 +19,6 @@ import platform
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 from markupsafe import Markup
 
 from scaling.report import figures as F
@@ -40,12 +39,12 @@ from scaling.report.blocks import (
     records_table,
     static,
 )
-from scaling.report.data import CONVENTION_LABEL, CONVENTIONS, N_COLUMN, Study
+from scaling.report.data import CONVENTION_LABEL, CONVENTIONS, Study, exponent_card
 
 RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("name", "name"), ("run_id", "run id"), ("status", "status"), ("budget", "budget C"),
     ("shape.layers", "layers"), ("shape.hidden", "hidden"), ("non_embedding_params", "N non-emb."),
-    ("params", "N total"), ("tokens", "tokens D"), ("flops", "FLOPs (6ND)"), ("final_loss", "final loss"),
+    ("params", "N total"), ("tokens", "tokens D"), ("flops", "FLOPs"), ("final_loss", "final loss"),
     ("eval_loss", "eval loss"), ("optimizer.lr", "lr"), ("seed", "seed"), ("wall_time", "wall (s)"),
     ("tokens_per_s", "tokens/s"), ("attempts", "attempts"),
 )
@@ -85,22 +84,9 @@ def glance(study: Study) -> Cards:
         err = err if isinstance(err, (int, float)) else (bt["predicted_loss"] - bt["achieved_loss"]) / bt["achieved_loss"]
         cards.append(Card("backtest: predicted vs achieved", f"{bt['predicted_loss']:.4f} vs {bt['achieved_loss']:.4f}",
                           f"error {100 * err:+.2f}% at the held-out budget"))
-    for conv in CONVENTIONS:
-        fd = F.frontier_data(study, conv)
-        if fd:
-            cards.append(Card(f"N* exponent, {CONVENTION_LABEL[conv]}", f"{fd['law']['exponent']:.3f}", _ci_text(fd)))
+    for row in study.exponents:  # the summary's exponents, read from the same fit files
+        cards.append(Card(*exponent_card(row)))
     return Cards(cards)
-
-
-def _ci_text(fd: dict[str, Any]) -> str:
-    ci = fd["law"].get("ci")
-    if ci:
-        return f"95% CI [{ci[0]:.3f}, {ci[1]:.3f}]"
-    band = fd.get("band")
-    if band is not None and "exponents" in band:
-        lo, hi = np.percentile(band["exponents"], [2.5, 97.5])
-        return f"95% bootstrap CI [{lo:.3f}, {hi:.3f}]"
-    return ""
 
 
 def run_table(study: Study) -> list[Block]:
@@ -108,39 +94,42 @@ def run_table(study: Study) -> list[Block]:
     cols = [(c, h) for c, h in RUN_COLUMNS if c in runs]
     rows = runs.sort_values([c for c in ("budget", "params") if c in runs]) if len(runs) else runs
     body = [[r.get(c) for c, _ in cols] for r in rows.to_dict("records")]
-    return [Text("note", "Click a column to sort. Loss in nats/token; FLOPs counted as 6ND with N total."),
+    return [Text("note", f"Click a column to sort. Loss in nats/token; FLOPs counted as {study.run_flops}."),
             Table([h for _, h in cols], body, text_cols=3, sortable=True, scroll=True)]
 
 
-def isoflop_table(study: Study) -> Table:
+def isoflop_table(study: Study) -> Table | Text:
     rows = []
     for conv in CONVENTIONS:
-        if N_COLUMN[conv] not in study.done:
-            continue
-        for v in study.valleys(N_COLUMN[conv]):
+        for v in study.valleys(conv):
             se = v.log_n_se
             rows.append((CONVENTION_LABEL[conv], v.budget, v.n_opt,
                          f"×/÷ {math.exp(se):.2f}" if math.isfinite(se) else "n/a", v.tokens_opt,
                          v.tokens_opt / v.n_opt, v.loss_opt, "yes" if v.interior else "NO: best run at the edge"))
+    if not rows:
+        return Text("note", "No IsoFLOP minima: they come from the fit stage (fit/approach2_<count>.json, or its "
+                            ".refused.json); run `scaling run` on the spec, or `scaling fit STUDY --approach 2 "
+                            "--out STUDY/fit/approach2_total.json`.")
     return Table(["N convention", "budget C", "N*", "N* ±1σ", "D*", "tokens per param", "loss at N*", "interior"],
                  rows)
 
 
 def conventions(study: Study) -> Section | None:
-    """Both parameter conventions side by side; ``sections/conventions.html.j2`` adds the literature."""
-    fds = {conv: fd for conv in CONVENTIONS if (fd := F.frontier_data(study, conv))}
-    if not fds:
+    """Both parameter counts side by side, from the fit stage's exponents (approaches 2 and 3) and
+    N* at the target; ``sections/conventions.html.j2`` adds the literature."""
+    by = {(r["approach"], r.get("param_convention")): r for r in study.exponents}
+    counts = [c for c in CONVENTIONS if ("2", c) in by or ("3", c) in by]
+    if not counts:
         return None
     rows = []
-    for conv, fd in fds.items():
-        a3 = study.fit("3", conv)
-        a3_exp = a3.get("a") if a3 else None
-        a3_ci = a3.ci("a") if a3 else None
-        at_target = fd["law"]["coef"] * fd["target"] ** fd["law"]["exponent"]
-        rows.append((CONVENTION_LABEL[conv], fd["law"]["exponent"], _ci_text(fd), fd["source"], a3_exp,
-                     f"[{a3_ci[0]:.3f}, {a3_ci[1]:.3f}]" if a3_ci else "", at_target))
-    tab = Table(["N convention", "N* exponent a (IsoFLOP)", "interval", "from", "a (parametric fit)", "interval",
-                 f"N* at the target C = {F.fmt_sci(fd['target'])}"], rows)
+    for conv in counts:
+        a2, a3, fd = by.get(("2", conv), {}), by.get(("3", conv), {}), F.frontier_data(study, conv)
+        at_target = fd["law"]["coef"] * fd["target"] ** fd["law"]["exponent"] if fd else None
+        rows.append((CONVENTION_LABEL[conv], a2.get("a"), _interval(a2), a2.get("file", ""), a3.get("a"),
+                     _interval(a3), a3.get("file", ""), at_target, fd["source"] if fd else ""))
+    tab = Table(["N convention", "a, approach 2 (IsoFLOP)", "interval", "from", "a, approach 3 (parametric)",
+                 "interval", "from", f"N* at the target C = {F.fmt_sci(study.target_flops() or math.nan)}",
+                 "N* line from"], rows)
     done = study.done
     share = ""
     if {"params", "non_embedding_params"} <= set(done.columns) and len(done):
@@ -148,13 +137,19 @@ def conventions(study: Study) -> Section | None:
         share = (f" embeddings are {100 * emb.max():.0f}% of the parameters of the smallest model and "
                  f"{100 * emb.min():.0f}% of the largest.")
     verdict = ""
-    if len(fds) == 2:
-        ne, t = fds["non_embedding"]["law"]["exponent"], fds["total"]["law"]["exponent"]
-        verdict = (f" The non-embedding exponent is {ne:.3f} and the total one {t:.3f}: "
+    ne, t = by.get(("2", "non_embedding"), {}).get("a"), by.get(("2", "total"), {}).get("a")
+    if ne is not None and t is not None:
+        verdict = (f" By approach 2 the non-embedding exponent is {ne:.3f} and the total one {t:.3f}: "
                    + ("counting without embeddings gives the steeper law, as Kaplan found." if ne > t
                       else "here the non-embedding exponent is not the steeper one."))
     return Section("conventions", "Two parameter conventions: non-embedding (Kaplan) vs total (Chinchilla)", [tab],
                    template="sections/conventions.html.j2", context={"share": share, "verdict": verdict})
+
+
+def _interval(row: dict[str, Any]) -> str:
+    if row.get("a") is None:
+        return f"refused: {row['refused']}" if row.get("refused") else ""
+    return f"{row['interval']} [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]" if row.get("ci") else ""
 
 
 def parametric_table(study: Study) -> list[Block]:
