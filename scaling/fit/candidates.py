@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+
 import numpy as np
 import pandas as pd
-from scipy import optimize
 
 from scaling.fit import optim
 from scaling.fit.approach3 import Approach3
-from scaling.fit.data import FitRefusal
+from scaling.fit.data import FitData, FitRefusal, normalise
 from scaling.fit.kaplan import KaplanFit, form_loss
 from scaling.fit.results import LawFit
 
@@ -116,7 +116,7 @@ def _kaplan_vector(law: LawFit) -> np.ndarray:
     return np.array([math.log(p["N_c"]), math.log(p["D_c"]), p["alpha_N"], p["alpha_D"]])
 
 
-def fit_candidate(cand: Candidate, frame: pd.DataFrame, basin_start: np.ndarray | None = None,
+def fit_candidate(cand: Candidate, frame: pd.DataFrame | FitData, basin_start: np.ndarray | None = None,
                   fitter: Approach3 | None = None) -> Member:
     """Fit ``cand`` to ``frame`` (already without its dropped levels). A basin needs its start."""
     a3 = fitter or Approach3()
@@ -133,7 +133,7 @@ def fit_candidate(cand: Candidate, frame: pd.DataFrame, basin_start: np.ndarray 
         return Member(cand, law, _theta(law), frozenset({"E"}))
     law = a3.fit(frame)
     if cand.kind == "E_floor":
-        floor = float(cand.value or 0) * float(frame[a3.columns.loss].min())
+        floor = float(cand.value or 0) * float(normalise(frame, a3.columns).frame["loss"].min())
         if law.params["E"] < floor:
             law = replace(a3, fixed={"E": floor}).fit(frame)
             return Member(cand, law, _theta(law), frozenset({"E"}))
@@ -154,6 +154,8 @@ def refit(member: Member, params: np.ndarray, tokens: np.ndarray, loss: np.ndarr
         theta, f, _ = optim.levenberg_marquardt(problem, np.tile(member.vector, (len(weights), 1)), rtol=1e-8)
         theta[~np.isfinite(f)] = np.nan
         return theta
+    from scipy import optimize
+
     out = np.full((len(weights), len(member.vector)), np.nan)
     logn, logd, logl = np.log(params), np.log(tokens), np.log(loss)
     for i, w in enumerate(np.sqrt(weights)):

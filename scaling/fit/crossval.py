@@ -32,13 +32,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
 
 from scaling.fit import optim
 from scaling.fit.approach3 import Approach3
 from scaling.fit.bootstrap import resample_counts
 from scaling.fit.candidates import Candidate, Member, default_candidates, fit_candidate, refit
-from scaling.fit.data import Columns, FitRefusal, budget_groups, close_groups, normalise
+from scaling.fit.data import Columns, FitData, FitRefusal, budget_groups, close_groups, normalise
 from scaling.fit.predictive import PredictiveLaw
 
 AXES = ("auto", "params", "budget", "tokens", "flops")
@@ -65,8 +64,10 @@ def _grouped(axis: str, design: str, x: np.ndarray, rtol: float) -> Levels:
     return Levels(axis, design, labels, values)
 
 
-def find_levels(data: pd.DataFrame, axis: str = "auto", rtol: float = 0.02) -> Levels:
-    """The levels of a normalised frame along ``axis`` (``auto``: from the design, see module)."""
+def find_levels(data: pd.DataFrame | FitData, axis: str = "auto", rtol: float = 0.02) -> Levels:
+    """The levels of normalised rows along ``axis`` (``auto``: from the design, see module)."""
+    if isinstance(data, FitData):
+        data = data.frame
     if axis not in AXES:
         raise FitRefusal(f"axis: {axis!r} is not one of {', '.join(AXES)}")
     n, d = data["params"].to_numpy(float), data["tokens"].to_numpy(float)
@@ -134,6 +135,8 @@ def stack_weights(preds: list[np.ndarray], losses: list[np.ndarray]) -> np.ndarr
     big = 1e3 * max(1.0, float(np.abs(a).max()))
     a = np.vstack([a, np.full(a.shape[1], big)])
     b = np.append(b, big)
+    from scipy import optimize
+
     w, _ = optimize.nnls(a, b)
     return w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
 
@@ -167,8 +170,9 @@ class Predictor:
         if self.axis not in AXES:
             raise FitRefusal(f"axis: {self.axis!r} is not one of {', '.join(AXES)}")
 
-    def fit(self, frame: pd.DataFrame) -> PredictiveLaw:
-        data = normalise(frame, self.columns)
+    def fit(self, frame: pd.DataFrame | FitData) -> PredictiveLaw:
+        fd = normalise(frame, self.columns)
+        data = fd.frame
         levels = find_levels(data, self.axis)
         folds = forward_folds(levels, self.folds)
         if not folds:
@@ -179,10 +183,10 @@ class Predictor:
         cands = self.candidates or default_candidates(self.e_fixed)
         fitter = replace(self.fitter, columns=Columns(), bootstrap=0)
         n_basins = max((c.basin for c in cands if c.kind == "basin"), default=0)
-        optima = [t for t, _ in fitter.local_optima(data, n_basins + 1)] if n_basins else []
+        optima = [t for t, _ in fitter.local_optima(fd, n_basins + 1)] if n_basins else []
         rows, kept = [], []
         for c in cands:
-            row, fitted = self._score(c, data, levels, folds, fitter, optima)
+            row, fitted = self._score(c, fd, levels, folds, fitter, optima)
             rows.append(row)
             if fitted is not None:
                 kept.append((c, fitted))
@@ -209,9 +213,10 @@ class Predictor:
 
     # ---- internals --------------------------------------------------------------------------------
 
-    def _score(self, c: Candidate, data: pd.DataFrame, levels: Levels, folds: list[Fold], fitter: Approach3,
+    def _score(self, c: Candidate, fd: FitData, levels: Levels, folds: list[Fold], fitter: Approach3,
                optima: list[np.ndarray]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """Fit ``c`` on all rows and in every fold; its held-out errors (row) and fitted members."""
+        data = fd.frame
         row: dict[str, Any] = {"name": c.name, "kind": c.kind, "drop": c.drop, "errors": [], "weight": 0.0}
         keep = levels.labels >= c.drop
         start = optima[c.basin] if c.kind == "basin" and c.basin < len(optima) else None
@@ -219,10 +224,10 @@ class Predictor:
         try:
             if c.drop and min(len(np.unique(levels.labels[keep & f.train])) for f in folds) < 2:
                 raise FitRefusal(f"dropping {c.drop} level(s) leaves fewer than 2 to fit on in a fold")
-            fitted["all"] = fit_candidate(c, data[keep], start, fitter)
+            fitted["all"] = fit_candidate(c, fd.subset(keep), start, fitter)
             start = fitted["all"].vector if c.kind == "basin" else None
             for f in folds:
-                m = fit_candidate(c, data[keep & f.train], start, fitter)
+                m = fit_candidate(c, fd.subset(keep & f.train), start, fitter)
                 test = data[f.test]
                 pred = m.predict(test["params"].to_numpy(float), test["tokens"].to_numpy(float))[0]
                 row["errors"].append(float(abs_log_error(pred, test["loss"].to_numpy(float))))
@@ -294,19 +299,18 @@ class Predictor:
         }
 
 
-def holdout_largest(frame: pd.DataFrame, fitter: Any, axis: str = "auto", columns: Columns | None = None) -> dict[str, Any]:
+def holdout_largest(frame: pd.DataFrame | FitData, fitter: Any, axis: str = "auto", columns: Columns | None = None) -> dict[str, Any]:
     """Leave the largest level out, fit ``fitter`` (a :class:`Predictor` or any fitter whose
     ``fit`` returns a law) on the rest, and score its prediction of the left-out level.
 
     Returns the law, the candidate chosen (for a predictor), the left-out level and its errors:
     ``mae`` (mean absolute error of the loss), ``mean_abs_log_error`` and ``n_test``.
     """
-    data = normalise(frame, columns)
+    fd = normalise(frame, columns)
+    data = fd.frame
     levels = find_levels(data, getattr(fitter, "axis", axis))
     top = levels.labels == levels.count - 1
-    train = data[~top].reset_index(drop=True)
-    train.attrs.update(data.attrs)
-    law = replace(fitter, columns=Columns()).fit(train)
+    law = replace(fitter, columns=Columns()).fit(fd.subset(~top))
     test = data[top]
     pred = np.asarray(law.loss(test["params"].to_numpy(float), test["tokens"].to_numpy(float)), float)
     actual = test["loss"].to_numpy(float)
