@@ -59,3 +59,28 @@ def test_train_from_a_run_file_with_json(tmp_path) -> None:
     assert res["steps"] == 8 and res["params"] == res["non_embedding_params"] + 2 * 384 * 32
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
     assert (tmp_path / "cache" / "data").is_dir()
+
+
+TINY = ["--layers", "1", "--hidden", "16", "--heads", "2", "--vocab", "384", "--seq-len", "32", "--batch-tokens", "256",
+        "--corpus", "builtin:bible", "--max-chars", "150000", "--eval-every", "4", "--threads", "1", "--json"]
+
+
+def test_a_folder_holding_another_specs_run_is_refused_unless_replaced(tmp_path) -> None:
+    out, env = tmp_path / "run", {"SCALING_CACHE": str(tmp_path / "cache")}
+    first = run_cli("train", *TINY, "--tokens", "2048", "--out", str(out), env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    old = json.loads(first.stdout)
+    other = run_cli("train", *TINY, "--tokens", "3072", "--out", str(out), env=env, timeout=300)
+    assert other.returncode == 2, other.stderr
+    line = other.stderr.strip()
+    assert "\n" not in line and old["run_id"] in line and "--replace" in line and "2048 tokens" in line
+    new_id = line.split("not this spec's run ")[1].split()[0]
+    assert new_id != old["run_id"] and "3072 tokens" in line
+    assert json.loads((out / "result.json").read_text())["run_id"] == old["run_id"]  # untouched
+    # the same run with another thread count is the same run: reused, not refused
+    again = run_cli("train", *TINY[:-3], "--threads", "2", "--json", "--tokens", "2048", "--out", str(out), env=env)
+    assert again.returncode == 0 and json.loads(again.stdout)["final_loss"] == old["final_loss"]
+    replaced = run_cli("train", *TINY, "--tokens", "3072", "--out", str(out), "--replace", env=env, timeout=300)
+    assert replaced.returncode == 0, replaced.stderr
+    assert json.loads(replaced.stdout)["run_id"] == new_id == json.loads((out / "spec.json").read_text())["run_id"]
+    assert json.loads(replaced.stdout)["tokens"] == 3072

@@ -90,7 +90,7 @@ def backend_target(name: str) -> str:
         return reg[name]
     hint = (f"; a backend is a registered name, not code to import: install it as an entry point in the "
             f"{ENTRY_POINT_GROUP!r} group" if ":" in name else "")
-    raise ValueError(f"backend={name!r}: choose one of {', '.join(sorted(reg))}{hint}")
+    raise ValueError(f"{name!r} is not a registered backend: choose one of {', '.join(sorted(reg))}{hint}")
 
 
 def load_target(target: str) -> type:

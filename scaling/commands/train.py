@@ -58,6 +58,8 @@ def add_arguments(p: Any) -> None:
     g.add_argument("--token-dtype", choices=["auto", "uint16", "uint32"])
     g.add_argument("--cache-dir", help="prepared-data cache (default $SCALING_CACHE or ~/.cache/scaling)")
     p.add_argument("--out", help="run folder (default runs/<run_id>)")
+    p.add_argument("--replace", action="store_true",
+                   help="--out holds a run of another spec: delete it and train this one")
     p.add_argument("--no-progress", action="store_true")
     add_json_flag(p)
 
@@ -181,11 +183,62 @@ class _Progress:
         )
 
 
+def claim_run_folder(out: Path, spec: Any, replace: bool = False) -> None:
+    """``out`` may hold this spec's run (to resume or reuse) or nothing; a run of another spec is
+    refused naming both, or deleted with ``replace``. Call with the run's writer lock held."""
+    import shutil
+
+    from scaling.runspec import RunSpec
+    from scaling.store import CorruptFileError, RunDir
+    from scaling.sweep.lock import WRITER_GUARD
+
+    rd = RunDir(out)
+    try:
+        held = rd.read_spec()
+        held_id = RunSpec.from_json_dict(held).run_id if held else None  # today's identity of an older folder too
+    except (CorruptFileError, ValueError) as e:
+        held, held_id = {}, f"unreadable ({str(e)[:120]})"
+    if held is None or held_id == spec.run_id:
+        if held and held.get("run_id") != spec.run_id:
+            rd.write_spec(spec.to_json_dict())  # named by an older identity: same run
+        return
+    if not replace:
+        what = "finished run" if rd.is_done() else "run"
+        raise UsageError(
+            f"--out {out}: holds the {what} {held_id} ({_describe(held)}), not this spec's run {spec.run_id} "
+            f"({_describe(spec.to_json_dict())}); choose another --out, or add --replace to delete that run and train this one")
+    for p in out.iterdir():
+        if p.name == WRITER_GUARD:
+            continue  # held by this process
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _describe(d: dict[str, Any]) -> str:
+    s = d.get("shape") or {}
+    return f"L{s.get('layers')} d{s.get('hidden')} h{s.get('heads')}, {d.get('tokens')} tokens, seed {d.get('seed', 0)}"
+
+
 def run(args: Any) -> int:
+    from scaling.sweep.lock import RunBusy, RunLock
+
     spec = build_spec(args)
+    out = Path(args.out) if args.out else Path("runs") / spec.run_id
+    lock = RunLock(out)
+    if not lock.take():
+        raise RunBusy(f"--out {out}: another process is training this run folder; wait for it or choose another --out")
+    try:
+        claim_run_folder(out, spec, args.replace)
+        return _train(args, spec, out)
+    finally:
+        lock.release()
+
+
+def _train(args: Any, spec: Any, out: Path) -> int:
     from scaling.backends.local import LocalBackend
 
-    out = Path(args.out) if args.out else Path("runs") / spec.run_id
     progress = None if (args.no_progress or args.json or not sys.stderr.isatty()) else _Progress(spec)
     t = time.perf_counter()
     backend = LocalBackend(args.cache_dir)

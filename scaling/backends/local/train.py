@@ -212,14 +212,14 @@ def train_run(
     """
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     opts = validate_spec(spec)
-    done = rd.read_result_or_none()  # a corrupt result.json is not done: resume from the checkpoint
-    if done is not None:
-        return done
     existing = rd.read_spec()
     if existing is not None and existing.get("run_id") not in (None, spec.run_id):
         raise UsageError(
             f"run_dir={rd.path}: holds run {existing.get('run_id')}, not {spec.run_id}; use another folder"
         )
+    done = rd.read_result_or_none()  # a corrupt result.json is not done: resume from the checkpoint
+    if done is not None:
+        return done
     if existing is None:
         rd.write_spec(spec.to_json_dict())
     rd.mark_running()
