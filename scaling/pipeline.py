@@ -1,8 +1,8 @@
 """The whole study, and the only place that chains the stages.
 
 ``run_study(spec_path, out)``: plan -> sweep -> fit -> backtest -> predict -> select -> align
-(SFT, DPO) -> report. Each stage reads what the stages before it wrote to the study folder (see
-:mod:`scaling.store`) and records itself in ``STUDY/stages/`` (:mod:`scaling.stages`), so running
+(SFT, reward model, RLHF, DPO) -> report. Each stage reads what the stages before it wrote to the
+study folder (see :mod:`scaling.store`) and records itself in ``STUDY/stages/`` (:mod:`scaling.stages`), so running
 the same command again after a kill carries on where it stopped; the sweep itself skips finished
 runs and resumes killed ones from their checkpoints.
 
@@ -267,9 +267,10 @@ def _stage_align(study: Path, opts: StudyOptions, log: Callable[[str], None]) ->
     choice = read_json(study / "select.json") or {}
     model_dir = choice.get("model_dir") or str(study / "runs" / choice["run_id"] / "model")
     dpo = {**opts.dpo, **({"beta": opts.beta} if opts.beta is not None else {})}
+    seed = {"seed": opts.seed}
     try:
-        settings = StageSettings(SFTOptions(**{"seed": opts.seed, **opts.sft}), RewardOptions(**{"seed": opts.seed, **opts.reward}),
-                                 RLOptions(**{"seed": opts.seed, **opts.rlhf}), DPOOptions(**{"seed": opts.seed, **dpo}))
+        settings = StageSettings(SFTOptions(**{**seed, **opts.sft}), RewardOptions(**{**seed, **opts.reward}),
+                                 RLOptions(**{**seed, **opts.rlhf}), DPOOptions(**{**seed, **dpo}))
         tasks = TaskOptions(**{k: tuple(v) if k == "kinds" else v for k, v in opts.tasks.items()})
     except TypeError as e:
         raise UsageError(f"pipeline.sft/reward/rlhf/dpo/tasks: {e}") from None

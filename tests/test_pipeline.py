@@ -1,5 +1,5 @@
-"""The main job's code path, reduced: `scaling run` on 16 tiny runs, real training, fits, SFT, DPO
-and the report, then a rerun that finds every stage done, and a resume after a kill."""
+"""The main job's code path, reduced: `scaling run` on 16 tiny runs, real training, fits, SFT, a
+reward model, RLHF, DPO and the report, then a rerun that finds every stage done, and a resume after a kill."""
 
 from __future__ import annotations
 

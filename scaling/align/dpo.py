@@ -34,7 +34,7 @@ class DPOOptions(StageOptions):
     billion-parameter models; the small models here need larger steps to move in a hundred updates."""
 
     steps: int = 30
-    lr: float = 5e-4
+    lr: float = 2e-3
     eval_every: int = 10
     beta: float = 0.1
     loss_type: str = "sigmoid"

@@ -30,7 +30,7 @@ class RewardOptions(StageOptions):
     """Reward model hyperparameters (the head starts at random, so a larger LR than SFT's helps)."""
 
     steps: int = 24
-    lr: float = 1e-3
+    lr: float = 5e-3
     eval_every: int = 12
 
     STAGE: ClassVar[str] = "reward"

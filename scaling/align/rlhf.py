@@ -27,7 +27,7 @@ class RLOptions(StageOptions):
     """RLOO hyperparameters. ``batch_size`` counts replies (prompts x ``num_generations``)."""
 
     steps: int = 16
-    lr: float = 5e-4
+    lr: float = 2e-3
     eval_every: int = 8
     num_generations: int = 4
     max_completion_length: int = 10

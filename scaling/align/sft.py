@@ -21,10 +21,10 @@ from scaling.store import RunDir
 @dataclass(frozen=True)
 class SFTOptions(StageOptions):
     """SFT hyperparameters. ``lr`` is far above TRL's 2e-5 default: these are tiny models
-    trained in a hundred steps, not billion-parameter ones."""
+    (pretrained at ``min(1e-2, 0.32/hidden)``) trained in tens of steps, not billion-parameter ones."""
 
     steps: int = 60
-    lr: float = 1e-3
+    lr: float = 5e-3
     eval_every: int = 20
 
     STAGE: ClassVar[str] = "sft"
