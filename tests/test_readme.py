@@ -34,13 +34,16 @@ README = ROOT / "README.md"
 # where the README gives them, added where it does not). `scaling run` names the quickstart spec,
 # which runs here as the reduced quickstart, already finished in the folder: the run carries on
 # from its stage log (tiny_study ran the same command from scratch).
-ALIGN_SMALL = {"--sft-steps": "1", "--dpo-steps": "1", "--batch-size": "4", "--threads": "1"}
+ALIGN_SMALL = {"--sft-steps": "1", "--rm-steps": "1", "--dpo-steps": "1", "--threads": "1"}
 SCALED_DOWN: dict[str, dict[str, str]] = {
     "scaling run sweeps/quickstart.yaml": {},
     "scaling train --params": {"--params": "3e5", "--tokens": "2e4", "--threads": "1"},
     "scaling train run.yaml": {"--threads": "1"},
-    "scaling align studies/quickstart": {**ALIGN_SMALL, "--demo-train": "16", "--demo-eval": "8"},
-    "scaling align MODEL_DIR": {**ALIGN_SMALL, "--max-length": "64"},
+    "scaling align studies/quickstart": {
+        **ALIGN_SMALL, "--rl-steps": "1", "--batch-size": "8", "--max-completion-length": "6",
+        "--tasks-sft": "16", "--tasks-pref": "16", "--tasks-judge": "8", "--tasks-eval": "8",
+    },
+    "scaling align MODEL_DIR": {**ALIGN_SMALL, "--batch-size": "4", "--max-length": "64"},
 }
 NOT_RUN_HERE = ("scaling sweep launch sweeps/nanotron_chinchilla.yaml",)
 
