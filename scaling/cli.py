@@ -13,7 +13,7 @@ import importlib
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from scaling import __version__
 
@@ -78,10 +78,29 @@ def _accept_debug(parser: argparse.ArgumentParser) -> None:
                 _accept_debug(child)
 
 
+def _one_line_warnings() -> None:
+    """Our own warnings (:class:`scaling.errors.ScalingWarning`) as one ``warning:`` line each;
+    others as Python shows them."""
+    import warnings
+
+    from scaling.errors import ScalingWarning
+
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, ScalingWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from scaling.errors import exit_code, one_line
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    _one_line_warnings()
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from scaling.errors import ScalingWarning
 from scaling.store import CorruptFileError, RunDir, SweepStore, atomic_writer, read_jsonl
 
 INDEX = ".index"
@@ -54,7 +55,7 @@ ORPHAN_AGE_S = 600.0  # an unreferenced segment older than this is a crashed wri
 _BOOK = ("_fp", "_mtime_ns", "_status", "_segment", "_curves_fp")
 
 
-class CorruptRunWarning(UserWarning):
+class CorruptRunWarning(ScalingWarning):
     """A run folder holds a file that does not parse; the run is reported as ``corrupt``."""
 
 

@@ -38,3 +38,8 @@ def one_line(exc: BaseException) -> str:
         if parts:
             return "; ".join(parts)
     return " ".join(str(exc).split())
+
+
+class ScalingWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI prints it as
+    one ``warning:`` line."""

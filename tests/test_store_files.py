@@ -144,6 +144,8 @@ def test_cli_reads_a_study_with_a_corrupt_file(study, tmp_path, cli):
     fit = cli("fit", str(s), "--approach", "2", "--json")
     assert fit.returncode == 0, fit.stderr
     assert f"{bad_result}/result.json" in fit.stderr and "Traceback" not in fit.stderr
+    warned = [line for line in fit.stderr.splitlines() if bad_result in line]
+    assert warned and all(line.startswith("warning: ") for line in warned)  # one line each, no source excerpt
     rep = cli("report", str(s), "-o", str(tmp_path / "r.html"))
     assert rep.returncode == 0, rep.stderr
     assert "corrupt" in (tmp_path / "r.html").read_text()
