@@ -92,6 +92,11 @@ def _plan(args: argparse.Namespace) -> int:
     wall = table.get("est_wall_seconds")
     con.print(f"estimated wall time: {'unknown' if wall is None else _dur(wall)} "
               f"({table['max_parallel']} at a time, {table['threads_per_run']} thread(s) each, executor {table['executor']})")
+    tm = table.get("timing_model")
+    if tm:
+        con.print(f"timing model ({tm['source']}, cached per machine): {tm['step_overhead_s'] * 1e3:.1f} ms a step + "
+                  f"{1 / tm['s_per_flop'] / 1e9 if tm['s_per_flop'] else float('inf'):.3g} GFLOP/s achieved, "
+                  f"{tm['startup_s']:.1f} s process start + {tm['fixed_s']:.1f} s fixed a run; a busy machine measures slower")
     return 0
 
 
