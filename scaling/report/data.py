@@ -255,6 +255,7 @@ class Study:
 def load_study(study_dir: str | Path, fit_paths: list[str | Path] | None = None) -> Study:
     """Read ``study_dir``; ``fit_paths`` add (or replace, by file stem) fit artifacts."""
     import scaling
+    from scaling.columnar import status_records
     from scaling.fit.artifacts import exponent_rows
 
     path = Path(study_dir)
@@ -285,7 +286,7 @@ def load_study(study_dir: str | Path, fit_paths: list[str | Path] | None = None)
         summary=_read_obj(path / "summary.json"),
         align_summary=_read_obj(align / "summary.json"),
         align_metrics={s: read_jsonl(align / s / "metrics.jsonl") for s in ("sft", "reward", "rlhf", "dpo")},
-        statuses={rd.run_id: rd.read_status() for rd in store.runs()},
+        statuses={r["run_id"]: r["_status"] for r in status_records(path)},
         minima=minima,
         minima_convention=conventions,
         refusals=refusals,
