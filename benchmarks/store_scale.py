@@ -226,11 +226,11 @@ def main() -> None:
         rd.write_result({"final_loss": 3.0, "eval_loss": 3.01, "steps": args.steps, "tokens": args.steps * BATCH})
         t_after, (after, after_stats) = timed(lambda: read_frames(study, curves=True))
         assert (after["run_id"] == rd.run_id).sum() == args.steps
-        print(f"after one run finished: opened {after_stats.runs_read} run folder(s), parsed "
-              f"{after_stats.curves_read + after_stats.live_curves - warm_stats.live_curves} finished run's metrics "
-              f"(running runs re-read every time: {warm_stats.live_curves}); {t_after:.2f} s | warm read: "
-              f"{t_warm:.2f} s | ratio {t_after / t_warm:.2f}x | target: only that run: "
-              f"{'met' if after_stats.runs_read == 1 else 'MISSED'}")
+        print(f"after one run finished: opened {after_stats.runs_read} run folder(s) of {after_stats.runs} "
+              f"(warm read before it: {warm_stats.runs_read}); metrics parsed: {after_stats.curves_read} finished "
+              f"run(s) into the index + {after_stats.live_curves} not finished or just written (read every time; "
+              f"{warm_stats.live_curves} before); {t_after:.2f} s | warm read: {t_warm:.2f} s | ratio "
+              f"{t_after / t_warm:.2f}x | target: only that run: {'met' if after_stats.runs_read == 1 else 'MISSED'}")
         print(f"index: {sum(p.stat().st_size for p in (study / '.index').iterdir()) / 1e6:.0f} MB in "
               f"{len(list((study / '.index').iterdir()))} files")
     finally:
