@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from scaling.errors import UsageError
+from scaling.errors import UsageError, one_line
 from scaling.runspec import RunSpec
 from scaling.shapes import ModelShape
 
@@ -80,9 +80,7 @@ class NanotronOptions(BaseModel):
 def options_of(spec: RunSpec) -> NanotronOptions:
     try:
         return NanotronOptions(**spec.options)
-    except Exception as e:  # pydantic ValidationError -> one line naming the field
-        from scaling.errors import one_line
-
+    except ValidationError as e:  # one line naming the field
         raise UsageError(f"backend_options: {one_line(e)}") from None
 
 
