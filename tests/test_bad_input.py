@@ -213,3 +213,31 @@ def test_fit_single_budget_warns(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [line for line in err if line.startswith("warning: ")] and len(err) == 1, err
     assert "one compute budget" in err[0] and "add runs at other budgets" in err[0]
+
+
+# ---- sweep specs: errors found while expanding the grid name the file line -------------------------
+
+SPEC_HEAD = "name: t\nmodel: {vocab: 1024, seq_len: 128}\ntrain: {batch: 2048}\n"
+
+
+def test_grid_size_error_names_line_without_repr(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC_HEAD + "grid:\n  kind: kaplan_n\n  tokens: 100000\n  sizes:\n"
+                    "    - {layers: 1, hidden: 32, heads: 2}\n    - {layers: 1, hidden: 30, heads: 4}\n")
+    code, err = cli(capsys, "sweep", "plan", str(spec))
+    assert code == 2 and "s.yaml:9: grid.sizes.1: shape.heads=4: must divide hidden=30" in err, err
+    assert "ShapeSize(" not in err
+
+
+@pytest.mark.parametrize(
+    "grid",
+    ["{kind: kaplan_n, tokens: 1000, sizes: [{layers: 1, hidden: 32, heads: 2}]}",
+     "{kind: kaplan_d, size: {layers: 1, hidden: 32, heads: 2}, tokens: [100000, 1500]}",
+     "{kind: runs, runs: [{size: {layers: 1, hidden: 32, heads: 2}, tokens: 2000}]}",
+     "{kind: runs, runs: [{size: {layers: 1, hidden: 32, heads: 2}, budget: 1000}]}"],
+)
+def test_spec_tokens_below_one_batch_refused(tmp_path, capsys, grid):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC_HEAD + f"grid: {grid}\n")
+    code, err = cli(capsys, "sweep", "plan", str(spec))
+    assert code == 2 and "s.yaml:4: grid: run " in err and "less than one batch of 2048 tokens" in err, err

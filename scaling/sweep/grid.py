@@ -35,6 +35,7 @@ from scaling.sweep.spec import (
     WsdGrid,
 )
 
+
 def deepseek_compute(shape: ModelShape, tokens: float) -> float:
     """DeepSeek's ``C = M D`` with ``M = 72 L d^2 + 6 L d T`` (eq. 2), i.e. our ``kaplan`` FLOPs per token."""
     return flops_per_token(shape, "kaplan") * float(tokens)
@@ -53,8 +54,10 @@ def ladder_rule(model: ModelSettings) -> LadderRule:
     )
 
 
-def resolve_size(size: float | ShapeSize, model: ModelSettings) -> ModelShape:
-    """A numeric size (parameters counted as ``model.count``) or an explicit shape -> ModelShape."""
+def resolve_size(size: float | ShapeSize, model: ModelSettings, where: str = "grid size") -> ModelShape:
+    """A numeric size (parameters counted as ``model.count``) or an explicit shape -> ModelShape.
+
+    ``where`` names the size in errors (``quickstart.yaml:21: grid.sizes.3``)."""
     try:
         if isinstance(size, ShapeSize):
             return ModelShape(**size.model_dump(), vocab=model.vocab, seq_len=model.seq_len, tied=model.tied,
@@ -62,7 +65,7 @@ def resolve_size(size: float | ShapeSize, model: ModelSettings) -> ModelShape:
         s = shape_for_params(size, vocab=model.vocab, seq_len=model.seq_len, count=model.count, rule=ladder_rule(model))
         return s.replace(qkv_bias=model.qkv_bias, glu=model.glu) if (model.qkv_bias or not model.glu) else s
     except ShapeError as e:
-        raise UsageError(f"grid size {size!r}: {e}") from None
+        raise UsageError(f"{where}: {e}") from None
 
 
 def centre_params(budget: float, around: AroundOptimum, model: ModelSettings, convention: str) -> float:
@@ -93,7 +96,7 @@ def sizes_around(budget: float, around: AroundOptimum, model: ModelSettings, con
     targets = [centre * math.exp(-half + 2 * half * i / (around.k - 1)) for i in range(around.k)]
     out: list[ModelShape] = []
     for t in targets:
-        s = resolve_size(t, model)
+        s = resolve_size(t, model, f"grid.around_optimum: size {t:.4g}")
         if s not in out:
             out.append(s)
     return out
@@ -166,9 +169,14 @@ class _Builder:
             whole_batches: bool = True) -> RunSpec:
         t = self.t
         b = batch or batch_tokens_for(t.batch, shape, tokens)
+        # a budget is spent within half a batch; tokens a spec gives are at least one batch, as `scaling train` asks
+        if tokens < (b / 2 if budget is not None else b):
+            what = f"budget {budget:.3g} buys {tokens:.0f} tokens," if budget is not None else f"tokens={tokens:.0f} is"
+            raise UsageError(
+                f"{self.spec.where('grid')}: run {name}: {what} less than one batch of {b} tokens "
+                "(train.batch); raise the tokens or lower the batch"
+            )
         d = max(1, round(tokens / b)) * b if whole_batches else int(tokens)
-        if d < b:
-            d = b
         try:
             return RunSpec(
                 shape=ShapeSpec.from_shape(shape),
@@ -204,14 +212,15 @@ def _isoflop(spec: SweepSpec, g: IsoflopGrid, b: _Builder) -> list[RunSpec]:
     out: list[RunSpec] = []
     for budget in sorted(g.budgets):
         if g.around_optimum is not None and g.sizes is not None:
-            shapes = ladder_window(budget, g.around_optimum, [resolve_size(x, spec.model) for x in g.sizes], spec.model, conv)
+            shapes = ladder_window(budget, g.around_optimum, [resolve_size(x, spec.model, spec.where('grid', 'sizes', i)) for i, x in enumerate(g.sizes)], spec.model, conv)
         elif g.around_optimum is not None:
             shapes = sizes_around(budget, g.around_optimum, spec.model, conv)
         else:
-            sizes = g.sizes
+            sizes, path = g.sizes, ("grid", "sizes")
             if g.sizes_per_budget is not None:
                 sizes = next(v for k, v in g.sizes_per_budget.items() if math.isclose(k, budget, rel_tol=1e-9))
-            shapes = [resolve_size(s, spec.model) for s in sizes or []]
+                path = ("grid", "sizes_per_budget")
+            shapes = [resolve_size(s, spec.model, spec.where(*path, i)) for i, s in enumerate(sizes or [])]
         for shape in sorted(set(shapes), key=lambda s: (s.count(spec.model.count), s.layers)):
             d = budget / flops_per_token(shape, conv)
             batch = batch_tokens_for(spec.train.batch, shape, d)
@@ -226,12 +235,12 @@ def _isoflop(spec: SweepSpec, g: IsoflopGrid, b: _Builder) -> list[RunSpec]:
 
 
 def _kaplan_n(spec: SweepSpec, g: KaplanNGrid, b: _Builder) -> list[RunSpec]:
-    shapes = sorted({resolve_size(s, spec.model) for s in g.sizes}, key=lambda s: s.params)
+    shapes = sorted({resolve_size(s, spec.model, spec.where('grid', 'sizes', i)) for i, s in enumerate(g.sizes)}, key=lambda s: s.params)
     return [b.run(s, g.tokens, name=f"{_tag(s)}_D{_g(g.tokens)}", group="kaplan_n", seed=seed) for s in shapes for seed in b.seeds()]
 
 
 def _kaplan_d(spec: SweepSpec, g: KaplanDGrid, b: _Builder) -> list[RunSpec]:
-    s = resolve_size(g.size, spec.model)
+    s = resolve_size(g.size, spec.model, spec.where('grid', 'size'))
     return [b.run(s, d, name=f"{_tag(s)}_D{_g(d)}", group="kaplan_d", seed=seed) for d in sorted(set(g.tokens)) for seed in b.seeds()]
 
 
@@ -245,7 +254,7 @@ def _wsd(spec: SweepSpec, g: WsdGrid, b: _Builder) -> list[RunSpec]:
     out: list[RunSpec] = []
     c = g.cooldown_frac
     base = spec.train.schedule
-    for shape in sorted({resolve_size(s, spec.model) for s in g.sizes}, key=lambda s: s.params):
+    for shape in sorted({resolve_size(s, spec.model, spec.where('grid', 'sizes', i)) for i, s in enumerate(g.sizes)}, key=lambda s: s.params):
         batch = batch_tokens_for(spec.train.batch, shape, max(g.tokens))
         starts = sorted({max(1, round((1 - c) * t / batch)) for t in g.tokens})  # branch points, in steps
         every = spec.train.checkpoint_every or max(1, starts[0] // 4)
@@ -281,8 +290,8 @@ def _wsd(spec: SweepSpec, g: WsdGrid, b: _Builder) -> list[RunSpec]:
 def _runs(spec: SweepSpec, g: RunsGrid, b: _Builder) -> list[RunSpec]:
     out: list[RunSpec] = []
     conv = spec.train.flops_convention
-    for r in g.runs:
-        shape = resolve_size(r.size, spec.model)
+    for i, r in enumerate(g.runs):
+        shape = resolve_size(r.size, spec.model, spec.where('grid', 'runs', i, 'size'))
         d = r.tokens if r.tokens is not None else float(r.budget or 0) / flops_per_token(shape, conv)
         name = r.name or (f"C{_g(r.budget)}_{_tag(shape)}" if r.budget else f"{_tag(shape)}_D{_g(d)}")
         seeds = [r.seed] if r.seed is not None else list(b.seeds())

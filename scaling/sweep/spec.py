@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -351,6 +352,18 @@ class SweepSpec(_Strict):
         backend_target(v)  # a name only: nothing named in a spec is imported to check it
         return v
 
+    def where(self, *path: Any) -> str:
+        """``quickstart.yaml:21: grid.sizes.3``: the file and line a path of the spec was written at
+        (the nearest enclosing key the file has), for errors found after validation."""
+        source, lines = _ORIGINS.get(id(self), ("", {}))
+        dotted = ".".join(str(x) for x in path)
+        p = tuple(path)
+        while p and p not in lines:
+            p = p[:-1]
+        line = lines.get(p) if p else None
+        where = f"{source}:{line}" if source and line else source
+        return f"{where}: {dotted}" if where else dotted
+
     def to_yaml(self) -> str:
         """The resolved spec (every default filled in), as ``sweep.yaml`` stores it."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -505,6 +518,11 @@ MAX_SPEC_NODES = 200_000
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# Where each parsed spec came from (file name, line of every key), kept beside the model rather than in
+# it so that two specs with the same settings stay equal; dropped when the spec is.
+_ORIGINS: dict[int, tuple[str, dict[tuple[Any, ...], int]]] = {}
+
+
 def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
     """The node tree (for line numbers) and the data built from it: one parse, bounded."""
     loader = _LOADER(text)
@@ -550,9 +568,12 @@ def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
     if node is not None:
         _lines(node, lines)
     try:
-        return SweepSpec.model_validate(data)
+        spec = SweepSpec.model_validate(data)
     except ValidationError as e:
         raise UsageError(_format_errors(e, data, lines, source)) from None
+    _ORIGINS[id(spec)] = (source, lines)
+    weakref.finalize(spec, _ORIGINS.pop, id(spec), None)
+    return spec
 
 
 def load_spec(path: str | Path) -> SweepSpec:
