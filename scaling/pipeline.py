@@ -357,6 +357,7 @@ def run_study(
     *,
     force: str | None = None,
     quiet: bool = False,
+    add: bool = False,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Run (or resume) the whole study of ``spec_path`` into ``out`` (default ``studies/<name>``).
@@ -364,6 +365,7 @@ def run_study(
     The study folder's launcher lock is held from the first stage to the last: a second
     ``scaling run``, ``sweep launch`` or ``sweep resume`` on the folder is refused meanwhile."""
     from scaling.sweep import SweepLock, load_spec
+    from scaling.sweep.launcher import check_same_sweep
 
     t0 = time.perf_counter()
     say = _Console(quiet)
@@ -373,6 +375,7 @@ def run_study(
     study.mkdir(parents=True, exist_ok=True)
     with SweepLock(study) as lock:
         lock.acquire(opts.executor or spec.executor.kind, command="scaling run")
+        check_same_sweep(spec, study, add)  # before any stage writes: another sweep's folder is refused
         return _run_stages(spec, study, opts, lock, say, force, quiet, t0)
 
 
@@ -399,7 +402,8 @@ def _run_stages(spec: Any, study: Path, opts: StudyOptions, lock: Any, say: _Con
         # a marker alone never makes the sweep done: launch() skips finished runs and resumes the rest
         log.marker("sweep").unlink(missing_ok=True)
     stage("sweep", lambda: launch(spec, study, executor=opts.executor, max_parallel=opts.max_parallel,
-                                  progress=False if quiet else None, cache_dir=opts.cache_dir, lock=lock))
+                                  progress=False if quiet else None, cache_dir=opts.cache_dir, lock=lock,
+                                  add=True))  # the folder was checked before the first stage
     counts = SweepStore(study).counts()
     if counts.get("done", 0) < len(runs):
         log.marker("sweep").unlink(missing_ok=True)

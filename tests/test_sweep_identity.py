@@ -72,3 +72,30 @@ def test_a_study_whose_run_ids_hashed_execution_options_is_found_again(tmp_path)
     assert {rd.run_id for rd in store.runs()} == ids
     assert {rd.read_result()["run_id"] for rd in store.runs()} == ids
     assert {r["run_id"] for r in status(out)["runs"]} == ids
+
+
+def test_a_different_spec_into_a_sweep_folder_is_refused_unless_added(tmp_path, cli):
+    out = tmp_path / "out"
+    first = toy_spec(tmp_path, name="first", budgets=(1e10,))
+    assert cli("sweep", "launch", str(first), "--out", str(out), "--executor", "debug", "--quiet").returncode == 0
+    stored = (out / "sweep.yaml").read_text()
+    (tmp_path / "b").mkdir()
+    other = toy_spec(tmp_path / "b", name="other", budgets=(1e10, 2e10))
+    before = {rd.run_id for rd in SweepStore(out).runs()}
+    for args in (("sweep", "launch", str(other), "--out", str(out), "--executor", "debug"),
+                 ("run", str(other), "--out", str(out), "--executor", "debug")):
+        p = cli(*args)
+        assert p.returncode == 2, p.stderr
+        line = p.stderr.strip()
+        assert "\n" not in line and "'first'" in line and "'other'" in line and "--add" in line, line
+        assert (out / "sweep.yaml").read_text() == stored and {rd.run_id for rd in SweepStore(out).runs()} == before
+    # the same runs with other execution settings are the same sweep
+    (tmp_path / "c").mkdir()
+    same = toy_spec(tmp_path / "c", name="first", budgets=(1e10,), retries=3, extra_opts=", threads: 3")
+    assert cli("sweep", "launch", str(same), "--out", str(out), "--executor", "debug", "--quiet").returncode == 0
+    p = cli("sweep", "launch", str(other), "--out", str(out), "--executor", "debug", "--add", "--json")
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert (s["runs"], s["skipped"], s["done"]) == (4, 2, 4)
+    assert len(SweepStore(out).runs()) == 4 and load_spec(out).name == "other"
+    assert set(attempts(out).values()) == {1}

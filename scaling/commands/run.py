@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", help="report path (default reports/<study>.html)")
     p.add_argument("--no-align", action="store_true", help="stop after the fit, backtest and report")
     p.add_argument("--force", metavar="STAGE", help="rerun STAGE and every stage after it")
+    p.add_argument("--add", action="store_true",
+                   help="--out holds another sweep: add this spec's runs to it (sweep.yaml becomes this spec)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     add_json_flag(p)
 
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.spec).exists():
         raise UsageError(f"spec {args.spec}: no such file (try sweeps/quickstart.yaml)")
     summary = run_study(
-        args.spec, args.out, force=args.force, quiet=args.quiet, executor=args.executor,
+        args.spec, args.out, force=args.force, quiet=args.quiet, add=args.add, executor=args.executor,
         max_parallel=args.max_parallel, bootstrap=args.bootstrap, report=args.report,
         align=False if args.no_align else None,
     )

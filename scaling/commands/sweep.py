@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("launch", help="run a sweep into a folder (finished runs are skipped)")
     p.add_argument("spec", help="sweep YAML")
     p.add_argument("--out", required=True, help="the sweep folder (results store)")
+    p.add_argument("--add", action="store_true",
+                   help="--out holds another sweep: add this spec's runs to it (sweep.yaml becomes this spec)")
     launch_opts(p)
 
     p = sub.add_parser("resume", help="launch a sweep folder again from its own sweep.yaml")
@@ -134,7 +136,7 @@ def _launch(args: argparse.Namespace) -> int:
     kw: dict[str, Any] = {"executor": args.executor, "max_parallel": args.max_parallel, "threads": args.threads,
                           "retries": args.retries, "progress": False if (args.quiet or args.json) else None,
                           "cache_dir": args.cache_dir}
-    summary = launch(args.spec, args.out, **kw) if args.action == "launch" else resume(args.dir, **kw)
+    summary = launch(args.spec, args.out, add=args.add, **kw) if args.action == "launch" else resume(args.dir, **kw)
     if args.json:
         emit_json(summary)
     else:

@@ -59,6 +59,26 @@ def write_store(spec: SweepSpec, out_dir: str | Path, runs: list[RunSpec] | None
     return store, runs
 
 
+def check_same_sweep(spec: SweepSpec, out_dir: str | Path, add: bool = False) -> None:
+    """A folder holds one sweep: launching a spec whose runs differ from those of the folder's
+    ``sweep.yaml`` exits 2 naming both, unless ``add`` (its runs join the folder's; ``sweep.yaml``
+    becomes this spec, the one ``resume`` relaunches)."""
+    stored_path = Path(out_dir) / SweepStore.SWEEP
+    if add or not stored_path.exists():
+        return
+    fix = "add --add to add its runs to this folder, or choose another --out"
+    try:
+        stored = load_spec(stored_path)
+    except UsageError as e:
+        raise UsageError(f"--out {out_dir}: holds a sweep whose {SweepStore.SWEEP} does not load ({e}); {fix}") from None
+    new, old = {r.run_id for r in expand(spec)}, {r.run_id for r in expand(stored)}
+    if new == old:
+        return
+    raise UsageError(
+        f"--out {out_dir}: holds sweep {stored.name!r} ({len(old)} runs, {stored_path}), not spec {spec.name!r} "
+        f"({len(new)} runs, {len(new - old)} of them not in the folder, {len(old - new)} of the folder's not in it); {fix}")
+
+
 def _stored_spec(rd: RunDir) -> RunSpec | None:
     try:
         d = rd.read_spec()
@@ -240,6 +260,7 @@ def launch(
     threads: int | None = None,
     cache_dir: str | Path | None = None,
     lock: SweepLock | None = None,
+    add: bool = False,
 ) -> dict[str, Any]:
     """Run every unfinished run of ``spec`` into ``out_dir``; block until all are done or failed.
 
@@ -248,7 +269,8 @@ def launch(
     the failed runs with their errors. Finished runs are never run again; a failed run is retried
     up to ``retries`` times (from its checkpoint); a second launcher on ``out_dir`` is refused.
     ``lock``: the folder's lock, already held by the caller (``scaling run`` holds it for the
-    whole study); otherwise it is taken here for the launch.
+    whole study); otherwise it is taken here for the launch. A folder holding another sweep is
+    refused unless ``add`` (:func:`check_same_sweep`).
     """
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
     kind = executor or spec.executor.kind
@@ -260,6 +282,7 @@ def launch(
     if own:
         held.acquire(kind)
     try:
+        check_same_sweep(spec, out, add)
         with contextlib.suppress(FileNotFoundError):
             (out / CANCEL).unlink()
         run = _Launch(spec, out, kind, max_parallel, threads, spec.executor.retries if retries is None else retries,
