@@ -111,3 +111,10 @@ def test_user_tokenizer_folder_and_backend_prepare(tmp_path) -> None:
             DataSpec(source=str(tmp_path / "corpus.txt"), tokenizer=base.tokenizer_dir), 300, tmp_path
         )
     assert 0 < backend.estimate_seconds(spec) < backend.estimate_seconds(tiny_spec(tokens=100 * 512))
+
+
+def test_vocab_larger_than_the_corpus_can_fill_is_refused(tmp_path) -> None:
+    (tmp_path / "corpus.txt").write_text("Verily I say unto you.\n" * 400)
+    with pytest.raises(UsageError, match=r"model.vocab=4096: the BPE learned only [\d,]+ tokens .* at most \d+"):
+        prepare_data(DataSpec(source=str(tmp_path / "corpus.txt"), val_frac=0.1), 4096, tmp_path)
+    assert not list((tmp_path / "data").glob("*/meta.json"))  # nothing cached for the refused vocab

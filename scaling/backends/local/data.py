@@ -16,7 +16,9 @@ Sources (``DataSpec.source``):
 Preparation (:func:`prepare_data`): every document is split into a training part and its last
 ``val_frac`` of characters, held out (so both corpora appear in the validation split); a
 byte-level BPE of ``vocab`` entries is trained on the training parts (or a user's tokenizer folder
-is loaded) and saved as a transformers ``PreTrainedTokenizerFast`` folder with bos/eos/pad tokens
+is loaded; a corpus too small for that many merges is refused, naming how many tokens it gave,
+rather than leaving embedding rows no token uses: ``vocab`` is part of the run's config and its
+parameter count, so it is not shrunk behind the user's back) and saved as a transformers ``PreTrainedTokenizerFast`` folder with bos/eos/pad tokens
 and a ChatML chat template; both splits are tokenized in parallel (the ``tokenizers`` thread pool),
 each document followed by the end-of-text token, and packed into flat ``uint16`` (or ``uint32``)
 files read back with ``numpy.memmap``. The result is cached under a hash of the source (with file
@@ -50,6 +52,7 @@ EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
 SPECIAL_TOKENS = (EOS, PAD, *CHAT_TOKENS)
+MIN_VOCAB_USED = 0.99  # a BPE that fills less of model.vocab than this is refused (unused embedding rows)
 # ChatML (the format TRL and most chat models use); generation prompts end with the assistant header.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -480,6 +483,13 @@ def _prepare_into(folder: Path, data_spec: Any, vocab_size: int, dt: np.dtype) -
                 f"shape.vocab={vocab_size}: a byte-level BPE needs at least {256 + len(SPECIAL_TOKENS)}"
             )
         tok = train_bpe(train_docs, vocab_size)
+        if len(tok) < MIN_VOCAB_USED * vocab_size:
+            raise UsageError(
+                f"model.vocab={vocab_size}: the BPE learned only {len(tok):,} tokens from "
+                f"{sum(map(len, train_docs)):,} characters of data.source={data_spec.source!r}, so "
+                f"{100 * (1 - len(tok) / vocab_size):.1f}% of the embedding rows would never be used; "
+                f"set model.vocab to at most {len(tok)} or give more text"
+            )
     else:
         tok = load_tokenizer(data_spec.tokenizer)
     if len(tok) > vocab_size:
