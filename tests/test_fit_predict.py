@@ -91,6 +91,22 @@ def test_designs_are_told_apart():
     assert find_levels(normalise(ladder())).design == "ladder"
 
 
+@pytest.mark.parametrize("swept", ["params", "tokens"])
+def test_one_variable_sweeps_choose_kaplans_form_with_its_offset(swept):
+    # Kaplan et al. (2020) eqs. 1.1-1.2 with an irreducible loss: L = 2 + (X_c / X)^0.3
+    x = 1e3 * 2.0 ** np.arange(6)
+    rng = np.random.default_rng(0)
+    fixed = {"params": 1e4, "tokens": 1e7}
+    frame = pd.DataFrame({swept: x, **{k: v for k, v in fixed.items() if k != swept}})
+    frame["loss"] = (2 + 30 / x**0.3) * np.exp(rng.normal(0, 0.002, len(x)))
+    fit = Predictor().fit(frame)
+    assert fit.design["design"] == ("kaplan_n" if swept == "params" else "kaplan_d")
+    assert fit.chosen == f"kaplan_{'n' if swept == 'params' else 'd'} +E"
+    law = fit.members[fit.names.index(fit.chosen)]
+    assert law.params["alpha_N" if swept == "params" else "alpha_D"] == pytest.approx(0.3, abs=0.03)
+    assert law.params["E"] == pytest.approx(2.0, abs=0.1)
+
+
 def test_too_few_levels_is_refused_by_name():
     with pytest.raises(FitRefusal, match="at least 3"):
         Predictor().fit(ladder(sizes=SIZES[:2]))

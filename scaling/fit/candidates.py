@@ -14,7 +14,10 @@ the lowest objective; it scores these candidates on sizes (or budgets) they were
   optimum of a smooth objective lies when the free one violates it);
 * ``basin k``: the k-th lowest distinct local optimum of the full data's search, refitted on
   each training set by descending from it (the same basin's optimum on that data);
-* ``kaplan_joint``: Kaplan et al. (2020) eq. 1.5, ``[(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D``.
+* ``kaplan_joint``: Kaplan et al. (2020) eq. 1.5, ``[(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D``;
+* ``kaplan_n`` / ``kaplan_d``: their eqs. 1.1 and 1.2, ``(N_c/N)^alpha_N`` or ``(D_c/D)^alpha_D``,
+  without and with an irreducible loss E: the candidates of a sweep over one variable (an
+  N-sweep at fixed tokens, a D-sweep at fixed size), where approach 3 cannot be identified.
 
 A fitted candidate is a :class:`Member`: its :class:`~scaling.fit.results.LawFit` and the vector
 the bootstrap refits (approach 3's theta, or Kaplan's log-space parameters). Pure numpy/scipy.
@@ -39,15 +42,17 @@ E_FLOOR = 0.25  # a weak prior: E >= a quarter of the lowest training loss (E = 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One way to fit a law: ``kind`` is free, E_fixed, E_floor, basin or kaplan_joint."""
+    """One way to fit a law: ``kind`` is free, E_fixed, E_floor, basin, kaplan_joint, kaplan_n or
+    kaplan_d (``offset``: the one-variable forms with an irreducible loss E)."""
 
     kind: str = "free"
     value: float | None = None  # E for E_fixed, the floor fraction for E_floor
     basin: int = 0  # basin: 1 is the second-lowest distinct local optimum, 2 the third...
     drop: int = 0  # the smallest levels (sizes or budgets) left out of the fit
+    offset: bool = False
 
     def __post_init__(self) -> None:
-        kinds = ("free", "E_fixed", "E_floor", "basin", "kaplan_joint")
+        kinds = ("free", "E_fixed", "E_floor", "basin", "kaplan_joint", "kaplan_n", "kaplan_d")
         if self.kind not in kinds:
             raise FitRefusal(f"candidate: {self.kind!r} is not one of {', '.join(kinds)}")
         if self.kind in ("E_fixed", "E_floor") and (self.value is None or self.value <= 0):
@@ -64,18 +69,21 @@ class Candidate:
         elif self.kind == "basin":
             base = f"approach3 basin {self.basin + 1}"
         else:
-            base = "approach3" if self.kind == "free" else self.kind
+            base = "approach3" if self.kind == "free" else self.kind + (" +E" if self.offset else "")
         return base + (f" drop {self.drop}" if self.drop else "")
 
     @property
     def form(self) -> str:
-        return "kaplan_joint" if self.kind == "kaplan_joint" else "chinchilla"
+        return self.kind if self.kind.startswith("kaplan") else "chinchilla"
 
 
 def default_candidates(e_fixed: float | None = None, e_floor: float = E_FLOOR, basins: int = 2,
-                       drops: tuple[int, ...] = (1, 2)) -> tuple[Candidate, ...]:
+                       drops: tuple[int, ...] = (1, 2), design: str = "") -> tuple[Candidate, ...]:
     """Free E (all levels, and without the ``drops`` smallest), the E floor, E fixed when given,
-    ``basins`` further local optima, and Kaplan's joint form."""
+    ``basins`` further local optima, and Kaplan's joint form. ``design`` ``kaplan_n`` or
+    ``kaplan_d`` (one variable swept) gives Kaplan's one-variable form without and with E."""
+    if design in ("kaplan_n", "kaplan_d"):
+        return (Candidate(design), Candidate(design, offset=True))
     out = [Candidate("free")] + [Candidate("free", drop=k) for k in drops]
     out.append(Candidate("E_floor", e_floor))
     if e_fixed is not None:
@@ -99,8 +107,9 @@ class Member:
         v = self.vector[None] if vectors is None else np.atleast_2d(vectors)
         if self.candidate.form == "chinchilla":
             return np.exp(optim.predict_log(v, np.log(params), np.log(tokens)))
+        short, offset = self.candidate.form.removeprefix("kaplan_"), self.candidate.offset
         with np.errstate(all="ignore"):
-            return np.stack([form_loss("joint", x, params, tokens, 6 * params * tokens, False) for x in v])
+            return np.stack([form_loss(short, x, params, tokens, 6 * params * tokens, offset) for x in v])
 
 
 def _theta(law: LawFit) -> np.ndarray:
@@ -112,16 +121,19 @@ def _theta(law: LawFit) -> np.ndarray:
 
 
 def _kaplan_vector(law: LawFit) -> np.ndarray:
+    """Kaplan's fitted vector: log-space scales, exponents, log E (:func:`~scaling.fit.kaplan.form_loss`)."""
     p = law.params
-    return np.array([math.log(p["N_c"]), math.log(p["D_c"]), p["alpha_N"], p["alpha_D"]])
+    logged = [math.log(max(v, 1e-300)) if not k.startswith("alpha") else v for k, v in p.items() if k != "E"]
+    return np.array(logged + ([math.log(max(p["E"], 1e-300))] if "E" in p else []))
 
 
 def fit_candidate(cand: Candidate, frame: pd.DataFrame | FitData, basin_start: np.ndarray | None = None,
                   fitter: Approach3 | None = None) -> Member:
     """Fit ``cand`` to ``frame`` (already without its dropped levels). A basin needs its start."""
     a3 = fitter or Approach3()
-    if cand.kind == "kaplan_joint":
-        law = KaplanFit(form="joint", non_embedding=False, columns=a3.columns).fit(frame)
+    if cand.kind.startswith("kaplan"):
+        form = cand.kind.removeprefix("kaplan_")
+        law = KaplanFit(form=form, offset=cand.offset, non_embedding=False, columns=a3.columns).fit(frame)
         return Member(cand, law, _kaplan_vector(law))
     if cand.kind == "basin":
         if basin_start is None:
@@ -158,10 +170,16 @@ def refit(member: Member, params: np.ndarray, tokens: np.ndarray, loss: np.ndarr
 
     out = np.full((len(weights), len(member.vector)), np.nan)
     logn, logd, logl = np.log(params), np.log(tokens), np.log(loss)
+    joint = member.candidate.form == "kaplan_joint"
     for i, w in enumerate(np.sqrt(weights)):
         with np.errstate(all="ignore"):
-            res = optimize.least_squares(_kaplan_resid, member.vector, jac=_kaplan_jac, method="lm",
-                                         max_nfev=200, args=(w, logn, logd, logl))
+            if joint:
+                res = optimize.least_squares(_kaplan_resid, member.vector, jac=_kaplan_jac, method="lm",
+                                             max_nfev=200, args=(w, logn, logd, logl))
+            else:  # two or three parameters: a numerical Jacobian costs little
+                res = optimize.least_squares(
+                    lambda x, w=w: w * (np.log(member.predict(params, tokens, x)[0]) - logl), member.vector,
+                    method="lm", max_nfev=400)
         if np.isfinite(res.cost):
             out[i] = res.x
     return out

@@ -27,6 +27,7 @@ numpy/scipy.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -180,7 +181,7 @@ class Predictor:
                 f"DATA: {levels.count} level(s) along {levels.axis}; cross-validation needs at least 3 "
                 "(2 to fit, 1 to predict): add sizes or budgets"
             )
-        cands = self.candidates or default_candidates(self.e_fixed)
+        cands = self.candidates or default_candidates(self.e_fixed, design=levels.design)
         fitter = replace(self.fitter, columns=Columns(), bootstrap=0)
         n_basins = max((c.basin for c in cands if c.kind == "basin"), default=0)
         optima = [t for t, _ in fitter.local_optima(fd, n_basins + 1)] if n_basins else []
@@ -272,7 +273,8 @@ class Predictor:
                 p = f["folds"][j].predict(n_[fold.test], d_[fold.test], v)
                 errors[:, ci, j] = abs_log_error(p, l_[fold.test], counts[:, fold.test])
                 preds[j].append(p)
-        with np.errstate(invalid="ignore"):
+        with warnings.catch_warnings():  # a resample that drew no point of any fold: no score
+            warnings.simplefilter("ignore", RuntimeWarning)
             scores = np.nanmean(errors, axis=2)
         scores[~np.isfinite(scores)] = np.inf
         weights = np.zeros((self.bootstrap, len(fitted)))

@@ -31,8 +31,9 @@ def _member_loss(law: LawFit, vectors: np.ndarray, n: np.ndarray, d: np.ndarray)
     if law.form == "chinchilla":
         flat = optim.predict_log(vectors, np.log(n.ravel()), np.log(d.ravel()))
         return np.exp(flat).reshape((len(vectors), *n.shape))
+    short, offset = law.form.removeprefix("kaplan_"), bool(law.info.get("offset"))
     with np.errstate(all="ignore"):
-        return np.stack([form_loss("joint", v, n, d, 6 * n * d, False) for v in vectors])
+        return np.stack([form_loss(short, v, n, d, 6 * n * d, offset) for v in vectors])
 
 
 @dataclass(frozen=True, eq=False)
