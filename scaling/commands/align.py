@@ -46,10 +46,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", metavar="DATA", help="RL prompts, records with a prompt (default: the preference prompts)")
     p.add_argument("--out", help="output folder (default: STUDY/align, or align/ beside the model)")
     p.add_argument("--loss-type", choices=LOSS_TYPES, help="DPO loss (default sigmoid)")
-    for flag, (_, _, typ, text) in STAGE_FLAGS.items():
-        p.add_argument(flag, type=typ, help=text)
-    for flag, (_, typ, text) in SHARED_FLAGS.items():
-        p.add_argument(flag, type=typ, help=text)
+    from scaling.align.run import StageSettings
+
+    base = StageSettings()
+    for flag, (stage, field, typ, text) in STAGE_FLAGS.items():
+        p.add_argument(flag, type=typ, help=f"{text} (default {getattr(getattr(base, stage), field)})")
+    for flag, (field, typ, text) in SHARED_FLAGS.items():
+        p.add_argument(flag, type=typ, help=f"{text} (default {getattr(base.sft, field)})")
     p.add_argument("--eval-frac", type=float, default=0.1, help="held-out fraction of user data (default 0.1)")
     p.add_argument("--judge-frac", type=float, default=0.25,
                    help="share of the user's training pairs that train the judge reward model (default 0.25)")
