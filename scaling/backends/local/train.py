@@ -188,14 +188,123 @@ def _branch_start(spec: RunSpec, run_dir: RunDir) -> tuple[ck.Checkpoint, RunDir
 
 
 @dataclass
-class _Log:
-    """Per-step values kept on the device until the next sync."""
+class _Metrics:
+    """Per-step values kept on the device until the next sync, then rows of ``metrics.jsonl``
+    (appended at least every :data:`METRICS_FLUSH_S` seconds, and on demand)."""
 
-    pending: list[tuple[int, torch.Tensor, torch.Tensor, float]]
-    rows: list[dict[str, Any]]
-    losses: list[float]
-    t_last: float
-    last_write: float
+    def __init__(self, rd: RunDir, spec: RunSpec, fpt: float, fpt_mm: float, peak: float | None,
+                 progress: Callable[[dict[str, Any]], None] | None) -> None:
+        self.rd, self.spec, self.fpt, self.fpt_mm, self.peak, self.progress = rd, spec, fpt, fpt_mm, peak, progress
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []
+        self.rows: list[dict[str, Any]] = []
+        self.t_last = self.last_write = time.perf_counter()
+        self.losses = [float(r["loss"]) for r in rd.read_metrics() if "loss" in r]
+
+    def flush(self, write: bool, eval_loss: float | None = None) -> None:
+        """Fetch the pending values (one host sync) into rows; write them when asked or due."""
+        tok_per_step = self.spec.batch_tokens
+        if self.pending:
+            vals = torch.stack([torch.stack([l_, g]) for _, l_, g, _ in self.pending]).double().cpu().tolist()
+            now = time.perf_counter()
+            tps = len(self.pending) * tok_per_step / max(now - self.t_last, 1e-9)
+            self.t_last = now
+            for (s, _, _, lr), (loss, gnorm) in zip(self.pending, vals, strict=True):
+                self.rows.append({
+                    "step": s + 1,
+                    "tokens": (s + 1) * tok_per_step,
+                    "flops": (s + 1) * tok_per_step * self.fpt,
+                    "loss": loss,
+                    "lr": lr,
+                    "grad_norm": gnorm,
+                    "tokens_per_s": tps,
+                    "mfu": tps * self.fpt_mm / self.peak if self.peak else None,
+                })
+                self.losses.append(loss)
+            self.pending.clear()
+            if self.progress:
+                self.progress({**self.rows[-1], "steps": self.spec.steps})
+        if eval_loss is not None and self.rows:
+            self.rows[-1]["eval_loss"] = eval_loss
+        if write or time.perf_counter() - self.last_write > METRICS_FLUSH_S:
+            self.rd.append_metrics(self.rows)
+            self.rows.clear()
+            self.last_write = time.perf_counter()
+
+
+@dataclass
+class _Start:
+    """Where a run (re)starts: its step, the wall time already spent, and where it came from."""
+
+    step: int = 0
+    wall_before: float = 0.0
+    resumed_from: int | None = None
+    branch: dict[str, Any] | None = None
+
+
+def _open_run(spec: RunSpec, rd: RunDir) -> dict[str, Any] | None:
+    """The finished result if there is one; else claim the folder for ``spec`` and mark it running.
+    A folder holding another run is refused first, finished or not."""
+    existing = rd.read_spec()
+    if existing is not None and existing.get("run_id") not in (None, spec.run_id):
+        raise UsageError(
+            f"run_dir={rd.path}: holds run {existing.get('run_id')}, not {spec.run_id}; use another folder"
+        )
+    done = rd.read_result_or_none()  # a corrupt result.json is not done: resume from the checkpoint
+    if done is not None:
+        return done
+    if existing is None:
+        rd.write_spec(spec.to_json_dict())
+    rd.mark_running()
+    return None
+
+
+def _restore(spec: RunSpec, rd: RunDir, model: LlamaLM, opt: AdamW) -> _Start:
+    """Load the latest checkpoint (resume), or the trunk's (a WSD branch), or start fresh; the
+    metrics file is cut back to match."""
+    ck.clean_partial(rd.checkpoints)
+    last = ck.latest_checkpoint(rd.checkpoints)
+    if last is not None:
+        state = ck.load_checkpoint(last, model, opt)
+        rd.truncate_metrics_after(last.step)
+        return _Start(last.step, float(state.get("wall_time", 0.0)), last.step, state.get("branch"))
+    if spec.branch_of is not None:
+        c, trunk, step = _branch_start(spec, rd)
+        state = ck.load_checkpoint(c, model, opt)
+        rd.truncate_metrics_after(-1)
+        rd.append_metrics([r for r in trunk.read_metrics() if int(r.get("step", 0)) <= step])
+        branch = {"of": trunk.path.name, "from_step": step, "from_tokens": step * spec.batch_tokens}
+        return _Start(step, float(state.get("wall_time", 0.0)), None, branch)
+    rd.truncate_metrics_after(-1)
+    return _Start()
+
+
+def evaluate(model: LlamaLM, loss_fn: Callable[..., torch.Tensor], val: torch.Tensor, micro: int,
+             amp: torch.dtype | None) -> float:
+    """Mean held-out loss over the fixed validation windows, ``micro`` sequences at a time."""
+    device = val.device
+    model.eval()
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    n = 0
+    with torch.no_grad(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        for i in range(0, len(val), micro):
+            w = val[i : i + micro]
+            total += loss_fn(w[:, :-1], w[:, 1:]).double() * len(w)
+            n += len(w)
+    model.train()
+    return float(total / n)
+
+
+def _setup_device(opts: Any) -> tuple[torch.device, torch.dtype | None, int]:
+    """Threads, device, autocast dtype; on the CPU the allocator tuned and the attention op ready."""
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    device = opts.torch_device()
+    if device.type == "cpu":
+        tune_malloc()
+    amp = opts.autocast_dtype(device)
+    if device.type == "cpu" and amp is None:
+        causal_attention.available()  # build (once per machine) or load it before any step is timed
+    return device, amp, torch.get_num_threads()
 
 
 def train_run(
@@ -212,137 +321,38 @@ def train_run(
     """
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     opts = validate_spec(spec)
-    existing = rd.read_spec()
-    if existing is not None and existing.get("run_id") not in (None, spec.run_id):
-        raise UsageError(
-            f"run_dir={rd.path}: holds run {existing.get('run_id')}, not {spec.run_id}; use another folder"
-        )
-    done = rd.read_result_or_none()  # a corrupt result.json is not done: resume from the checkpoint
+    done = _open_run(spec, rd)
     if done is not None:
         return done
-    if existing is None:
-        rd.write_spec(spec.to_json_dict())
-    rd.mark_running()
-
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    device = opts.torch_device()
-    if device.type == "cpu":
-        tune_malloc()
-    amp = opts.autocast_dtype(device)
-    if device.type == "cpu" and amp is None:
-        causal_attention.available()  # build (once per machine) or load it before any step is timed
-    threads = torch.get_num_threads()
+    device, amp, threads = _setup_device(opts)
     cache = Path(cache_dir).expanduser() if cache_dir else None
     data = prepare_data(spec.data, spec.shape.vocab, cache, dtype=opts.token_dtype)
     shape = spec.model_shape
-    T, B = shape.seq_len, spec.batch_size
-    micro = spec.micro_batch or B
-    accum = B // micro
-    batches = Batches(data.tokens("train"), T, B, spec.seed)
-    val = eval_windows(data.tokens("val"), T, spec.eval_tokens)
+    micro = spec.micro_batch or spec.batch_size
+    accum = spec.batch_size // micro
+    batches = Batches(data.tokens("train"), shape.seq_len, spec.batch_size, spec.seed)
+    val = eval_windows(data.tokens("val"), shape.seq_len, spec.eval_tokens)
 
     torch.manual_seed(spec.seed)
     model = build_model(shape, spec.init_std, spec.seed).to(device)
     opt = make_optimizer(model, spec)
-    step, wall_before, resumed_from, branch = 0, 0.0, None, None
-    ck.clean_partial(rd.checkpoints)
-    last = ck.latest_checkpoint(rd.checkpoints)
-    if last is not None:
-        state = ck.load_checkpoint(last, model, opt)
-        step, wall_before, resumed_from = last.step, float(state.get("wall_time", 0.0)), last.step
-        branch = state.get("branch")
-        rd.truncate_metrics_after(step)
-    elif spec.branch_of is not None:
-        c, trunk, step = _branch_start(spec, rd)
-        state = ck.load_checkpoint(c, model, opt)
-        wall_before = float(state.get("wall_time", 0.0))
-        branch = {"of": trunk.path.name, "from_step": step, "from_tokens": step * spec.batch_tokens}
-        rd.truncate_metrics_after(-1)
-        rd.append_metrics([r for r in trunk.read_metrics() if int(r.get("step", 0)) <= step])
-    else:
-        rd.truncate_metrics_after(-1)
-
+    start = _restore(spec, rd, model, opt)
     # compile the loss method (forward + fused cross-entropy); the module itself stays plain
     loss_fn = torch.compile(model.loss) if opts.compile else model.loss
-    fpt = flops_per_token(shape, spec.flops_convention)
     fpt_mm = flops_per_token(shape, "matmul")
     peak = peak_flops(device, amp, threads, cache)
     log_every = opts.log_every or (1 if device.type == "cpu" else 10)
-    keep_all = (
-        opts.keep_checkpoints if opts.keep_checkpoints is not None else spec.schedule.kind == "constant"
-    )
-    ckpt_every = spec.checkpoint_every
-    eval_every = spec.eval_every
-    tok_per_step = spec.batch_tokens
+    keep_all = opts.keep_checkpoints if opts.keep_checkpoints is not None else spec.schedule.kind == "constant"
     val = val.to(device)
-
-    def evaluate() -> float:
-        model.eval()
-        total = torch.zeros((), device=device, dtype=torch.float64)
-        n = 0
-        with (
-            torch.no_grad(),
-            torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None),
-        ):
-            for i in range(0, len(val), micro):
-                w = val[i : i + micro]
-                total += loss_fn(w[:, :-1], w[:, 1:]).double() * len(w)
-                n += len(w)
-        model.train()
-        return float(total / n)
-
     t0 = time.perf_counter()
-    log = _Log([], [], [], t0, t0)
-    prior = rd.read_metrics()
-    log.losses = [float(r["loss"]) for r in prior if "loss" in r]
-
-    def flush(write: bool, eval_loss: float | None = None) -> None:
-        if log.pending:
-            vals = torch.stack([torch.stack([l_, g]) for _, l_, g, _ in log.pending]).double().cpu().tolist()
-            now = time.perf_counter()
-            tps = len(log.pending) * tok_per_step / max(now - log.t_last, 1e-9)
-            log.t_last = now
-            for (s, _, _, lr), (loss, gnorm) in zip(log.pending, vals, strict=True):
-                row = {
-                    "step": s + 1,
-                    "tokens": (s + 1) * tok_per_step,
-                    "flops": (s + 1) * tok_per_step * fpt,
-                    "loss": loss,
-                    "lr": lr,
-                    "grad_norm": gnorm,
-                    "tokens_per_s": tps,
-                    "mfu": tps * fpt_mm / peak if peak else None,
-                }
-                log.rows.append(row)
-                log.losses.append(loss)
-            log.pending.clear()
-            if progress:
-                progress({**log.rows[-1], "steps": spec.steps})
-        if eval_loss is not None and log.rows:
-            log.rows[-1]["eval_loss"] = eval_loss
-        if write or time.perf_counter() - log.last_write > METRICS_FLUSH_S:
-            rd.append_metrics(log.rows)
-            log.rows.clear()
-            log.last_write = time.perf_counter()
+    metrics = _Metrics(rd, spec, flops_per_token(shape, spec.flops_convention), fpt_mm, peak, progress)
 
     def save(s: int) -> None:
-        ck.save_checkpoint(
-            rd.checkpoints,
-            s,
-            model,
-            opt,
-            {
-                "tokens": s * tok_per_step,
-                "wall_time": wall_before + time.perf_counter() - t0,
-                "run_id": spec.run_id,
-                "branch": branch,
-                "data": {"seed": spec.seed, "next_window": s * B},
-            },
-            keep_last=None if keep_all else 1,
-        )
+        extra = {"tokens": s * spec.batch_tokens, "wall_time": start.wall_before + time.perf_counter() - t0,
+                 "run_id": spec.run_id, "branch": start.branch, "data": {"seed": spec.seed, "next_window": s * spec.batch_size}}
+        ck.save_checkpoint(rd.checkpoints, s, model, opt, extra, keep_last=None if keep_all else 1)
 
-    ran = 0
+    step, ran = start.step, 0
     while step < spec.steps:
         lr = lr_at(spec, step)
         for g in opt.param_groups:
@@ -351,25 +361,26 @@ def train_run(
         loss, gnorm = train_step(
             model, opt, loss_fn, x.to(device), y.to(device), accum, spec.optimizer.grad_clip, amp
         )
-        log.pending.append((step, loss, gnorm, lr))
+        metrics.pending.append((step, loss, gnorm, lr))
         step += 1
         ran += 1
         last_step = step == spec.steps
-        do_eval = last_step or (eval_every is not None and step % eval_every == 0)
-        do_ckpt = last_step or (ckpt_every is not None and step % ckpt_every == 0)
+        do_eval = last_step or (spec.eval_every is not None and step % spec.eval_every == 0)
+        do_ckpt = last_step or (spec.checkpoint_every is not None and step % spec.checkpoint_every == 0)
         stop = stop_after_steps is not None and ran >= stop_after_steps
-        if do_eval or do_ckpt or stop or len(log.pending) >= log_every:
-            flush(write=do_ckpt or stop, eval_loss=evaluate() if do_eval else None)
+        if do_eval or do_ckpt or stop or len(metrics.pending) >= log_every:
+            metrics.flush(write=do_ckpt or stop, eval_loss=evaluate(model, loss_fn, val, micro, amp) if do_eval else None)
         if do_ckpt or stop:
             save(step)
         if stop and not last_step:
             rd.update_status("pending", stopped_at_step=step)
             return {"stopped_at_step": step}
 
-    wall = wall_before + time.perf_counter() - t0
+    wall = start.wall_before + time.perf_counter() - t0
     if opts.save_model:
         save_final_model(model, data, rd.path / "model")
-    return _finish(spec, rd, data, log.losses, wall, peak, fpt_mm, device, amp, threads, resumed_from, branch)
+    return _finish(spec, rd, data, metrics.losses, wall, peak, fpt_mm, device, amp, threads, start.resumed_from,
+                   start.branch)
 
 
 def train_step(
