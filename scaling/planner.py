@@ -42,15 +42,8 @@ from scaling.laws.muennighoff import R_D_STAR
 from scaling.shapes import LadderRule, ModelShape, shape_for_params
 
 __all__ = [
-    "Plan",
-    "PlanError",
-    "Unanswerable",
-    "budget_flops",
-    "deepseek_batch_tokens",
-    "deepseek_lr",
-    "hyperparams_extrapolated",
-    "plan",
-    "plan_all",
+    "Plan", "PlanError", "Unanswerable", "budget_flops", "deepseek_batch_tokens", "deepseek_lr",
+    "hyperparams_extrapolated", "plan", "plan_all",
 ]
 
 DEFAULT_VOCAB = 32000
