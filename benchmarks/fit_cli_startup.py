@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,12 +30,16 @@ if __package__ in (None, ""):
 TARGET_S = 1.5
 
 
-def wall(cmd: list[str], root: Path) -> float:
-    """Seconds one process takes, from spawn to exit, with ``root`` first on PYTHONPATH."""
+def wall(cmd: list[str], root: Path) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one process, spawn to exit, ``root`` first on
+    PYTHONPATH. On a busy machine the CPU seconds are the steadier figure."""
     env = {**os.environ, "PYTHONPATH": str(root)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, cwd=root, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
+    elapsed = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -56,16 +61,18 @@ def main() -> None:
             cmds[f"scaling fit ({other})"] = (fit, other.resolve())
         for cmd, root in cmds.values():  # warm the file cache and the .pyc files
             wall(cmd, root)
-        times: dict[str, list[float]] = {k: [] for k in cmds}
+        times: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
         for _ in range(args.repeats):
             for k, (cmd, root) in cmds.items():
                 times[k].append(wall(cmd, root))
-    base = statistics.median(times["import scaling"])
+    base = statistics.median(w for w, _ in times["import scaling"])
+    base_cpu = statistics.median(c for _, c in times["import scaling"])
     print(f"{len(data)} points, {args.repeats} alternating repeats, load average {os.getloadavg()[0]:.1f}")
     for k, ts in times.items():
-        med = statistics.median(ts)
-        print(f"{k:<40} median {med:6.3f} s  (min {min(ts):.3f})  {med / base:5.2f}x import scaling")
-    med_fit = statistics.median(times["scaling fit (this tree)"])
+        med, cpu = statistics.median(w for w, _ in ts), statistics.median(c for _, c in ts)
+        print(f"{k:<40} wall median {med:6.3f} s (min {min(w for w, _ in ts):.3f}) {med / base:6.2f}x import scaling; "
+              f"CPU median {cpu:6.3f} s {cpu / base_cpu:6.2f}x")
+    med_fit = statistics.median(w for w, _ in times["scaling fit (this tree)"])
     print(f"target: scaling fit under {TARGET_S} s: {'met' if med_fit < TARGET_S else 'NOT met'} ({med_fit:.3f} s)")
 
 
