@@ -408,21 +408,6 @@ class SweepStore:
 # ---- the one reader ---------------------------------------------------------------------------------
 
 
-def iter_run_dirs(path: str | Path) -> Iterator[RunDir]:
-    """Run folders under ``path``: a sweep folder, a ``runs/`` folder, or one run folder."""
-    p = Path(path)
-    if (p / RunDir.SPEC).exists():
-        yield RunDir(p)
-        return
-    if (p / SweepStore.RUNS).is_dir():
-        yield from SweepStore(p).runs()
-        return
-    if p.is_dir():
-        for q in sorted(p.iterdir()):
-            if (q / RunDir.SPEC).exists():
-                yield RunDir(q)
-
-
 def load_runs(path: str | Path, curves: bool = False) -> pd.DataFrame:
     """One row per run: run_id, status (``corrupt`` when a file of the run does not parse, with
     ``error`` naming it), attempts, config columns (``shape.hidden``, ``backend_options.threads``...),
