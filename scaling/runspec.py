@@ -20,11 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from scaling.shapes import ModelShape
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Unknown keys are errors; instances are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ShapeSpec(_Strict):
+class ShapeSpec(StrictModel):
     """:class:`scaling.shapes.ModelShape` as a validated model."""
 
     layers: int = Field(gt=0)
@@ -52,7 +54,7 @@ class ShapeSpec(_Strict):
         return self
 
 
-class ScheduleSpec(_Strict):
+class ScheduleSpec(StrictModel):
     """Learning-rate schedule over exactly the run's token budget.
 
     * ``cosine``: linear warmup, then cosine from ``lr`` to ``final_frac * lr`` at the last token.
@@ -68,7 +70,7 @@ class ScheduleSpec(_Strict):
     decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
 
 
-class OptimizerSpec(_Strict):
+class OptimizerSpec(StrictModel):
     """AdamW with decoupled weight decay (Loshchilov & Hutter 2019); no decay on norms and biases."""
 
     name: Literal["adamw"] = "adamw"
@@ -80,7 +82,7 @@ class OptimizerSpec(_Strict):
     grad_clip: float | None = Field(default=1.0, gt=0)
 
 
-class DataSpec(_Strict):
+class DataSpec(StrictModel):
     """Where the tokens come from and how they are tokenized.
 
     ``source``: ``builtin:shakespeare``, ``builtin:bible``, ``builtin:default`` (both), a local
@@ -97,7 +99,7 @@ class DataSpec(_Strict):
     hf_split: str = "train"
 
 
-class RunSpec(_Strict):
+class RunSpec(StrictModel):
     """One training run, fully resolved."""
 
     shape: ShapeSpec

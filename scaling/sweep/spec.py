@@ -35,12 +35,13 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from scaling.errors import UsageError
-from scaling.runspec import DataSpec, ScheduleSpec, _Strict
+from scaling.runspec import DataSpec, ScheduleSpec, StrictModel
+from scaling.sweep.yaml_source import compose, locate, record_lines
 
 # ---- sizes and the model family ------------------------------------------------------------------
 
 
-class ShapeSize(_Strict):
+class ShapeSize(StrictModel):
     """An explicit shape; fields left out come from ``model`` (vocab, seq_len, tied...)."""
 
     layers: int = Field(gt=0)
@@ -54,7 +55,7 @@ class ShapeSize(_Strict):
 Size = Annotated[float, Field(gt=0)] | ShapeSize
 
 
-class ModelSettings(_Strict):
+class ModelSettings(StrictModel):
     """The model family every size of the sweep belongs to, and how a target N becomes a shape.
 
     ``count``: what numeric sizes and ``tokens_per_param`` refer to, ``total`` parameters
@@ -80,7 +81,7 @@ class ModelSettings(_Strict):
 # ---- batch and learning-rate rules -------------------------------------------------------------
 
 
-class BatchRule(_Strict):
+class BatchRule(StrictModel):
     """Tokens per optimizer step.
 
     * ``fixed``: ``tokens``.
@@ -108,7 +109,7 @@ class BatchRule(_Strict):
         return self
 
 
-class LrRule(_Strict):
+class LrRule(StrictModel):
     """Peak learning rate.
 
     * ``fixed``: ``value``.
@@ -131,7 +132,7 @@ class LrRule(_Strict):
         return self
 
 
-class OptimizerSettings(_Strict):
+class OptimizerSettings(StrictModel):
     """AdamW settings shared by every run (the LR comes from ``train.lr``)."""
 
     beta1: float = Field(default=0.9, ge=0, lt=1)
@@ -141,7 +142,7 @@ class OptimizerSettings(_Strict):
     grad_clip: float | None = Field(default=1.0, gt=0)
 
 
-class TrainSettings(_Strict):
+class TrainSettings(StrictModel):
     batch: BatchRule = BatchRule(tokens=2048)
     lr: LrRule = LrRule(value=1e-3)
     schedule: ScheduleSpec = ScheduleSpec()
@@ -177,7 +178,7 @@ class TrainSettings(_Strict):
 # ---- grids ---------------------------------------------------------------------------------------
 
 
-class AroundOptimum(_Strict):
+class AroundOptimum(StrictModel):
     """``k`` sizes spread evenly in log space over ``[N*/sqrt(spread), N* sqrt(spread)]``; or, when
     the grid also lists ``sizes`` (a ladder), the ``k`` consecutive ladder sizes centred on N*.
 
@@ -199,7 +200,7 @@ class AroundOptimum(_Strict):
         return self
 
 
-class IsoflopGrid(_Strict):
+class IsoflopGrid(StrictModel):
     """Budgets x sizes; each run gets ``D = C / (FLOPs per token)`` under ``train.flops_convention``."""
 
     kind: Literal["isoflop"]
@@ -226,7 +227,7 @@ class IsoflopGrid(_Strict):
         return self
 
 
-class KaplanNGrid(_Strict):
+class KaplanNGrid(StrictModel):
     """Sizes at a fixed token count (Kaplan et al. 2020, fig. 1 middle: L(N) at large D)."""
 
     kind: Literal["kaplan_n"]
@@ -234,7 +235,7 @@ class KaplanNGrid(_Strict):
     tokens: int = Field(gt=0)
 
 
-class KaplanDGrid(_Strict):
+class KaplanDGrid(StrictModel):
     """Token counts at a fixed size (Kaplan et al. 2020, L(D))."""
 
     kind: Literal["kaplan_d"]
@@ -242,7 +243,7 @@ class KaplanDGrid(_Strict):
     tokens: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
 
 
-class WsdGrid(_Strict):
+class WsdGrid(StrictModel):
     """One constant-LR trunk per size, with a cooldown branch ending at each token count.
 
     Branch ``T`` starts from the trunk's checkpoint at ``(1 - cooldown_frac) T`` and decays the
@@ -258,7 +259,7 @@ class WsdGrid(_Strict):
     decay_shape: Literal["linear", "cosine", "1-sqrt"] = "1-sqrt"
 
 
-class RunEntry(_Strict):
+class RunEntry(StrictModel):
     """One explicit run: a size and either ``tokens`` or a FLOP ``budget``; optional overrides."""
 
     size: Size
@@ -276,7 +277,7 @@ class RunEntry(_Strict):
         return self
 
 
-class RunsGrid(_Strict):
+class RunsGrid(StrictModel):
     kind: Literal["runs"]
     runs: list[RunEntry] = Field(min_length=1)
 
@@ -288,7 +289,7 @@ GRID_KINDS = ("isoflop", "kaplan_n", "kaplan_d", "wsd_branches", "runs")
 # ---- executors -------------------------------------------------------------------------------------
 
 
-class SlurmSettings(_Strict):
+class SlurmSettings(StrictModel):
     """What ``sbatch`` is asked for, per run (one array task per run)."""
 
     partition: str | None = None
@@ -309,7 +310,7 @@ class SlurmSettings(_Strict):
     additional: dict[str, str | int | bool] = Field(default_factory=dict, description="extra sbatch options")
 
 
-class ExecutorSettings(_Strict):
+class ExecutorSettings(StrictModel):
     """How runs are launched.
 
     ``debug`` runs them one by one in this process; ``local`` as processes on this machine,
@@ -330,7 +331,7 @@ class ExecutorSettings(_Strict):
 # ---- the spec --------------------------------------------------------------------------------------
 
 
-class SweepSpec(_Strict):
+class SweepSpec(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     backend: str = Field(default="local", description="a registered backend name (built in or an entry point)")
@@ -382,94 +383,6 @@ _ALL_FIELDS = sorted(
 )
 
 
-def _lines(root: yaml.Node, out: dict[tuple[Any, ...], int]) -> None:
-    """Record the 1-based line of every key and list item (keys at their own line).
-
-    Each node is walked once: an aliased node is recorded at its anchor only (its other paths
-    fall back to the alias's key line), so the map stays the size of the file.
-    """
-    seen: set[int] = set()
-    stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())]
-    while stack:
-        node, path = stack.pop()
-        out.setdefault(path, node.start_mark.line + 1)
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = k.value if isinstance(k, yaml.ScalarNode) and k.tag.endswith(":str") else _scalar_key(k)
-                out[(*path, key)] = k.start_mark.line + 1
-                stack.append((v, (*path, key)))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((v, (*path, i)) for i, v in enumerate(node.value))
-
-
-def _scalar_key(k: yaml.Node) -> Any:
-    """A non-string scalar key as the loader builds it (``1e11`` -> 1e11), else None."""
-    if not isinstance(k, yaml.ScalarNode):
-        return None
-    try:
-        return yaml.SafeLoader("").construct_object(k, deep=True)
-    except yaml.YAMLError:
-        return k.value
-
-
-def _expanded_nodes(root: yaml.Node, source: str) -> int:
-    """Nodes of the document once every alias is expanded (what validation will walk).
-
-    Counted bottom-up with each distinct node counted once, so a "billion laughs" bomb is
-    measured in microseconds without being expanded. A recursive alias is refused.
-    """
-    count: dict[int, int] = {}
-    entered: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        children = _children(node)
-        if done:
-            entered.discard(id(node))
-            count[id(node)] = 1 + sum(count[id(c)] for c in children)
-            continue
-        if id(node) in count:
-            continue
-        if id(node) in entered:
-            raise UsageError(
-                f"{source}:{node.start_mark.line + 1}: a YAML alias refers to itself; write the value out"
-            )
-        entered.add(id(node))
-        stack.append((node, True))
-        stack.extend((c, False) for c in children if id(c) not in count)
-    return count[id(root)]
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [n for kv in node.value for n in kv]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
-
-
-def _locate(loc: tuple[Any, ...], data: Any, lines: dict[tuple[Any, ...], int]) -> tuple[tuple[Any, ...], int | None]:
-    """The data path a pydantic ``loc`` refers to (union tags dropped) and its line."""
-    path: list[Any] = []
-    cur = data
-    for part in loc:
-        if isinstance(cur, Mapping) and part in cur or isinstance(cur, list) and isinstance(part, int) and part < len(cur):
-            path.append(part)
-            cur = cur[part]
-        elif isinstance(cur, Mapping) and isinstance(part, str) and str(part) in {str(k) for k in cur}:
-            key = next(k for k in cur if str(k) == str(part))
-            path.append(key)
-            cur = cur[key]
-        # anything else is a union tag ('isoflop', 'float', 'ShapeSize'...): skip it
-    p = tuple(path)
-    while p and p not in lines:
-        p = p[:-1]
-    return tuple(path), lines.get(p)
-
-
 def _format_errors(err: ValidationError, data: Any, lines: dict[tuple[Any, ...], int], source: str) -> str:
     msgs: list[str] = []
     seen: set[str] = set()
@@ -481,9 +394,9 @@ def _format_errors(err: ValidationError, data: Any, lines: dict[tuple[Any, ...],
             continue
         if "ShapeSize" in loc and e["type"] == "model_type" and not isinstance(e.get("input"), Mapping):
             continue
-        path, line = _locate(tuple(e["loc"]), data, lines)
+        path, line = locate(tuple(e["loc"]), data, lines)
         if e["type"] == "union_tag_invalid":
-            path, line = _locate((*path, "kind"), data, lines)
+            path, line = locate((*path, "kind"), data, lines)
         if e["type"] == "missing" and loc:
             path = (*path, loc[-1])
         dotted = ".".join(str(p) for p in path) or "(top level)"
@@ -510,12 +423,6 @@ def _format_errors(err: ValidationError, data: Any, lines: dict[tuple[Any, ...],
 
 MAX_SPEC_BYTES = 4 << 20
 """Largest spec file read (4 MiB); a hand-written spec is a few KB."""
-MAX_SPEC_NODES = 200_000
-"""Most YAML values a spec may hold once aliases are expanded (what validation walks)."""
-
-
-# libyaml's parser where PyYAML was built with it (its wheels are): the same nodes and marks, ~10x faster
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # Where each parsed spec came from (file name, line of every key), kept beside the model rather than in
@@ -523,50 +430,18 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ORIGINS: dict[int, tuple[str, dict[tuple[Any, ...], int]]] = {}
 
 
-def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
-    """The node tree (for line numbers) and the data built from it: one parse, bounded."""
-    loader = _LOADER(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, None
-        size = _expanded_nodes(node, source)
-        if size > MAX_SPEC_NODES:
-            raise UsageError(
-                f"{source}: YAML aliases expand to {size:,} values (more than {MAX_SPEC_NODES:,}); "
-                "write the values out or use fewer nested aliases"
-            )
-        return node, loader.construct_document(node)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = " ".join(str(getattr(e, "problem", None) or e).split())
-        raise UsageError(f"{source}{line}: not valid YAML: {problem}; fix the syntax") from None
-    except RecursionError:
-        raise UsageError(f"{source}: YAML nested too deeply; a spec needs a few levels of nesting") from None
-    except UsageError:
-        raise
-    except Exception as e:  # PyYAML's int/float/timestamp constructors fail on odd text in many ways
-        raise UsageError(
-            f"{source}: not valid YAML: a value does not fit its tag ({' '.join(str(e).split())}); "
-            "remove the !!tag or fix the value"
-        ) from None
-    finally:
-        loader.dispose()
-
-
 def parse_spec(text: str, source: str = "<spec>") -> SweepSpec:
     """Validate YAML text; errors are :class:`UsageError` naming ``source:line: key: problem``.
 
     Aliases are allowed (``&base`` / ``*base``) but their expansion is bounded by
-    :data:`MAX_SPEC_NODES`, so a hostile spec is refused before it is expanded.
+    :data:`~scaling.sweep.yaml_source.MAX_SPEC_NODES`, so a hostile spec is refused before it is expanded.
     """
-    node, data = _compose(text, source)
+    node, data = compose(text, source)
     if not isinstance(data, Mapping):
         raise UsageError(f"{source}: a sweep spec is a YAML mapping with at least name and grid")
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
-        _lines(node, lines)
+        record_lines(node, lines)
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as e:
