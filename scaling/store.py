@@ -88,6 +88,46 @@ def apply_umask(path: str | Path) -> None:
             os.chmod(os.path.join(root, name), fm)
 
 
+
+def proc_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat): tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def pid_alive(pid: int | None, start: str | None = None) -> bool:
+    """Whether ``pid`` runs on this host (a zombie does not; a reused pid with another start time does not)."""
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return True  # no procfs (macOS): trust kill(0)
+    if fields[0] in ("Z", "X"):
+        return False
+    return start is None or fields[19] == start
+
+
+def observed_state(status: dict[str, Any]) -> str:
+    """``status.json``'s state as it is now: a ``running`` run of this host whose process is gone
+    is ``interrupted`` (a Slurm run needs the queue to tell: :func:`scaling.sweep.control.live_state`)."""
+    state = status.get("state", "pending")
+    slurm = status.get("slurm_job") or status.get("executor") == "slurm"
+    if state == "running" and not slurm and status.get("host") == socket.gethostname() \
+            and not pid_alive(status.get("pid"), status.get("pid_start")):
+        return "interrupted"
+    return state
+
+
 class CorruptFileError(json.JSONDecodeError):
     """A store file that is not valid JSON (or not UTF-8); the message names the file."""
 
@@ -415,10 +455,19 @@ def load_runs(path: str | Path, curves: bool = False) -> pd.DataFrame:
     the rest of ``result.json``. With ``curves=True``, one row per logged step instead (``run_id``,
     ``name``, ``budget`` plus the metrics columns), for approach 1 and training-curve plots.
 
+    A ``running`` run whose process on this host is gone reads ``interrupted`` (as ``sweep status``).
     Read through the study's derived columnar index (:mod:`scaling.columnar`): only runs whose
     files changed since the last read are opened. Every column has one type, so the frame writes
     to parquet and CSV as it is.
     """
     from scaling.columnar import read_frames
 
-    return read_frames(path, curves=curves)[0]
+    frame = read_frames(path, curves=curves)[0]
+    if not curves and "status" in frame:
+        # the index holds status.json as written; a run whose process is gone is interrupted, as
+        # `sweep status` says (only running runs are looked at again)
+        running = frame.index[frame["status"] == "running"]
+        runs = Path(path) / SweepStore.RUNS
+        for i in running:
+            frame.loc[i, "status"] = observed_state(RunDir(runs / str(frame.at[i, "run_id"])).read_status())
+    return frame

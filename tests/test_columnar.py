@@ -119,3 +119,18 @@ def test_timestamps_too_fresh_are_not_trusted(tmp_path):
     read_frames(tmp_path, curves=True)
     _, st = read_frames(tmp_path, curves=True)
     assert st.runs_read == 1 and st.live_curves == 1  # written within RACY_NS of the scan: checked again
+
+
+def test_killed_run_reads_interrupted_as_sweep_status_says(study):
+    import subprocess
+    import sys
+
+    from scaling.store import load_runs
+    from scaling.sweep.control import status
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    RunDir(study / "runs" / "r5").update_status("running", pid=int(dead.stdout), pid_start=None)  # a killed run
+    frame = load_runs(study).set_index("run_id")
+    by_status = {r["run_id"]: r["state"] for r in status(study)["runs"]}
+    assert frame.loc["r5", "status"] == by_status["r5"] == "interrupted"
+    assert (frame.drop(index="r5")["status"] == "done").all()

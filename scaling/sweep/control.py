@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import UsageError
-from scaling.store import RunDir, SweepStore, atomic_write_json
+from scaling.store import RunDir, SweepStore, atomic_write_json, observed_state
 from scaling.sweep.jobs import in_queue, squeue_ids
 from scaling.sweep.lock import SweepLock, holder_alive, pid_alive
 from scaling.sweep.progress import tokens_done
@@ -34,9 +34,7 @@ def live_state(st: dict[str, Any], queued: set[str] | None = None) -> str:
         if queued is None:
             return state
         return "running" if in_queue(st.get("slurm_job") or st.get("job_id"), queued) else "interrupted"
-    if st.get("host") == socket.gethostname():
-        return "running" if pid_alive(st.get("pid"), st.get("pid_start")) else "interrupted"
-    return state
+    return observed_state(st)
 
 
 def _row(out: Path, r: dict[str, Any], queued: set[str] | None) -> dict[str, Any]:

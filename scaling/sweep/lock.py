@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import UsageError
-from scaling.store import atomic_write_json
+from scaling.store import atomic_write_json, pid_alive, proc_start
 
 LOCK = "launcher.lock"
 LAUNCHER_GUARD = ".launcher.flock"
@@ -43,34 +43,6 @@ class SweepLocked(UsageError):
 
 class RunBusy(UsageError):
     """Another live process is writing the run folder."""
-
-
-def proc_start(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat): tells a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def pid_alive(pid: int | None, start: str | None = None) -> bool:
-    """Whether ``pid`` runs on this host (a zombie does not; a reused pid with another start time does not)."""
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return True  # no procfs (macOS): trust kill(0)
-    if fields[0] in ("Z", "X"):
-        return False
-    return start is None or fields[19] == start
 
 
 def holder_alive(info: dict[str, Any] | None) -> bool:
