@@ -171,11 +171,11 @@ def recording_trainer(base: type, recorder: MetricsRecorder, is_logger: Any) -> 
 # ---- validation loss and the result ----------------------------------------------------------------
 
 
-def eval_loss(model: Any, tokens: np.ndarray, *, seq_len: int, max_tokens: int, batch_size: int = 8,
-              device: str = "cpu") -> float:  # fmt: skip
-    """Mean next-token cross-entropy on the local backend's validation windows
+def _mean_window_loss(summed_loss: Any, model: Any, tokens: np.ndarray, *, seq_len: int, max_tokens: int,
+                      batch_size: int, device: str) -> float:  # fmt: skip
+    """Mean next-token loss over the local backend's validation windows
     (:func:`scaling.backends.local.train.eval_windows`: the first ``max_tokens`` held-out tokens
-    as windows of ``seq_len + 1``), so both backends report the same held-out loss."""
+    as windows of ``seq_len + 1``); ``summed_loss(batch)`` gives the summed loss of its targets."""
     import torch
 
     from scaling.backends.local.train import eval_windows
@@ -186,13 +186,38 @@ def eval_loss(model: Any, tokens: np.ndarray, *, seq_len: int, max_tokens: int, 
     with torch.no_grad():
         for i in range(0, len(windows), batch_size):
             batch = windows[i : i + batch_size].to(device)
-            logits = model(batch[:, :-1]).logits.float()
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
-            )
-            total += float(loss)
+            total += summed_loss(batch)
             count += batch[:, 1:].numel()
     return total / count
+
+
+def eval_loss(model: Any, tokens: np.ndarray, *, seq_len: int, max_tokens: int, batch_size: int = 8,
+              device: str = "cpu") -> float:  # fmt: skip
+    """The held-out loss of a transformers causal LM, on the same windows as the local backend's."""
+    import torch
+
+    def summed(batch: Any) -> float:
+        logits = model(batch[:, :-1]).logits.float()
+        return float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"))
+
+    return _mean_window_loss(summed, model, tokens, seq_len=seq_len, max_tokens=max_tokens, batch_size=batch_size, device=device)
+
+
+def nanotron_eval_loss(model: Any, tokens: np.ndarray, *, seq_len: int, max_tokens: int, batch_size: int = 8,
+                       device: str = "cuda") -> float:  # fmt: skip  # pragma: no cover - needs CUDA
+    """The same held-out loss computed by Nanotron's own model (``...ForTraining`` with
+    tp = pp = 1: its forward takes input, position and label ids and a label mask and returns the
+    mean loss), before any conversion; the GPU check compares it with the converted model's."""
+    import torch
+
+    def summed(batch: Any) -> float:
+        inputs, labels = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
+        positions = torch.arange(seq_len, device=device, dtype=torch.int32).repeat(len(batch), 1)
+        out = model(input_ids=inputs, position_ids=positions, label_ids=labels,
+                    label_mask=torch.ones_like(labels, dtype=torch.bool))  # fmt: skip
+        return float(out["loss"]) * labels.numel()
+
+    return _mean_window_loss(summed, model, tokens, seq_len=seq_len, max_tokens=max_tokens, batch_size=batch_size, device=device)
 
 
 def build_result(spec: RunSpec, rows: list[dict[str, Any]], *, eval_loss_value: float | None, wall_time: float,
@@ -323,10 +348,12 @@ def _train(rd: RunDir) -> int:  # pragma: no cover - needs CUDA and Nanotron
     torch.distributed.barrier()
     if rank != 0:
         return 0
-    del trainer, dataloader
-    torch.cuda.empty_cache()
     eval_started = time.time()
     data = NanosetData.load(Path(opts_data_folder(rd)))
+    native = _native_eval(trainer, data, spec, world)
+    native |= {"num_params": dict(trainer.num_params), "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
+    del trainer, dataloader
+    torch.cuda.empty_cache()
     convert_checkpoint(rd.checkpoints, rd.path / "model", tokenizer_dir=data.tokenizer_dir, vocab_size=spec.shape.vocab)
     model = load_hf_model(rd.checkpoints, vocab_size=spec.shape.vocab).to(f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
     ev = eval_loss(model, read_ds(data.val_file, data.vocab), seq_len=spec.shape.seq_len, max_tokens=spec.eval_tokens,
@@ -338,13 +365,28 @@ def _train(rd: RunDir) -> int:  # pragma: no cover - needs CUDA and Nanotron
         spec, rows, eval_loss_value=ev, wall_time=wall, train_tokens_available=data.train_tokens,
         final_loss_steps=opts.final_loss_steps,
         extra={"nanotron": {"world_size": world, "config": str(config_path), "model": path.model,
-                            "attention": path.attention, "stood_in": stood_in}},
+                            "attention": path.attention, "stood_in": stood_in, **native}},
     )  # fmt: skip
     if rows:  # the last step carries the held-out loss, as in local runs (one atomic rewrite)
         rows[-1] = {**rows[-1], "eval_loss": ev}
         atomic_write_text(rd.path / RunDir.METRICS, "".join(dumps(r, indent=None) + "\n" for r in rows))
     rd.write_result(result)
     return 0
+
+
+def _native_eval(trainer: Any, data: Any, spec: RunSpec, world: int) -> dict[str, Any]:  # pragma: no cover
+    """``eval_loss_nanotron`` where one process holds the whole model (world size 1), else the
+    reason it was not computed; a failure here is recorded, not fatal: the run has trained."""
+    from scaling.backends.nanotron.data import read_ds
+
+    if world != 1:
+        return {"eval_loss_nanotron": None, "eval_loss_nanotron_error": f"world size {world}: computed only on one GPU"}
+    try:
+        loss = nanotron_eval_loss(trainer.unwrapped_model, read_ds(data.val_file, data.vocab), seq_len=spec.shape.seq_len,
+                                  max_tokens=spec.eval_tokens, device=f"cuda:{os.environ.get('LOCAL_RANK', 0)}")  # fmt: skip
+        return {"eval_loss_nanotron": loss}
+    except Exception as e:  # recorded beside the result for the GPU check to report
+        return {"eval_loss_nanotron": None, "eval_loss_nanotron_error": f"{type(e).__name__}: {e}"}
 
 
 def opts_data_folder(rd: RunDir) -> str:
