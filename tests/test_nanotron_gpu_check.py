@@ -43,8 +43,8 @@ def test_the_two_sweeps_hold_the_same_runs(tmp_path):
         assert a.budget == b.budget == 3e13 and a.backend == "nanotron" and b.backend == "local"
         plan = plan_for(a)
         assert (plan.dp, plan.tp, plan.pp) == (1, 1, 1)
-        assert a.backend_options["dtype"] == b.backend_options["dtype"] == "float32"
-        assert a.steps >= a.backend_options["checkpoint_interval"] + 4  # a checkpoint, then the kill three steps on
+        assert a.options["dtype"] == b.options["dtype"] == "float32"
+        assert a.steps >= a.options["checkpoint_interval"] + 4  # a checkpoint, then the kill three steps on
 
 
 def _tiny_wheel(folder: Path, name: str = "scaling_check_demo") -> Path:

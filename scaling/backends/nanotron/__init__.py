@@ -52,7 +52,7 @@ class NanotronBackend:
     name = "nanotron"
     # how a run executes, not what it computes: kept out of its run id (RunSpec.execution_options)
     execution_options = frozenset({"torchrun", "rdzv_port", "data_dir", "cpus_per_task", "result_wait_s",
-                                   "assumed_mfu", "peak_tflops", "checkpoint_interval"})
+                                   "assumed_mfu", "peak_tflops", "checkpoint_interval", "slurm_stop_wait_s"})
 
     def __init__(self) -> None:
         self._cache_dir: str | None = None  # set by prepare(): where the sweep keeps prepared data
