@@ -120,3 +120,15 @@ def test_describe_for_sweep_plan():
     assert d["gpu_hours"] == pytest.approx(work / (989.4e12 * 0.35) / 3600)
     assert d["memory_gib"] == pytest.approx(plan_for(spec()).memory.total / GIB, abs=0.01)
     assert NanotronBackend().estimate_seconds(spec()) == pytest.approx(d["hours"] * 3600)
+
+
+def test_float32_training_holds_no_master_copy_and_twice_the_activations():
+    from scaling.backends.nanotron.parallelism import estimate_memory
+
+    shape = ModelShape(layers=4, hidden=256, heads=8, vocab=1024, seq_len=128)
+    kw = dict(tp=1, pp=1, dp=2, micro_batch=4, accumulation=1, recompute=False, sequence_parallel=False, overhead_gib=0)
+    bf16, fp32 = estimate_memory(shape, **kw), estimate_memory(shape, **kw, dtype="float32")
+    assert fp32.states == bf16.params_per_gpu * 16 and bf16.states == bf16.params_per_gpu * 20
+    assert fp32.activations == 2 * bf16.activations
+    zero = estimate_memory(shape, **kw, dtype="float32", zero_stage=1)
+    assert zero.states == bf16.params_per_gpu * (16 - 8 / 2)  # Adam's moments sharded over dp = 2

@@ -177,6 +177,7 @@ def plan_for(spec: RunSpec, options: NanotronOptions | None = None) -> ParallelP
         recompute=opts.recompute,
         zero_stage=opts.zero_stage,
         overhead_gib=opts.overhead_gib,
+        dtype=opts.dtype,
     )
 
 
@@ -366,7 +367,7 @@ def build_config(
             "zero_stage": opts.zero_stage,
             "weight_decay": o.weight_decay,
             "clip_grad": o.grad_clip,
-            "accumulate_grad_in_fp32": True,
+            "accumulate_grad_in_fp32": opts.dtype == "bfloat16",  # Nanotron asserts non-fp32 params for it
             "learning_rate_scheduler": lr_schedule(spec),
             "weight_decay_exclude_named_params": [],
         },

@@ -22,6 +22,10 @@ tensor-parallel sharding:
   one layer's full activations. A 1F1B pipeline stage holds up to ``pp`` micro-batches.
 * logits: ``s b V / t x 4`` bytes (fp32 for the loss) twice (logits and their gradient).
 * a fixed ``overhead_gib`` for the CUDA context, NCCL buffers and fragmentation.
+
+With ``dtype: float32`` the states are 16 B/param (fp32 weights, grads, Adam moments; no master
+copy and no accumulator, which Nanotron refuses for fp32 parameters), ZeRO-1 shards the 8 bytes
+of moments, and activations take twice the bytes.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ from scaling.shapes import ModelShape
 GIB = 1024**3
 STATE_BYTES = 20  # bf16 weights + bf16 grads + fp32 grad accumulator + fp32 master + Adam m, v
 OPTIMIZER_BYTES = 12  # the part ZeRO-1 shards over dp: fp32 master + Adam m, v
+# float32 training: fp32 weights + grads + Adam m, v (no master copy, no accumulator), of which
+# ZeRO-1 shards the moments; activations take twice the bytes of the bf16 formulas
+FP32_STATE_BYTES, FP32_OPTIMIZER_BYTES = 16, 8
 
 
 @dataclass(frozen=True)
@@ -199,13 +206,16 @@ def estimate_memory(
     sequence_parallel: bool,
     zero_stage: int = 0,
     overhead_gib: float = 3.0,
+    dtype: str = "bfloat16",
 ) -> MemoryEstimate:
     """Bytes per GPU (see the module docstring for each term and its source)."""
     p = params_per_gpu(shape, tp, pp)
-    per_param = STATE_BYTES - (OPTIMIZER_BYTES * (1 - 1 / dp) if zero_stage >= 1 else 0)
+    fp32 = dtype == "float32"
+    state, shardable = (FP32_STATE_BYTES, FP32_OPTIMIZER_BYTES) if fp32 else (STATE_BYTES, OPTIMIZER_BYTES)
+    per_param = state - (shardable * (1 - 1 / dp) if zero_stage >= 1 else 0)
     states = p * per_param
     s, b, h = shape.seq_len, micro_batch, shape.hidden
-    full_layer = s * b * h * (34 / tp if sequence_parallel else 10 + 24 / tp)
+    full_layer = s * b * h * (34 / tp if sequence_parallel else 10 + 24 / tp) * (2 if fp32 else 1)
     layers = math.ceil(shape.layers / pp)
     per_microbatch = (2 * s * b * h * layers + full_layer) if recompute else full_layer * layers
     in_flight = min(pp, accumulation)  # 1F1B: the first stage holds up to pp micro-batches
@@ -231,6 +241,7 @@ def plan_parallelism(
     recompute: bool | None = None,
     zero_stage: int = 0,
     overhead_gib: float = 3.0,
+    dtype: str = "bfloat16",
 ) -> ParallelPlan:
     """The preferred plan that fits (module docstring); fixed choices are validated, not changed.
 
@@ -273,7 +284,7 @@ def plan_parallelism(
                     sp = t > 1 and shape.seq_len % t == 0
                     mem = estimate_memory(
                         shape, tp=t, pp=q, dp=d, micro_batch=m, accumulation=acc, recompute=r,
-                        sequence_parallel=sp, zero_stage=zero_stage, overhead_gib=overhead_gib,
+                        sequence_parallel=sp, zero_stage=zero_stage, overhead_gib=overhead_gib, dtype=dtype,
                     )  # fmt: skip
                     plan = ParallelPlan(d, t, q, m, acc, r, sp, mem, gpu_memory_gib)
                     bubble = (q - 1) / (acc + q - 1)  # 1F1B idle fraction (Narayanan et al. 2021)
