@@ -177,16 +177,16 @@ def test_nanoset_from_the_local_backends_tokens(tmp_path):
     words = np.random.default_rng(0).choice(["the", "king", "and", "lord", "spake", "unto", "thee", "thou"], 6000)
     corpus.write_text("\n".join(" ".join(words[i : i + 12]) for i in range(0, 6000, 12)))
     s = nanotron_spec()
-    s = RunSpec.model_validate({**s.model_dump(), "shape": {**s.shape.model_dump(), "vocab": 320},
+    s = RunSpec.model_validate({**s.model_dump(), "shape": {**s.shape.model_dump(), "vocab": 290},
                                 "data": {"source": str(corpus), "tokenizer": "bpe", "val_frac": 0.1}})  # fmt: skip
-    folder = nanoset_folder(tmp_path / "data", s.data.model_dump(mode="json"), 320)
+    folder = nanoset_folder(tmp_path / "data", s.data.model_dump(mode="json"), 290)
     data = prepare_from_local(s, folder)
-    local = prepare_data(s.data, 320, cache_dir=tmp_path / "data")
+    local = prepare_data(s.data, 290, cache_dir=tmp_path / "data")
     for ours, theirs in ((data.train_folder / "train.ds", local.train_path), (data.val_file, local.val_path)):
         assert Path(ours).read_bytes() == Path(theirs).read_bytes()
     assert os.stat(data.train_folder / "train.ds").st_ino == os.stat(local.train_path).st_ino  # hard link, no copy
     from transformers import AutoTokenizer
 
-    assert len(AutoTokenizer.from_pretrained(data.tokenizer_dir)) == 320  # Nanotron asserts len(tokenizer) == vocab
+    assert len(AutoTokenizer.from_pretrained(data.tokenizer_dir)) == 290  # Nanotron asserts len(tokenizer) == vocab
     assert data.eos_id is not None
     NanotronBackend().prepare([s], str(tmp_path / "data"))  # finds the prepared folder, validates the spec

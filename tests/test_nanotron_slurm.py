@@ -82,7 +82,7 @@ def _sweep(tmp_path: Path, stand_in: str, sizes: list[int], **backend_options) -
         "name": "nanotron-slurm-test", "backend": "nanotron",
         "backend_options": {"gpus_per_node": 2, "torchrun": stand_in, **backend_options},
         "data": {"source": str(corpus), "tokenizer": "bpe", "val_frac": 0.1},
-        "model": {"vocab": 320, "seq_len": 32},
+        "model": {"vocab": 296, "seq_len": 32},
         "train": {"batch": {"rule": "fixed", "tokens": 256}, "lr": {"rule": "fixed", "value": 1e-3}},
         "grid": {"kind": "runs", "runs": [{"size": {"layers": 2, "hidden": h, "heads": 4}, "tokens": 5120} for h in sizes]},
         "executor": {"kind": "slurm", "retries": 0, "slurm": {"time_min": 5, "gpus_per_node": 2}},
