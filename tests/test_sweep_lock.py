@@ -13,10 +13,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from scaling.store import SweepStore
 from scaling.sweep import launch, load_spec
 from scaling.sweep.launcher import write_store
-from scaling.sweep.lock import SweepLock
+from scaling.sweep.lock import SweepLock, SweepLocked
 from scaling.sweep.task import RunTask
 from tests.sweep_backends import wait_for
 from tests.test_sweep_launch import ROOT, attempts, steps_logged, toy_spec
@@ -136,3 +138,32 @@ def test_a_second_task_on_a_run_waits_for_the_first_writer(tmp_path):
     assert attempts(out) == {runs[0].name: 1}
     assert [int(m["step"]) for m in rd.read_metrics()] == list(range(1, runs[0].steps + 1))
     assert len(SweepStore(out).runs()) == len(runs)
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from scaling.sweep.lock import LAUNCHER_GUARD, FileGuard
+    guard = FileGuard(f"{sys.argv[1]}/{LAUNCHER_GUARD}")
+    assert guard.acquire()
+    open(f"{sys.argv[1]}/launcher.lock", "w").close()  # the holder's JSON not written yet
+    print("held", flush=True)
+    time.sleep(30)
+""")
+
+
+def test_a_lock_whose_holder_has_not_written_its_json_yet_is_not_stale(tmp_path):
+    """The instant between taking the lock and writing who holds it: the lock is held, not stale."""
+    spec = toy_spec(tmp_path, budgets=(1e10,))
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ['PYTHONPATH']}"}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SweepLocked, match="another launcher is starting"):
+            launch(spec, out, executor="debug", progress=False)
+        assert not SweepStore(out).runs()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert launch(spec, out, executor="debug", progress=False)["done"] == 2  # its process gone: taken over

@@ -7,7 +7,8 @@
   no window in which a lock being written looks stale: two launchers started at the same instant
   cannot both hold it. The JSON only serves ``sweep status``, ``sweep cancel``, and launchers on
   hosts whose filesystem does not share ``flock`` (a fresh heartbeat from another host still
-  refuses).
+  refuses; there, two launchers on two hosts starting within the instant between one's ``flock``
+  and its JSON write could both start: the kernel lock is the guarantee, the JSON a fallback).
 * A run folder has one writer: the process that trains it holds ``RUN/.writer.flock``. A second
   task started on the same run (a relaunch that adopted a crashed launcher's runs, a requeue
   that overlaps the old job) waits for the first to end, then finds the run done or resumes it.
