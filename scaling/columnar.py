@@ -16,11 +16,12 @@ A read stats each run's folder, ``result.json`` and ``metrics.jsonl`` (the store
 place by hand is seen once its folder changes, or after ``rm -r .index``); a run whose
 fingerprint matches the index is not opened. A fingerprint younger than :data:`RACY_NS` before
 the index was scanned is not trusted (a write within the file system's timestamp granularity
-could hide behind it), as in git's index. Runs that are not finished are read from their ``metrics.jsonl`` every time (a torn
-last line is skipped) and never written to a segment. Reading is pyarrow's: its JSON reader parses
-a run's JSONL in C++ (a file with a corrupt line falls back to the line-by-line reader), parquet
-holds the index, and the frames come out through ``Table.to_pandas``. A study that cannot be
-written (another user's, read-only) is read the same way without persisting the index.
+could hide behind it), as in git's index. Runs that are not finished are read from their
+``metrics.jsonl`` every time (a torn last line is skipped) and never written to a segment. Reading
+is pyarrow's: its JSON reader parses the runs' JSONL in C++ (a file with a corrupt line falls back
+to the line-by-line reader), parquet holds the index, and the frames come out through
+``Table.to_pandas``. A study that cannot be written (another user's, read-only), or any study
+while ``SCALING_STORE_READ_ONLY=1``, is read the same way without persisting the index.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ RUNS_FILE = "runs.parquet"
 SEGMENT_PREFIX = "curves-"
 MAX_SEGMENTS = 16
 RACY_NS = 2_000_000_000  # timestamps this close to the index's scan are re-checked next time
+READ_ONLY_ENV = "SCALING_STORE_READ_ONLY"  # "1": read studies without writing their .index/
 ORPHAN_AGE_S = 600.0  # an unreferenced segment older than this is a crashed writer's: removed
 _BOOK = ("_fp", "_mtime_ns", "_status", "_segment", "_curves_fp")
 
@@ -399,8 +401,11 @@ class StudyReader:
         self._persist_runs()
         return frame
 
+    def _writable(self) -> bool:
+        return self.index is not None and os.environ.get(READ_ONLY_ENV, "") in ("", "0")
+
     def _persist_runs(self) -> None:
-        if self.index is None or self._book is None or not len(self._book):
+        if not self._writable() or self._book is None or not len(self._book):
             return
         try:
             self.index.mkdir(exist_ok=True)
@@ -453,8 +458,10 @@ class StudyReader:
         new = read_steps(items(reread))
         self.stats.curves_read = len(reread)
         self.stats.live_curves = len(live)
-        if new:
+        if new and self._writable():
             kept = self._persist_segment(kept, new, reread, replaced=list(segs))
+        elif new:
+            kept = kept + new
         self.stats.segments = len(kept)
         return _unify(kept + read_steps(items(live)))
 

@@ -114,6 +114,14 @@ def test_a_study_that_cannot_be_written_is_read_without_the_index(study):
     assert len(steps) == len(_direct(study))
 
 
+def test_read_only_mode_writes_nothing(study, monkeypatch):
+    monkeypatch.setenv("SCALING_STORE_READ_ONLY", "1")
+    runs, st = read_frames(study)
+    steps, st2 = read_frames(study, curves=True)
+    assert not (study / INDEX).exists() and not st.persisted and not st2.persisted
+    assert len(runs) == 6 and len(steps) == len(_direct(study))
+
+
 def test_timestamps_too_fresh_are_not_trusted(tmp_path):
     _run(tmp_path, "r0", steps=5)
     read_frames(tmp_path, curves=True)
