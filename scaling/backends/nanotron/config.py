@@ -279,6 +279,40 @@ def nanoset_dataset(train_folder: str, tokenizer_dir: str, vocab: int) -> dict:
     }
 
 
+def optimizer_section(spec: RunSpec, opts: NanotronOptions) -> dict[str, Any]:
+    """``OptimizerArgs``: AdamW with the spec's settings and :func:`lr_schedule`."""
+    o = spec.optimizer
+    return {
+        "optimizer_factory": {
+            "adam_eps": o.eps,
+            "adam_beta1": o.beta1,
+            "adam_beta2": o.beta2,
+            "torch_adam_is_fused": True,
+            "name": "adamW",
+        },
+        "zero_stage": opts.zero_stage,
+        "weight_decay": o.weight_decay,
+        "clip_grad": o.grad_clip,
+        "accumulate_grad_in_fp32": opts.dtype == "bfloat16",  # Nanotron asserts non-fp32 params for it
+        "learning_rate_scheduler": lr_schedule(spec),
+        "weight_decay_exclude_named_params": [],
+    }
+
+
+def checkpoints_section(ckpt: str, interval: int) -> dict[str, Any]:
+    """``CheckpointsArgs``: every ``interval`` steps and at the end; resumed from ``ckpt`` itself."""
+    return {
+        "checkpoints_path": ckpt,
+        "checkpoint_interval": interval,
+        "save_initial_state": False,
+        "save_final_state": True,
+        "resume_checkpoint_path": ckpt,  # latest.txt there -> resume after a requeue
+        "load_lr_scheduler": True,
+        "load_optimizer": True,
+        "checkpoints_path_is_shared_file_system": True,
+    }
+
+
 def build_config(
     spec: RunSpec,
     *,
@@ -299,7 +333,6 @@ def build_config(
     run_dir = Path(run_dir).resolve()
     ckpt = str(run_dir / "checkpoints")
     interval = spec.checkpoint_every or opts.checkpoint_interval or max(1, math.ceil(spec.steps / 10))
-    o = spec.optimizer
     return {
         "general": {
             "project": spec.group or "scaling",
@@ -336,16 +369,7 @@ def build_config(
             "tokenizer_revision": None,
             "tokenizer_max_length": None,
         },
-        "checkpoints": {
-            "checkpoints_path": ckpt,
-            "checkpoint_interval": interval,
-            "save_initial_state": False,
-            "save_final_state": True,
-            "resume_checkpoint_path": ckpt,  # latest.txt there -> resume after a requeue
-            "load_lr_scheduler": True,
-            "load_optimizer": True,
-            "checkpoints_path_is_shared_file_system": True,
-        },
+        "checkpoints": checkpoints_section(ckpt, interval),
         "logging": {"log_level": "info", "log_level_replica": "info", "iteration_step_info_interval": 1},
         "tokens": {
             "sequence_length": shape.seq_len,
@@ -356,21 +380,7 @@ def build_config(
             "limit_val_batches": 0,
             "limit_test_batches": 0,
         },
-        "optimizer": {
-            "optimizer_factory": {
-                "adam_eps": o.eps,
-                "adam_beta1": o.beta1,
-                "adam_beta2": o.beta2,
-                "torch_adam_is_fused": True,
-                "name": "adamW",
-            },
-            "zero_stage": opts.zero_stage,
-            "weight_decay": o.weight_decay,
-            "clip_grad": o.grad_clip,
-            "accumulate_grad_in_fp32": opts.dtype == "bfloat16",  # Nanotron asserts non-fp32 params for it
-            "learning_rate_scheduler": lr_schedule(spec),
-            "weight_decay_exclude_named_params": [],
-        },
+        "optimizer": optimizer_section(spec, opts),
         "data_stages": [
             {
                 "name": "stable",
