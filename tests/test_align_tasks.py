@@ -61,11 +61,11 @@ def test_builtin_corpus_tasks_are_exact_disjoint_and_held_out():
     assert {t.kind for t in split["sft"]} == {"blank", "order", "source"}
     _check_splits(docs, split)
     # the text is the part of each document that pretraining held out, not the part it trained on
-    from scaling.backends.local.data import _split_docs, named_documents
+    from scaling.backends.local.corpus import named_documents, split_held_out
 
     full = dict(named_documents("builtin:default"))
     for t in [t for tasks in split.values() for t in tasks][::5]:
-        trained = _split_docs([full[t.document]], 0.02)[0][0]
+        trained = split_held_out([full[t.document]], 0.02)[0][0]
         assert _squash(_passage(t)) not in _squash(trained)
     assert build_tasks(docs, opts, seed=0) == split and build_tasks(docs, opts, seed=1) != split
 

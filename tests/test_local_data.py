@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from scaling.backends.local.data import load_text, prepare_data, token_dtype
+from scaling.backends.local.corpus import load_text
+from scaling.backends.local.data import prepare_data, token_dtype
 from scaling.errors import UsageError
 from scaling.runspec import DataSpec
 

@@ -199,16 +199,16 @@ def build_tasks(documents: Sequence[tuple[str, str]], opts: TaskOptions = TaskOp
 
 def corpus_documents(opts: TaskOptions) -> list[tuple[str, str]]:
     """``(name, held-out text)`` of each document of the corpus, as the local backend splits it."""
-    from scaling.backends.local.data import _split_docs, _truncate, named_documents
+    from scaling.backends.local.corpus import named_documents, split_held_out, truncate_documents
 
     named = [(n, t) for n, t in named_documents(opts.corpus or "builtin:default", opts.text_column) if t.strip()]
-    texts = _truncate(iter(t for _, t in named), opts.max_chars)
+    texts = truncate_documents(iter(t for _, t in named), opts.max_chars)
     named = [(n, t) for (n, _), t in zip(named, texts, strict=False)]
     if not opts.tail_frac:
         return named
     out = []
     for name, text in named:
-        _, tail = _split_docs([text], opts.tail_frac)
+        _, tail = split_held_out([text], opts.tail_frac)
         if tail:
             out.append((name, tail[0]))
     return out

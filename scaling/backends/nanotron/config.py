@@ -313,6 +313,23 @@ def checkpoints_section(ckpt: str, interval: int) -> dict[str, Any]:
     }
 
 
+def parallelism_section(plan: ParallelPlan, opts: NanotronOptions) -> dict[str, Any]:
+    """Nanotron's ``parallelism`` section: the planner's dp/tp/pp split, sequence parallelism as
+    reduce-scatter TP, and recomputation."""
+    return {
+        "dp": plan.dp,
+        "pp": plan.pp,
+        "tp": plan.tp,
+        "pp_engine": opts.pp_engine,
+        "tp_mode": "REDUCE_SCATTER" if plan.sequence_parallel else "ALL_REDUCE",
+        "tp_linear_async_communication": plan.sequence_parallel,
+        "recompute_layer": plan.recompute,
+        "tp_recompute_allgather": True,
+        "expert_parallel_size": 1,
+        "context_parallel_size": 1,
+    }
+
+
 def build_config(
     spec: RunSpec,
     *,
@@ -343,18 +360,7 @@ def build_config(
             "benchmark_csv_path": None,
             "ignore_sanity_checks": True,
         },
-        "parallelism": {
-            "dp": plan.dp,
-            "pp": plan.pp,
-            "tp": plan.tp,
-            "pp_engine": opts.pp_engine,
-            "tp_mode": "REDUCE_SCATTER" if plan.sequence_parallel else "ALL_REDUCE",
-            "tp_linear_async_communication": plan.sequence_parallel,
-            "recompute_layer": plan.recompute,
-            "tp_recompute_allgather": True,
-            "expert_parallel_size": 1,
-            "context_parallel_size": 1,
-        },
+        "parallelism": parallelism_section(plan, opts),
         "model": {
             "model_config": model_config(
                 shape, path, bos=special_tokens[0], eos=special_tokens[1], init_std=spec.init_std
