@@ -119,7 +119,8 @@ def lr_at(spec: RunSpec, step: int) -> float:
 
 def validate_spec(spec: RunSpec) -> Options:
     """Every check that needs no data or torch work; raises :class:`UsageError` naming the field."""
-    from .data import BUILTINS, SPECIAL_TOKENS, token_dtype
+    from .corpus import BUILTINS
+    from .data import SPECIAL_TOKENS, token_dtype
 
     opts = Options.from_spec(spec)
     if not spec.shape.glu:
