@@ -2,7 +2,7 @@
 
 Everything that changes the loss is here: shape, token budget, batch size in tokens, LR and its
 schedule, optimizer, seed, data source and tokenizer, backend and its settings. ``run_id`` is a short hash of these fields, so relaunching the same spec finds the same
-runs. Labels (``name``, ``budget``, ``group``) describe the run but do not change its loss and are
+runs. Labels (``name``, ``budget``, ``group``, ``added``) describe the run but do not change its loss and are
 not hashed.
 
 Pure: imports pydantic only.
@@ -125,8 +125,9 @@ class RunSpec(StrictModel):
     budget: float | None = Field(default=None, description="the IsoFLOP budget this run belongs to")
     group: str | None = None
     flops_convention: str = "6N"
+    added: str | None = Field(default=None, description="why the sweep added this run after its grid (extension, repeat)")
 
-    LABELS: ClassVar[tuple[str, ...]] = ("name", "budget", "group", "flops_convention")
+    LABELS: ClassVar[tuple[str, ...]] = ("name", "budget", "group", "flops_convention", "added")
     UNHASHED: ClassVar[tuple[str, ...]] = (*LABELS, "execution_options")
 
     @model_validator(mode="before")

@@ -92,3 +92,15 @@ def test_shipped_specs_cover_the_grid_kinds():
     assert {"isoflop", "kaplan_n", "wsd_branches"} <= kinds
     backends = {load_spec(p).backend for p in (ROOT / "sweeps").glob("*.yaml")}
     assert {"local", "nanotron"} <= backends
+
+
+def test_extend_and_repeats_fields():
+    s = parse_spec(GOOD)
+    assert (s.grid.extend.max_added, s.grid.extend.per_budget) == (8, 2) and s.grid.repeats is None  # the defaults
+    s = parse_spec(GOOD + "  extend: {max_added: 0}\n  repeats: {seeds: [1, 2], at: all}\n")
+    assert s.grid.extend.max_added == 0 and s.grid.repeats.seeds == [1, 2] and s.grid.repeats.at == "all"
+    assert "grid.extend.per_budget" in _err(GOOD + "  extend: {per_budget: -1}\n")
+    assert "s.yaml:12: grid.repeats.at" in _err(GOOD + "  repeats: {seeds: [1], at: everywhere}\n")
+    assert "already in train.seeds" in _err(GOOD.replace("  batch: 2048", "  batch: 2048\n  seeds: [0, 1]")
+                                            + "  repeats: {seeds: [1]}\n")
+    assert "did you mean 'max_added'" in _err(GOOD + "  extend: {max_add: 3}\n")

@@ -200,14 +200,49 @@ class AroundOptimum(StrictModel):
         return self
 
 
+class Extend(StrictModel):
+    """Adaptive IsoFLOP sweeps: sizes added where a budget's minimum is not bracketed.
+
+    A budget is extended toward a side when its lowest loss is at that edge of the sizes run, the
+    parabola's vertex lies beyond that edge, or the vertex lies within one ladder step of it (only
+    one size on that side of the minimum). The next size of the ladder beyond the edge is run, the
+    budget refitted, and so on, until every budget is bracketed or a cap is reached:
+    ``per_budget`` runs added at one budget, ``max_added`` in the whole study (0 turns it off).
+    The ladder is ``grid.sizes`` (with ``sizes_per_budget``: every size listed); a grid built
+    from ``around_optimum`` alone continues its own log spacing. ``scaling run`` extends with
+    these defaults when ``extend`` is absent; ``extend: {max_added: 0}`` turns it off.
+    """
+
+    max_added: int = Field(default=8, ge=0)
+    per_budget: int = Field(default=2, ge=0)
+
+
+class Repeats(StrictModel):
+    """Repeated seeds, to measure run-to-run noise: each chosen point is run again once per seed
+    in ``seeds`` (beside the runs of ``train.seeds``).
+
+    ``at``: ``optimum``, each budget's best size once the sweep (and its extension) is done; or
+    ``all``, every size of every budget. The spread of the final losses across seeds is the
+    noise the fits weight by (``fit/noise.json``).
+    """
+
+    seeds: list[int] = Field(min_length=1)
+    at: Literal["optimum", "all"] = "optimum"
+
+
 class IsoflopGrid(StrictModel):
-    """Budgets x sizes; each run gets ``D = C / (FLOPs per token)`` under ``train.flops_convention``."""
+    """Budgets x sizes; each run gets ``D = C / (FLOPs per token)`` under ``train.flops_convention``.
+
+    ``extend`` (:class:`Extend`) and ``repeats`` (:class:`Repeats`) make the sweep add runs once
+    the grid's own runs are done."""
 
     kind: Literal["isoflop"]
     budgets: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=1)
     sizes: list[Size] | None = None
     sizes_per_budget: dict[float, list[Size]] | None = None
     around_optimum: AroundOptimum | None = None
+    extend: Extend = Extend()
+    repeats: Repeats | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> IsoflopGrid:
@@ -353,6 +388,14 @@ class SweepSpec(StrictModel):
         backend_target(v)  # a name only: nothing named in a spec is imported to check it
         return v
 
+    @model_validator(mode="after")
+    def _repeats_are_new_seeds(self) -> SweepSpec:
+        rep = getattr(self.grid, "repeats", None)
+        doubled = sorted(set(rep.seeds) & set(self.train.seeds)) if rep is not None else []
+        if doubled:
+            raise ValueError(f"grid.repeats.seeds: {doubled} already in train.seeds; repeat with other seeds")
+        return self
+
     def where(self, *path: Any) -> str:
         """``quickstart.yaml:21: grid.sizes.3``: the file and line a path of the spec was written at
         (the nearest enclosing key the file has), for errors found after validation."""
@@ -376,7 +419,7 @@ _ALL_FIELDS = sorted(
     {
         f
         for m in (SweepSpec, ModelSettings, BatchRule, LrRule, OptimizerSettings, TrainSettings, AroundOptimum,
-                  IsoflopGrid, KaplanNGrid, KaplanDGrid, WsdGrid, RunEntry, RunsGrid, SlurmSettings,
+                  Extend, Repeats, IsoflopGrid, KaplanNGrid, KaplanDGrid, WsdGrid, RunEntry, RunsGrid, SlurmSettings,
                   ExecutorSettings, ShapeSize, DataSpec, ScheduleSpec)
         for f in m.model_fields
     }
