@@ -3,7 +3,7 @@
     python benchmarks/fit_speed.py [--baseline-starts 90] [--baseline-resamples 100] [--full]
 
 Ours: ``Approach3(estimator="grid")`` (variable-projection search over Hoffmann's grid, batched
-Levenberg-Marquardt, L-BFGS-B polish) and a 4,000-resample bootstrap (batched, warm-started).
+Levenberg-Marquardt, polished to a standstill) and a 4,000-resample bootstrap (batched, warm-started).
 
 Baselines, written here as a user would: one ``scipy.optimize.minimize(method="L-BFGS-B")`` per
 start of Hoffmann's 4,500-start grid on the summed Huber loss (numerical gradient, as Besiroglu

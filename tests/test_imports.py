@@ -1,5 +1,6 @@
 """The math and planning modules stay light: no torch, transformers, submitit or plotly, and the
-``scaling plan`` path also avoids pandas, scipy, statsmodels and pydantic (slow imports)."""
+``scaling plan`` path also avoids pandas, scipy, statsmodels and pydantic (slow imports); ``scaling
+fit`` avoids scipy.optimize."""
 
 from __future__ import annotations
 
@@ -44,3 +45,32 @@ def test_plan_command_path_stays_light():
     )
     assert not loaded & set(HEAVY)
     assert not loaded & set(SLOW)
+
+
+def _full_modules_after(code: str) -> set[str]:
+    probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    ).stdout  # fmt: skip
+    return set(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_fit_command_path_skips_scipy_optimize(tmp_path):
+    """`scaling fit points.csv` (approach 3, grid, no bootstrap) polishes with our own
+    Levenberg-Marquardt: scipy.optimize alone costs about 0.7 s to import."""
+    points = tmp_path / "points.csv"
+    rows = ["params,tokens,loss"]
+    for n in (1e6, 3e6, 1e7, 3e7, 1e8):
+        for d in (2e7, 1e8, 5e8, 2e9):
+            rows.append(f"{n},{d},{1.7 + 400 / n**0.34 + 2000 / d**0.28}")
+    points.write_text("\n".join(rows) + "\n")
+    loaded = _full_modules_after(
+        "import contextlib, io\n"
+        "from scaling.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['fit', {str(points)!r}]) == 0"
+    )
+    assert "scaling.fit.approach3" in loaded
+    assert "scipy.optimize" not in loaded
+    assert not {m.split(".")[0] for m in loaded} & set(HEAVY)
