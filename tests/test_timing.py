@@ -85,3 +85,34 @@ def test_the_launcher_prints_an_eta_from_the_first_snapshot(tmp_path):
     launch(spec, tmp_path / "out", executor="debug", progress=seen.append)
     assert seen[0].eta_s is not None and seen[0].eta_s > 0
     assert seen[-1].finished and seen[-1].eta_s == 0.0
+
+
+def test_a_probe_taken_under_load_is_taken_again_when_the_machine_is_idle(tmp_path, monkeypatch):
+    """The machine's load cannot be set in a test on a shared machine: the load readings, and the
+    step and start-up seconds a busy and an idle machine measured, are recorded values."""
+    from scaling.backends.local import probe
+    from scaling.runspec import OptimizerSpec, RunSpec, ShapeSpec
+
+    monkeypatch.setenv("SCALING_PROBE_CACHE", str(tmp_path / "probe.json"))
+    specs = [RunSpec(shape=ShapeSpec(layers=layers, hidden=32, heads=2, vocab=1024, seq_len=128), tokens=20 * 2048,
+                     batch_tokens=2048, optimizer=OptimizerSpec(lr=1e-3)) for layers in (1, 2, 3)]
+    machine = {"load": 3.8, "step_s": 0.30, "startup_s": 12.0}  # 2 CPUs, both busy with other work
+    measured: list[str] = []
+    monkeypatch.setattr(probe, "machine_load", lambda: (machine["load"], 2))
+    monkeypatch.setattr(probe, "time_step", lambda s, t: measured.append("step") or machine["step_s"] * s.shape.layers)
+    monkeypatch.setattr(probe, "time_startup", lambda t: measured.append("start") or machine["startup_s"])
+
+    busy = probe.timing_model(specs, threads=1)
+    assert measured.count("step") == 3 and measured.count("start") == 1
+    assert "load up to 3.8 on 2 CPUs: busy" in busy.source and busy.startup_s == 12.0
+    probe.timing_model(specs, threads=1)  # still busy: a second busy probe would be as skewed
+    assert len(measured) == 4
+
+    machine.update(load=0.2, step_s=0.10, startup_s=4.0)  # the others finished
+    idle = probe.timing_model(specs, threads=1)
+    assert len(measured) == 8 and "busy" not in idle.source and idle.startup_s == 4.0
+    assert idle.step_seconds(specs[2]) == pytest.approx(busy.step_seconds(specs[2]) / 3)  # the idle steps, 3x faster
+
+    machine.update(load=0.0, step_s=0.12, startup_s=5.0)  # idle again, a little noisier
+    assert probe.timing_model(specs, threads=1) == idle and len(measured) == 8  # the idle probe is kept
+    assert probe.contended(1.2, 2, threads=1) is False and probe.contended(1.2, 2, threads=2) is True

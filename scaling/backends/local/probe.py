@@ -11,8 +11,11 @@ Two figures, each cached per machine (host, CPU model, PyTorch version, threads)
 * the start of a run process: a fresh interpreter importing the trainer (what a submitit job pays
   before its first step).
 
-A machine under other load measures slower, and its estimate says so; the launcher then refines it
-from the runs themselves (:class:`scaling.timing.Refiner`).
+Each measurement is stored with the machine's load when it was taken (the 1-minute load average
+and the CPU count). A machine under other load measures slower; a measurement taken while other work
+left fewer than the run's threads free (:func:`contended`) is taken again the next time the machine
+is idle, and the faster of the two kept (other load only ever slows a step down). The launcher then
+refines the estimate from the runs themselves (:class:`scaling.timing.Refiner`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,8 @@ from scaling.store import atomic_write_json, read_json
 from scaling.timing import TimingModel, fit_step_model
 
 PROBE_FILE = "probe.json"
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: each measurement stored with the load it was taken under
+LOAD_SLACK = 0.5  # load-average noise tolerated before a probe counts as contended
 FIXED_S = 0.5  # data loading from the cache, model build, checkpoints, export: 0.1-0.7 s measured on tiny runs
 
 
@@ -50,6 +55,17 @@ def machine_key(threads: int) -> str:
     import torch
 
     return f"v{PROBE_VERSION}|{os.uname().nodename}|{_cpu_model()}|torch {torch.__version__}|threads {threads}"
+
+
+def machine_load() -> tuple[float, int]:
+    """``(1-minute load average, CPU count)``: how busy the machine is right now."""
+    return os.getloadavg()[0], os.cpu_count() or 1
+
+
+def contended(load: float, cpus: int, threads: int) -> bool:
+    """Whether other work (``load``, a load average) leaves fewer than ``threads`` of ``cpus`` cores
+    free, give or take :data:`LOAD_SLACK`: a step timed then is slower than the machine."""
+    return load > max(0.0, cpus - threads) + LOAD_SLACK
 
 
 def _shape_key(spec: RunSpec) -> str:
@@ -120,28 +136,39 @@ def probe_cache() -> Path:
     return Path(os.environ.get("SCALING_PROBE_CACHE") or Path.home() / ".cache" / "scaling" / PROBE_FILE).expanduser()
 
 
+def _measure(old: dict[str, Any] | None, measure: Callable[[], float], load: float, cpus: int,
+             threads: int) -> dict[str, Any]:  # fmt: skip
+    """``{"seconds", "load"}`` of one probe measurement: ``old`` where it was taken on a quiet enough
+    machine or the machine is busy now; otherwise measured now, keeping the faster of the two and
+    the lower load (so an idle re-measurement is made once)."""
+    if old is not None and (not contended(float(old["load"]), cpus, threads) or contended(load, cpus, threads)):
+        return old
+    seconds = float(measure())
+    if old is None:
+        return {"seconds": seconds, "load": load}
+    return {"seconds": min(seconds, float(old["seconds"])), "load": min(load, float(old["load"]))}
+
+
 def timing_model(specs: list[RunSpec], threads: int) -> TimingModel:
     """The timing model of ``specs`` on this machine at ``threads`` threads per run; probe
-    results come from the cache when this machine measured them before."""
+    results come from the cache when this machine measured them before (measured again when that
+    was under load and the machine is idle now)."""
     path = probe_cache()
     known: dict[str, Any] = read_json(path) or {}
     key = machine_key(threads)
     entry = dict(known.get(key) or {})
     steps = dict(entry.get("steps") or {})
-    changed = False
-    points = []
-    for s in _probe_shapes(specs):
-        k = _shape_key(s)
-        if k not in steps:
-            steps[k] = time_step(s, threads)
-            changed = True
-        points.append((s.batch_tokens * flops_per_token(s.model_shape, "matmul"), float(steps[k])))
-    if "startup_s" not in entry:
-        entry["startup_s"] = time_startup(threads)
-        changed = True
-    if changed:
-        entry.update(steps=steps, measured=time.time())
+    load, cpus = machine_load()
+    used = {_shape_key(s): s for s in _probe_shapes(specs)}
+    new = {k: _measure(steps.get(k), lambda s=s: time_step(s, threads), load, cpus, threads) for k, s in used.items()}
+    startup = _measure(entry.get("startup"), lambda: time_startup(threads), load, cpus, threads)
+    if any(steps.get(k) != v for k, v in new.items()) or startup != entry.get("startup"):
+        entry.update(steps={**steps, **new}, startup=startup, cpus=cpus, measured=time.time())
         atomic_write_json(path, {**known, key: entry})
-    a, b = fit_step_model(points)
-    return TimingModel(step_overhead_s=a, s_per_flop=b, startup_s=float(entry["startup_s"]), fixed_s=FIXED_S,
-                       source=f"probe of {len(points)} shapes at {threads} thread(s)")
+    a, b = fit_step_model((s.batch_tokens * flops_per_token(s.model_shape, "matmul"), new[k]["seconds"])
+                          for k, s in used.items())
+    worst = max([startup["load"]] + [m["load"] for m in new.values()])
+    busy = ": busy, slower than this machine idle" if contended(worst, cpus, threads) else ""
+    return TimingModel(step_overhead_s=a, s_per_flop=b, startup_s=float(startup["seconds"]), fixed_s=FIXED_S,
+                       source=f"probe of {len(used)} shapes at {threads} thread(s), load up to {worst:.1f} "
+                              f"on {cpus} CPUs{busy}")
