@@ -24,7 +24,8 @@ The science, in short:
 * **A law chosen by what it predicts.** ``fit/predict.json``: approach 3's variants (free E, E
   bounded, other basins, the smallest budgets left out) and Kaplan's form, cross-validated by
   leaving the largest budgets out in turn (:mod:`scaling.fit.crossval`); the one that predicted
-  best, refitted on every budget, is the law the run is selected with.
+  best, refitted on every budget, is the law the run is selected with. It counts N as the sweep
+  spec does (``model.count``: total or non-embedding), C as ``train.flops_convention`` says.
 """
 
 from __future__ import annotations
@@ -122,6 +123,14 @@ def _conventions(study: Path) -> list[Convention]:
 
     flops = load_spec(study / "sweep.yaml").train.flops_convention
     return [Convention(count, flops) for count in PARAM_COUNTS]  # type: ignore[arg-type]
+
+
+def _study_convention(study: Path) -> Convention:
+    """How the sweep spec counts N (``model.count``) and C (``train.flops_convention``)."""
+    from scaling.sweep import load_spec
+
+    spec = load_spec(study / "sweep.yaml")
+    return Convention(spec.model.count, spec.train.flops_convention)
 
 
 def _fitter(form: str, bootstrap: int = 0, seed: int = 0):
@@ -224,7 +233,7 @@ def _stage_predict(study: Path, opts: StudyOptions, log: Callable[[str], None]) 
     """The law that predicts: candidates cross-validated over the largest budgets (or sizes)."""
     from scaling.fit import FitRefusal, Predictor
 
-    conv = next(c for c in _conventions(study) if c.params == HEADLINE_CONVENTION)
+    conv = _study_convention(study)
     try:
         law = Predictor(bootstrap=opts.predict_bootstrap, seed=opts.seed).fit(_fit_data(study, conv, opts.loss_column))
     except FitRefusal as e:  # too few budgets to cross-validate: recorded, not fatal

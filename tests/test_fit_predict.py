@@ -171,3 +171,17 @@ def test_report_shows_each_candidates_held_out_error(tmp_path):
         assert c.name.replace(">", "&gt;") in section
     assert f"the law that predicts is {fit.chosen.replace('>', '&gt;')}" in section
     assert section.count("%") >= 2 * len(cands)
+
+
+@pytest.mark.parametrize("count", ["total", "non_embedding"])
+def test_the_law_counts_n_as_the_data_does(count):
+    from scaling.convention import Convention
+    from scaling.fit import Columns
+
+    conv = Convention.six_nd(count)
+    fit = Predictor(columns=Columns(convention=conv)).fit(ladder(sizes=SIZES[:4]))
+    assert (fit.param_convention, fit.flops_convention) == (conv.params, conv.flops)
+    assert {m.param_convention for m in fit.members} == {count}
+    back = type(fit).from_dict(fit.to_dict())
+    assert back.param_convention == count
+    assert fit.info["max_flops"] == pytest.approx(6 * SIZES[3] * 160 * SIZES[3])

@@ -208,7 +208,7 @@ class Predictor:
             weights=tuple(float(w) for w in weights),
             combine=self.combine,
             table=tuple(rows),
-            design=self._design(levels, folds),
+            design=self._design(levels, folds, data),
             draws=draws,
         )
 
@@ -289,10 +289,11 @@ class Predictor:
         return {"weights": weights, "vectors": vectors, "seed": self.seed, "n": self.bootstrap}
 
     @staticmethod
-    def _design(levels: Levels, folds: list[Fold]) -> dict[str, Any]:
+    def _design(levels: Levels, folds: list[Fold], data: pd.DataFrame) -> dict[str, Any]:
         return {
             "axis": levels.axis,
             "design": levels.design,
+            "max_flops": float(data["flops"].max()),
             "levels": [float(v) for v in levels.values],
             "folds": [
                 {"axis": f.axis, "left_out": f.left_out, "n_train": int(f.train.sum()), "n_test": int(f.test.sum())}

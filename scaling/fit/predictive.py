@@ -72,8 +72,11 @@ class PredictiveLaw:
 
     @property
     def info(self) -> dict[str, Any]:
-        """The heaviest member's fit information (its data's largest FLOPs, ...), and the design."""
-        return {**dict(self.members[int(np.argmax(self.weights))].info), "design": dict(self.design)}
+        """The heaviest member's fit information, the design, and the data's largest FLOPs."""
+        info = {**dict(self.members[int(np.argmax(self.weights))].info), "design": dict(self.design)}
+        if self.design.get("max_flops"):
+            info["max_flops"] = self.design["max_flops"]
+        return info
 
     @property
     def chosen(self) -> str:
