@@ -185,3 +185,50 @@ def test_the_law_counts_n_as_the_data_does(count):
     back = type(fit).from_dict(fit.to_dict())
     assert back.param_convention == count
     assert fit.info["max_flops"] == pytest.approx(6 * SIZES[3] * 160 * SIZES[3])
+
+
+def _chosen_law(fit):
+    return fit.members[fit.names.index(fit.chosen)]
+
+
+def test_an_isoflop_grid_is_cross_validated_over_budget_with_approach_2_among_the_candidates():
+    from tests.fit_helpers import TINY, optimal_n
+
+    fit = Predictor().fit(isoflop_sweep())
+    assert (fit.design["design"], fit.design["axis"]) == ("isoflop", "budget")
+    law = _chosen_law(fit)
+    assert abs(law.params["alpha"] - TINY["alpha"]) < 0.03 and abs(law.params["beta"] - TINY["beta"]) < 0.03
+    a2 = next(r for r in fit.table if r["name"] == "approach2 IsoFLOP")
+    assert a2["score"] is not None and len(a2["errors"]) == 2
+    a2_law = fit.members[fit.names.index("approach2 IsoFLOP")]
+    # approach 2's allocation law through the parabola vertices finds the optimum it was fitted on
+    assert a2_law.optimal_allocation(1.6e12).params == pytest.approx(optimal_n(TINY, 1.6e12), rel=0.1)
+
+
+def test_approach_2_is_refitted_in_the_bootstrap():
+    cands = (Candidate("free"), Candidate("approach2"))
+    fit = Predictor(candidates=cands, bootstrap=20, seed=1).fit(isoflop_sweep())
+    vec = np.asarray(fit.draws["vectors"][1])
+    assert vec.shape == (20, 5) and np.isfinite(vec).mean() > 0.9
+    band = fit.members[1].loss(1e4, 1e7), fit.draw_losses(1e4, 1e7)
+    assert np.isfinite(band[1]).all()
+
+
+def test_a_mix_of_designs_is_cross_validated_over_compute():
+    # IsoFLOP profiles, a ladder, and Kaplan N- and D-sweeps of one law, fitted together
+    from tests.fit_helpers import TINY
+
+    rng = np.random.default_rng(4)
+    grid = isoflop_sweep(budgets=(1e11, 4e11), sizes=5)
+    lad = ladder(TINY, sizes=(3e3, 8e3, 2e4), multiples=(1, 4), seed=2)
+    n_sweep = pd.DataFrame({"params": [2e3, 6e3, 1.8e4, 5.4e4], "tokens": 2e7})
+    d_sweep = pd.DataFrame({"params": 1e4, "tokens": [1e6, 4e6, 1.6e7, 6.4e7]})
+    sweeps = pd.concat([n_sweep, d_sweep], ignore_index=True)
+    sweeps["loss"] = chinchilla_loss(TINY, sweeps["params"], sweeps["tokens"]) * np.exp(rng.normal(0, 0.002, len(sweeps)))
+    frame = pd.concat([grid, lad, sweeps], ignore_index=True)
+    frame["flops"] = 6 * frame["params"] * frame["tokens"]
+    fit = Predictor().fit(frame)
+    assert (fit.design["design"], fit.design["axis"]) == ("mix", "flops")
+    law = _chosen_law(fit)
+    assert law.form == "chinchilla"
+    assert abs(law.params["alpha"] - TINY["alpha"]) < 0.03 and abs(law.params["beta"] - TINY["beta"]) < 0.03

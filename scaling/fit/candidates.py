@@ -14,6 +14,8 @@ the lowest objective; it scores these candidates on sizes (or budgets) they were
   optimum of a smooth objective lies when the free one violates it);
 * ``basin k``: the k-th lowest distinct local optimum of the full data's search, refitted on
   each training set by descending from it (the same basin's optimum on that data);
+* ``approach2``: approach 2's power laws through the IsoFLOP minima, as a loss law
+  (:mod:`scaling.fit.isoflop_law`; IsoFLOP grids only);
 * ``kaplan_joint``: Kaplan et al. (2020) eq. 1.5, ``[(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D``;
 * ``kaplan_n`` / ``kaplan_d``: their eqs. 1.1 and 1.2, ``(N_c/N)^alpha_N`` or ``(D_c/D)^alpha_D``,
   without and with an irreducible loss E: the candidates of a sweep over one variable (an
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from scaling.fit import optim
+from scaling.fit import isoflop_law, optim
 from scaling.fit.approach3 import Approach3
 from scaling.fit.data import FitData, FitRefusal, normalise
 from scaling.fit.kaplan import KaplanFit, form_loss
@@ -42,8 +44,8 @@ E_FLOOR = 0.25  # a weak prior: E >= a quarter of the lowest training loss (E = 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One way to fit a law: ``kind`` is free, E_fixed, E_floor, basin, kaplan_joint, kaplan_n or
-    kaplan_d (``offset``: the one-variable forms with an irreducible loss E)."""
+    """One way to fit a law: ``kind`` is free, E_fixed, E_floor, basin, approach2, kaplan_joint,
+    kaplan_n or kaplan_d (``offset``: the one-variable forms with an irreducible loss E)."""
 
     kind: str = "free"
     value: float | None = None  # E for E_fixed, the floor fraction for E_floor
@@ -52,7 +54,7 @@ class Candidate:
     offset: bool = False
 
     def __post_init__(self) -> None:
-        kinds = ("free", "E_fixed", "E_floor", "basin", "kaplan_joint", "kaplan_n", "kaplan_d")
+        kinds = ("free", "E_fixed", "E_floor", "basin", "approach2", "kaplan_joint", "kaplan_n", "kaplan_d")
         if self.kind not in kinds:
             raise FitRefusal(f"candidate: {self.kind!r} is not one of {', '.join(kinds)}")
         if self.kind in ("E_fixed", "E_floor") and (self.value is None or self.value <= 0):
@@ -69,19 +71,23 @@ class Candidate:
         elif self.kind == "basin":
             base = f"approach3 basin {self.basin + 1}"
         else:
-            base = "approach3" if self.kind == "free" else self.kind + (" +E" if self.offset else "")
+            base = {"free": "approach3", "approach2": "approach2 IsoFLOP"}.get(self.kind) or (
+                self.kind + (" +E" if self.offset else ""))
         return base + (f" drop {self.drop}" if self.drop else "")
 
     @property
     def form(self) -> str:
+        if self.kind == "approach2":
+            return isoflop_law.FORM
         return self.kind if self.kind.startswith("kaplan") else "chinchilla"
 
 
 def default_candidates(e_fixed: float | None = None, e_floor: float = E_FLOOR, basins: int = 2,
                        drops: tuple[int, ...] = (1, 2), design: str = "") -> tuple[Candidate, ...]:
     """Free E (all levels, and without the ``drops`` smallest), the E floor, E fixed when given,
-    ``basins`` further local optima, and Kaplan's joint form. ``design`` ``kaplan_n`` or
-    ``kaplan_d`` (one variable swept) gives Kaplan's one-variable form without and with E."""
+    ``basins`` further local optima, and Kaplan's joint form; on an ``isoflop`` design also
+    approach 2's law. ``design`` ``kaplan_n`` or ``kaplan_d`` (one variable swept) gives Kaplan's
+    one-variable form without and with E."""
     if design in ("kaplan_n", "kaplan_d"):
         return (Candidate(design), Candidate(design, offset=True))
     out = [Candidate("free")] + [Candidate("free", drop=k) for k in drops]
@@ -90,6 +96,8 @@ def default_candidates(e_fixed: float | None = None, e_floor: float = E_FLOOR, b
         out.append(Candidate("E_fixed", e_fixed))
     out += [Candidate("basin", basin=k) for k in range(1, basins + 1)]
     out.append(Candidate("kaplan_joint"))
+    if design == "isoflop":
+        out.append(Candidate("approach2"))
     return tuple(out)
 
 
@@ -107,6 +115,8 @@ class Member:
         v = self.vector[None] if vectors is None else np.atleast_2d(vectors)
         if self.candidate.form == "chinchilla":
             return np.exp(optim.predict_log(v, np.log(params), np.log(tokens)))
+        if self.candidate.form == isoflop_law.FORM:
+            return np.stack([isoflop_law.vector_loss(x, params, tokens) for x in v])
         short, offset = self.candidate.form.removeprefix("kaplan_"), self.candidate.offset
         with np.errstate(all="ignore"):
             return np.stack([form_loss(short, x, params, tokens, 6 * params * tokens, offset) for x in v])
@@ -131,6 +141,9 @@ def fit_candidate(cand: Candidate, frame: pd.DataFrame | FitData, basin_start: n
                   fitter: Approach3 | None = None) -> Member:
     """Fit ``cand`` to ``frame`` (already without its dropped levels). A basin needs its start."""
     a3 = fitter or Approach3()
+    if cand.kind == "approach2":
+        law = isoflop_law.fit(frame)
+        return Member(cand, law, isoflop_law.vector(law.params))
     if cand.kind.startswith("kaplan"):
         form = cand.kind.removeprefix("kaplan_")
         law = KaplanFit(form=form, offset=cand.offset, non_embedding=False, columns=a3.columns).fit(frame)
@@ -153,12 +166,17 @@ def fit_candidate(cand: Candidate, frame: pd.DataFrame | FitData, basin_start: n
 
 
 def refit(member: Member, params: np.ndarray, tokens: np.ndarray, loss: np.ndarray,
-          weights: np.ndarray, robust: optim.Robust) -> np.ndarray:
+          weights: np.ndarray, robust: optim.Robust, budget: np.ndarray | None = None) -> np.ndarray:
     """Refit ``member`` on each row of ``weights`` (B, n) from its vector: (B, P) vectors.
 
     Approach 3 runs as one batched Levenberg-Marquardt (the bootstrap's solver); Kaplan's form
-    as one weighted least squares per row, warm-started. A row that cannot fit gives nan.
+    as one weighted least squares per row, warm-started; approach 2 (integer weights: resample
+    counts) from each row's points with their ``budget`` labels. A row that cannot fit gives nan.
     """
+    if member.candidate.form == isoflop_law.FORM:
+        if budget is None:
+            raise FitRefusal(f"{member.candidate.name}: refitting needs each point's budget")
+        return isoflop_law.refit(params, tokens, loss, budget, weights)
     if member.candidate.form == "chinchilla":
         free = np.array([k not in member.fixed for k in ("A", "B", "E", "alpha", "beta")])
         problem = optim.Problem(np.log(params), np.log(tokens), np.log(loss), weights,

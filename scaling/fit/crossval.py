@@ -262,14 +262,15 @@ class Predictor:
         n_, d_, l_ = (data[k].to_numpy(float) for k in ("params", "tokens", "loss"))
         counts = resample_counts(len(data), self.bootstrap, self.seed)
         robust = optim.Robust(self.fitter.loss, self.fitter.delta)
+        budget = data["budget"].to_numpy() if "budget" in data else None
         errors = np.full((self.bootstrap, len(fitted), len(folds)), np.nan)
         preds: list[list[np.ndarray]] = [[] for _ in folds]
         vectors = []
         for ci, f in enumerate(fitted):
             keep = f["keep"]
-            vectors.append(refit(f["all"], n_, d_, l_, counts * keep, robust))
+            vectors.append(refit(f["all"], n_, d_, l_, counts * keep, robust, budget))
             for j, fold in enumerate(folds):
-                v = refit(f["folds"][j], n_, d_, l_, counts * (keep & fold.train), robust)
+                v = refit(f["folds"][j], n_, d_, l_, counts * (keep & fold.train), robust, budget)
                 p = f["folds"][j].predict(n_[fold.test], d_[fold.test], v)
                 errors[:, ci, j] = abs_log_error(p, l_[fold.test], counts[:, fold.test])
                 preds[j].append(p)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from scaling.fit import optim
+from scaling.fit import isoflop_law, optim
 from scaling.fit.kaplan import form_loss
 from scaling.fit.results import LawFit
 from scaling.laws.base import Allocation, numeric_allocation
@@ -31,6 +31,8 @@ def _member_loss(law: LawFit, vectors: np.ndarray, n: np.ndarray, d: np.ndarray)
     if law.form == "chinchilla":
         flat = optim.predict_log(vectors, np.log(n.ravel()), np.log(d.ravel()))
         return np.exp(flat).reshape((len(vectors), *n.shape))
+    if law.form == isoflop_law.FORM:
+        return np.stack([isoflop_law.vector_loss(v, n, d) for v in vectors])
     short, offset = law.form.removeprefix("kaplan_"), bool(law.info.get("offset"))
     with np.errstate(all="ignore"):
         return np.stack([form_loss(short, v, n, d, 6 * n * d, offset) for v in vectors])

@@ -9,6 +9,8 @@ Forms and their parameters:
   ``D*(C) = d_coef C^d_exponent``; no loss (``loss`` returns nan).
 * ``kaplan_n``, ``kaplan_d``, ``kaplan_joint``, ``kaplan_compute`` (Kaplan et al. 2020, eqs.
   1.1-1.5): see :mod:`scaling.fit.kaplan`.
+* ``isoflop`` (approach 2 as a loss law): ``L*(C) + k (log N - log N*(C))^2``, see
+  :mod:`scaling.fit.isoflop_law`.
 
 Uncertainty comes from bootstrap draws of the parameters (``draws``, one row per resample) or,
 for the OLS power laws of approaches 1 and 2, from the coefficient covariance (``info["ols"]``).
@@ -340,6 +342,10 @@ def _loss(form: str, p: Mapping[str, Any], n: np.ndarray, d: np.ndarray) -> np.n
             return ((p["N_c"] / n) ** (p["alpha_N"] / p["alpha_D"]) + p["D_c"] / d) ** p["alpha_D"] + p.get("E", 0.0)
         if form == "kaplan_compute":
             return (p["C_c"] / (6.0 * n * d)) ** p["alpha_C"] + p.get("E", 0.0)
+        if form == "isoflop":
+            from scaling.fit.isoflop_law import params_loss  # it builds on this module
+
+            return params_loss(p, n, d)
     return np.full(np.broadcast(n, d).shape, np.nan)
 
 
@@ -349,6 +355,10 @@ def _allocation(form: str, p: Mapping[str, float], flops: float) -> tuple[float,
         return float(n), float(d)
     if form == "allocation":
         return p["n_coef"] * flops ** p["n_exponent"], p["d_coef"] * flops ** p["d_exponent"]
+    if form == "isoflop":
+        from scaling.fit.isoflop_law import allocation
+
+        return allocation(p, flops)
     if form in ("kaplan_joint",):
         al = numeric_allocation(lambda n, d: _loss(form, p, np.asarray(n), np.asarray(d)), flops)
         return al.params, al.tokens
