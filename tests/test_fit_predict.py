@@ -232,3 +232,29 @@ def test_a_mix_of_designs_is_cross_validated_over_compute():
     law = _chosen_law(fit)
     assert law.form == "chinchilla"
     assert abs(law.params["alpha"] - TINY["alpha"]) < 0.03 and abs(law.params["beta"] - TINY["beta"]) < 0.03
+
+
+def test_three_budgets_add_folds_over_size_within_each_budget():
+    from scaling.fit.crossval import size_folds
+
+    data = normalise(isoflop_sweep(budgets=(1e11, 2e11, 4e11), sizes=5))
+    levels = find_levels(data)
+    assert len(forward_folds(levels, 2)) == 1
+    (fold,) = size_folds(levels, data.frame, 1)
+    n = data.frame["params"].to_numpy()
+    for b in range(levels.count):
+        rows = levels.labels == b
+        assert (fold.test & rows).sum() == 1 and n[fold.test & rows].item() == n[rows].max()
+        assert (fold.train & rows).sum() == 4
+    fit = Predictor().fit(data)
+    assert [f["axis"] for f in fit.design["folds"]] == ["budget", "size in budget"]
+    assert all(len(r["errors"]) == 2 for r in fit.table if r.get("score") is not None)
+
+
+def test_the_held_out_budget_never_reaches_the_choice():
+    data = isoflop_sweep(budgets=(1e11, 2e11, 4e11, 8e11), sizes=5)
+    out = holdout_largest(data, Predictor())
+    top = data["budget"] == data["budget"].max()
+    again = holdout_largest(data.assign(loss=np.where(top, data["loss"] * 1.1, data["loss"])), Predictor())
+    assert again["chosen"] == out["chosen"] and again["law"].loss(3e4, 6e5) == out["law"].loss(3e4, 6e5)
+    assert again["mae"] > 10 * out["mae"] and out["n_test"] == 5

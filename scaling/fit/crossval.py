@@ -9,8 +9,10 @@ scored by forward-chaining cross-validation over the design's extrapolation axis
 * **folds**: fold j leaves the j-th largest level out and fits on the levels below it, for
   j = 1 .. ``folds`` while at least two levels remain to fit on: the largest level scores the
   choice, the one below repeats it one level down. An IsoFLOP grid is cross-validated over
-  budget only: folds over size as well made Epoch's points choose Kaplan's form, whose compute
-  extrapolation missed the largest budget by 3x more than approach 3 (benchmark);
+  budget; only where its budgets give fewer than ``folds`` folds (three budgets: one) are folds
+  over size within every budget added (:func:`size_folds`): folds over size on a grid with
+  budgets to spare made Epoch's points choose Kaplan's form, whose compute extrapolation missed
+  the largest budget by 3x more than approach 3 (benchmark);
 * **score**: a candidate's held-out error is the mean over folds of the mean absolute log error
   ``|log L_hat - log L|`` of the left-out level (about the relative error);
 * **combination**: ``select`` keeps the candidate with the lowest score; ``stack`` weights the
@@ -116,6 +118,27 @@ def forward_folds(levels: Levels, k: int = 2, min_train: int = 2) -> list[Fold]:
     return out
 
 
+def size_folds(levels: Levels, data: pd.DataFrame, k: int) -> list[Fold]:
+    """Folds over size within each budget: fold j leaves out every budget's j-th largest size and
+    trains on the sizes below it in every budget (each budget keeps at least 3, a parabola's worth)."""
+    n = data["params"].to_numpy(float)
+    rank = np.zeros(len(n), dtype=int)
+    count = np.zeros(len(n), dtype=int)
+    for b in range(levels.count):
+        rows = np.flatnonzero(levels.labels == b)
+        sizes = close_groups(n[rows], 0.02)
+        rank[rows], count[rows] = sizes, sizes.max() + 1
+    out = []
+    for j in range(1, k + 1):
+        top = count - j
+        test, train = (rank == top) & (top >= 3), rank < top
+        if not test.any() or len(np.unique(levels.labels[train])) < 2:
+            break
+        left_out = float(np.exp(np.median(np.log(n[test]))))
+        out.append(Fold("size in budget", left_out, train, test))
+    return out
+
+
 def abs_log_error(pred: np.ndarray, loss: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Mean ``|log pred - log loss|`` over the last axis (weighted; nan where the weights sum to 0)."""
     err = np.abs(np.log(pred) - np.log(loss))
@@ -176,6 +199,8 @@ class Predictor:
         data = fd.frame
         levels = find_levels(data, self.axis)
         folds = forward_folds(levels, self.folds)
+        if levels.design == "isoflop" and len(folds) < self.folds and folds:
+            folds += size_folds(levels, data, self.folds - len(folds))
         if not folds:
             raise FitRefusal(
                 f"DATA: {levels.count} level(s) along {levels.axis}; cross-validation needs at least 3 "
