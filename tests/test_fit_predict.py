@@ -171,6 +171,7 @@ def test_report_shows_each_candidates_held_out_error(tmp_path):
         assert c.name.replace(">", "&gt;") in section
     assert f"the law that predicts is {fit.chosen.replace('>', '&gt;')}" in section
     assert section.count("%") >= 2 * len(cands)
+    assert f"({fit.members[0].convention.label})" in section  # how N and C were counted
 
 
 @pytest.mark.parametrize("count", ["total", "non_embedding"])

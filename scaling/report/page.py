@@ -213,8 +213,9 @@ def predict_table(study: Study) -> list[Block]:
         note = "chosen" if r.get("chosen") else (r.get("refused") or "")
         rows.append((r.get("name"), *pct, r.get("weight"), f"{100 * share:.0f}%" if isinstance(share, (int, float)) else "", note))
     how = "the lowest mean error is selected" if d.get("combine") == "select" else "candidates are weighted by stacking"
+    counted = f" ({fv.convention.label})" if fv.convention else ""
     return [
-        Text("note", f"{design.get('design', '')} design, cross-validated over {design.get('axis', '')}: each error is "
+        Text("note", f"{design.get('design', '')} design{counted}, cross-validated over {design.get('axis', '')}: each error is "
                      "the mean |log L_hat - log L| on a level the candidate was fitted without; "
                      f"{how}; the law that predicts is {d.get('chosen')}, refitted on every level."),
         Table(head, rows, text_cols=1),
