@@ -14,11 +14,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def load_runs(path: Any, curves: bool = False) -> pd.DataFrame:
+def load_runs(path: Any, curves: bool = False, columns: Any = None) -> pd.DataFrame:
     """One row per run of the results store at ``path`` (see :func:`scaling.store.load_runs`)."""
     from scaling.store import load_runs as _load
 
-    return _load(path, curves=curves)
+    return _load(path, curves=curves, columns=columns)
 
 
 __all__ = ["__version__", "load_runs"]

@@ -32,7 +32,7 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,8 +216,18 @@ def export_safe(frame: pd.DataFrame) -> pd.DataFrame:
 # ---- the index ------------------------------------------------------------------------------------------
 
 
-def _read_parquet(path: Path) -> pa.Table:
-    return pq.read_table(path, memory_map=True)
+def _read_parquet(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """The file's table; with ``columns``, only those of them it has (read from disk alone)."""
+    if columns is None:
+        return pq.read_table(path, memory_map=True)
+    f = pq.ParquetFile(path, memory_map=True)
+    return f.read(columns=[c for c in f.schema_arrow.names if c in columns])
+
+
+def _select(tables: list[pa.Table], columns: Sequence[str] | None) -> list[pa.Table]:
+    if columns is None:
+        return tables
+    return [t.select([c for c in t.column_names if c in columns]) for t in tables]
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
@@ -312,8 +322,10 @@ class StudyReader:
         return [c for c in frame["_corrupt"].dropna() if c]
 
     # -- curves
-    def curves_table(self) -> pa.Table:
-        """One row per logged step of every run (finished runs from the segments)."""
+    def curves_table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """One row per logged step of every run (finished runs from the segments); with
+        ``columns``, only those (and ``run_id``) are read from the index."""
+        wanted = None if columns is None else ["run_id", *columns]
         book = self.runs_frame()
         if not len(book):
             return unify_steps([])
@@ -331,7 +343,7 @@ class StudyReader:
         kept: list[pa.Table] = []
         for seg, ids in segs.items():
             try:
-                t = _read_parquet(self.index / seg)
+                t = _read_parquet(self.index / seg, wanted)
             except (OSError, pa.ArrowException):
                 reread.extend(ids)  # removed by a concurrent compaction, or damaged: from the source
                 continue
@@ -344,21 +356,22 @@ class StudyReader:
         def items(ids: list[str]) -> list[tuple[str, str, Any, Any]]:
             return [(self.runs[r][0], r, names[r], _number(budgets[r])) for r in ids]
 
-        new = read_steps(items(reread))
+        new = read_steps(items(reread))  # every column: persisted whole
         self.stats.curves_read = len(reread)
         self.stats.live_curves = len(live)
         if new and self._writable():
-            kept = self._persist_segment(kept, new, reread, replaced=list(segs))
+            # compacting rewrites every segment: only from whole tables, not a read of some columns
+            compact = wanted is None and len(kept) + 1 > MAX_SEGMENTS
+            kept = self._persist_segment(kept, new, reread, replaced=list(segs), compact=compact)
         elif new:
             kept = kept + new
         self.stats.segments = len(kept)
-        return unify_steps(kept + read_steps(items(live)))
+        return unify_steps(_select(kept + read_steps(items(live)), wanted))
 
     def _persist_segment(self, kept: list[pa.Table], new: list[pa.Table], ids: list[str],
-                         replaced: list[str]) -> list[pa.Table]:
-        """Write the re-read runs as one new segment (or, past MAX_SEGMENTS, everything as one)."""
+                         replaced: list[str], compact: bool) -> list[pa.Table]:
+        """Write the re-read runs as one new segment (or, with ``compact``, everything as one)."""
         assert self._book is not None and self.index is not None
-        compact = len(kept) + 1 > MAX_SEGMENTS
         table = unify_steps(kept + new) if compact else unify_steps(new)
         name = f"{SEGMENT_PREFIX}{uuid.uuid4().hex[:12]}.parquet"
         book = self._book
@@ -419,8 +432,10 @@ def status_records(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def read_frames(path: str | Path, curves: bool = False) -> tuple[pd.DataFrame, ReadStats]:
-    """``load_runs``'s frame (one row per run, or per step with ``curves``) and what it cost."""
+def read_frames(path: str | Path, curves: bool = False,
+                columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, ReadStats]:  # fmt: skip
+    """``load_runs``'s frame (one row per run, or per step with ``curves``: only ``columns`` of
+    them, and ``run_id``, where given) and what it cost."""
     reader = StudyReader(path)
     book = reader.runs_frame()
     for c in reader.corrupt():
@@ -429,7 +444,7 @@ def read_frames(path: str | Path, curves: bool = False) -> tuple[pd.DataFrame, R
                       stacklevel=3)
     reader.stats.corrupt = reader.corrupt()
     if curves:
-        frame = reader.curves_table().to_pandas()
+        frame = reader.curves_table(columns).to_pandas()
     else:
         frame = book.drop(columns=[c for c in (*_BOOK, "_corrupt") if c in book])
     return frame, reader.stats

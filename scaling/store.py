@@ -31,7 +31,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -448,12 +448,13 @@ class SweepStore:
 # ---- the one reader ---------------------------------------------------------------------------------
 
 
-def load_runs(path: str | Path, curves: bool = False) -> pd.DataFrame:
+def load_runs(path: str | Path, curves: bool = False, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per run: run_id, status (``corrupt`` when a file of the run does not parse, with
     ``error`` naming it), attempts, config columns (``shape.hidden``, ``backend_options.threads``...),
     params, non_embedding_params, planned_flops, tokens, flops, final_loss, eval_loss, wall_time and
     the rest of ``result.json``. With ``curves=True``, one row per logged step instead (``run_id``,
-    ``name``, ``budget`` plus the metrics columns), for approach 1 and training-curve plots.
+    ``name``, ``budget`` plus the metrics columns), for approach 1 and training-curve plots;
+    ``columns`` keeps only those of them (and ``run_id``), read from disk alone.
 
     A ``running`` run whose process on this host is gone reads ``interrupted`` (as ``sweep status``).
     Read through the study's derived columnar index (:mod:`scaling.columnar`): only runs whose
@@ -462,7 +463,9 @@ def load_runs(path: str | Path, curves: bool = False) -> pd.DataFrame:
     """
     from scaling.columnar import read_frames
 
-    frame = read_frames(path, curves=curves)[0]
+    if columns is not None and not curves:
+        raise ValueError("columns: only with curves=True (the one-row-per-run frame is read whole)")
+    frame = read_frames(path, curves=curves, columns=columns)[0]
     if not curves and "status" in frame:
         # the index holds status.json as written; a run whose process is gone is interrupted, as
         # `sweep status` says (only running runs are looked at again)

@@ -142,3 +142,16 @@ def test_killed_run_reads_interrupted_as_sweep_status_says(study):
     by_status = {r["run_id"]: r["state"] for r in status(study)["runs"]}
     assert frame.loc["r5", "status"] == by_status["r5"] == "interrupted"
     assert (frame.drop(index="r5")["status"] == "done").all()
+
+
+def test_curves_of_some_columns_leave_the_index_whole(study, monkeypatch):
+    monkeypatch.setattr(columnar, "MAX_SEGMENTS", 2)
+    some, _ = read_frames(study, curves=True, columns=["step", "loss"])  # builds the index from this read
+    assert list(some.columns) == ["run_id", "step", "loss"] and len(some) == len(_direct(study))
+    for i in range(6, 9):  # more segments than MAX_SEGMENTS: a partial read must not compact them
+        _run(study, f"r{i}", steps=10)
+        read_frames(study, curves=True, columns=["loss"])
+    whole, _ = read_frames(study, curves=True)
+    want = _direct(study).sort_values(["run_id", "step"]).reset_index(drop=True)
+    got = whole.sort_values(["run_id", "step"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)  # eval_loss etc. kept
