@@ -177,6 +177,9 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+CURVE_COLUMNS = ("name", "budget", "step", "tokens", "flops", "loss")  # what the report draws of the steps
+
+
 @dataclass
 class Study:
     """A study folder, read once."""
@@ -260,7 +263,7 @@ def load_study(study_dir: str | Path, fit_paths: list[str | Path] | None = None)
 
     path = Path(study_dir)
     runs = scaling.load_runs(path)
-    curves = scaling.load_runs(path, curves=True)
+    curves = scaling.load_runs(path, curves=True, columns=CURVE_COLUMNS)
     store = SweepStore(path)
     fits: dict[str, FitView] = {}
     fit_dir = path / "fit"

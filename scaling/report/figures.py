@@ -21,7 +21,9 @@ from scaling.laws import get_law
 from scaling.report.data import CONVENTION_LABEL, CONVENTIONS, N_COLUMN, Study
 
 LOSS_AXIS = "loss (nats/token)"
-MAX_CURVE_POINTS = 120
+MAX_CURVE_POINTS = 120  # per run: a smooth line on log axes
+MIN_CURVE_POINTS = 16  # per run, however many runs: the curve's shape still shows
+CURVE_POINTS = 160_000  # per panel, across runs: what a page of curves embeds and draws in a second or two
 # An explicit style instead of a plotly template: templates are deep-copied into every figure,
 # which costs more than building the figure itself.
 AXIS_STYLE = {"gridcolor": "#e6e6e6", "linecolor": "#888", "showline": True, "zeroline": False,
@@ -76,50 +78,85 @@ def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
     return fig
 
 
-def _thin(x: np.ndarray) -> np.ndarray:
-    """Indices of at most MAX_CURVE_POINTS of the positive, increasing ``x``, spread evenly in log x
-    (the axes are logarithmic), always keeping the last point."""
+def curve_points(n_runs: int) -> int:
+    """Points drawn per run: :data:`CURVE_POINTS` shared by the runs, between
+    :data:`MIN_CURVE_POINTS` and :data:`MAX_CURVE_POINTS`."""
+    return int(np.clip(CURVE_POINTS // max(1, n_runs), MIN_CURVE_POINTS, MAX_CURVE_POINTS))
+
+
+def thin_runs(run: np.ndarray, x: np.ndarray, points: int) -> np.ndarray:
+    """Indices of the rows to draw of runs laid out one after another (``run``: each row's run,
+    contiguous; ``x`` increasing within a run): per run, the first row of each of ``points``
+    equal steps of log x (the axes are logarithmic) and its last row; rows with x <= 0 or NaN never."""
     ok = np.flatnonzero(x > 0)
-    if len(ok) <= MAX_CURVE_POINTS:
+    if not len(ok):
         return ok
-    lx = np.log(x[ok])
-    idx = np.searchsorted(lx, np.linspace(lx[0], lx[-1], MAX_CURVE_POINTS)).clip(0, len(ok) - 1)
-    return ok[np.unique(np.r_[idx, len(ok) - 1])]
+    r, lx = run[ok], np.log(x[ok])
+    first = np.r_[True, r[1:] != r[:-1]]
+    last = np.r_[r[1:] != r[:-1], True]
+    run_of = np.cumsum(first) - 1  # 0..runs-1 in layout order
+    lo, hi = lx[first][run_of], lx[last][run_of]
+    span = np.where(hi > lo, hi - lo, 1.0)
+    step = np.ceil((lx - lo) / span * (points - 1))
+    new_step = np.r_[True, step[1:] != step[:-1]]
+    return ok[first | last | new_step]
+
+
+def _runs_by_budget(cv: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(order, run, budget, first_row)``: the rows of ``cv`` run after run (runs by budget, rows
+    in logged order), each row's run number in that layout, and per run its budget (-1: none) and
+    its first row in ``cv``."""
+    codes, _ = pd.factorize(cv["run_id"])
+    first_row = np.full(codes.max() + 1 if len(codes) else 0, len(codes), dtype=np.int64)
+    np.minimum.at(first_row, codes, np.arange(len(codes)))
+    budget = cv["budget"].to_numpy(float)[first_row] if "budget" in cv else np.full(len(first_row), np.nan)
+    budget = np.nan_to_num(budget, nan=-1.0)
+    rank = np.empty(len(first_row), dtype=np.int64)
+    by = np.lexsort((first_row, budget))  # by budget, then as stored
+    rank[by] = np.arange(len(by))
+    order = np.argsort(rank[codes], kind="stable")  # rows of a run stay in logged order
+    return order, rank[codes][order], budget[by], first_row[by]
 
 
 def training_curves(study: Study) -> go.Figure | None:
     """Loss against tokens and against FLOPs, log axes, one line per run, coloured by budget.
 
-    The runs of one budget share a trace, separated by gaps (``None``), which keeps the page small
-    and quick to draw with hundreds of runs."""
+    The runs of one budget share a trace, separated by gaps (NaN), and each run is thinned to
+    :func:`curve_points` points (:func:`thin_runs`, float32), which keeps the page small and quick
+    to draw with thousands of runs."""
     cv = study.curves
     if cv.empty or "loss" not in cv or "tokens" not in cv:
         return None
     xs = ["tokens", "flops"] if "flops" in cv and cv["flops"].notna().any() else ["tokens"]
     fig = _figure(rows=1, cols=len(xs), horizontal_spacing=0.08,
                         subplot_titles=["loss vs tokens", "loss vs compute"][: len(xs)])
-    cv = cv.dropna(subset=["loss"])
-    budget = (cv["budget"] if "budget" in cv else pd.Series(np.nan, index=cv.index)).fillna(-1.0).to_numpy(float)
-    colors = budget_colors([b for b in np.unique(budget) if b > 0])
-    names = cv["name"].where(cv["name"].notna(), cv["run_id"]) if "name" in cv else cv["run_id"]
-    codes, _ = pd.factorize(cv["run_id"])
-    order = np.argsort(codes, kind="stable")  # rows of a run stay in logged order
-    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
-    runs = np.split(order, starts[1:])
-    cols = {x: cv[x].to_numpy(float) for x in xs}
-    loss, name_arr = cv["loss"].to_numpy(float), names.astype(str).to_numpy()
-    for key in sorted({budget[r[0]] for r in runs}):
-        label = f"C = {fmt_sci(key)} FLOPs" if key > 0 else "no budget"
-        members = [r for r in runs if budget[r[0]] == key]
-        for col, x in enumerate(xs, start=1):
-            px, py, hover = [], [], []
-            for r in members:
-                keep = r[_thin(np.nan_to_num(cols[x][r], nan=-1.0))]
-                px += [_sig(cols[x][keep]), [np.nan]]
-                py += [np.round(loss[keep], 4), [np.nan]]
-                hover += [text(name_arr[r[0]])] * len(keep) + [""]
+    cv = cv.dropna(subset=["loss"]).reset_index(drop=True)
+    order, run, budgets, first_rows = _runs_by_budget(cv)
+    names = cv["name"].iloc[first_rows] if "name" in cv else pd.Series([None] * len(first_rows))
+    names = [text(n if isinstance(n, str) else rid) for n, rid in zip(names, cv["run_id"].iloc[first_rows], strict=True)]
+    colors = budget_colors([b for b in budgets if b > 0])
+    loss = cv["loss"].to_numpy(float)[order]
+    tokens = cv["tokens"].to_numpy(float)[order]
+    # FLOPs are tokens times a run's FLOPs per token: the same rows are evenly spaced on both axes
+    thinned = thin_runs(run, tokens, curve_points(len(budgets)))
+    for col, x in enumerate(xs, start=1):
+        xv = tokens if x == "tokens" else cv[x].to_numpy(float)[order]
+        keep = thinned[xv[thinned] > 0]
+        r = run[keep]
+        gap = np.r_[r[1:] != r[:-1], True]  # a NaN after each run's last point
+        pos = np.arange(len(keep)) + np.cumsum(np.r_[False, gap[:-1]])
+        n = len(keep) + int(gap.sum())
+        px, py = np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32)
+        px[pos], py[pos] = _sig(xv[keep]), np.round(loss[keep], 4)
+        runs_at = np.full(n, -1)
+        runs_at[pos] = r
+        runs_at[pos[gap] + 1] = r[gap]  # the gap belongs to the run before it, for the budget split
+        hover = np.array([*names, ""], dtype=object)[np.where(np.isnan(px), -1, runs_at)]
+        for key in np.unique(budgets):
+            label = f"C = {fmt_sci(key)} FLOPs" if key > 0 else "no budget"
+            sel = budgets[runs_at] == key
             fig.add_trace(go.Scatter(
-                x=np.concatenate(px), y=np.concatenate(py), customdata=np.array(hover, dtype=object), mode="lines",
+                x=px[sel], y=py[sel], customdata=hover[sel], mode="lines",
                 name=label, legendgroup=label, showlegend=col == 1, connectgaps=False, opacity=0.85,
                 line={"width": 1.1, "color": colors.get(key, "#888")},
                 hovertemplate=f"%{{customdata}}<br>{x}=%{{x:.3s}}<br>loss=%{{y:.4f}}<extra>{label}</extra>",

@@ -48,6 +48,7 @@ RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("eval_loss", "eval loss"), ("optimizer.lr", "lr"), ("seed", "seed"), ("wall_time", "wall (s)"),
     ("tokens_per_s", "tokens/s"), ("attempts", "attempts"),
 )
+MAX_TABLE_ROWS = 1000  # a page of 10,000 table rows takes seconds to draw and sort; the frame has them all
 PROVENANCE_KEYS = ("versions", "packages", "git_commit", "git", "hardware", "device", "seed", "seeds", "python",
                    "platform", "command", "started", "host")
 PACKAGES = ("numpy", "scipy", "pandas", "statsmodels", "torch", "transformers", "trl", "plotly", "submitit",
@@ -90,12 +91,20 @@ def glance(study: Study) -> Cards:
 
 
 def run_table(study: Study) -> list[Block]:
+    """Every run by budget and size, up to :data:`MAX_TABLE_ROWS` (runs not done first, then the
+    smallest budgets), with a note saying where the rest are read."""
     runs = study.runs
     cols = [(c, h) for c, h in RUN_COLUMNS if c in runs]
     rows = runs.sort_values([c for c in ("budget", "params") if c in runs]) if len(runs) else runs
+    note = f"Click a column to sort. Loss in nats/token; FLOPs counted as {study.run_flops}."
+    if len(rows) > MAX_TABLE_ROWS:
+        if "status" in rows:
+            rows = rows.iloc[rows["status"].eq("done").to_numpy().argsort(kind="stable")]  # not done first
+        rows = rows.head(MAX_TABLE_ROWS)
+        note += (f" The first {MAX_TABLE_ROWS:,} of {len(runs):,} runs (those not done first); every run: "
+                 f"scaling.load_runs(study) or `scaling sweep status STUDY --json`.")
     body = [[r.get(c) for c, _ in cols] for r in rows.to_dict("records")]
-    return [Text("note", f"Click a column to sort. Loss in nats/token; FLOPs counted as {study.run_flops}."),
-            Table([h for _, h in cols], body, text_cols=3, sortable=True, scroll=True)]
+    return [Text("note", note), Table([h for _, h in cols], body, text_cols=3, sortable=True, scroll=True)]
 
 
 def isoflop_table(study: Study) -> Table | Text:
