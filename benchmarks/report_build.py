@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -143,6 +146,33 @@ def write_fits(study: Path, done: pd.DataFrame | None = None, boot: int = 100) -
                                                 "minima": Approach2(columns=cols).minima(done)})
     cols = Columns(params="non_embedding_params", loss="eval_loss", convention=Convention("non_embedding", "6N_non_embedding"))
     atomic_write_json(study / "fit" / "backtest.json", backtest(done, cols))
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync")
+# appended to a copy of the page: the page's own clock at its load event (every inline script run,
+# so every figure drawn by Plotly.newPlot) and the errors its handler recorded
+_LOAD_CLOCK = ('<script>window.addEventListener("load", () => document.documentElement.setAttribute('
+               '"data-load-ms", String(performance.now())));</script>')
+
+
+def page_load_s(page: Path, profile: Path, timeout: float = 300) -> tuple[float | None, str]:
+    """Seconds from navigation to the load event of ``page`` in headless Chromium (parse, plotly.js,
+    every figure drawn; browser start not counted) and the page's recorded script errors; ``None``
+    without a Chromium."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        return None, "no chromium on PATH"
+    html = page.read_text(encoding="utf-8")
+    end = html.rfind("</body>")
+    timed_copy = page.with_name(page.stem + ".load-clock.html")
+    timed_copy.write_text(html[:end] + _LOAD_CLOCK + html[end:], encoding="utf-8")
+    out = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", timed_copy.as_uri()],
+                         capture_output=True, text=True, timeout=timeout, check=False).stdout
+    timed_copy.unlink()
+    ms = re.search(r'data-load-ms="([0-9.]+)"', out)
+    errors = re.search(r'data-script-errors="([^"]*)"', out)
+    return (float(ms.group(1)) / 1e3 if ms else None), (errors.group(1) if errors else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,12 @@ Figures (targets from the store's requirements):
    own counts), and its time beside the warm read.
 5. The cold read that builds the index, beside the per-file JSONL reader of before on a sample of
    runs, scaled to the whole store (the full per-file read takes minutes and ~10 GB).
+6. ``scaling report`` of the store (warm index): build under 10 s, HTML under 20 MB, and the page's
+   load in headless Chromium (navigation to the load event, every figure drawn) under 3 s; beside
+   each, the report of the 100-run study of ``benchmarks/report_build.py`` (with its fits) built
+   and loaded in the same run.
 
-    python benchmarks/store_scale.py [--runs 10000] [--steps 1000] [--repeats 3] [--keep DIR]
+    python benchmarks/store_scale.py [--runs 10000] [--steps 1000] [--repeats 3] [--keep DIR] [--only-report]
 """
 
 from __future__ import annotations
@@ -154,6 +158,34 @@ def _line(what: str, t: float, base_what: str, base: float, target: str) -> None
     print(f"{what}: {t:.2f} s | {base_what}: {base:.2f} s | ratio {t / base:.2f}x | {target}")
 
 
+def report_figures(study: Path, tmp: Path, repeats: int) -> None:
+    """Figure 6: the report of ``study`` beside the report of a 100-run study, built and loaded alternately."""
+    from benchmarks.report_build import make_study, page_load_s, write_fits
+    from scaling.report import build_report
+
+    small = make_study(tmp / "small-study", n_runs=100)
+    write_fits(small)
+    pages = {"big": tmp / "big.html", "small": tmp / "small.html"}
+    t_big, t_small = paired(lambda: build_report(study, pages["big"]), lambda: build_report(small, pages["small"]),
+                            repeats)
+    size, small_size = pages["big"].stat().st_size, pages["small"].stat().st_size
+    _line("scaling report (build)", t_big, "the report of a 100-run study with its fits", t_small,
+          f"target < 10 s: {'met' if t_big < 10 else 'MISSED'}")
+    print(f"report HTML: {size / 1e6:.1f} MB | 100-run report: {small_size / 1e6:.1f} MB | ratio {size / small_size:.2f}x"
+          f" | target < 20 MB: {'met' if size < 20e6 else 'MISSED'}")
+    loads: dict[str, list[float]] = {"big": [], "small": []}
+    for _ in range(repeats):
+        for k, page in pages.items():
+            s, errors = page_load_s(page, tmp / "chromium-profile")
+            if s is None or errors:
+                print(f"page load not measured ({k}): {errors or 'no load event'}")
+                return
+            loads[k].append(s)
+    big, small_load = statistics.median(loads["big"]), statistics.median(loads["small"])
+    _line("report page load in headless Chromium", big, "the 100-run report's page", small_load,
+          f"target < 3 s: {'met' if big < 3 else 'MISSED'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10_000)
@@ -161,6 +193,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sample", type=int, default=200, help="runs read by the per-file JSONL baseline")
     ap.add_argument("--keep", type=Path, default=None, help="build the store here and keep it")
+    ap.add_argument("--only-report", action="store_true",
+                    help="figure 6 alone, on the store --keep names (built there first if absent)")
     args = ap.parse_args()
 
     import pandas as pd
@@ -171,6 +205,15 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="store-scale-"))
     study = args.keep or tmp / "study"
+    if args.only_report:
+        if not (study / "runs").is_dir():
+            build_store(study, args.runs, args.steps)
+        read_frames(study, curves=True)  # the index, as the reads before figure 6 leave it
+        try:
+            report_figures(study, tmp, args.repeats)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
     try:
         t_build, _ = timed(lambda: build_store(study, args.runs, args.steps))
         print(f"store: {args.runs} runs x {args.steps} steps in {study} (written in {t_build:.0f} s, "
@@ -233,6 +276,9 @@ def main() -> None:
               f"{t_after / t_warm:.2f}x | target: only that run: {'met' if after_stats.runs_read == 1 else 'MISSED'}")
         print(f"index: {sum(p.stat().st_size for p in (study / '.index').iterdir()) / 1e6:.0f} MB in "
               f"{len(list((study / '.index').iterdir()))} files")
+
+        # 6. the report
+        report_figures(study, tmp, args.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the store too, unless --keep put it elsewhere
 
