@@ -14,6 +14,9 @@ arrays) can be tested in seconds without importing torch in every job.
 * ``fail_attempts``: ``{name: n}`` raise on the run's first ``n`` attempts;
 * ``fail_always``: list of run names that always raise;
 * ``threads``: an execution option (kept out of the run id), unused.
+
+Each attempt appends what its process saw to ``toy_device.jsonl`` (``CUDA_VISIBLE_DEVICES``,
+``CUDA_DEVICE_ORDER``, start and, when it ends, end time), for the GPU placement tests.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ class ToyBackend:
         attempts_file = run_dir.path / "toy_attempts"
         attempt = int(attempts_file.read_text()) + 1 if attempts_file.exists() else 1
         attempts_file.write_text(str(attempt))
+        seen = {"attempt": attempt, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "cuda_device_order": os.environ.get("CUDA_DEVICE_ORDER"), "pid": os.getpid()}
+        _record(run_dir, {**seen, "start": t0})
         run_dir.update_status("running", attempts=attempt)
         if spec.name in opts.get("fail_always", []):
             raise RuntimeError(f"toy failure of {spec.name} (always)")
@@ -92,7 +98,13 @@ class ToyBackend:
             "steps": spec.steps, "epochs": 1.0, "attempt": attempt, "name": spec.name, "budget": spec.budget,
         }
         run_dir.write_result(result)
+        _record(run_dir, {**seen, "end": time.time()})
         return result
+
+
+def _record(run_dir: RunDir, row: dict[str, Any]) -> None:
+    with open(run_dir.path / "toy_device.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 

@@ -9,12 +9,26 @@ from typing import Any
 from scaling.commands import add_json_flag, emit_json
 
 
+def _gpu_flags(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--gpus", default=None, metavar="IDS",
+                   help="local: GPUs to place runs on, e.g. 0,1 (default: the spec's, else every visible GPU; none: CPU)")
+    q.add_argument("--runs-per-gpu", default=None, metavar="N", help="local: runs at once on each GPU, or auto")
+
+
+def _gpu_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from scaling.sweep.gpus import parse_gpus_flag, parse_runs_per_gpu_flag
+
+    return {"gpus": None if args.gpus is None else parse_gpus_flag(args.gpus),
+            "runs_per_gpu": None if args.runs_per_gpu is None else parse_runs_per_gpu_flag(args.runs_per_gpu)}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     p = sub.add_parser("plan", help="dry run: the table of runs a spec expands to (N, D, FLOPs, D/N, time)")
     p.add_argument("spec", help="sweep YAML (e.g. sweeps/quickstart.yaml)")
     p.add_argument("--max-parallel", type=int, default=None, help="runs at once, for the wall-time estimate")
+    _gpu_flags(p)
     add_json_flag(p)
 
     def launch_opts(q: argparse.ArgumentParser) -> None:
@@ -22,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="where runs go (default: the spec's executor.kind)")
         q.add_argument("--max-parallel", type=int, default=None, help="runs at once (local: default one per core)")
         q.add_argument("--threads", type=int, default=None, help="threads per run (local: default cores / runs at once)")
+        _gpu_flags(q)
         q.add_argument("--retries", type=int, default=None, help="retries of a failed run (default: the spec's)")
         q.add_argument("--cache-dir", default=None, help="where the backend prepares data (default: DIR/data)")
         q.add_argument("--quiet", action="store_true", help="no progress display")
@@ -69,7 +84,7 @@ def _plan(args: argparse.Namespace) -> int:
     from scaling.sweep import plan_table
 
     _positive("--max-parallel", args.max_parallel)
-    table = plan_table(args.spec, max_parallel=args.max_parallel)
+    table = plan_table(args.spec, max_parallel=args.max_parallel, **_gpu_kwargs(args))
     if args.json:
         emit_json(table)
         return 0
@@ -78,7 +93,7 @@ def _plan(args: argparse.Namespace) -> int:
     rows = table["runs"]
     t = Table(title=f"sweep {table['name']}: {len(rows)} runs, {table['flops_total']:.3g} FLOPs ({table['flops_convention']})")
     cols = ["name", "run_id", "budget", "shape", "params", "non_emb", "tokens", "flops", "D/N", "batch", "lr", "est"]
-    extra = table["describe_columns"]
+    extra = (["gpu"] if table.get("placement") else []) + table["describe_columns"]
     for c in cols + extra:
         t.add_column(c, justify="left" if c in ("name", "run_id", "shape") else "right")
     for r in rows:
@@ -94,6 +109,12 @@ def _plan(args: argparse.Namespace) -> int:
     wall = table.get("est_wall_seconds")
     con.print(f"estimated wall time: {'unknown' if wall is None else _dur(wall)} "
               f"({table['max_parallel']} at a time, {table['threads_per_run']} thread(s) each, executor {table['executor']})")
+    pl = table.get("placement")
+    if pl:
+        cards = ", ".join(f"{g['index']} {g['name']}".strip() + (f" {g['memory_gb']:.0f} GiB" if g["memory_gb"] else "")
+                          for g in pl["gpus"])
+        con.print(f"placement: {pl['runs_per_gpu']} run(s) at a time on each of {len(pl['gpus'])} GPU(s) [{cards}] "
+                  f"(GPUs from {pl['source']}; runs_per_gpu {pl['runs_per_gpu_why']}); each run sees only its GPU")
     tm = table.get("timing_model")
     if tm:
         con.print(f"timing model ({tm['source']}, cached per machine): {tm['step_overhead_s'] * 1e3:.1f} ms a step + "
@@ -135,7 +156,7 @@ def _launch(args: argparse.Namespace) -> int:
         raise UsageError(f"--retries={args.retries}: must be 0 or more")
     kw: dict[str, Any] = {"executor": args.executor, "max_parallel": args.max_parallel, "threads": args.threads,
                           "retries": args.retries, "progress": False if (args.quiet or args.json) else None,
-                          "cache_dir": args.cache_dir}
+                          "cache_dir": args.cache_dir, **_gpu_kwargs(args)}
     summary = launch(args.spec, args.out, add=args.add, **kw) if args.action == "launch" else resume(args.dir, **kw)
     if args.json:
         emit_json(summary)

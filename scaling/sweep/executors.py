@@ -3,7 +3,8 @@
 * ``debug``: one at a time, in this process (submitit's DebugExecutor would open pdb on errors,
   so the task is called directly through ``DelayedSubmission``);
 * ``local``: separate processes on this machine (submitit's LocalExecutor), the cores shared out
-  (``threads_per_run`` each, set in the environment before torch is imported);
+  (``threads_per_run`` each, set in the environment before torch is imported); on a machine with
+  GPUs each process sees only the GPU the launcher placed it on (:mod:`scaling.sweep.gpus`);
 * ``slurm``: one job array per submission round (submitit's SlurmExecutor), ``array_parallelism``
   tasks at a time; a backend may shape its own jobs with ``slurm_parameters(spec)``.
 """
@@ -13,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from scaling.errors import UsageError
 from scaling.runspec import RunSpec
+from scaling.sweep.gpus import GpuPlan
 from scaling.sweep.jobs import Handle, InlineRun, SubmititRun
 from scaling.sweep.spec import ExecutorSettings
 from scaling.sweep.task import THREAD_ENV, RunTask
@@ -46,24 +48,30 @@ def share_cores(n_runs: int, max_parallel: int | None, threads: int | None) -> t
 
 
 def parallelism(kind: str, settings: ExecutorSettings, n_runs: int, max_parallel: int | None = None,
-                threads: int | None = None) -> tuple[int, int]:
+                threads: int | None = None, gpus: GpuPlan | None = None) -> tuple[int, int]:
     """(runs at once, threads each) for ``kind``; flags override the spec's ``executor`` settings.
 
     Slurm: ``array_parallelism`` tasks, ``cpus_per_task`` threads (1 if unset). Debug: one run at
-    a time. Local: :func:`share_cores`.
+    a time. Local: :func:`share_cores`, at most ``runs_per_gpu`` a GPU where ``gpus`` places runs.
     """
     max_parallel = max_parallel or settings.max_parallel
     threads = threads or settings.threads_per_run
     if kind == "slurm":
         return max_parallel or settings.slurm.array_parallelism, threads or settings.slurm.cpus_per_task or 1
+    if kind == "local" and gpus is not None:
+        max_parallel = min(max_parallel or gpus.slots, gpus.slots)
     par, threads = share_cores(n_runs, max_parallel, threads)
     return (1 if kind == "debug" else par), threads
 
 
+GPU_ORDER = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}  # CUDA's device i is nvidia-smi's GPU i
+
+
 @contextlib.contextmanager
-def child_env(threads: int | None) -> Iterator[None]:
-    """Environment the job processes inherit: this package importable, threads capped."""
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", *THREAD_ENV)}
+def child_env(threads: int | None, extra: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Environment the job processes inherit: this package importable, threads capped, ``extra``."""
+    extra = dict(extra or {})
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", *THREAD_ENV, *extra)}
     root = str(Path(__file__).resolve().parents[2])
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     cwd = os.getcwd()
@@ -74,6 +82,7 @@ def child_env(threads: int | None) -> Iterator[None]:
     if threads:
         for k in THREAD_ENV:
             os.environ[k] = str(threads)
+    os.environ.update(extra)
     try:
         yield
     finally:
@@ -107,13 +116,22 @@ class Executor:
         elif kind != "debug":
             raise UsageError(f"--executor {kind!r}: choose {', '.join(KINDS)}")
 
-    def submit(self, tasks: Sequence[Submission]) -> list[Handle]:
+    def submit(self, tasks: Sequence[Submission], gpu_of: Mapping[str, int] | None = None) -> list[Handle]:
+        """Start ``tasks``; a local run in ``gpu_of`` sees that GPU alone (submitit's ``visible_gpus``)."""
         if self.kind == "slurm":
             return self._submit_slurm(tasks)
         if self.kind == "debug":
             return [InlineRun(run_id, task) for run_id, task, _ in tasks]
-        with child_env(self.threads):
-            return [SubmititRun(run_id, self.ex.submit(task), slurm=False) for run_id, task, _ in tasks]
+        gpu_of = gpu_of or {}
+        out: list[Handle] = []
+        with child_env(self.threads, GPU_ORDER if gpu_of else None):
+            for run_id, task, _ in tasks:
+                gpu = gpu_of.get(run_id)
+                # no GPU: submitit's default, CUDA_VISIBLE_DEVICES="" (the CPU path as it always was)
+                self.ex.update_parameters(gpus_per_node=0 if gpu is None else 1,
+                                          visible_gpus=() if gpu is None else (gpu,))
+                out.append(SubmititRun(run_id, self.ex.submit(task), slurm=False))
+        return out
 
     def _submit_slurm(self, tasks: Sequence[Submission]) -> list[Handle]:
         groups: dict[str, list[Submission]] = {}

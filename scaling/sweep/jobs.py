@@ -124,6 +124,9 @@ class SubmititRun:
             # no result: asking submitit would wait for one forever where sacct does not answer
             return (f"Slurm job {self.slurm_job} ended without a result (cancelled, out of time or memory?); "
                     f"see {self.job.paths.stderr}")
+        if self.slurm_job is None and not self.job.paths.result_pickle.exists():
+            # a killed process leaves none; submitit would wait 15 s for it, twice, stalling the sweep
+            return f"the run process (job {self.job_id}) ended without a result (killed?); see {self.job.paths.stderr}"
         return _job_error(self.job)
 
     def cancel(self) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,14 @@ from scaling.errors import UsageError
 from scaling.runspec import RunSpec
 from scaling.store import CorruptFileError, RunDir, SweepStore, atomic_write_json
 from scaling.sweep.control import CANCEL
-from scaling.sweep.executors import KINDS, Executor, parallelism
+from scaling.sweep.executors import KINDS, Executor, cores, parallelism
+from scaling.sweep.gpus import Placement, gpu_estimates, gpu_plan
 from scaling.sweep.grid import expand
 from scaling.sweep.jobs import Handle, adopt, squeue_ids
 from scaling.sweep.lock import RunLock, SweepLock, pid_alive
 from scaling.sweep.progress import Progress, ProgressArg, ProgressMeter, progress_fn
 from scaling.sweep.spec import SweepSpec, load_spec
 from scaling.sweep.task import RunTask
-from scaling.timing import run_estimates
 
 SUBMITIT = "submitit"
 
@@ -117,14 +117,20 @@ class _Launch:
     """One launch of a sweep folder by the launcher that holds its lock."""
 
     def __init__(self, spec: SweepSpec, out: Path, kind: str, max_parallel: int | None, threads: int | None,
-                 retries: int, show: Callable[[Progress], None], lock: SweepLock, cache_dir: Path) -> None:
+                 retries: int, show: Callable[[Progress], None], lock: SweepLock, cache_dir: Path,
+                 gpus: Sequence[int] | None = None, runs_per_gpu: int | str | None = None) -> None:
         self.spec, self.out, self.kind, self.retries, self.show, self.lock = spec, out, kind, retries, show, lock
         self.settings = spec.executor
-        self.store, self.runs = write_store(spec, out)
+        runs = expand(spec)
+        # before anything is written: a GPU that is not here is bad input
+        self.gpu = gpu_plan(kind, self.settings, runs, cores(), gpus, runs_per_gpu,
+                            where="--gpus" if gpus is not None else spec.where("executor", "gpus"))
+        self.store, self.runs = write_store(spec, out, runs)
         self.by_id = {r.run_id: r for r in self.runs}
         self.skipped = [r.run_id for r in self.runs if self.store.run(r.run_id).is_done()]
         self.todo = [r.run_id for r in self.runs if r.run_id not in self.skipped]
-        self.par, self.threads = parallelism(kind, self.settings, len(self.todo), max_parallel, threads)
+        self.placement = Placement(self.gpu) if self.gpu is not None else None
+        self.par, self.threads = parallelism(kind, self.settings, len(self.todo), max_parallel, threads, self.gpu)
         self.cache_dir = cache_dir
         self.target = _backend_target(spec.backend)
         self.meter = ProgressMeter(spec.name, self.runs, self.store, self.skipped)
@@ -143,7 +149,7 @@ class _Launch:
         backend = backend_class(self.spec.backend)()
         if hasattr(backend, "prepare"):
             backend.prepare([self.by_id[i] for i in self.todo], str(self.cache_dir))
-        ests, model = run_estimates(backend, [self.by_id[i] for i in self.todo], self.threads)
+        ests, model = gpu_estimates(backend, [self.by_id[i] for i in self.todo], self.threads, self.gpu)
         self.meter.use_estimates(dict(zip(self.todo, ests, strict=True)), model.startup_s if model else 0.0, self.par)
         self.ex = Executor(self.kind, self.out / SUBMITIT / "%j", self.settings, self.threads, backend)
         slurm = any(self.store.run(r).read_status().get("slurm_job") for r in self.todo)
@@ -152,6 +158,8 @@ class _Launch:
             h = adopt(self.store.run(rid), queued, self.out / SUBMITIT / "%j")
             if h is not None:
                 self.inflight[rid] = h
+                if self.placement is not None:  # it keeps the GPU it was placed on
+                    self.placement.hold(rid, self.store.run(rid).read_status().get("gpu"))
         self.pending = [rid for rid in self.todo if rid not in self.inflight]
 
     def _ready(self, rid: str) -> bool:
@@ -173,13 +181,18 @@ class _Launch:
             if len(self.inflight) + len(batch) >= self.par:
                 break
             if self._ready(rid):
+                if self.placement is not None:
+                    gpu = self.placement.take(rid)
+                    if gpu is None:
+                        break
+                    self.store.run(rid).update_status(None, gpu=gpu)  # before the run writes its status
                 self.pending.remove(rid)
                 self.attempts[rid] += 1
                 task = RunTask(str(self.store.run(rid).path), self.spec.backend, self.target, self.threads,
                                str(self.cache_dir))
                 batch.append((rid, task, self.by_id[rid]))
         if batch and self.ex is not None:
-            for h in self.ex.submit(batch):
+            for h in self.ex.submit(batch, self.placement.held if self.placement is not None else None):
                 self.inflight[h.run_id] = h
                 if h.slurm_job:
                     self.store.run(h.run_id).update_status(None, slurm_job=h.slurm_job, submitted=time.time())
@@ -191,6 +204,8 @@ class _Launch:
             if not h.done(queued):
                 continue
             del self.inflight[rid]
+            if self.placement is not None:
+                self.placement.release(rid)  # done, failed or killed: its GPU takes the next run
             rd = self.store.run(rid)
             if rd.is_done():
                 continue
@@ -243,7 +258,7 @@ class _Launch:
         final = self.snapshot(finished=True)
         return {
             "out_dir": str(self.out), "name": self.spec.name, "executor": self.kind, "max_parallel": self.par,
-            "threads_per_run": self.threads, "runs": len(self.runs), "done": final.done, "failed": len(self.failed),
+            "threads_per_run": self.threads, "gpus": self.gpu.to_dict() if self.gpu else None, "runs": len(self.runs), "done": final.done, "failed": len(self.failed),
             "cancelled": self.cancelled, "skipped": len(self.skipped), "retried": self.retried,
             "flops_total": final.flops_total, "flops_done": final.flops_done, "wall_s": time.time() - self.meter.t0,
             "failed_runs": [{"run_id": r, "name": self.by_id[r].name, "error": e} for r, e in self.failed.items()],
@@ -261,6 +276,8 @@ def launch(
     cache_dir: str | Path | None = None,
     lock: SweepLock | None = None,
     add: bool = False,
+    gpus: Sequence[int] | None = None,
+    runs_per_gpu: int | str | None = None,
 ) -> dict[str, Any]:
     """Run every unfinished run of ``spec`` into ``out_dir``; block until all are done or failed.
 
@@ -270,7 +287,8 @@ def launch(
     up to ``retries`` times (from its checkpoint); a second launcher on ``out_dir`` is refused.
     ``lock``: the folder's lock, already held by the caller (``scaling run`` holds it for the
     whole study); otherwise it is taken here for the launch. A folder holding another sweep is
-    refused unless ``add`` (:func:`check_same_sweep`).
+    refused unless ``add`` (:func:`check_same_sweep`). ``gpus``/``runs_per_gpu`` override the spec's
+    ``executor.gpus``/``executor.runs_per_gpu`` (local: one GPU a run process, :mod:`scaling.sweep.gpus`).
     """
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
     kind = executor or spec.executor.kind
@@ -286,7 +304,7 @@ def launch(
         with contextlib.suppress(FileNotFoundError):
             (out / CANCEL).unlink()
         run = _Launch(spec, out, kind, max_parallel, threads, spec.executor.retries if retries is None else retries,
-                      progress_fn(progress), held, Path(cache_dir) if cache_dir else out / "data")
+                      progress_fn(progress), held, Path(cache_dir) if cache_dir else out / "data", gpus, runs_per_gpu)
         run.start()
         run.loop()
         return run.summary()

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scaling.sweep.grid import expand
 from scaling.sweep.spec import SweepSpec, load_spec
-from scaling.timing import pack, run_estimates
+from scaling.timing import pack
 
 
-def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None) -> dict[str, Any]:
+def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gpus: Sequence[int] | None = None,
+               runs_per_gpu: int | str | None = None) -> dict[str, Any]:
     """One row per run (N, non-embedding N, D, FLOPs, D/N, batch, LR, estimated seconds, and the
     backend's ``describe(spec)`` columns where it has one), plus totals and a wall-time estimate.
 
     Estimates come from the backend's measured timing model where it has one
     (:func:`scaling.timing.run_estimates`); the wall time packs them onto ``max_parallel`` slots
-    in launch order.
+    in launch order. A local sweep on GPUs (:mod:`scaling.sweep.gpus`; ``gpus``/``runs_per_gpu``
+    override the spec's) shows its ``placement``, each run's ``gpu`` and a wall time of the runs
+    in parallel per GPU, from the backend's measured timing model (or the assumed MFU of the card).
     """
     from scaling.backends.base import backend_class
-    from scaling.sweep.executors import parallelism
+    from scaling.sweep.executors import cores, parallelism
+    from scaling.sweep.gpus import gpu_estimates, gpu_plan, place
 
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
     runs = expand(spec)
@@ -29,11 +34,15 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None) ->
         backend = backend_class(spec.backend)()
     describe = getattr(backend, "describe", None)
     kind = spec.executor.kind
-    par, threads = parallelism(kind, spec.executor, len(runs), max_parallel)
-    ests, model = run_estimates(backend, runs, threads) if backend is not None else ([None] * len(runs), None)
+    plan = gpu_plan(kind, spec.executor, runs, cores(), gpus, runs_per_gpu,
+                    where="--gpus" if gpus is not None else spec.where("executor", "gpus"))
+    par, threads = parallelism(kind, spec.executor, len(runs), max_parallel, gpus=plan)
+    ests, model = gpu_estimates(backend, runs, threads, plan)
+    known = bool(ests) and all(e is not None for e in ests)
+    on_gpu, gpu_wall = place([float(e or 0.0) for e in ests], plan) if plan is not None else ([None] * len(runs), 0.0)
     rows: list[dict[str, Any]] = []
     extra: list[str] = []
-    for r, est in zip(runs, ests, strict=True):
+    for r, est, gpu in zip(runs, ests, on_gpu, strict=True):
         s = r.model_shape
         count = r.non_embedding_params if spec.model.count == "non_embedding" else r.params
         row: dict[str, Any] = {
@@ -44,6 +53,8 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None) ->
             "flops": r.flops(), "tokens_per_param": r.steps * r.batch_tokens / count, "batch_tokens": r.batch_tokens,
             "steps": r.steps, "lr": r.optimizer.lr, "est_seconds": est, "branch_of": r.branch_of,
         }
+        if plan is not None:
+            row["gpu"] = gpu
         if callable(describe):
             d = describe(r) or {}
             for k in d:
@@ -51,9 +62,10 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None) ->
                     extra.append(k)
             row.update(d)
         rows.append(row)
-    wall = pack([float(e) for e in ests if e is not None], par) if ests and all(e is not None for e in ests) else None
+    wall = (gpu_wall if plan is not None and par == plan.slots else pack([float(e or 0.0) for e in ests], par)) if known else None
     return {
         "name": spec.name, "backend": spec.backend, "executor": kind, "max_parallel": par, "threads_per_run": threads,
+        "placement": plan.to_dict() if plan is not None else None,
         "flops_convention": spec.train.flops_convention, "param_count": spec.model.count,
         "flops_total": sum(r["flops"] for r in rows), "est_wall_seconds": wall,
         "timing_model": model.to_dict() if model is not None else None, "describe_columns": extra, "runs": rows,

@@ -352,15 +352,38 @@ class ExecutorSettings(StrictModel):
     ``max_parallel`` at once (default: one per core) with ``threads_per_run`` threads each
     (default: cores / max_parallel); ``slurm`` as a job array. Failed runs are retried up to
     ``retries`` times; each resumes from its own checkpoint.
+
+    ``local`` on a machine with GPUs puts each run on a GPU of its own (``CUDA_VISIBLE_DEVICES``),
+    ``runs_per_gpu`` at a time on each (``auto``: as many as their estimated memory allows), on the
+    ``gpus`` listed (default: every visible GPU; ``[]``: the CPU), see :mod:`scaling.sweep.gpus`.
     """
 
     kind: Literal["debug", "local", "slurm"] = "local"
     max_parallel: int | None = Field(default=None, gt=0)
     threads_per_run: int | None = Field(default=None, gt=0)
+    gpus: list[int] | None = Field(default=None, description="local: GPU indices (default: all visible; []: CPU)")
+    runs_per_gpu: int | Literal["auto"] = Field(default=1, description="local: runs at once on each GPU, or auto")
     retries: int = Field(default=2, ge=0)
     timeout_min: int = Field(default=24 * 60, gt=0)
     poll_s: float = Field(default=0.5, gt=0)
     slurm: SlurmSettings = SlurmSettings()
+
+    @field_validator("gpus")
+    @classmethod
+    def _distinct_gpus(cls, v: list[int] | None) -> list[int] | None:
+        from scaling.sweep.gpus import gpu_list_problem
+
+        problem = gpu_list_problem(v or [])
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("runs_per_gpu")
+    @classmethod
+    def _positive_runs_per_gpu(cls, v: int | str) -> int | str:
+        if v != "auto" and int(v) < 1:
+            raise ValueError(f"{v}: at least 1 run a GPU, or auto")
+        return v
 
 
 # ---- the spec --------------------------------------------------------------------------------------
