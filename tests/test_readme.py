@@ -4,9 +4,10 @@ Commands that finish in seconds run for real, against the reduced quickstart stu
 ``tiny_study`` where they name ``studies/quickstart`` (and on small files made here where they
 name the user's own data). Those that train for minutes (the full quickstart, a 40M-token
 training run, alignment at full size) run here too, as the README writes them with the options
-of :data:`SCALED_DOWN` replaced or added. One is not run here: the Nanotron launch on Slurm needs
-Nanotron and GPUs (``tests/test_nanotron_slurm.py`` launches a Nanotron spec through the same
-sweep engine on a real single-node Slurm with a stand-in trainer).
+of :data:`SCALED_DOWN` replaced or added. Those of :data:`NOT_RUN_HERE` need GPUs: the Nanotron
+launch on Slurm (``tests/test_nanotron_slurm.py`` launches a Nanotron spec through the same sweep
+engine on a real single-node Slurm with a stand-in trainer) and the multi-GPU workstation
+(``tests/test_gpu_placement.py``, on a stand-in ``nvidia-smi``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ SCALED_DOWN: dict[str, dict[str, str]] = {
     },
     "scaling align MODEL_DIR": {**ALIGN_SMALL, "--batch-size": "4", "--max-length": "64"},
 }
-NOT_RUN_HERE = ("scaling sweep launch sweeps/nanotron_chinchilla.yaml",)
+NOT_RUN_HERE = (
+    "scaling sweep launch sweeps/nanotron_chinchilla.yaml",
+    # GPUs 0 and 1 are not here: tests/test_gpu_placement.py runs both on a stand-in nvidia-smi
+    "scaling sweep plan sweeps/quickstart.yaml --gpus",
+    "scaling sweep launch sweeps/quickstart.yaml --out studies/gpus",
+)
 
 
 def readme_commands() -> list[str]:
