@@ -285,3 +285,41 @@ def test_placement_bookkeeping():
     with pytest.raises(UsageError, match="listed twice"):
         G.parse_gpus_flag("1,1")
     assert G.parse_gpus_flag("none") == [] and G.parse_runs_per_gpu_flag("auto") == "auto"
+
+
+# ---- benchmarks/gpu_share.py: what runs without a GPU (the training itself needs one, not checked here) ----
+
+
+def _bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_share", ROOT / "benchmarks" / "gpu_share.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_share_arguments_spec_and_dry_run(tmp_path):
+    bench = _bench()
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--hidden", "100", "128"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--tokens", "10", "--batch-tokens", "16384"])
+    a = bench.parse_args(["--out", str(tmp_path / "gs")])
+    runs = expand(load_spec(bench.write_spec(a)))
+    assert [r.name for r in runs] == ["L4d256", "L4d384"] and runs[0].tokens == runs[1].tokens == pytest.approx(a.tokens, rel=1e-3)
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_share.py"), "--dry-run", "--out", str(tmp_path / "gs")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    plans = json.loads((tmp_path / "gs" / "gpu_share.json").read_text())["plans"]
+    alone, shared = plans["back_to_back"], plans["shared"]
+    assert [r["est_s"] * 2 for r in alone["runs"]] == pytest.approx([r["est_s"] for r in shared["runs"]])
+    assert alone["est_wall_s"] == pytest.approx(sum(r["est_s"] for r in alone["runs"]))
+    assert shared["est_wall_s"] == pytest.approx(max(r["est_s"] for r in shared["runs"]))
+    assert "back_to_back: estimated wall" in p.stdout and "shared: estimated wall" in p.stdout
+
+
+def test_gpu_share_refuses_without_a_gpu(tmp_path, monkeypatch):
+    bench = _bench()
+    monkeypatch.setattr(G, "discover", lambda: ([], "none"))
+    assert bench.main(["--out", str(tmp_path / "gs")]) == 2
