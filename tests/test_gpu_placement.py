@@ -51,7 +51,8 @@ def two_gpus(tmp_path, monkeypatch):
     return tmp_path
 
 
-def toy_spec(tmp_path: Path, step_s: float, executor: str, budgets=(1e10, 2e10), retries: int = 1) -> Path:
+def toy_spec(tmp_path: Path, step_s: float, executor: str, budgets=(1e10, 2e10), retries: int = 1,
+             layers=(1, 2)) -> Path:
     p = tmp_path / "gpu.yaml"
     p.write_text(f"""\
 name: gpu
@@ -62,7 +63,7 @@ train: {{batch: 2048, lr: 0.1, checkpoint_every: 5, flops_convention: 6N_non_emb
 grid:
   kind: isoflop
   budgets: [{", ".join(str(b) for b in budgets)}]
-  sizes: [{{layers: 1, hidden: 32, heads: 2}}, {{layers: 2, hidden: 32, heads: 2}}]
+  sizes: [{", ".join(f"{{layers: {n}, hidden: 32, heads: 2}}" for n in layers)}]
 executor: {{kind: local, retries: {retries}, poll_s: 0.05, {executor}}}
 """)
     return p
@@ -172,7 +173,9 @@ def test_resume_keeps_adopted_runs_on_their_gpus_and_places_orphans(two_gpus):
     """Kill the launcher alone: its two runs carry on, holding GPUs 0 and 1. The resumed launcher
     adopts them, and starts the other two only as they free their GPUs."""
     out = two_gpus / "out"
-    spec = toy_spec(two_gpus, 0.05, "gpus: [0, 1]")
+    # the first two runs (the smaller budget) differ 4x in steps: the one on GPU 1 ends seconds
+    # before the one on GPU 0, and the next run must then go to GPU 1
+    spec = toy_spec(two_gpus, 0.1, "gpus: [0, 1]", layers=(1, 4))
     proc = _launcher(spec, out, dict(os.environ))
     wait_for(lambda: len(_running(out)) == 2, what="two runs started")
     os.kill(proc.pid, signal.SIGKILL)
