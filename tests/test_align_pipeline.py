@@ -141,9 +141,9 @@ def test_tasks_come_from_the_models_own_corpus(aligned, tiny):
     assert summary["data"]["sft"]["source"] == f"built-in tasks ({tiny['pages']})"
     text = " ".join(" ".join(p.read_text().split()) for p in sorted(tiny["pages"].glob("*.txt")))
     for ex in summary["examples"]:
-        body = ex["prompt"].split("\n\n", 1)[1]
-        if ex["kind"] == "source":
-            assert " ".join(body.split()) in text and ex["answer"].startswith("page ")
+        body = ex["prompt"].rsplit("\n\n", 1)[0]
+        if ex["kind"] == "source":  # the passage, then the question with its labelled options
+            assert " ".join(body.split()) in text and ex["answer"].split(": ", 1)[1].startswith("page ")
 
 
 def test_implicit_reward_matches_trl(aligned):
@@ -294,3 +294,36 @@ def test_cli_generate_prints_each_stage_side_by_side(aligned, tiny):
     assert proc.returncode == 0 and "[bold]x[/bold]" in proc.stdout  # shown as typed, not as rich markup
     proc = run_cli("generate", str(tiny["root"] / "nowhere"), "--prompt", "x", timeout=60)
     assert proc.returncode == 2 and "no alignment summary" in proc.stderr
+
+
+def test_replies_are_tokenized_as_the_prompt_shows_them_and_end_the_turn_in_the_labels(tiny):
+    """Each built-in reply's tokens occur in its prompt exactly (an answer the model had to spell
+    differently from the prompt, ``h`` ``is`` against `` his``, was one no small model learned), and
+    SFT's loss mask covers the end-of-turn token, so the model learns to stop."""
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    from scaling.align.evaluate import encode
+    from scaling.align.model import load_model, load_tokenizer, match_eos, trainer_kwargs
+    from scaling.align.run import pretraining_corpus
+    from scaling.align.tasks import build_tasks, corpus_documents
+
+    tok = load_tokenizer(tiny["model"])
+    opts = pretraining_corpus(tiny["model"], small_tasks())
+    tasks = build_tasks(corpus_documents(opts), opts)["sft"]
+    for t in tasks:
+        rec = t.preference_record()
+        for reply in (rec["chosen"], rec["rejected"]):
+            ids, n_prompt = encode(tok, rec["prompt"], reply)
+            body = [i for i in ids[n_prompt:] if i not in (tok.eos_token_id, *tok("\n")["input_ids"])]
+            shown = ids[:n_prompt]
+            assert body and any(shown[k : k + len(body)] == body for k in range(n_prompt)), (t.kind, reply)
+    common = trainer_kwargs(tiny["root"] / "mask", steps=1, lr=1e-3, batch_size=2, seed=0, eval_every=1)
+    args = SFTConfig(**{**common, "eval_strategy": "no"}, max_length=160, completion_only_loss=True, packing=False)
+    trainer = SFTTrainer(model=match_eos(load_model(tiny["model"]), tok), args=args, processing_class=tok,
+                         train_dataset=datasets.Dataset.from_list([t.sft_record() for t in tasks[:4]]))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    assert len(batch["labels"]) == 4
+    for labels in batch["labels"].tolist():
+        learned = [i for i in labels if i != -100]
+        assert tok.eos_token == "<|im_end|>" and tok.eos_token_id in learned, tok.decode(learned)

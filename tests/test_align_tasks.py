@@ -21,19 +21,27 @@ from scaling.errors import UsageError
 SMALL = dict(n_sft=40, n_pref=30, n_judge=20, n_eval=20)
 
 
-def _passage(task) -> str:
-    """The corpus text a task shows, with its answer put back (blank) or its parts in order (order)."""
-    body = task.instruction.split("\n\n", 1)[1]
-    if task.kind == "blank":
-        return body.replace(BLANK, task.answer, 1)
-    if task.kind == "order":
-        a, b = body.removeprefix("A: ").split("\n\nB: ")
-        return (a + " " + b) if task.answer == "A" else (b + " " + a)
-    return body
-
-
 def _squash(text: str) -> str:
     return " ".join(text.split())
+
+
+def _shows_its_text(t) -> bool:
+    """The prompt shows the task's corpus text as the kind says, and the right option restores it."""
+    right, wrong = t.answer_text, t.choices[t.options.index(t.wrong)]
+    ins = _squash(t.instruction)
+    if t.kind == "order":
+        return _squash(t.text) == _squash(t.choices[0] + " " + t.choices[1] if t.answer == "A" else
+                                          t.choices[1] + " " + t.choices[0])
+    if t.kind == "blank":
+        body = _squash(t.instruction.rsplit("\n\n", 1)[0])
+        return _squash(body.replace(BLANK, right, 1)) == _squash(t.text) and right.lower() not in body.lower().split()
+    if t.kind == "next":
+        head, last = _squash(t.text).rsplit(" ", 1)
+        body = _squash(t.instruction.split("\n\n", 1)[1])
+        return right in last and body.startswith(head) and _squash(t.text).startswith(body)
+    if t.kind == "find":
+        return _squash(t.text) in ins and right in t.text
+    return _squash(t.text) in ins and right == t.document.replace("_", " ") and wrong != right
 
 
 def _check_splits(docs, split):
@@ -41,12 +49,14 @@ def _check_splits(docs, split):
     seen: dict[str, str] = {}
     for name, tasks in split.items():
         for t in tasks:
-            passage = _squash(_passage(t))
-            # exact answers: the answer restores the document's own text, in the document named
+            passage = _squash(t.text)
+            # exact answers: the task's text is the document's own, the right option restores it
             assert passage in tails[t.document], (t.kind, passage[:80])
+            assert _shows_its_text(t), t
             assert is_correct(t, t.answer) and not is_correct(t, t.wrong) and follows_format(t, t.answer)
-            if t.kind == "source":
-                assert t.answer in t.options and t.wrong in t.options and t.answer != t.wrong
+            assert t.options == ("A", "B") and {t.answer, t.wrong} == {"A", "B"}
+            for label, choice in zip(t.options, t.choices):  # each option shown as `A: text` on its line
+                assert f"{label}: {choice}" in t.instruction
             # disjoint: no passage in two splits (nor twice in one)
             assert passage not in seen, (name, seen.get(passage))
             seen[passage] = name
@@ -58,7 +68,7 @@ def test_builtin_corpus_tasks_are_exact_disjoint_and_held_out():
     docs = corpus_documents(opts)
     split = build_tasks(docs, opts, seed=0)
     assert {k: len(v) for k, v in split.items()} == {"sft": 40, "pref": 30, "judge": 20, "eval": 20}
-    assert {t.kind for t in split["sft"]} == {"blank", "order", "source"}
+    assert {t.kind for t in split["sft"]} == {"blank", "find", "next", "order", "source"}
     _check_splits(docs, split)
     # the text is the part of each document that pretraining held out, not the part it trained on
     from scaling.backends.local.corpus import named_documents, split_held_out
@@ -66,7 +76,7 @@ def test_builtin_corpus_tasks_are_exact_disjoint_and_held_out():
     full = dict(named_documents("builtin:default"))
     for t in [t for tasks in split.values() for t in tasks][::5]:
         trained = split_held_out([full[t.document]], 0.02)[0][0]
-        assert _squash(_passage(t)) not in _squash(trained)
+        assert _squash(t.text) not in _squash(trained)
     assert build_tasks(docs, opts, seed=0) == split and build_tasks(docs, opts, seed=1) != split
 
 
@@ -83,18 +93,22 @@ def test_user_text_folder_tasks_name_its_files(tmp_path):
     split = build_tasks(docs, opts, seed=0)
     _check_splits(docs, split)
     sources = [t for s in split.values() for t in s if t.kind == "source"]
-    assert sources and {t.answer for t in sources} <= {"page 0", "page 1", "page 2"}
+    assert sources and {t.answer_text for t in sources} <= {"page 0", "page 1", "page 2"}
     # the tail is the held-out tenth: the first page's opening is in no task
     opening = _squash((tmp_path / "page_0.txt").read_text()[:2000])
-    assert all(_squash(_passage(t)) not in opening for s in split.values() for t in s)
+    assert all(_squash(t.text) not in opening for s in split.values() for t in s)
 
 
 def test_one_document_has_no_source_task_and_too_little_text_is_refused(tmp_path):
-    words = ["the", "king", "and", "his", "daughter", "rode", "out", "over", "the", "hills", "toward", "morning"]
-    (tmp_path / "only.txt").write_text(" ".join(words[i % len(words)] for i in range(20_000)))
+    import random
+
+    words = ("the king and his daughter rode out over the hills toward morning with seven grey horses "
+             "through cold rain past quiet farms until evening came down upon tired riders").split()
+    rng = random.Random(0)
+    (tmp_path / "only.txt").write_text(" ".join(rng.choice(words) for _ in range(20_000)))
     opts = TaskOptions(corpus=str(tmp_path), tail_frac=None, **SMALL)
     split = build_tasks(corpus_documents(opts), opts)
-    assert {t.kind for t in split["sft"]} == {"blank", "order"}
+    assert {t.kind for t in split["sft"]} == {"blank", "find", "next", "order"}
     with pytest.raises(UsageError, match="tasks: the corpus's held-out text gives"):
         build_tasks(corpus_documents(opts), TaskOptions(n_sft=5000, n_pref=2, n_judge=2, n_eval=2))
 
@@ -106,7 +120,34 @@ def test_grading_and_the_trivial_baseline():
     assert is_correct(order, f" {order.answer.lower()}.") and follows_format(order, "B")
     assert not follows_format(order, "A and then B")
     blank = next(t for t in split["eval"] if t.kind == "blank")
-    assert not follows_format(blank, "two words")
+    assert not follows_format(blank, "two words") and not follows_format(blank, blank.answer_text)
     answers = trivial_answers(split["sft"])
-    assert set(answers) == {"blank", "order", "source"}
-    assert all(follows_format(t, trivial_reply(t, answers)) for t in split["eval"] if t.kind != "blank")
+    assert set(answers) == {"blank", "find", "next", "order", "source"}
+    assert all(follows_format(t, trivial_reply(t, answers)) for t in split["eval"])
+    # the most frequent label of each kind on the training split, nothing read from the held-out one
+    for kind, label in answers.items():
+        labels = [t.answer for t in split["sft"] if t.kind == kind]
+        assert labels.count(["A", "B"][label]) >= labels.count(["B", "A"][label])
+
+
+def test_right_and_wrong_options_differ_only_in_being_right():
+    """A preference pair whose wrong option is a word of the passage and whose right one is not
+    (a blank's other words) teaches a reward model to prefer what the prompt shows: it scored
+    below chance. Both options are shown as labelled lines; a distractor never occurs in the
+    passage, and a blank's or next word's answer occurs nowhere else in what the prompt shows."""
+    import re
+
+    opts = TaskOptions(corpus="builtin:default", **SMALL)
+    tasks = [t for s in build_tasks(corpus_documents(opts), opts).values() for t in s]
+    for t in tasks:
+        rec = t.preference_record()
+        prompt = rec["prompt"][0]["content"]
+        for reply in (rec["chosen"][0]["content"], rec["rejected"][0]["content"]):
+            assert re.search(rf"^{re.escape(reply)}: ", prompt, re.M), (t.kind, reply)  # shown as the reply writes it
+        if t.kind in ("blank", "find", "next"):
+            wrong = t.choices[t.options.index(t.wrong)].lower()
+            words = {w.strip(".,;:!?'\"()[]-").lower() for w in t.text.split()}
+            assert wrong not in words, t
+            if t.kind != "find":
+                shown = _squash(prompt.replace(f"A: {t.choices[0]}", "").replace(f"B: {t.choices[1]}", ""))
+                assert t.answer_text.lower() not in {w.strip(".,;:!?'\"()[]-").lower() for w in shown.split()}, t

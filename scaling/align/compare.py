@@ -105,15 +105,23 @@ def kl_from(model: PreTrainedModel, reference: PreTrainedModel, replies: Sequenc
 
 
 def grade(tasks: Sequence[Task], replies: Sequence[str], ended: Sequence[bool], seed: int = 0) -> dict[str, Any]:
-    """Format rate and accuracy (with its bootstrap interval), overall and per task kind."""
+    """Format rate and accuracy (with its bootstrap interval), overall and per task kind, and each
+    task's correctness (``correct``, for the paired comparisons)."""
     fmt = [float(e and follows_format(t, r)) for t, r, e in zip(tasks, replies, ended, strict=True)]
     acc = [float(is_correct(t, r)) for t, r in zip(tasks, replies, strict=True)]
     n = max(1, len(tasks))
     out: dict[str, Any] = {"format_rate": sum(fmt) / n, "accuracy": sum(acc) / n,
-                           "accuracy_ci": list(bootstrap_ci(acc, seed=seed)), "n": len(tasks)}
+                           "accuracy_ci": list(bootstrap_ci(acc, seed=seed)), "n": len(tasks), "correct": acc}
     out["by_kind"] = {k: sum(a for a, t in zip(acc, tasks, strict=True) if t.kind == k)
                       / sum(1 for t in tasks if t.kind == k) for k in sorted({t.kind for t in tasks})}
     return out
+
+
+def accuracy_gain(row: dict[str, Any], over: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """``row``'s accuracy minus ``over``'s on the same held-out tasks, with a paired bootstrap 95%
+    interval (the two resampled together, task by task: the mean of per-task differences)."""
+    diff = [a - b for a, b in zip(row["correct"], over["correct"], strict=True)]
+    return {"over": over["stage"], "gain": sum(diff) / max(1, len(diff)), "ci": list(bootstrap_ci(diff, seed=seed))}
 
 
 def trivial_row(train: Sequence[Task], held_out: Sequence[Task], seed: int = 0) -> dict[str, Any]:
@@ -125,19 +133,30 @@ def trivial_row(train: Sequence[Task], held_out: Sequence[Task], seed: int = 0) 
 
 def learning_flags(rows: dict[str, dict[str, Any]], trivial: dict[str, Any] | None,
                    stages: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
-    """A stage that did not learn, with the reason: SFT accuracy not above the trivial baseline,
+    """A stage that did not learn, with the reason: SFT accuracy not above the trivial baseline
+    (where ``gain`` is in the row: its paired 95% interval not above 0),
     format rate not above the base model's or held-out answer loss not below it; a reward model (or the judge) whose held-out pairwise
     accuracy interval reaches down to chance (0.5); DPO's held-out loss still within 1% of ln 2;
     RL reward flat (the last quarter of steps no higher than the first); RLHF or DPO accuracy not
-    above SFT's."""
+    above SFT's (the same paired interval, where given)."""
     flags: list[dict[str, str]] = []
 
     def flag(stage: str, reason: str) -> None:
         flags.append({"stage": stage, "reason": reason})
 
+    def not_above(stage: str, row: dict[str, Any] | None, other: dict[str, Any] | None, name: str) -> None:
+        if not (row and other and row.get("accuracy") is not None):
+            return
+        gain = row.get("gain")
+        if gain and gain["over"] == other["stage"]:
+            if gain["ci"][0] <= 0:
+                flag(stage, f"held-out accuracy {row['accuracy']:.3f} not above {name} {other['accuracy']:.3f} "
+                            f"(gain {gain['gain']:+.3f}, paired 95% CI [{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}])")
+        elif row["accuracy"] <= other["accuracy"]:
+            flag(stage, f"held-out accuracy {row['accuracy']:.3f} not above {name} {other['accuracy']:.3f}")
+
     sft, base = rows.get("sft"), rows.get("base")
-    if sft and trivial and sft.get("accuracy") is not None and sft["accuracy"] <= trivial["accuracy"]:
-        flag("sft", f"held-out accuracy {sft['accuracy']:.3f} not above the trivial baseline's {trivial['accuracy']:.3f}")
+    not_above("sft", sft, trivial, "the trivial baseline's")
     if sft and base and sft.get("format_rate") is not None and sft["format_rate"] <= base["format_rate"]:
         flag("sft", f"format-following rate {sft['format_rate']:.3f} not above the base model's {base['format_rate']:.3f}")
     if sft and base and sft.get("completion_loss") is not None and not sft["completion_loss"] < base["completion_loss"]:
@@ -155,9 +174,7 @@ def learning_flags(rows: dict[str, dict[str, Any]], trivial: dict[str, Any] | No
         flag("rlhf", f"reward flat: {rl['reward_first']:+.4f} over the first quarter of steps, "
                      f"{rl['reward_last']:+.4f} over the last")
     for name in ("rlhf", "dpo"):
-        row = rows.get(name)
-        if row and sft and row.get("accuracy") is not None and row["accuracy"] <= sft["accuracy"]:
-            flag(name, f"held-out accuracy {row['accuracy']:.3f} not above SFT's {sft['accuracy']:.3f}")
+        not_above(name, rows.get(name), sft, "SFT's")
     return flags
 
 
@@ -227,7 +244,12 @@ def compare_stages(
         from scaling.store import read_jsonl
 
         results["rlhf"].update(reward_trend(read_jsonl(Path(results["rlhf"]["model"]).parent / "metrics.jsonl")))
+    for stage, over in (("sft", trivial), ("rlhf", rows.get("sft")), ("dpo", rows.get("sft"))):
+        if stage in rows and over is not None and "correct" in rows[stage]:
+            rows[stage]["gain"] = accuracy_gain(rows[stage], over, seed)
     flags = learning_flags(rows, trivial, results)
+    for row in [*rows.values(), *([trivial] if trivial else [])]:
+        row.pop("correct", None)
     for row in rows.values():
         row["learned"] = row["stage"] == "base" or not any(f["stage"] == row["stage"] for f in flags)
     examples = [{"prompt": _user_content(prompts[i]), "answer": answers[i],
@@ -250,11 +272,17 @@ def _ci(row: dict[str, Any]) -> str:
     return f"{row['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{row['accuracy']:.3f}"
 
 
+def _gain(row: dict[str, Any]) -> str:
+    g = row["gain"]
+    return f"{g['gain']:+.3f} vs {g['over']} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]"
+
+
 # (key, header, format) of the side-by-side table
 TABLE_COLUMNS: tuple[tuple[str, str, Any], ...] = (
     ("stage", "stage", "{}"),
     ("format_rate", "format rate", "{:.3f}"),
     ("accuracy", "accuracy [95% CI]", _ci),
+    ("gain", "accuracy gain [paired 95% CI]", _gain),
     ("judge_reward", "judge reward", "{:+.3f}"),
     ("kl_from_sft", "KL from SFT", "{:.3f}"),
     ("completion_loss", "answer loss", "{:.3f}"),

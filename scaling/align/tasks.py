@@ -7,20 +7,28 @@ document; the passages are shuffled with ``seed`` and dealt, one passage to one 
 disjoint splits: ``sft`` (supervised fine-tuning), ``pref`` (preference pairs for the reward model
 and DPO, and the prompts RL trains on), ``judge`` (pairs for a second reward model, disjoint from
 the first, that scores every stage in the comparison) and ``eval`` (held out from everything).
-Each passage becomes one of these tasks (kinds dealt round-robin):
+Each passage becomes one of these tasks (kinds dealt round-robin), every one a choice between two
+labelled options shown in the prompt, in a random order:
 
-* ``blank``: the passage with one word (of three letters or more) replaced by ``____``; the answer
-  is that word. The plausible wrong answer: another word of the same passage.
-* ``order``: the passage's two halves shown as A and B in a random order; the answer is the letter
-  of the half that comes first in the text. Wrong answer: the other letter.
-* ``source`` (only where the corpus has two documents or more): the passage and two document
-  names, its own and another one, in a random order; the answer is its document's name. Wrong
-  answer: the other name.
+* ``blank``: the passage with one word (three letters or more, not repeated in the passage)
+  replaced by ``____``; options: that word and a distractor.
+* ``find``: the passage; options: one of its words and a distractor ("which word is in it?").
+* ``next``: the passage without its last word; options: that word and a distractor.
+* ``order``: the passage's two halves as the options; which comes first in the text.
+* ``source`` (where the corpus has two documents or more): the passage; options: its document's
+  name and another document's.
+
+A distractor is a word of another passage drawn by word frequency (so it is no rarer than a right
+answer) that the passage does not contain, so the right and the wrong option are alike in
+everything but being right. The answer is the right option's label, ``A`` or ``B``, one token
+that the prompt shows at the start of a line exactly as the reply writes it (a reply that had to
+spell a word differently from the prompt's tokens, `` his`` against ``h`` ``is``, is a task the
+smallest models fail at before reading anything); the rejected reply of a preference pair is the
+other label.
 
 A prompt is one user turn (the chat template renders it); the answer is one assistant turn. A
 reply *follows the format* when the model ends its turn within the answer budget and the reply is
-of the task's form (one word; A or B; one of the two names); it is *correct* when it equals the
-answer (case and surrounding punctuation aside).
+one of the labels; it is *correct* when it is the right one (case and punctuation aside).
 """
 
 from __future__ import annotations
@@ -34,8 +42,8 @@ from typing import Any, Literal
 
 from scaling.errors import UsageError
 
-Kind = Literal["blank", "order", "source"]
-KINDS: tuple[str, ...] = ("blank", "order", "source")
+Kind = Literal["blank", "find", "next", "order", "source"]
+KINDS: tuple[str, ...] = ("blank", "find", "next", "order", "source")
 SPLITS: tuple[str, ...] = ("sft", "pref", "judge", "eval")
 BLANK = "____"
 _WORD = re.compile(r"\S+\s*")
@@ -68,16 +76,27 @@ class TaskOptions:
             raise UsageError(f"tasks.passage_words={self.passage_words}: need at least 8")
 
 
+LABELS: tuple[str, str] = ("A", "B")
+
+
 @dataclass(frozen=True)
 class Task:
-    """One instruction with its exact answer, a plausible wrong answer and, for choice tasks, the options."""
+    """One instruction with its exact answer (a label of ``options``), the wrong label, the
+    option texts in label order (``choices``) and the corpus text the task was cut from."""
 
     kind: str
     instruction: str
     answer: str
     wrong: str
-    options: tuple[str, ...] = ()
+    options: tuple[str, ...] = LABELS
+    choices: tuple[str, ...] = ()
     document: str = ""
+    text: str = ""
+
+    @property
+    def answer_text(self) -> str:
+        """The right option as text (the word, the part, the document name)."""
+        return self.choices[self.options.index(self.answer)] if self.choices else self.answer
 
     def prompt(self) -> list[dict[str, str]]:
         return [{"role": "user", "content": self.instruction}]
@@ -99,10 +118,8 @@ def normalize_answer(text: str) -> str:
 
 
 def follows_format(task: Task, reply: str) -> bool:
-    """The reply has the task's form (the caller checks that the turn ended)."""
+    """The reply is one of the task's labels (the caller checks that the turn ended)."""
     r = normalize_answer(reply)
-    if task.kind == "blank":
-        return bool(_CORE.fullmatch(r)) or (len(r) >= 1 and r.isalpha())
     return r in {normalize_answer(o) for o in task.options}
 
 
@@ -122,26 +139,75 @@ def _join(words: Sequence[str]) -> str:
     return "".join(words).strip()
 
 
-def _blank(words: list[str], rng: random.Random) -> tuple[str, str, str] | None:
-    cores = [(i, m) for i, w in enumerate(words) if (m := _CORE.search(w)) and len(m.group()) >= 3]
-    if len({m.group().lower() for _, m in cores}) < 2:
+def _cores(words: Sequence[str]) -> list[tuple[int, re.Match[str]]]:
+    """(position, match) of each word of three letters or more: the candidates for answers."""
+    return [(i, m) for i, w in enumerate(words) if (m := _CORE.search(w)) and len(m.group()) >= 3]
+
+
+def _distractor(words: Sequence[str], pool: Sequence[str], rng: random.Random) -> str | None:
+    """A word of the corpus (``pool``, one entry per occurrence) that the passage does not contain."""
+    present = {m.group().lower() for _, m in _cores(words)}
+    for _ in range(50):
+        w = rng.choice(pool)
+        if w.lower() not in present:
+            return w
+    return None
+
+
+def _labelled(right: str, wrong: str, rng: random.Random) -> tuple[str, str, tuple[str, str]]:
+    """(answer label, wrong label, option texts in label order), the right option placed at random."""
+    if rng.random() < 0.5:
+        return LABELS[0], LABELS[1], (right, wrong)
+    return LABELS[1], LABELS[0], (wrong, right)
+
+
+def _options_text(question: str, choices: Sequence[str]) -> str:
+    return question + "".join(f"\n{label}: {c}" for label, c in zip(LABELS, choices, strict=True))
+
+
+Made = tuple[str, str, str, tuple[str, ...], tuple[str, ...]]  # instruction, answer, wrong, labels, choices
+
+
+def _blank(words: list[str], pool: Sequence[str], rng: random.Random) -> Made | None:
+    cores = _cores(words)
+    unique = [(i, m) for i, m in cores if sum(c.group().lower() == m.group().lower() for _, c in cores) == 1]
+    wrong = _distractor(words, pool, rng) if unique else None
+    if wrong is None:
         return None
-    i, m = rng.choice(cores)
-    answer = m.group()
-    wrong = rng.choice([c.group() for _, c in cores if c.group().lower() != answer.lower()])
+    i, m = rng.choice(unique)  # a word the passage does not repeat: nothing else in it gives it away
     shown = list(words)
     shown[i] = words[i][: m.start()] + BLANK + words[i][m.end() :]
-    return f"Fill in the blank with the missing word.\n\n{_join(shown)}", answer, wrong
+    answer, other, choices = _labelled(m.group(), wrong, rng)
+    return f"{_join(shown)}\n\n" + _options_text("Which word fills the blank?", choices), answer, other, LABELS, choices
 
 
-def _order(words: list[str], rng: random.Random) -> tuple[str, str, str, tuple[str, ...]]:
+def _find(words: list[str], pool: Sequence[str], rng: random.Random) -> Made | None:
+    cores = _cores(words)
+    wrong = _distractor(words, pool, rng) if cores else None
+    if wrong is None:
+        return None
+    answer, other, choices = _labelled(rng.choice(cores)[1].group(), wrong, rng)
+    return (f"{_join(words)}\n\n" + _options_text("Which word is in the passage?", choices), answer, other,
+            LABELS, choices)
+
+
+def _next(words: list[str], pool: Sequence[str], rng: random.Random) -> Made | None:
+    m = _CORE.search(words[-1])
+    if m is None or len(m.group()) < 3 or any(c.group().lower() == m.group().lower() for _, c in _cores(words[:-1])):
+        return None  # too short, or shown earlier in the passage, which would give it away
+    wrong = _distractor(words, pool, rng)
+    if wrong is None:
+        return None
+    shown = (_join(words[:-1]) + " " + words[-1][: m.start()]).rstrip()
+    answer, other, choices = _labelled(m.group(), wrong, rng)
+    return _options_text("Which word comes next?", choices) + f"\n\n{shown}", answer, other, LABELS, choices
+
+
+def _order(words: list[str], rng: random.Random) -> Made:
     half = len(words) // 2
-    first, second = _join(words[:half]), _join(words[half:])
-    flip = rng.random() < 0.5
-    a, b = (second, first) if flip else (first, second)
-    answer = "B" if flip else "A"
-    return (f"Which part comes first in the text, A or B?\n\nA: {a}\n\nB: {b}", answer, "A" if flip else "B",
-            ("A", "B"))
+    answer, other, choices = _labelled(_join(words[:half]), _join(words[half:]), rng)
+    return (f"A: {choices[0]}\n\nB: {choices[1]}\n\nWhich part comes first in the text, A or B?", answer, other,
+            LABELS, choices)
 
 
 def display_name(name: str) -> str:
@@ -149,21 +215,19 @@ def display_name(name: str) -> str:
     return name.rsplit("/", 1)[-1].replace("_", " ").strip()
 
 
-def _source(words: list[str], doc: str, names: list[str], rng: random.Random) -> tuple[str, str, str, tuple[str, ...]]:
-    answer = display_name(doc)
-    wrong = rng.choice([n for n in names if n != answer])
-    options = (answer, wrong) if rng.random() < 0.5 else (wrong, answer)
-    return (f"Which text is this passage from: {options[0]} or {options[1]}?\n\n{_join(words)}", answer, wrong,
-            options)
+def _source(words: list[str], doc: str, names: list[str], rng: random.Random) -> Made:
+    own = display_name(doc)
+    answer, other, choices = _labelled(own, rng.choice([n for n in names if n != own]), rng)
+    return (f"{_join(words)}\n\n" + _options_text("Which text is this passage from?", choices), answer, other,
+            LABELS, choices)
 
 
-def _make(kind: str, words: list[str], doc: str, names: list[str], rng: random.Random) -> Task | None:
-    if kind == "blank":
-        made = _blank(words, rng)
-        return Task("blank", *made, document=doc) if made else None
-    if kind == "order":
-        return Task("order", *_order(words, rng), document=doc)
-    return Task("source", *_source(words, doc, names, rng), document=doc)
+def _make(kind: str, words: list[str], doc: str, names: list[str], pool: Sequence[str],
+          rng: random.Random) -> Task | None:
+    made = (_blank(words, pool, rng) if kind == "blank" else _find(words, pool, rng) if kind == "find"
+            else _next(words, pool, rng) if kind == "next" else _order(words, rng) if kind == "order"
+            else _source(words, doc, names, rng))
+    return Task(kind, *made, document=doc, text=_join(words)) if made else None
 
 
 def build_tasks(documents: Sequence[tuple[str, str]], opts: TaskOptions = TaskOptions(), seed: int = 0) -> dict[str, list[Task]]:
@@ -173,6 +237,8 @@ def build_tasks(documents: Sequence[tuple[str, str]], opts: TaskOptions = TaskOp
     if not kinds:
         raise UsageError("tasks.kinds=['source']: the corpus has one document; add 'blank' or 'order'")
     passages = [(name, w) for name, text in documents for w in _passages(text, opts.passage_words)]
+    # distractors drawn like answers, by word frequency: a wrong option is no rarer than a right one
+    pool = [m.group() for _, w in passages for _, m in _cores(w)]
     need = {s: getattr(opts, f"n_{s}") for s in SPLITS}
     rng = random.Random(seed)
     rng.shuffle(passages)
@@ -191,7 +257,7 @@ def build_tasks(documents: Sequence[tuple[str, str]], opts: TaskOptions = TaskOp
                 )
             kind = kinds[dealt % len(kinds)]
             dealt += 1
-            task = _make(kind, passage[1], passage[0], names, rng)
+            task = _make(kind, passage[1], passage[0], names, pool, rng)
             if task is not None:
                 out[split].append(task)
     return out
@@ -218,9 +284,9 @@ def corpus_documents(opts: TaskOptions) -> list[tuple[str, str]]:
 
 
 def trivial_answers(train: Sequence[Task]) -> dict[str, Any]:
-    """Per kind, the answer a model that ignores the passage does best with on ``train``: the most
-    frequent answer of open tasks; for choice tasks, the option *position* most often right
-    (the names change from task to task, the positions do not)."""
+    """Per kind, the answer a model that ignores the passage does best with on ``train``: for choice
+    tasks the label most often right (the option texts change from task to task, the labels do
+    not), for open ones (none built in today) the most frequent answer."""
     out: dict[str, Any] = {}
     for kind in {t.kind for t in train}:
         ts = [t for t in train if t.kind == kind]
