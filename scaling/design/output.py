@@ -1,0 +1,68 @@
+"""A design choice as a summary (what ``scaling design --json`` prints) and as a sweep spec file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scaling.design.prior import Prior
+from scaling.design.search import DesignChoice
+from scaling.design.space import Allowance, DesignPoints, Pricing, design_mapping, ladder
+from scaling.errors import UsageError
+from scaling.store import atomic_write_text
+from scaling.sweep.grid import expand
+from scaling.sweep.spec import SweepSpec, parse_spec
+
+
+def _grid(p: DesignPoints, widths: list[Any]) -> dict[str, Any]:
+    rows = []
+    for w in widths:
+        d = w.to_dict()
+        d["n_opt_ratio"] = math.exp(w.log_n_opt) if math.isfinite(w.log_n_opt) else math.nan
+        rows.append(d)
+    return {"grid": p.design.describe(), "label": p.design.label, "budgets": list(p.design.budgets),
+            "sizes": {f"{c:.6g}": [f"L{r.model_shape.layers} d{r.model_shape.hidden}" for r in p.runs if r.budget == c]
+                      for c in p.design.budgets},
+            "runs": len(p.runs), "cost": p.cost, "widths": rows}
+
+
+def design_summary(choice: DesignChoice, prior: Prior, allowance: Allowance, pricing: Pricing,
+                   target: float) -> dict[str, Any]:
+    """The chosen and plain grids with their costs and predicted widths (``n_opt_ratio``: hi/lo of N*)."""
+    return {"prior": prior.describe(), "allowance": allowance.describe(), "allowance_kind": allowance.kind,
+            "gpu": f"{pricing.gpu} MFU {pricing.mfu:g}", "timing_model": pricing.timing.to_dict() if pricing.timing else None,
+            "allowance_value": allowance.value, "target": target, "criterion": choice.criterion,
+            "considered": choice.considered, "chosen": _grid(choice.chosen, choice.chosen_widths),
+            "plain": _grid(choice.plain, choice.plain_widths)}
+
+
+def design_header(summary: dict[str, Any]) -> str:
+    """Comment lines for the written spec: how it was chosen and what it is predicted to give."""
+    c, p, pr = summary["chosen"], summary["plain"], summary["prior"]
+
+    def widths(g: dict[str, Any]) -> str:
+        return "; ".join(f"approach {w['approach']} N {w['count'].replace('_', '-')}: a +-{w['exponent_half_width']:.3f}, "
+                         f"N* hi/lo {w['n_opt_ratio']:.3g}x" for w in g["widths"])
+
+    lines = [
+        f"Designed by `scaling design` for {summary['allowance']}, target {summary['target']:.3g} FLOPs, "
+        f"criterion {summary['criterion']}.",
+        f"Prior {pr['law']} with noise sd {pr['sigma']:.3g} of log loss ({pr['sigma_source']}).",
+        f"This grid: {c['grid']}. Predicted 95% widths: {widths(c)}.",
+        f"Plain grid of the same allowance: {p['grid']}. Predicted: {widths(p)}.",
+    ]
+    return "".join(f"# {line}\n" for line in lines)
+
+
+def write_design(path: Path, base: SweepSpec, choice: DesignChoice, header: str, name: str | None = None) -> Path:
+    """Write the designed spec (``header`` + YAML), after checking it loads and expands as written."""
+    text = header + yaml.safe_dump(design_mapping(base, choice.chosen.design, ladder(base), name), sort_keys=False,
+                                   default_flow_style=None, width=120)
+    spec = parse_spec(text, str(path))
+    if len(expand(spec)) != len(choice.chosen.runs):
+        raise UsageError(f"{path}: the written spec expands to other runs than the design priced; report this")
+    atomic_write_text(path, text)
+    return path

@@ -1,0 +1,84 @@
+"""The prior a design is simulated under: a loss law ``L(N, D)`` and a run-to-run noise level.
+
+Losses are drawn as ``log L_obs = log L(N, D) + sigma eps``, ``eps ~ N(0, 1)`` independent per run,
+with N counted as the law counts it (``param_convention``). The law is a published one
+(:func:`scaling.laws.get_law`) or a pilot fit (``fit:STUDY/fit/approach3_<count>.json``); sigma is
+given, or read from a pilot study: its measured noise (``fit/noise.json``, the spread of repeated
+seeds) where it has one, else its approach-3 fit's robust residual scale
+(``1.4826 median |r|``), which also holds any lack of fit and so errs wide.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scaling.errors import UsageError
+from scaling.laws import FIT_PREFIX, Law, UnknownLawError, get_law
+from scaling.laws.base import has_loss
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A loss law, the count of N it takes, and the noise sd of ``log L`` per run."""
+
+    law: Law
+    sigma: float
+    name: str
+    sigma_source: str
+
+    @property
+    def param_convention(self) -> str:
+        return str(getattr(self.law, "param_convention", "total"))
+
+    def log_loss(self, params: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """``log L(N, D)`` with ``params`` counted as :attr:`param_convention`."""
+        return np.log(np.asarray(self.law.loss(np.asarray(params, float), np.asarray(tokens, float)), float))
+
+    def describe(self) -> dict[str, Any]:
+        return {"law": self.name, "param_convention": self.param_convention, "sigma": self.sigma,
+                "sigma_source": self.sigma_source}
+
+
+def _fit_noise(path: Path) -> tuple[float, str] | None:
+    """The noise of a pilot study: ``fit/noise.json`` (measured from repeated seeds), else the
+    approach-3 fit's residual scale."""
+    study = path.parent.parent if path.parent.name == "fit" else None
+    noise = study / "fit" / "noise.json" if study is not None else None
+    if noise is not None and noise.is_file():
+        d = json.loads(noise.read_text())
+        sigma = d.get("sigma_log_loss") if isinstance(d, dict) else None
+        if isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0:
+            return float(sigma), f"measured from repeated seeds ({noise})"
+    d = json.loads(path.read_text())
+    scale = (d.get("info") or {}).get("residual_scale")
+    if isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0:
+        return float(scale), f"residual scale of the pilot fit {path} (includes lack of fit)"
+    return None
+
+
+def load_prior(name: str, sigma: float | None = None) -> Prior:
+    """``name``: a published law or ``fit:PATH``; ``sigma``: the noise sd of log L (None: from the
+    pilot study, which a published law does not have)."""
+    try:
+        law = get_law(name)
+    except (UnknownLawError, FileNotFoundError, ValueError) as e:
+        raise UsageError(f"--prior: {e}") from None
+    if not has_loss(law):
+        raise UsageError(f"--prior {name}: the law gives an allocation only, no loss to simulate; "
+                         "use a parametric law (e.g. chinchilla) or fit:STUDY/fit/approach3_<count>.json")
+    if sigma is not None:
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise UsageError(f"--noise {sigma}: give the sd of log loss between runs, a positive number (e.g. 0.005)")
+        return Prior(law, float(sigma), name, "assumed (--noise)")
+    if name.startswith(FIT_PREFIX):
+        found = _fit_noise(Path(name[len(FIT_PREFIX):]))
+        if found is not None:
+            return Prior(law, found[0], name, found[1])
+    raise UsageError(f"--noise: the prior {name} carries no noise level; give --noise SIGMA "
+                     "(the sd of log loss between runs, e.g. 0.005)")

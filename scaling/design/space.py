@@ -1,0 +1,266 @@
+"""Designs of an IsoFLOP sweep, their runs and cost, and the family a search ranges over.
+
+A :class:`Design` is a set of budgets and, for each, a window of sizes from the spec's ladder
+(``grid.sizes``), written as an ``isoflop`` grid with ``sizes_per_budget``. Its runs are exactly
+those :func:`scaling.sweep.grid.expand` gives that spec (whole batches, the spec's batch and LR
+rules), so its cost is the sweep planner's: FLOPs under ``train.flops_convention``; seconds on this
+machine from a :class:`~scaling.timing.TimingModel` packed onto the sweep's parallel slots
+(:func:`scaling.timing.pack`, as ``scaling sweep plan`` estimates); or GPU-hours at a GPU's peak and
+an MFU (:func:`scaling.hardware.gpu_hours` of the runs' matmul FLOPs).
+
+The family: ``n`` budgets spaced ``ratio`` apart, for each the ``k`` ladder sizes (every
+``stride``-th) centred on the ladder size the prior puts lowest at that budget, and the largest top
+budget (on a grid of quarter-octaves below the target) whose cost fits the allowance.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from scaling.design.prior import Prior
+from scaling.errors import UsageError
+from scaling.flops import flops_per_token
+from scaling.hardware import DEFAULT_MFU, get_gpu, gpu_hours
+from scaling.runspec import RunSpec
+from scaling.shapes import ModelShape
+from scaling.sweep.grid import batch_tokens_for, expand, resolve_size
+from scaling.sweep.spec import ShapeSize, SweepSpec
+from scaling.timing import TimingModel, pack
+
+UNITS = {"flops": "FLOPs", "seconds": "s", "gpu_hours": "GPU-hours"}
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """What the sweep may spend: ``value`` in ``kind`` (``flops``, ``seconds`` on this machine, ``gpu_hours``)."""
+
+    kind: str
+    value: float
+
+    def describe(self) -> str:
+        if self.kind == "seconds":
+            return f"{self.value / 60:.3g} min on this machine"
+        return f"{self.value:.3g} {UNITS[self.kind]}"
+
+
+_ALLOWANCE = re.compile(r"^\s*([0-9.]+(?:e[+-]?[0-9]+)?)\s*(flops?|min|m|s|h|gpuh|gpu-hours?)?\s*$", re.IGNORECASE)
+
+
+def parse_allowance(text: str) -> Allowance:
+    """``4e12`` or ``4e12flops`` (FLOPs), ``12min`` / ``90s`` / ``1h`` (wall time here), ``200gpuh``."""
+    m = _ALLOWANCE.match(str(text))
+    value = float(m.group(1)) if m else math.nan
+    if not m or not (math.isfinite(value) and value > 0):
+        raise UsageError(f"--allowance {text!r}: give FLOPs (4e12), minutes on this machine (12min) or GPU-hours (200gpuh)")
+    unit = (m.group(2) or "flops").lower()
+    if unit.startswith("flop"):
+        return Allowance("flops", value)
+    if unit.startswith("gpu"):
+        return Allowance("gpu_hours", value)
+    return Allowance("seconds", value * {"min": 60.0, "m": 60.0, "s": 1.0, "h": 3600.0}[unit])
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """How a design's runs are costed: the timing model and parallel slots for wall time here,
+    the GPU and MFU for GPU-hours."""
+
+    timing: TimingModel | None = None
+    slots: int = 1
+    gpu: str = "h100"
+    mfu: float = DEFAULT_MFU
+
+    def cost(self, runs: Sequence[RunSpec]) -> dict[str, float | None]:
+        flops = float(sum(r.flops() for r in runs))
+        matmul = float(sum(r.steps * r.batch_tokens * flops_per_token(r.model_shape, "matmul") for r in runs))
+        seconds = pack([self.timing.run_seconds(r) for r in runs], self.slots) if self.timing is not None else None
+        return {"flops": flops, "seconds": seconds, "gpu_hours": gpu_hours(matmul, get_gpu(self.gpu), self.mfu)}
+
+    def spent(self, runs: Sequence[RunSpec], allowance: Allowance) -> float:
+        value = self.cost(runs)[allowance.kind]
+        if value is None:
+            raise UsageError("--allowance in minutes needs this machine's timing model; give FLOPs or GPU-hours instead")
+        return float(value)
+
+
+@dataclass(frozen=True)
+class Design:
+    """Budgets (ascending) and, for each, the ladder indices of its sizes."""
+
+    budgets: tuple[float, ...]
+    sizes: tuple[tuple[int, ...], ...]
+    label: str = ""
+
+    def describe(self) -> str:
+        k = sorted({len(s) for s in self.sizes})
+        span = self.budgets[-1] / self.budgets[0]
+        return (f"{len(self.budgets)} budgets {self.budgets[0]:.3g}..{self.budgets[-1]:.3g} ({span:.3g}x), "
+                f"{'/'.join(map(str, k))} sizes each, {sum(len(s) for s in self.sizes)} runs")
+
+
+@dataclass(frozen=True, eq=False)
+class DesignPoints:
+    """A design's runs as arrays: budget, N (total and non-embedding), D, and their cost."""
+
+    design: Design
+    spec: SweepSpec
+    runs: tuple[RunSpec, ...]
+    cost: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def budget(self) -> np.ndarray:
+        return np.array([float(r.budget or 0.0) for r in self.runs])
+
+    def params(self, count: str) -> np.ndarray:
+        return np.array([float(r.non_embedding_params if count == "non_embedding" else r.params) for r in self.runs])
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return np.array([float(r.steps * r.batch_tokens) for r in self.runs])
+
+    @property
+    def flops(self) -> np.ndarray:
+        return np.array([r.flops() for r in self.runs])
+
+
+def ladder(base: SweepSpec) -> list[ModelShape]:
+    """The sizes the spec names (``grid.sizes``, or every size of ``grid.sizes_per_budget``) as
+    shapes, ascending in N as ``model.count`` counts it."""
+    g = base.grid
+    named: list[tuple[Any, str]] = []
+    if g.kind == "isoflop" and g.sizes:
+        named = [(x, base.where("grid", "sizes", i)) for i, x in enumerate(g.sizes)]
+    elif g.kind == "isoflop" and g.sizes_per_budget:
+        named = [(x, base.where("grid", "sizes_per_budget", c, i)) for c, xs in g.sizes_per_budget.items() for i, x in enumerate(xs)]
+    shapes = {resolve_size(x, base.model, where) for x, where in named}
+    if len(shapes) < 3:
+        raise UsageError(f"{base.where('grid')}: a design needs an isoflop grid whose grid.sizes lists a ladder of "
+                         "3 or more sizes to choose from (e.g. sweeps/quickstart.yaml)")
+    return sorted(shapes, key=lambda s: (s.count(base.model.count), s.layers))
+
+
+def design_mapping(base: SweepSpec, design: Design, shapes: Sequence[ModelShape], name: str | None = None) -> dict[str, Any]:
+    """The spec as written: ``base`` as its file gave it, the grid replaced by the design
+    (``isoflop`` with ``sizes_per_budget``; each shape one object, so YAML writes it once and
+    aliases it after)."""
+    d = base.model_dump(mode="json", exclude_unset=True)
+    objs = {i: ShapeSize(layers=shapes[i].layers, hidden=shapes[i].hidden, heads=shapes[i].heads,
+                         kv_heads=shapes[i].kv_heads, ffn=shapes[i].ffn).model_dump(mode="json", exclude_none=True)
+            for idx in design.sizes for i in idx}
+    per_budget = {float(c): [objs[i] for i in idx] for c, idx in zip(design.budgets, design.sizes, strict=True)}
+    d["grid"] = {"kind": "isoflop", "budgets": [float(c) for c in design.budgets], "sizes_per_budget": per_budget}
+    if name:
+        d["name"] = name
+    return d
+
+
+def design_spec(base: SweepSpec, design: Design, shapes: Sequence[ModelShape], name: str | None = None) -> SweepSpec:
+    """``base`` with its grid replaced by the design (:func:`design_mapping`), validated."""
+    return SweepSpec.model_validate(design_mapping(base, design, shapes, name))
+
+
+def points(base: SweepSpec, design: Design, shapes: Sequence[ModelShape], pricing: Pricing) -> DesignPoints:
+    spec = design_spec(base, design, shapes)
+    runs = tuple(expand(spec))
+    return DesignPoints(design, spec, runs, pricing.cost(runs))
+
+
+def prior_best(prior: Prior, shapes: Sequence[ModelShape], budget: float, convention: str) -> int:
+    """The ladder index with the lowest prior loss at ``budget`` (D = C / FLOPs per token)."""
+    n = np.array([s.count(prior.param_convention) for s in shapes], float)
+    d = np.array([budget / flops_per_token(s, convention) for s in shapes])
+    return int(np.argmin(prior.log_loss(n, d)))
+
+
+def window(centre: int, k: int, stride: int, size: int) -> tuple[int, ...] | None:
+    """``k`` ladder indices ``stride`` apart around ``centre``, moved inward to fit the ladder;
+    None when ``centre`` would be at the window's edge (no interior minimum to find)."""
+    span = (k - 1) * stride
+    lo = centre - (k // 2) * stride
+    lo = max(0, min(lo, size - 1 - span))
+    idx = tuple(range(lo, lo + span + 1, stride))
+    if lo < 0 or idx[-1] >= size or not (idx[0] < centre < idx[-1]):
+        return None
+    return idx
+
+
+def _steps(base: SweepSpec, shape: ModelShape, budget: float) -> float:
+    """Optimizer steps of a run of ``shape`` at ``budget`` (as :func:`~scaling.sweep.grid.expand` counts them)."""
+    tokens = budget / flops_per_token(shape, base.train.flops_convention)
+    return tokens / batch_tokens_for(base.train.batch, shape, tokens)
+
+
+def _design(base: SweepSpec, prior: Prior, shapes: Sequence[ModelShape], top: float, n: int, ratio: float,
+            k: int, stride: int, min_steps: float = 0.0) -> Design | None:
+    """``n`` budgets up to ``top``; each the window of ``k`` sizes around the prior's best, less
+    the sizes whose runs would take fewer than ``min_steps`` steps (None if that leaves fewer than
+    ``min(k, 5)`` sizes or the best at an edge)."""
+    budgets = tuple(top / ratio ** (n - 1 - i) for i in range(n))
+    conv = base.train.flops_convention
+    sizes = []
+    for c in budgets:
+        best = prior_best(prior, shapes, c, conv)
+        idx = window(best, k, stride, len(shapes))
+        if idx is None:
+            return None
+        idx = tuple(i for i in idx if _steps(base, shapes[i], c) >= min_steps)
+        if len(idx) < min(k, 5) or not idx[0] < best < idx[-1]:
+            return None
+        sizes.append(idx)
+    return Design(budgets, tuple(sizes), f"{n}x{k} ratio {ratio:g} stride {stride}" + (f" min {min_steps:g} steps" if min_steps else ""))
+
+
+def _affordable(base: SweepSpec, prior: Prior, shapes: Sequence[ModelShape], allowance: Allowance, pricing: Pricing,
+                ceiling: float, n: int, ratio: float, k: int, stride: int, min_steps: float = 0.0) -> DesignPoints | None:
+    """The design of this shape with the largest top budget ``ceiling / 2^(j/4)`` that fits."""
+    best: DesignPoints | None = None
+    for j in range(0, 81):  # down 20 octaves at most; cost falls with the top budget
+        d = _design(base, prior, shapes, ceiling * 2 ** (-j / 4), n, ratio, k, stride, min_steps)
+        if d is None:
+            continue
+        try:
+            p = points(base, d, shapes, pricing)
+        except UsageError:  # a run below one batch: smaller budgets only get worse
+            break
+        if pricing.spent(p.runs, allowance) <= allowance.value:
+            best = p
+            break
+    return best
+
+
+def candidate_designs(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, ceiling: float, *,
+                      n_budgets: Sequence[int] = (3, 4, 5, 6, 7, 8), ratios: Sequence[float] = (2.0, 4.0),
+                      ks: Sequence[int] = (3, 5, 7), strides: Sequence[int] = (1, 2),
+                      min_steps: float = 0.0) -> list[DesignPoints]:
+    """Every affordable member of the family (module docstring), top budget at most ``ceiling``."""
+    shapes = ladder(base)
+    out = []
+    for n in n_budgets:
+        for ratio in ratios:
+            for k in ks:
+                for stride in strides:
+                    p = _affordable(base, prior, shapes, allowance, pricing, ceiling, n, ratio, k, stride, min_steps)
+                    if p is not None:
+                        out.append(p)
+    return out
+
+
+def plain_design(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, ceiling: float,
+                 min_steps: float = 0.0) -> DesignPoints:
+    """The standard grid of the same allowance: 4 budgets 2x apart, 5 consecutive ladder sizes each."""
+    p = _affordable(base, prior, ladder(base), allowance, pricing, ceiling, 4, 2.0, 5, 1, min_steps)
+    if p is None:
+        raise UsageError(f"--allowance {allowance.describe()}: not even a 4x5 grid fits it on this ladder; "
+                         "raise the allowance or add sizes to grid.sizes")
+    return p
+
+
+def design_points(base: SweepSpec, design: Design, pricing: Pricing) -> DesignPoints:
+    """The runs and cost of a given design on ``base``'s ladder."""
+    return points(base, design, ladder(base), pricing)
