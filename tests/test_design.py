@@ -177,3 +177,16 @@ def test_spec_without_a_ladder_is_refused(tmp_path, cli):
     r = cli("design", str(spec), "--allowance", "2e12", "--target", "1e12", "--prior", "chinchilla", "--noise", "0.01")
     assert r.returncode == 2
     assert "grid" in r.stderr and "ladder" in r.stderr
+
+
+def test_design_imports_no_torch_submitit_or_plotly():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import sys, scaling.design, scaling.commands.design\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'submitit', 'plotly', 'transformers'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}).stdout
+    assert out.strip() == "[]"
