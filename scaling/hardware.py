@@ -6,11 +6,16 @@ reached by dense training). The default MFU, 0.40, is what large dense runs repo
 reached 38-43% on H100s (Llama Team 2024, Table 4), Megatron-LM up to ~47% on H100s.
 Example: 3.8e25 FLOPs at 40% MFU on H100 SXM = 26.7M GPU-hours, $53M at $2/GPU-hour, 68 days
 on 16,384 GPUs.
+
+Once runs have trained, their measured MFU replaces the assumption: :func:`achieved_mfu` of each
+finished run, and :func:`fit_mfu` over them (MFU grows with model size: small models leave the
+tensor cores idle more of the time), read at the size of each run still to train.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 DEFAULT_MFU = 0.40
@@ -109,3 +114,47 @@ def cost_usd(hours: float, price_per_gpu_hour: float) -> float:
     if not (price_per_gpu_hour > 0 and math.isfinite(price_per_gpu_hour)):
         raise ValueError(f"price={price_per_gpu_hour!r}: must be a positive USD per GPU-hour")
     return float(hours) * float(price_per_gpu_hour)
+
+
+def achieved_mfu(tokens_per_s: float, flops_per_token: float, gpus: int, peak_flops_per_gpu: float) -> float:
+    """``tokens/s x FLOPs per token / (GPUs x peak)``: the utilisation a run measured (PaLM,
+    Chowdhery et al. 2022, Appendix B: model FLOPs, whatever recomputation adds)."""
+    if not (tokens_per_s > 0 and flops_per_token > 0 and gpus >= 1 and peak_flops_per_gpu > 0):
+        raise ValueError(f"achieved_mfu: positive tokens/s, FLOPs per token, GPUs and peak needed, got "
+                         f"{tokens_per_s!r}, {flops_per_token!r}, {gpus!r}, {peak_flops_per_gpu!r}")
+    return tokens_per_s * flops_per_token / (gpus * peak_flops_per_gpu)
+
+
+@dataclass(frozen=True)
+class MfuFit:
+    """MFU against model size from finished runs: ``ln mfu = log_a + b ln N``, read only inside
+    the sizes measured (a size outside reads the nearest measured one: no extrapolation)."""
+
+    log_a: float
+    b: float
+    n_lo: float
+    n_hi: float
+    runs: int
+
+    def at(self, n: float) -> float:
+        n = min(max(float(n), self.n_lo), self.n_hi)
+        return min(1.0, math.exp(self.log_a + self.b * math.log(n)))
+
+    def describe(self) -> str:
+        lo, hi = sorted((self.at(self.n_lo), self.at(self.n_hi)))
+        span = f"{lo:.2f}" if round(lo, 2) == round(hi, 2) else f"{lo:.2f}-{hi:.2f} by size"
+        return f"measured MFU {span} ({self.runs} finished run{'s' if self.runs != 1 else ''})"
+
+
+def fit_mfu(points: Sequence[tuple[float, float]]) -> MfuFit:
+    """Least squares of ``ln mfu`` on ``ln N`` over ``(N, mfu)`` of finished runs; one size: its
+    mean (``b = 0``)."""
+    pts = [(math.log(n), math.log(m)) for n, m in points if n > 0 and 0 < m <= 1]
+    if not pts:
+        raise ValueError("fit_mfu: no (N, mfu) point with N > 0 and 0 < mfu <= 1")
+    k = len(pts)
+    mx, my = sum(x for x, _ in pts) / k, sum(y for _, y in pts) / k
+    var = sum((x - mx) ** 2 for x, _ in pts)
+    b = sum((x - mx) * (y - my) for x, y in pts) / var if var > 0 else 0.0
+    return MfuFit(log_a=my - b * mx, b=b, n_lo=math.exp(min(x for x, _ in pts)), n_hi=math.exp(max(x for x, _ in pts)),
+                  runs=k)
