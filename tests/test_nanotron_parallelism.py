@@ -113,11 +113,12 @@ def test_describe_for_sweep_plan():
     assert (cols["micro_batch"], cols["accum"], cols["gpu_hours"]) == (d["micro_batch"], d["accumulation"], d["gpu_hours"])
     assert d["dp"] * d["micro_batch"] * d["accumulation"] == 64
     assert d["steps"] == 153
-    # GPU-hours = matmul FLOPs / (peak x MFU): H100 989.4 TFLOP/s dense BF16
+    # GPU-hours = matmul FLOPs / (peak x MFU): H100 989.4 TFLOP/s dense BF16, the planner's default MFU
     from scaling.flops import training_flops
+    from scaling.hardware import DEFAULT_MFU
 
     work = training_flops(spec().model_shape, 153 * 65536, "matmul")
-    assert d["gpu_hours"] == pytest.approx(work / (989.4e12 * 0.35) / 3600)
+    assert d["gpu_hours"] == pytest.approx(work / (989.4e12 * DEFAULT_MFU) / 3600) and d["mfu"] == DEFAULT_MFU
     assert d["memory_gib"] == pytest.approx(plan_for(spec()).memory.total / GIB, abs=0.01)
     assert NanotronBackend().estimate_seconds(spec()) == pytest.approx(d["hours"] * 3600)
 

@@ -19,6 +19,8 @@ and the entry point need them, and they say what is missing.
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,54 @@ class NanotronBackend:
 
     def __init__(self) -> None:
         self._cache_dir: str | None = None  # set by prepare(): where the sweep keeps prepared data
+        self._mfu: Any = None  # set by calibrate(): scaling.hardware.MfuFit of the study's finished runs
+        self._fixed_s = 0.0  # set by calibrate(): a run's seconds outside its steps, as measured
+
+    # ---- estimates: the assumed MFU, then the study's measured one ---------------------------------
+    def calibrate(self, finished: Iterable[tuple[RunSpec, Mapping[str, Any]]]) -> None:
+        """Estimate from now on with the MFU that ``finished`` runs (spec, ``result.json``) measured,
+        fitted against model size (:func:`scaling.hardware.fit_mfu`), plus their median seconds
+        outside the steps (start, data, evaluation, checkpoints, conversion); runs without a
+        measurement (another backend's, none logged) are left out."""
+        from scaling.hardware import fit_mfu
+
+        measured = [m for m in (self.measured(s, r) for s, r in finished) if m is not None]
+        self._mfu = fit_mfu([(m["params"], m["mfu"]) for m in measured]) if measured else None
+        self._fixed_s = statistics.median(m["fixed_s"] for m in measured) if measured else 0.0
+
+    @staticmethod
+    def measured(spec: RunSpec, result: Mapping[str, Any]) -> dict[str, float] | None:
+        """What a finished run measured: ``mfu`` = its median tokens/s x matmul FLOPs per token /
+        (GPUs x peak), the convention of ``assumed_mfu`` and of the runs' logged ``mfu``, and
+        ``fixed_s`` = its wall time less its tokens at that rate; ``None`` without tokens/s."""
+        from scaling.backends.nanotron.config import options_of
+        from scaling.flops import flops_per_token
+        from scaling.hardware import achieved_mfu
+
+        tps, wall, tokens = (result.get(k) for k in ("tokens_per_s", "wall_time", "tokens"))
+        if result.get("backend") != "nanotron" or not isinstance(tps, int | float) or tps <= 0:
+            return None
+        try:
+            opts = options_of(spec)
+            peak = peak_flops_per_gpu(opts)
+        except UsageError:
+            return None
+        mfu = achieved_mfu(float(tps), flops_per_token(spec.model_shape, "matmul"), opts.gpus, peak)
+        steps_s = float(tokens or spec.tokens) / float(tps)
+        fixed = max(0.0, float(wall) - steps_s) if isinstance(wall, int | float) else 0.0
+        return {"params": float(spec.params), "mfu": mfu, "fixed_s": fixed}
+
+    @property
+    def estimate_basis(self) -> str:
+        """Which MFU the GPU-hours use, in words (``sweep plan`` prints it)."""
+        if self._mfu is None:
+            return "GPU-hours at the assumed MFU (backend_options.assumed_mfu)"
+        return f"GPU-hours at the {self._mfu.describe()} + {self._fixed_s / 60:.1f} min a run outside its steps"
+
+    def _mfu_of(self, spec: RunSpec, opts: Any) -> tuple[float, str]:
+        if self._mfu is None:
+            return opts.assumed_mfu, "assumed"
+        return self._mfu.at(spec.params), "measured"
 
     # ---- planning (no GPU needed) --------------------------------------------------------------
     def describe(self, spec: RunSpec) -> dict[str, Any]:
@@ -71,21 +121,26 @@ class NanotronBackend:
             "accum": d["accumulation"],
             "recompute": d["recompute"],
             "mem_gib": round(d["memory_gib"], 1),
+            "mfu": f"{d['mfu']:.2f} {d['mfu_source']}",
             "gpu_hours": d["gpu_hours"],
         }
 
     def details(self, spec: RunSpec) -> dict[str, Any]:
-        """Parallelism, batch split, memory breakdown, GPU-hours and wall hours of one run."""
+        """Parallelism, batch split, memory breakdown, MFU (assumed, or measured once :meth:`calibrate`
+        had finished runs), GPU-hours ``matmul FLOPs / (peak x MFU)`` plus the measured seconds
+        outside the steps on every GPU, and wall hours of one run."""
         from scaling.backends.nanotron.config import lr_schedule, options_of, plan_for
         from scaling.flops import training_flops
+        from scaling.hardware import GPU, gpu_hours as hours_of
 
         opts = options_of(spec)
         plan = plan_for(spec, opts)
         lr_schedule(spec)  # validates the schedule against the step count
-        peak = peak_flops_per_gpu(opts)
+        gpu = GPU(opts.gpu, peak_flops_per_gpu(opts), "backend_options")
         tokens = spec.steps * spec.batch_tokens
         work = training_flops(spec.model_shape, tokens, "matmul")  # the matmuls the GPUs really do
-        gpu_hours = work / (peak * opts.assumed_mfu) / 3600
+        mfu, source = self._mfu_of(spec, opts)
+        gpu_hours = hours_of(work, gpu, mfu) + self._fixed_s * plan.gpus / 3600
         return {
             **plan.to_dict(),
             "gpu": opts.gpu,
@@ -95,6 +150,8 @@ class NanotronBackend:
             "batch_sequences": spec.batch_size,
             "memory_gib": plan.memory.total_gib,
             "assumed_mfu": opts.assumed_mfu,
+            "mfu": mfu,
+            "mfu_source": source,
             "gpu_hours": gpu_hours,
             "hours": gpu_hours / plan.gpus,
             "nanotron_commit": NANOTRON_COMMIT,

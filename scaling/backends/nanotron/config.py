@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scaling.errors import UsageError, one_line
+from scaling.hardware import DEFAULT_MFU
 from scaling.runspec import RunSpec
 from scaling.shapes import ModelShape
 
@@ -49,7 +50,8 @@ class NanotronOptions(BaseModel):
     gpu: str = "H100"
     gpu_memory_gb: float = Field(default=80.0, gt=0)
     peak_tflops: float | None = Field(default=None, gt=0, description="bf16 dense peak per GPU; default by gpu")
-    assumed_mfu: float = Field(default=0.35, gt=0, le=1, description="for GPU-hour estimates")
+    assumed_mfu: float = Field(default=DEFAULT_MFU, gt=0, le=1,
+                               description="for GPU-hour estimates until runs of the study have measured theirs")
     tp: int | None = Field(default=None, ge=1)
     pp: int | None = Field(default=None, ge=1)
     dp: int | None = Field(default=None, ge=1)
