@@ -143,9 +143,15 @@ def eta_seconds(pending_s: Sequence[float], running_left_s: Sequence[float], slo
     return pack([s * factor for s in pending_s], slots, busy=[max(0.0, s * factor) for s in running_left_s])
 
 
-def run_estimates(backend: Any, specs: Sequence[RunSpec], threads: int) -> tuple[list[float | None], TimingModel | None]:
+def run_estimates(backend: Any, specs: Sequence[RunSpec], threads: int,
+                  finished: Sequence[tuple[RunSpec, dict[str, Any]]] = ()) -> tuple[list[float | None], TimingModel | None]:  # fmt: skip
     """Each run's estimated seconds and the model behind them: the backend's ``timing_model(specs,
-    threads)`` where it has one (measured), else its ``estimate_seconds(spec)`` (``None``: unknown)."""
+    threads)`` where it has one (measured), else its ``estimate_seconds(spec)`` (``None``: unknown).
+    A backend with ``calibrate(finished)`` first learns from the study's ``finished`` runs (spec,
+    ``result.json``), e.g. Nanotron their measured MFU."""
+    calibrate = getattr(backend, "calibrate", None)
+    if callable(calibrate):
+        calibrate(finished)
     make = getattr(backend, "timing_model", None)
     if callable(make) and specs:
         model = make(list(specs), threads)

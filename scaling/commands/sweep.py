@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="sweep YAML (e.g. sweeps/quickstart.yaml)")
     p.add_argument("--max-parallel", type=int, default=None, help="runs at once, for the wall-time estimate")
     _gpu_flags(p)
+    p.add_argument("--study", default=None, metavar="DIR",
+                   help="a study folder with finished runs to estimate from (nanotron: their measured MFU)")
     add_json_flag(p)
 
     def launch_opts(q: argparse.ArgumentParser) -> None:
@@ -84,7 +86,7 @@ def _plan(args: argparse.Namespace) -> int:
     from scaling.sweep import plan_table
 
     _positive("--max-parallel", args.max_parallel)
-    table = plan_table(args.spec, max_parallel=args.max_parallel, **_gpu_kwargs(args))
+    table = plan_table(args.spec, max_parallel=args.max_parallel, study=args.study, **_gpu_kwargs(args))
     if args.json:
         emit_json(table)
         return 0
@@ -115,6 +117,8 @@ def _plan(args: argparse.Namespace) -> int:
                           for g in pl["gpus"])
         con.print(f"placement: {pl['runs_per_gpu']} run(s) at a time on each of {len(pl['gpus'])} GPU(s) [{cards}] "
                   f"(GPUs from {pl['source']}; runs_per_gpu {pl['runs_per_gpu_why']}); each run sees only its GPU")
+    if table.get("estimate_basis"):
+        con.print(table["estimate_basis"] + (f" of {args.study}" if table.get("calibrated_on") else ""))
     tm = table.get("timing_model")
     if tm:
         con.print(f"timing model ({tm['source']}, cached per machine): {tm['step_overhead_s'] * 1e3:.1f} ms a step + "

@@ -308,13 +308,14 @@ def place(seconds: Sequence[float], plan: GpuPlan) -> tuple[list[int], float]:
     return where, end
 
 
-def gpu_estimates(backend: Any, specs: Sequence[RunSpec], threads: int,
-                  plan: GpuPlan | None) -> tuple[list[float | None], TimingModel | None]:
-    """Each run's seconds and the model behind them (:func:`scaling.timing.run_estimates`). On a
+def gpu_estimates(backend: Any, specs: Sequence[RunSpec], threads: int, plan: GpuPlan | None,
+                  finished: Sequence[tuple[RunSpec, dict[str, Any]]] = ()) -> tuple[list[float | None], TimingModel | None]:  # fmt: skip
+    """Each run's seconds and the model behind them (:func:`scaling.timing.run_estimates`, which
+    calibrates a backend on the study's ``finished`` runs). On a
     GPU plan: the backend's measured model (its probe ran on this machine's GPU) shared among
     ``runs_per_gpu`` (:func:`shared_model`); else the backend's own estimates; else the assumed
     model (:func:`assumed_model`), shared likewise."""
-    ests, model = run_estimates(backend, specs, threads) if backend is not None else ([None] * len(specs), None)
+    ests, model = run_estimates(backend, specs, threads, finished) if backend is not None else ([None] * len(specs), None)
     if plan is None or (model is None and specs and all(e is not None for e in ests)):
         return ests, model
     model = model or assumed_model(plan)

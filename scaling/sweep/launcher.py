@@ -32,6 +32,7 @@ from scaling.sweep.grid import expand
 from scaling.sweep.jobs import Handle, adopt, squeue_ids
 from scaling.sweep.lock import RunLock, SweepLock, pid_alive
 from scaling.sweep.progress import Progress, ProgressArg, ProgressMeter, progress_fn
+from scaling.sweep.plan import finished_runs
 from scaling.sweep.spec import SweepSpec, load_spec
 from scaling.sweep.task import RunTask
 
@@ -149,7 +150,9 @@ class _Launch:
         backend = backend_class(self.spec.backend)()
         if hasattr(backend, "prepare"):
             backend.prepare([self.by_id[i] for i in self.todo], str(self.cache_dir))
-        ests, model = gpu_estimates(backend, [self.by_id[i] for i in self.todo], self.threads, self.gpu)
+        # a backend that learns from finished runs (Nanotron: their measured MFU) reads this study's
+        finished = finished_runs(self.out) if hasattr(backend, "calibrate") else []
+        ests, model = gpu_estimates(backend, [self.by_id[i] for i in self.todo], self.threads, self.gpu, finished)
         self.meter.use_estimates(dict(zip(self.todo, ests, strict=True)), model.startup_s if model else 0.0, self.par)
         self.ex = Executor(self.kind, self.out / SUBMITIT / "%j", self.settings, self.threads, backend)
         slurm = any(self.store.run(r).read_status().get("slurm_job") for r in self.todo)

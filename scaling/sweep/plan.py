@@ -7,13 +7,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scaling.errors import UsageError
+from scaling.runspec import RunSpec
+from scaling.store import CorruptFileError, SweepStore
 from scaling.sweep.grid import expand
 from scaling.sweep.spec import SweepSpec, load_spec
 from scaling.timing import pack
 
 
+def finished_runs(study: str | Path) -> list[tuple[RunSpec, dict[str, Any]]]:
+    """``(spec, result.json)`` of every finished run of a study folder (none for a folder without runs)."""
+    out = []
+    for rd in SweepStore(study).runs():
+        result = rd.read_result_or_none()
+        with contextlib.suppress(CorruptFileError, ValueError):  # a damaged spec: the run tells nothing
+            spec = rd.read_spec() if result is not None else None
+            if spec is not None:
+                out.append((RunSpec.from_json_dict(spec), result))
+    return out
+
+
 def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gpus: Sequence[int] | None = None,
-               runs_per_gpu: int | str | None = None) -> dict[str, Any]:
+               runs_per_gpu: int | str | None = None, study: str | Path | None = None) -> dict[str, Any]:
     """One row per run (N, non-embedding N, D, FLOPs, D/N, batch, LR, estimated seconds, and the
     backend's ``describe(spec)`` columns where it has one), plus totals and a wall-time estimate.
 
@@ -22,6 +37,8 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gp
     in launch order. A local sweep on GPUs (:mod:`scaling.sweep.gpus`; ``gpus``/``runs_per_gpu``
     override the spec's) shows its ``placement``, each run's ``gpu`` and a wall time of the runs
     in parallel per GPU, from the backend's measured timing model (or the assumed MFU of the card).
+    Estimates are calibrated on the finished runs of ``study`` where given (Nanotron: their
+    measured MFU); ``estimate_basis`` says what the backend estimated from.
     """
     from scaling.backends.base import backend_class
     from scaling.sweep.executors import cores, parallelism
@@ -34,10 +51,16 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gp
         backend = backend_class(spec.backend)()
     describe = getattr(backend, "describe", None)
     kind = spec.executor.kind
+    if study is not None and not (Path(study) / SweepStore.RUNS).is_dir():
+        raise UsageError(f"study: {study} has no runs/ folder; pass the --out folder of `scaling sweep launch`")
+    if study is not None and backend is not None and not hasattr(backend, "calibrate"):
+        raise UsageError(f"study: the {spec.backend} backend estimates from its own measurements, not from finished "
+                         "runs (`sweep launch` refines its ETA from them live); drop --study")
+    finished = finished_runs(study) if study is not None and backend is not None else []
     plan = gpu_plan(kind, spec.executor, runs, cores(), gpus, runs_per_gpu,
                     where="--gpus" if gpus is not None else spec.where("executor", "gpus"))
     par, threads = parallelism(kind, spec.executor, len(runs), max_parallel, gpus=plan)
-    ests, model = gpu_estimates(backend, runs, threads, plan)
+    ests, model = gpu_estimates(backend, runs, threads, plan, finished)
     known = bool(ests) and all(e is not None for e in ests)
     on_gpu, gpu_wall = place([float(e or 0.0) for e in ests], plan) if plan is not None else ([None] * len(runs), 0.0)
     rows: list[dict[str, Any]] = []
@@ -69,4 +92,5 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gp
         "flops_convention": spec.train.flops_convention, "param_count": spec.model.count,
         "flops_total": sum(r["flops"] for r in rows), "est_wall_seconds": wall,
         "timing_model": model.to_dict() if model is not None else None, "describe_columns": extra, "runs": rows,
+        "estimate_basis": getattr(backend, "estimate_basis", None), "calibrated_on": len(finished),
     }
