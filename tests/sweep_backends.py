@@ -13,6 +13,7 @@ arrays) can be tested in seconds without importing torch in every job.
 * ``step_s``: seconds each step sleeps (to make runs long enough to kill or pre-empt);
 * ``fail_attempts``: ``{name: n}`` raise on the run's first ``n`` attempts;
 * ``fail_always``: list of run names that always raise;
+* ``gpus_per_run``: ``{name: k}`` GPUs the run takes on a local executor with GPUs (default 1);
 * ``threads``: an execution option (kept out of the run id), unused.
 
 Each attempt appends what its process saw to ``toy_device.jsonl`` (``CUDA_VISIBLE_DEVICES``,
@@ -44,6 +45,9 @@ class ToyBackend:
         os.makedirs(cache_dir, exist_ok=True)
         with open(os.path.join(cache_dir, "prepared.log"), "a") as f:
             f.write(f"{len(specs)}\n")
+
+    def gpus_per_run(self, spec: RunSpec) -> int:
+        return int(spec.backend_options.get("gpus_per_run", {}).get(spec.name or "", 1))
 
     def estimate_seconds(self, spec: RunSpec) -> float:
         return spec.steps * float(spec.backend_options.get("step_s", 0.0))

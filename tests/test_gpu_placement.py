@@ -25,6 +25,7 @@ from scaling.store import SweepStore
 from scaling.sweep import expand, launch, load_spec, plan_table, resume
 from scaling.sweep import gpus as G
 from scaling.timing import pack
+from tests.conftest import run_cli
 from tests.sweep_backends import wait_for
 
 pytestmark = pytest.mark.timeout(300)  # a launcher that never frees a GPU would wait forever
@@ -52,12 +53,12 @@ def two_gpus(tmp_path, monkeypatch):
 
 
 def toy_spec(tmp_path: Path, step_s: float, executor: str, budgets=(1e10, 2e10), retries: int = 1,
-             layers=(1, 2)) -> Path:
+             layers=(1, 2), opts: str = "") -> Path:
     p = tmp_path / "gpu.yaml"
     p.write_text(f"""\
 name: gpu
 backend: toy
-backend_options: {{step_s: {step_s}}}
+backend_options: {{step_s: {step_s}{opts}}}
 model: {{vocab: 1024, seq_len: 128}}
 train: {{batch: 2048, lr: 0.1, checkpoint_every: 5, flops_convention: 6N_non_embedding}}
 grid:
@@ -84,9 +85,8 @@ def attempts_seen(out: Path) -> list[dict]:
 
 def max_overlap(rows: list[dict], device: str, now: float) -> int:
     """The most attempts on ``device`` running at one instant (an attempt that never ended: till ``now``)."""
-    events = sorted([(r["start"], 1) for r in rows if r["cuda_visible_devices"] == device]
-                    + [(r.get("end", now), -1) for r in rows if r["cuda_visible_devices"] == device],
-                    key=lambda e: (e[0], e[1]))
+    on = [r for r in rows if device in r["cuda_visible_devices"].split(",")]
+    events = sorted([(r["start"], 1) for r in on] + [(r.get("end", now), -1) for r in on], key=lambda e: (e[0], e[1]))
     most = cur = 0
     for _, d in events:
         cur += d
@@ -106,7 +106,7 @@ def test_four_runs_on_two_gpus_one_at_a_time_each(two_gpus):
     assert max_overlap(rows, "0", now) == 1 and max_overlap(rows, "1", now) == 1
     for rd in SweepStore(two_gpus / "out").runs():  # the launcher's record matches what the process saw
         seen = {r["cuda_visible_devices"] for r in rows if r["run"] == rd.run_id}
-        assert seen == {str(rd.read_status()["gpu"])}
+        assert [seen] == [{str(g)} for g in rd.read_status()["gpus"]]
 
 
 def test_two_runs_a_gpu(two_gpus):
@@ -116,6 +116,25 @@ def test_two_runs_a_gpu(two_gpus):
     now = time.time()
     assert sorted(r["cuda_visible_devices"] for r in rows) == ["0", "0", "1", "1"]
     assert max_overlap(rows, "0", now) == 2 and max_overlap(rows, "1", now) == 2
+
+
+def test_a_run_of_two_gpus_has_them_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{fake_smi(tmp_path / 'bin', n=3)}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(ROOT)
+    spec = toy_spec(tmp_path, 0.03, "runs_per_gpu: 2", opts=", gpus_per_run: {C1e10_L2H32: 2}")
+    table = plan_table(spec)
+    assert [r["gpus_per_run"] for r in table["runs"]] == [1, 2, 1, 1]
+    s = launch(spec, tmp_path / "out", progress=False)
+    assert s["done"] == 4
+    rows = attempts_seen(tmp_path / "out")
+    pair = next(r for r in rows if "," in r["cuda_visible_devices"])
+    ids = pair["cuda_visible_devices"].split(",")
+    assert len(ids) == 2 and len(set(ids)) == 2 and set(ids) <= {"0", "1", "2"}
+    for r in rows:  # nobody shares the pair's GPUs while it runs
+        if r is not pair and set(r["cuda_visible_devices"].split(",")) & set(ids):
+            assert r["end"] <= pair["start"] or r["start"] >= pair["end"], r
+    p = run_cli("sweep", "plan", str(spec), "--gpus", "2")
+    assert p.returncode == 2 and "--gpus: run C1e10_L2H32 takes 2 GPUs, 1 are placed on (2)" in p.stderr
 
 
 def test_cpu_path_without_gpus_is_unchanged(tmp_path, monkeypatch):
@@ -279,12 +298,16 @@ def test_assumed_seconds_on_a_gpu_come_from_its_peak_and_share(two_gpus):
 
 def test_placement_bookkeeping():
     p = G.Placement(G.GpuPlan((G.Gpu(0), G.Gpu(1)), 1, "test"))
-    assert [p.take("a"), p.take("b"), p.take("c")] == [0, 1, None]
+    assert [p.take("a"), p.take("b"), p.take("c")] == [(0,), (1,), None]
     p.release("a")
-    assert p.take("c") == 0
+    assert p.take("c") == (0,)
     q = G.Placement(G.GpuPlan((G.Gpu(0), G.Gpu(1)), 2, "test"))
-    q.hold("adopted", 1)
-    assert [q.take(x) for x in "abcd"] == [0, 0, 1, None]
+    q.hold("adopted", [1])
+    assert [q.take(x) for x in "abcd"] == [(0,), (0,), (1,), None]
+    r = G.Placement(G.GpuPlan((G.Gpu(0), G.Gpu(1), G.Gpu(2)), 2, "test"))
+    assert r.take("a") == (0,) and r.take("pair", 2) == (1, 2) and r.take("b") == (0,) and r.take("c") is None
+    r.release("pair")
+    assert r.take("c") == (1,) and r.take("pair2", 2) is None  # GPU 1 is no longer idle
     with pytest.raises(UsageError, match="listed twice"):
         G.parse_gpus_flag("1,1")
     assert G.parse_gpus_flag("none") == [] and G.parse_runs_per_gpu_flag("auto") == "auto"
@@ -326,3 +349,20 @@ def test_gpu_share_refuses_without_a_gpu(tmp_path, monkeypatch):
     bench = _bench()
     monkeypatch.setattr(G, "discover", lambda: ([], "none"))
     assert bench.main(["--out", str(tmp_path / "gs")]) == 2
+
+
+def test_place_follows_the_launcher():
+    two = G.GpuPlan((G.Gpu(0), G.Gpu(1)), 1, "test")
+    assert G.place([4.0, 1.0, 2.0, 3.0], two) == ([0, 1, 1, 1], pack([4.0, 1.0, 2.0, 3.0], 2))
+    shared = G.GpuPlan((G.Gpu(0), G.Gpu(1)), 2, "test")
+    assert G.place([1.0] * 4, shared) == ([0, 1, 0, 1], 1.0)
+    # a run of both GPUs waits for both, and the run after it waits behind it
+    assert G.place([3.0, 1.0, 2.0, 1.0], two, [1, 1, 2, 1]) == ([0, 1, 0, 0], 6.0)
+
+
+def test_a_nanotron_run_takes_its_gpus_per_node():
+    from scaling.backends.nanotron import NanotronBackend
+    from tests.nanotron_study import nanotron_spec
+
+    assert G.gpus_per_run(NanotronBackend(), nanotron_spec(gpus_per_node=2)) == 2
+    assert G.gpus_per_run(object(), nanotron_spec(gpus_per_node=2)) == 1  # a backend that does not say: one

@@ -116,8 +116,8 @@ class Executor:
         elif kind != "debug":
             raise UsageError(f"--executor {kind!r}: choose {', '.join(KINDS)}")
 
-    def submit(self, tasks: Sequence[Submission], gpu_of: Mapping[str, int] | None = None) -> list[Handle]:
-        """Start ``tasks``; a local run in ``gpu_of`` sees that GPU alone (submitit's ``visible_gpus``)."""
+    def submit(self, tasks: Sequence[Submission], gpu_of: Mapping[str, Sequence[int]] | None = None) -> list[Handle]:
+        """Start ``tasks``; a local run in ``gpu_of`` sees its GPUs alone (submitit's ``visible_gpus``)."""
         if self.kind == "slurm":
             return self._submit_slurm(tasks)
         if self.kind == "debug":
@@ -126,10 +126,9 @@ class Executor:
         out: list[Handle] = []
         with child_env(self.threads, GPU_ORDER if gpu_of else None):
             for run_id, task, _ in tasks:
-                gpu = gpu_of.get(run_id)
+                gpus = tuple(gpu_of.get(run_id, ()))
                 # no GPU: submitit's default, CUDA_VISIBLE_DEVICES="" (the CPU path as it always was)
-                self.ex.update_parameters(gpus_per_node=0 if gpu is None else 1,
-                                          visible_gpus=() if gpu is None else (gpu,))
+                self.ex.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
                 out.append(SubmititRun(run_id, self.ex.submit(task), slurm=False))
         return out
 

@@ -5,7 +5,8 @@ No torch here (the planner and ``sweep plan`` import this): the GPUs come from `
 from ``torch.cuda`` in a child process; ``CUDA_VISIBLE_DEVICES`` of this process narrows them. A
 run's process is then given one GPU by submitit's own ``LocalExecutor(visible_gpus=[i],
 gpus_per_node=1)``, which sets its ``CUDA_VISIBLE_DEVICES=i``; ``CUDA_DEVICE_ORDER=PCI_BUS_ID``
-makes ``i`` mean the GPU that ``nvidia-smi`` calls ``i``.
+makes ``i`` mean the GPU that ``nvidia-smi`` calls ``i``. A run the backend says needs ``k`` GPUs
+(``gpus_per_run(spec)``: a Nanotron run's ``gpus_per_node``) takes ``k`` idle GPUs, alone.
 
 ``runs_per_gpu: auto`` packs runs by their estimated memory (:func:`run_memory_bytes`) against the
 smallest card's, at most :data:`AUTO_MAX` a GPU and no more than the cores can feed (one process a
@@ -15,7 +16,6 @@ its per-step overhead (Python, kernel launches: each process its own) plus ``r``
 
 from __future__ import annotations
 
-import heapq
 import math
 import os
 import shutil
@@ -245,34 +245,58 @@ def gpu_plan(kind: str, settings: Any, specs: Sequence[RunSpec], cores: int, gpu
     return GpuPlan(tuple(chosen), r, source, why)
 
 
+def gpus_per_run(backend: Any, spec: RunSpec) -> int:
+    """GPUs one run of ``spec`` takes: the backend's ``gpus_per_run(spec)`` where it has one
+    (a Nanotron run: its ``gpus_per_node``), else 1."""
+    fn = getattr(backend, "gpus_per_run", None)
+    return max(1, int(fn(spec))) if callable(fn) else 1
+
+
+def check_needs(plan: GpuPlan, specs: Sequence[RunSpec], needs: Sequence[int], where: str) -> None:
+    """Every run fits the plan's GPUs (UsageError naming the run and ``where`` otherwise)."""
+    for spec, k in zip(specs, needs, strict=True):
+        if k > len(plan.gpus):
+            raise UsageError(f"{where}: run {spec.name or spec.run_id} takes {k} GPUs, {len(plan.gpus)} are placed on "
+                             f"({', '.join(map(str, plan.ids))}); list more GPUs or give the run fewer")
+
+
 class Placement:
-    """Which GPU each run in flight holds: a new run takes the least busy GPU with room (lowest
-    index first); a run that ends, fails or is killed gives its GPU back."""
+    """Which GPUs each run in flight holds: a one-GPU run takes the least busy GPU with room
+    (lowest index first), a run of ``k`` GPUs takes ``k`` idle ones alone; a run that ends, fails
+    or is killed gives them back."""
 
     def __init__(self, plan: GpuPlan) -> None:
         self.plan = plan
         self.load = dict.fromkeys(plan.ids, 0)
-        self.held: dict[str, int] = {}
+        self.held: dict[str, tuple[int, ...]] = {}
+        self._weight: dict[str, int] = {}
 
-    def take(self, run_id: str) -> int | None:
-        free = [i for i in self.plan.ids if self.load[i] < self.plan.runs_per_gpu]
-        if not free:
+    def take(self, run_id: str, need: int = 1) -> tuple[int, ...] | None:
+        if need == 1:
+            free = [i for i in self.plan.ids if self.load[i] < self.plan.runs_per_gpu]
+            chosen = [min(free, key=lambda i: self.load[i])] if free else []
+        else:
+            idle = [i for i in self.plan.ids if self.load[i] == 0]
+            chosen = idle[:need] if len(idle) >= need else []
+        if not chosen:
             return None
-        gpu = min(free, key=lambda i: self.load[i])
-        self.hold(run_id, gpu)
-        return gpu
+        self.hold(run_id, chosen)
+        return self.held[run_id]
 
-    def hold(self, run_id: str, gpu: Any) -> None:
-        """``run_id`` holds ``gpu`` (a run adopted from an earlier launcher: its recorded GPU)."""
-        if run_id in self.held or not isinstance(gpu, int) or gpu not in self.load:
+    def hold(self, run_id: str, gpus: Any) -> None:
+        """``run_id`` holds ``gpus`` (a run adopted from an earlier launcher: the GPUs it recorded)."""
+        ids = tuple(g for g in (gpus if isinstance(gpus, list | tuple) else [gpus]) if isinstance(g, int) and g in self.load)
+        if run_id in self.held or not ids:
             return
-        self.held[run_id] = gpu
-        self.load[gpu] += 1
+        weight = 1 if len(ids) == 1 else self.plan.runs_per_gpu  # a multi-GPU run has its GPUs alone
+        self.held[run_id], self._weight[run_id] = ids, weight
+        for g in ids:
+            self.load[g] += weight
 
     def release(self, run_id: str) -> None:
-        gpu = self.held.pop(run_id, None)
-        if gpu is not None:
-            self.load[gpu] -= 1
+        weight = self._weight.pop(run_id, 0)
+        for g in self.held.pop(run_id, ()):
+            self.load[g] -= weight
 
 
 # ---- time --------------------------------------------------------------------------------------
@@ -294,18 +318,35 @@ def shared_model(model: TimingModel, runs_per_gpu: int) -> TimingModel:
     return replace(model, s_per_flop=model.s_per_flop * runs_per_gpu)
 
 
-def place(seconds: Sequence[float], plan: GpuPlan) -> tuple[list[int], float]:
-    """The GPU each run starts on, in launch order (each takes the slot that frees first, lowest
-    GPU first), and the wall time."""
-    slots = [(0.0, k) for k in range(plan.slots)]  # slot k on GPU k % n: the first runs go round the GPUs
-    where, end = [], 0.0
-    for s in seconds:
-        t, k = heapq.heappop(slots)
-        where.append(plan.ids[k % len(plan.gpus)])
-        t += float(s) if math.isfinite(s) else 0.0
-        end = max(end, t)
-        heapq.heappush(slots, (t, k))
-    return where, end
+def _slot_key(ends: list[float], now: float, order: int) -> tuple[float, int, int]:
+    """A GPU for a one-GPU run: when a slot frees (not before ``now``), then the fewest busy slots then."""
+    t = max(now, min(ends))
+    return t, sum(e > t for e in ends), order
+
+
+def place(seconds: Sequence[float], plan: GpuPlan, needs: Sequence[int] | None = None) -> tuple[list[int], float]:
+    """The first GPU each run starts on and the wall time, as the launcher places them: in launch
+    order, none starting before the one before it; a one-GPU run on the slot that frees first (the
+    least busy GPU on a tie), a run of ``k`` GPUs once ``k`` GPUs are wholly free."""
+    ends = {g: [0.0] * plan.runs_per_gpu for g in plan.ids}  # when each slot of each GPU frees
+    where: list[int] = []
+    now = 0.0
+    for i, s in enumerate(seconds):
+        need = needs[i] if needs else 1
+        dur = float(s) if math.isfinite(s) else 0.0
+        if need == 1:
+            g = min(plan.ids, key=lambda x: _slot_key(ends[x], now, plan.ids.index(x)))
+            now = max(now, min(ends[g]))
+            k = ends[g].index(min(ends[g]))
+            ends[g][k] = now + dur
+            where.append(g)
+        else:
+            chosen = sorted(plan.ids, key=lambda x: (max(ends[x]), plan.ids.index(x)))[:need]
+            now = max([now, *(max(ends[x]) for x in chosen)])
+            for x in chosen:
+                ends[x] = [now + dur] * plan.runs_per_gpu
+            where.append(min(chosen, key=plan.ids.index))
+    return where, max((max(e) for e in ends.values()), default=0.0)
 
 
 def gpu_estimates(backend: Any, specs: Sequence[RunSpec], threads: int, plan: GpuPlan | None,

@@ -27,7 +27,7 @@ from scaling.runspec import RunSpec
 from scaling.store import CorruptFileError, RunDir, SweepStore, atomic_write_json
 from scaling.sweep.control import CANCEL
 from scaling.sweep.executors import KINDS, Executor, cores, parallelism
-from scaling.sweep.gpus import Placement, gpu_estimates, gpu_plan
+from scaling.sweep.gpus import Placement, check_needs, gpu_estimates, gpu_plan, gpus_per_run
 from scaling.sweep.grid import expand
 from scaling.sweep.jobs import Handle, adopt, squeue_ids
 from scaling.sweep.lock import RunLock, SweepLock, pid_alive
@@ -124,8 +124,13 @@ class _Launch:
         self.settings = spec.executor
         runs = expand(spec)
         # before anything is written: a GPU that is not here is bad input
-        self.gpu = gpu_plan(kind, self.settings, runs, cores(), gpus, runs_per_gpu,
-                            where="--gpus" if gpus is not None else spec.where("executor", "gpus"))
+        where = "--gpus" if gpus is not None else spec.where("executor", "gpus")
+        self.gpu = gpu_plan(kind, self.settings, runs, cores(), gpus, runs_per_gpu, where=where)
+        self.needs: dict[str, int] = {}
+        if self.gpu is not None:
+            backend = backend_class(spec.backend)()
+            self.needs = {r.run_id: gpus_per_run(backend, r) for r in runs}
+            check_needs(self.gpu, runs, list(self.needs.values()), where)
         self.store, self.runs = write_store(spec, out, runs)
         self.by_id = {r.run_id: r for r in self.runs}
         self.skipped = [r.run_id for r in self.runs if self.store.run(r.run_id).is_done()]
@@ -162,7 +167,7 @@ class _Launch:
             if h is not None:
                 self.inflight[rid] = h
                 if self.placement is not None:  # it keeps the GPU it was placed on
-                    self.placement.hold(rid, self.store.run(rid).read_status().get("gpu"))
+                    self.placement.hold(rid, self.store.run(rid).read_status().get("gpus"))
         self.pending = [rid for rid in self.todo if rid not in self.inflight]
 
     def _ready(self, rid: str) -> bool:
@@ -185,10 +190,10 @@ class _Launch:
                 break
             if self._ready(rid):
                 if self.placement is not None:
-                    gpu = self.placement.take(rid)
-                    if gpu is None:
-                        break
-                    self.store.run(rid).update_status(None, gpu=gpu)  # before the run writes its status
+                    gpus = self.placement.take(rid, self.needs.get(rid, 1))
+                    if gpus is None:
+                        break  # in launch order: a run waits for its GPUs, the next ones wait behind it
+                    self.store.run(rid).update_status(None, gpus=list(gpus))  # before the run writes its status
                 self.pending.remove(rid)
                 self.attempts[rid] += 1
                 task = RunTask(str(self.store.run(rid).path), self.spec.backend, self.target, self.threads,

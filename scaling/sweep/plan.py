@@ -42,7 +42,7 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gp
     """
     from scaling.backends.base import backend_class
     from scaling.sweep.executors import cores, parallelism
-    from scaling.sweep.gpus import gpu_estimates, gpu_plan, place
+    from scaling.sweep.gpus import check_needs, gpu_estimates, gpu_plan, gpus_per_run, place
 
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
     runs = expand(spec)
@@ -57,12 +57,15 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gp
         raise UsageError(f"study: the {spec.backend} backend estimates from its own measurements, not from finished "
                          "runs (`sweep launch` refines its ETA from them live); drop --study")
     finished = finished_runs(study) if study is not None and backend is not None else []
-    plan = gpu_plan(kind, spec.executor, runs, cores(), gpus, runs_per_gpu,
-                    where="--gpus" if gpus is not None else spec.where("executor", "gpus"))
+    where = "--gpus" if gpus is not None else spec.where("executor", "gpus")
+    plan = gpu_plan(kind, spec.executor, runs, cores(), gpus, runs_per_gpu, where=where)
+    needs = [gpus_per_run(backend, r) for r in runs] if plan is not None else [1] * len(runs)
+    if plan is not None:
+        check_needs(plan, runs, needs, where)
     par, threads = parallelism(kind, spec.executor, len(runs), max_parallel, gpus=plan)
     ests, model = gpu_estimates(backend, runs, threads, plan, finished)
     known = bool(ests) and all(e is not None for e in ests)
-    on_gpu, gpu_wall = place([float(e or 0.0) for e in ests], plan) if plan is not None else ([None] * len(runs), 0.0)
+    on_gpu, gpu_wall = place([float(e or 0.0) for e in ests], plan, needs) if plan is not None else ([None] * len(runs), 0.0)
     rows: list[dict[str, Any]] = []
     extra: list[str] = []
     for r, est, gpu in zip(runs, ests, on_gpu, strict=True):
@@ -77,7 +80,7 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gp
             "steps": r.steps, "lr": r.optimizer.lr, "est_seconds": est, "branch_of": r.branch_of,
         }
         if plan is not None:
-            row["gpu"] = gpu
+            row["gpu"], row["gpus_per_run"] = gpu, needs[len(rows)]
         if callable(describe):
             d = describe(r) or {}
             for k in d:

@@ -165,6 +165,12 @@ class NanotronBackend:
 
         return slurm_parameters(options_of(spec))
 
+    def gpus_per_run(self, spec: RunSpec) -> int:
+        """GPUs the local executor gives one run (one torchrun of ``gpus_per_node`` processes a node)."""
+        from scaling.backends.nanotron.config import options_of
+
+        return options_of(spec).gpus
+
     def estimate_seconds(self, spec: RunSpec) -> float | None:
         try:
             return self.details(spec)["hours"] * 3600.0
