@@ -124,6 +124,11 @@ def test_grading_and_the_trivial_baseline():
     answers = trivial_answers(split["sft"])
     assert set(answers) == {"blank", "find", "next", "order", "source"}
     assert all(follows_format(t, trivial_reply(t, answers)) for t in split["eval"])
+    # labels balanced in each split and kind: a reply that ignores the passage scores one half
+    for tasks in split.values():
+        for kind in answers:
+            labels = [t.answer for t in tasks if t.kind == kind]
+            assert abs(labels.count("A") - labels.count("B")) <= 1, kind
     # the most frequent label of each kind on the training split, nothing read from the held-out one
     for kind, label in answers.items():
         labels = [t.answer for t in split["sft"] if t.kind == kind]

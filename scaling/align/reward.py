@@ -27,11 +27,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RewardOptions(StageOptions):
-    """Reward model hyperparameters (the head starts at random, so a larger LR than SFT's helps)."""
+    """Reward model hyperparameters (the head starts at random, so a larger LR than SFT's helps).
+    48 steps of 16 pairs: three passes over the 256 built-in preference pairs (24 steps, one and a
+    half, left the training pairs themselves at 0.65 accuracy)."""
 
-    steps: int = 24
+    steps: int = 48
     lr: float = 5e-3
-    eval_every: int = 12
+    eval_every: int = 16
 
     STAGE: ClassVar[str] = "reward"
 

@@ -8,7 +8,8 @@ disjoint splits: ``sft`` (supervised fine-tuning), ``pref`` (preference pairs fo
 and DPO, and the prompts RL trains on), ``judge`` (pairs for a second reward model, disjoint from
 the first, that scores every stage in the comparison) and ``eval`` (held out from everything).
 Each passage becomes one of these tasks (kinds dealt round-robin), every one a choice between two
-labelled options shown in the prompt, in a random order:
+labelled options shown in the prompt (the right one alternating between the labels within each
+split and kind, so the labels are balanced):
 
 * ``blank``: the passage with one word (three letters or more, not repeated in the passage)
   replaced by ``____``; options: that word and a distractor.
@@ -154,9 +155,9 @@ def _distractor(words: Sequence[str], pool: Sequence[str], rng: random.Random) -
     return None
 
 
-def _labelled(right: str, wrong: str, rng: random.Random) -> tuple[str, str, tuple[str, str]]:
-    """(answer label, wrong label, option texts in label order), the right option placed at random."""
-    if rng.random() < 0.5:
+def _labelled(right: str, wrong: str, first: bool) -> tuple[str, str, tuple[str, str]]:
+    """(answer label, wrong label, option texts in label order): the right option ``first`` or second."""
+    if first:
         return LABELS[0], LABELS[1], (right, wrong)
     return LABELS[1], LABELS[0], (wrong, right)
 
@@ -168,7 +169,7 @@ def _options_text(question: str, choices: Sequence[str]) -> str:
 Made = tuple[str, str, str, tuple[str, ...], tuple[str, ...]]  # instruction, answer, wrong, labels, choices
 
 
-def _blank(words: list[str], pool: Sequence[str], rng: random.Random) -> Made | None:
+def _blank(words: list[str], pool: Sequence[str], rng: random.Random, first: bool) -> Made | None:
     cores = _cores(words)
     unique = [(i, m) for i, m in cores if sum(c.group().lower() == m.group().lower() for _, c in cores) == 1]
     wrong = _distractor(words, pool, rng) if unique else None
@@ -177,21 +178,21 @@ def _blank(words: list[str], pool: Sequence[str], rng: random.Random) -> Made | 
     i, m = rng.choice(unique)  # a word the passage does not repeat: nothing else in it gives it away
     shown = list(words)
     shown[i] = words[i][: m.start()] + BLANK + words[i][m.end() :]
-    answer, other, choices = _labelled(m.group(), wrong, rng)
+    answer, other, choices = _labelled(m.group(), wrong, first)
     return f"{_join(shown)}\n\n" + _options_text("Which word fills the blank?", choices), answer, other, LABELS, choices
 
 
-def _find(words: list[str], pool: Sequence[str], rng: random.Random) -> Made | None:
+def _find(words: list[str], pool: Sequence[str], rng: random.Random, first: bool) -> Made | None:
     cores = _cores(words)
     wrong = _distractor(words, pool, rng) if cores else None
     if wrong is None:
         return None
-    answer, other, choices = _labelled(rng.choice(cores)[1].group(), wrong, rng)
+    answer, other, choices = _labelled(rng.choice(cores)[1].group(), wrong, first)
     return (f"{_join(words)}\n\n" + _options_text("Which word is in the passage?", choices), answer, other,
             LABELS, choices)
 
 
-def _next(words: list[str], pool: Sequence[str], rng: random.Random) -> Made | None:
+def _next(words: list[str], pool: Sequence[str], rng: random.Random, first: bool) -> Made | None:
     m = _CORE.search(words[-1])
     if m is None or len(m.group()) < 3 or any(c.group().lower() == m.group().lower() for _, c in _cores(words[:-1])):
         return None  # too short, or shown earlier in the passage, which would give it away
@@ -199,13 +200,13 @@ def _next(words: list[str], pool: Sequence[str], rng: random.Random) -> Made | N
     if wrong is None:
         return None
     shown = (_join(words[:-1]) + " " + words[-1][: m.start()]).rstrip()
-    answer, other, choices = _labelled(m.group(), wrong, rng)
+    answer, other, choices = _labelled(m.group(), wrong, first)
     return _options_text("Which word comes next?", choices) + f"\n\n{shown}", answer, other, LABELS, choices
 
 
-def _order(words: list[str], rng: random.Random) -> Made:
+def _order(words: list[str], first: bool) -> Made:
     half = len(words) // 2
-    answer, other, choices = _labelled(_join(words[:half]), _join(words[half:]), rng)
+    answer, other, choices = _labelled(_join(words[:half]), _join(words[half:]), first)
     return (f"A: {choices[0]}\n\nB: {choices[1]}\n\nWhich part comes first in the text, A or B?", answer, other,
             LABELS, choices)
 
@@ -215,18 +216,18 @@ def display_name(name: str) -> str:
     return name.rsplit("/", 1)[-1].replace("_", " ").strip()
 
 
-def _source(words: list[str], doc: str, names: list[str], rng: random.Random) -> Made:
+def _source(words: list[str], doc: str, names: list[str], rng: random.Random, first: bool) -> Made:
     own = display_name(doc)
-    answer, other, choices = _labelled(own, rng.choice([n for n in names if n != own]), rng)
+    answer, other, choices = _labelled(own, rng.choice([n for n in names if n != own]), first)
     return (f"{_join(words)}\n\n" + _options_text("Which text is this passage from?", choices), answer, other,
             LABELS, choices)
 
 
 def _make(kind: str, words: list[str], doc: str, names: list[str], pool: Sequence[str],
-          rng: random.Random) -> Task | None:
-    made = (_blank(words, pool, rng) if kind == "blank" else _find(words, pool, rng) if kind == "find"
-            else _next(words, pool, rng) if kind == "next" else _order(words, rng) if kind == "order"
-            else _source(words, doc, names, rng))
+          rng: random.Random, first: bool) -> Task | None:
+    made = (_blank(words, pool, rng, first) if kind == "blank" else _find(words, pool, rng, first) if kind == "find"
+            else _next(words, pool, rng, first) if kind == "next" else _order(words, first) if kind == "order"
+            else _source(words, doc, names, rng, first))
     return Task(kind, *made, document=doc, text=_join(words)) if made else None
 
 
@@ -245,6 +246,10 @@ def build_tasks(documents: Sequence[tuple[str, str]], opts: TaskOptions = TaskOp
     out: dict[str, list[Task]] = {s: [] for s in SPLITS}
     it = iter(passages)
     dealt = 0
+    # the right option alternates between A and B within each split and kind, from a seeded start:
+    # labels balanced, so a reply that ignores the passage scores one half, whichever label it picks
+    start = {(s, k): rng.random() < 0.5 for s in SPLITS for k in kinds}
+    made = Counter[tuple[str, str]]()
     for split in ("eval", "judge", "pref", "sft"):  # the held-out split first: it never runs short
         while len(out[split]) < need[split]:
             passage = next(it, None)
@@ -257,9 +262,11 @@ def build_tasks(documents: Sequence[tuple[str, str]], opts: TaskOptions = TaskOp
                 )
             kind = kinds[dealt % len(kinds)]
             dealt += 1
-            task = _make(kind, passage[1], passage[0], names, pool, rng)
+            first = start[split, kind] != bool(made[split, kind] % 2)
+            task = _make(kind, passage[1], passage[0], names, pool, rng, first)
             if task is not None:
                 out[split].append(task)
+                made[split, kind] += 1
     return out
 
 
