@@ -22,7 +22,7 @@ import pytest
 from scaling.errors import UsageError
 from scaling.runspec import RunSpec
 from scaling.store import SweepStore
-from scaling.sweep import expand, launch, load_spec, plan_table, resume
+from scaling.sweep import expand, launch, load_spec, plan_table, resume, status
 from scaling.sweep import gpus as G
 from scaling.timing import pack
 from tests.conftest import run_cli
@@ -107,6 +107,9 @@ def test_four_runs_on_two_gpus_one_at_a_time_each(two_gpus):
     for rd in SweepStore(two_gpus / "out").runs():  # the launcher's record matches what the process saw
         seen = {r["cuda_visible_devices"] for r in rows if r["run"] == rd.run_id}
         assert [seen] == [{str(g)} for g in rd.read_status()["gpus"]]
+    assert sorted(tuple(r["gpus"]) for r in status(two_gpus / "out")["runs"]) == [(0,), (0,), (1,), (1,)]
+    p = run_cli("sweep", "status", str(two_gpus / "out"))
+    assert p.returncode == 0 and "gpus" in p.stdout
 
 
 def test_two_runs_a_gpu(two_gpus):

@@ -194,12 +194,15 @@ def _status(args: argparse.Namespace) -> int:
     t = Table(title=f"{st['out_dir']}: {c['done']}/{st['total']} done, {c['running']} running, {c['failed']} failed, "
                     f"{c['interrupted']} interrupted, {c['cancelled']} cancelled, {c['pending']} pending{corrupt}; "
                     f"{pct:.0f}% of {st['flops_total']:.3g} FLOPs; {who}")
-    for col in ("name", "run_id", "state", "attempts", "progress", "final_loss", "eval_loss", "wall_time", "error"):
+    on_gpus = any(r.get("gpus") for r in st["runs"])  # placed on GPUs by the local executor
+    for col in ("name", "run_id", "state", "attempts", "progress", *(("gpus",) if on_gpus else ()), "final_loss",
+                "eval_loss", "wall_time", "error"):
         t.add_column(col)
     for r in st["runs"]:
         prog = f"{100 * r['tokens_done'] / r['tokens']:.0f}%" if r["tokens"] else ""
         err = (r.get("error") or "").strip().splitlines()
-        t.add_row(str(r["name"]), r["run_id"], r["state"], str(r["attempts"]), prog, _cell(r["final_loss"]),
+        gpus = (",".join(map(str, r.get("gpus") or [])),) if on_gpus else ()
+        t.add_row(str(r["name"]), r["run_id"], r["state"], str(r["attempts"]), prog, *gpus, _cell(r["final_loss"]),
                   _cell(r["eval_loss"]), "" if r["wall_time"] is None else _dur(r["wall_time"]), err[-1][:60 if r["state"] != "corrupt" else 400] if err else "")
     _console().print(t)
     return 0
