@@ -58,6 +58,9 @@ def test_every_stage_left_its_artifact(study):
     best = min(inner, key=lambda c: abs(c["inner"]["error"]))
     assert (best["form"], best["param_convention"]) == (bt["chosen"]["form"], bt["chosen"]["param_convention"])
     assert 4e9 not in bt["chosen"]["fit_budgets"]
+    # the law that predicts counts N and C as the spec does (model.count, train.flops_convention)
+    pr = json.loads((out / "fit/predict.json").read_text())
+    assert (pr["param_convention"], pr["flops_convention"]) == ("non_embedding", "6N_non_embedding")
     chosen = json.loads((out / "select.json").read_text())
     align = json.loads((out / "align/summary.json").read_text())
     assert chosen["run_id"] in {p.name for p in (out / "runs").iterdir()}
