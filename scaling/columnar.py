@@ -414,7 +414,7 @@ def _number(v: Any) -> float | None:
 
 
 STATUS_COLUMNS = ("run_id", "name", "budget", "status", "tokens", "params", "planned_flops", "final_loss",
-                  "eval_loss", "wall_time")
+                  "eval_loss", "wall_time", "added")
 
 
 def status_records(path: str | Path) -> list[dict[str, Any]]:

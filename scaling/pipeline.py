@@ -1,6 +1,6 @@
 """The whole study, and the only place that chains the stages.
 
-``run_study(spec_path, out)``: plan -> sweep -> fit -> backtest -> predict -> select -> align
+``run_study(spec_path, out)``: plan -> sweep -> extend -> fit -> backtest -> predict -> select -> align
 (SFT, reward model, RLHF, DPO) -> report. Each stage reads what the stages before it wrote to the
 study folder (see :mod:`scaling.store`) and records itself in ``STUDY/stages/`` (:mod:`scaling.stages`), so running
 the same command again after a kill carries on where it stopped; the sweep itself skips finished
@@ -42,7 +42,7 @@ from scaling.convention import PARAM_COUNTS, Convention
 from scaling.stages import StageLog
 from scaling.store import SweepStore, atomic_write_json, read_json
 
-STAGES: list[str] = ["plan", "sweep", "fit", "backtest", "predict", "select", "align", "report"]
+STAGES: list[str] = ["plan", "sweep", "extend", "fit", "backtest", "predict", "select", "align", "report"]
 FORMS: tuple[str, ...] = ("chinchilla", "kaplan")
 PUBLISHED: tuple[str, ...] = ("chinchilla", "epoch", "kaplan")
 HEADLINE_CONVENTION = "total"
@@ -104,17 +104,9 @@ class _Console:
 
 def _fit_data(study: Path, convention: Convention, loss_column: str) -> Any:
     """The done runs as the fit's input: N counted as ``convention`` says, C the budget label."""
-    import pandas as pd
+    from scaling.fit.data import study_data
 
-    from scaling.fit import Columns, normalise
-    from scaling.store import load_runs
-
-    df = load_runs(study)
-    df = df[df["status"] == "done"]
-    loss = df[loss_column] if loss_column in df and df[loss_column].notna().all() else df["final_loss"]
-    frame = pd.DataFrame({"params": df[convention.n_column], "tokens": df["tokens"], "loss": loss,
-                          "flops": df["budget"], "budget": df["budget"], "run_id": df["run_id"]})
-    return normalise(frame.reset_index(drop=True), Columns(convention=convention))
+    return study_data(study, convention, loss_column)
 
 
 def _conventions(study: Path) -> list[Convention]:
@@ -168,24 +160,45 @@ def _stage_plan(study: Path, spec: Any, runs: list[Any]) -> dict[str, Any]:
     return {"runs": len(runs), "budgets": len(out["budgets"])}
 
 
+def _stage_extend(study: Path, spec: Any, opts: StudyOptions, launch_runs: Callable[[], dict[str, Any]],
+                  log: Callable[[str], None]) -> dict[str, Any]:
+    """IsoFLOP sizes added where a budget's minimum is not bracketed, then the spec's repeats
+    (:mod:`scaling.sweep.extend`; the log is ``extend.json``)."""
+    from scaling.sweep.extend import extend_sweep
+
+    out = extend_sweep(spec, study, launch_runs, loss_column=opts.loss_column, say=log)
+    kinds = [e["kind"] for e in out["added"]]
+    return {"extended": kinds.count("extend"), "repeats": kinds.count("repeat"),
+            "budgets": {f"{b['budget']:.3g}": b["state"] for b in out["budgets"]}}
+
+
 def _stage_fit(study: Path, opts: StudyOptions, log: Callable[[str], None]) -> dict[str, Any]:
     """Approaches 3 and 2 and Kaplan's form, in both parameter counts: ``fit/<kind>_<count>.json``."""
     from scaling.fit import Approach2, FitRefusal
-    from scaling.fit.artifacts import fit_path, write_approach2
+    from scaling.fit.artifacts import fit_path, read_noise, write_approach2, write_noise
+    from scaling.fit.noise import estimate_noise
 
     out: dict[str, Any] = {}
-    for conv in _conventions(study):
+    convs = _conventions(study)
+    # repeated seeds give the noise (the same losses in either parameter count); the fits read it back
+    write_noise(study, estimate_noise(_fit_data(study, convs[0], opts.loss_column).frame))
+    noise = read_noise(study)
+    if noise is not None:
+        out["noise_std"] = noise.pooled
+    a2 = Approach2(bootstrap=opts.bootstrap, seed=opts.seed)
+    for conv in convs:
         data = _fit_data(study, conv, opts.loss_column)
         for form in FORMS:
-            fit = _fitter(form, opts.bootstrap if form == "chinchilla" else 0, opts.seed).fit(data)
+            fitter = _fitter(form, opts.bootstrap if form == "chinchilla" else 0, opts.seed)
+            fit = fitter.fit(data, noise=noise) if form == "chinchilla" else fitter.fit(data)
             path = fit_path(study, "approach3" if form == "chinchilla" else "kaplan", conv.params)
             atomic_write_json(path, fit.to_dict())
             out[path.stem] = {"objective": fit.objective, "n_points": fit.n_points}
         try:
-            write_approach2(study, conv.params, Approach2().fit(data), None)
+            write_approach2(study, conv.params, a2.fit(data, noise=noise), None)
         except FitRefusal as e:  # a budget without an interior minimum: recorded, not fatal
             write_approach2(study, conv.params, None, {"reason": str(e), **conv.to_dict(),
-                                                       "minima": Approach2().minima(data)})
+                                                       "minima": a2.minima(data, noise)})
             log(f"approach 2 ({conv.params}) refused: {e}")
     return out
 
@@ -327,6 +340,17 @@ def _predict_summary(study: Path) -> dict[str, Any] | None:
             "choice_frequency": d.get("choice_frequency")}
 
 
+def _extend_summary(study: Path) -> dict[str, Any] | None:
+    """What the adaptive sweep added and why each budget stopped, from ``extend.json``."""
+    from scaling.sweep.added import LOG, read_log
+
+    if not (study / LOG).exists():
+        return None
+    log = read_log(study)
+    return {"added": [{k: e[k] for k in ("name", "budget", "kind", "reason")} for e in log["added"]],
+            "budgets": log["budgets"]}
+
+
 def summarize(study: Path, log: StageLog, t0: float, report: str | None) -> dict[str, Any]:
     from scaling.fit.artifacts import exponent_rows
 
@@ -341,6 +365,7 @@ def summarize(study: Path, log: StageLog, t0: float, report: str | None) -> dict
         "stage_minutes": {k: round(v, 3) for k, v in log.minutes.items()},
         "runs": counts,
         "budgets": _budgets(study),
+        "extend": _extend_summary(study),
         "backtest": {k: bt.get(k) for k in ("budget", "predicted_loss", "achieved_loss", "error", "baselines",
                                             "beats_baselines", "n_opt_predicted", "n_opt_observed",
                                             "n_opt_error", "form", "param_convention", "chosen_by")},
@@ -388,6 +413,15 @@ def run_study(
         return _run_stages(spec, study, opts, lock, say, force, quiet, t0)
 
 
+def _all_done(study: Path, log: StageLog, name: str, planned: int) -> None:
+    """Every planned run done, else the stage is forgotten and the study stops, to be resumed."""
+    counts = SweepStore(study).counts()
+    if counts.get("done", 0) < planned:
+        log.marker(name).unlink(missing_ok=True)
+        raise RuntimeError(f"{name}: {counts.get('done', 0)} of {planned} runs done ({counts}); "
+                           f"run the same command again to resume")
+
+
 def _run_stages(spec: Any, study: Path, opts: StudyOptions, lock: Any, say: _Console, force: str | None,
                 quiet: bool, t0: float) -> dict[str, Any]:
     from scaling.sweep import expand, launch
@@ -410,14 +444,15 @@ def _run_stages(spec: Any, study: Path, opts: StudyOptions, lock: Any, say: _Con
     if SweepStore(study).counts().get("done", 0) < len(runs):
         # a marker alone never makes the sweep done: launch() skips finished runs and resumes the rest
         log.marker("sweep").unlink(missing_ok=True)
-    stage("sweep", lambda: launch(spec, study, executor=opts.executor, max_parallel=opts.max_parallel,
-                                  progress=False if quiet else None, cache_dir=opts.cache_dir, lock=lock,
-                                  add=True))  # the folder was checked before the first stage
-    counts = SweepStore(study).counts()
-    if counts.get("done", 0) < len(runs):
-        log.marker("sweep").unlink(missing_ok=True)
-        raise RuntimeError(f"sweep: {counts.get('done', 0)} of {len(runs)} runs done ({counts}); "
-                           f"run the same command again to resume")
+    def launch_runs() -> dict[str, Any]:
+        return launch(spec, study, executor=opts.executor, max_parallel=opts.max_parallel,
+                      progress=False if quiet else None, cache_dir=opts.cache_dir, lock=lock,
+                      add=True)  # the folder was checked before the first stage
+
+    stage("sweep", launch_runs)
+    _all_done(study, log, "sweep", len(runs))
+    ext = stage("extend", lambda: _stage_extend(study, spec, opts, launch_runs, say))
+    _all_done(study, log, "extend", len(runs) + ext.get("extended", 0) + ext.get("repeats", 0))
     stage("fit", lambda: _stage_fit(study, opts, say))
     bt = stage("backtest", lambda: _stage_backtest(study, opts))
     say(f"backtest: {bt.get('form')} form, {bt.get('param_convention')} parameters, error {100 * bt.get('error', float('nan')):+.2f}%")

@@ -14,6 +14,10 @@ arrays) can be tested in seconds without importing torch in every job.
 * ``fail_attempts``: ``{name: n}`` raise on the run's first ``n`` attempts;
 * ``fail_always``: list of run names that always raise;
 * ``gpus_per_run``: ``{name: k}`` GPUs the run takes on a local executor with GPUs (default 1);
+* ``law``: ``{E, A, alpha, B, beta, noise}``: the final (and eval) loss is then
+  ``E + A / N^alpha + B / D^beta`` (N the total parameters, D the tokens; Hoffmann et al. 2022,
+  eq. 2) plus Gaussian noise of std ``noise`` drawn from the run's seed and size, so IsoFLOP
+  valleys sit where the test puts them;
 * ``threads``: an execution option (kept out of the run id), unused.
 
 Each attempt appends what its process saw to ``toy_device.jsonl`` (``CUDA_VISIBLE_DEVICES``,
@@ -96,6 +100,8 @@ class ToyBackend:
                                      "loss": loss, "lr": lr, "host": socket.gethostname()}])
             if spec.checkpoint_every and step % spec.checkpoint_every == 0 and step < spec.steps:
                 atomic_write_json(ck, {"step": step, "w": w})
+        if "law" in opts:
+            loss = law_loss(opts["law"], spec.params, spec.steps * spec.batch_tokens, spec.seed)
         result = {
             "final_loss": loss, "eval_loss": loss, "params": spec.params, "non_embedding_params": spec.non_embedding_params,
             "tokens": spec.steps * spec.batch_tokens, "flops": spec.flops(), "wall_time": time.time() - t0,
@@ -110,6 +116,12 @@ def _record(run_dir: RunDir, row: dict[str, Any]) -> None:
     with open(run_dir.path / "toy_device.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
 
+
+
+def law_loss(law: dict[str, float], n: float, d: float, seed: int) -> float:
+    """``E + A / N^alpha + B / D^beta`` plus ``noise`` x a standard normal fixed by (seed, N, D)."""
+    mean = law["E"] + law["A"] / n ** law["alpha"] + law["B"] / d ** law["beta"]
+    return mean + float(law.get("noise", 0.0)) * random.Random(f"{seed}:{n}:{d}").gauss(0.0, 1.0)
 
 
 def wait_for(pred, timeout: float = 60.0, what: str = "condition") -> None:

@@ -39,9 +39,14 @@ def test_summary_has_every_key_the_cli_promises(study):
         # approach 3's allocation solves C = 6 N D with N as it counts
         assert rows["3", conv]["flops_convention"] == ("6N" if conv == "total" else "6N_non_embedding")
     assert [b["flops"] for b in s["budgets"]] == [5e8, 1e9, 2e9, 4e9]
-    assert set(s["stage_minutes"]) == {"plan", "sweep", "fit", "backtest", "predict", "select", "align", "report"}
+    assert set(s["stage_minutes"]) == {"plan", "sweep", "extend", "fit", "backtest", "predict", "select", "align", "report"}
     assert s["predict"]["chosen"] in {r["name"] for r in s["predict"]["candidates"]}
-    assert s["runs"]["done"] == 16 and s["runs"]["failed"] == 0
+    # the extension stage looked at every budget; whatever it added ran (16 runs in the grid)
+    ext = s["extend"]
+    assert [b["budget"] for b in ext["budgets"]] == [5e8, 1e9, 2e9, 4e9]
+    assert {b["state"] for b in ext["budgets"]} <= {"bracketed", "capped", "ladder ends"}
+    assert all(a["kind"] == "extend" and a["reason"].startswith("extend ") for a in ext["added"])
+    assert s["runs"]["done"] == 16 + len(ext["added"]) and s["runs"]["failed"] == 0
     assert Path(s["report"]) == report and report.stat().st_size > 1_000_000
 
 
@@ -97,7 +102,7 @@ def test_killed_study_resumes_where_it_stopped(study, tmp_path):
     out = tmp_path / "study"
     # start from the finished sweep, forget every stage after it: the rerun must redo only those
     shutil.copytree(src, out)
-    for stage in ("fit", "backtest", "predict", "select", "align", "report"):
+    for stage in ("extend", "fit", "backtest", "predict", "select", "align", "report"):
         (out / "stages" / f"{stage}.json").unlink()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "scaling", "run", str(SPEC), "--out", str(out), "--report",

@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help="approach 3: pin a parameter")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B", help="bootstrap resamples (0: none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise", choices=["auto", "none"], default="auto",
+                   help="approaches 2 and 3 (grid): weight by the run-to-run noise measured from repeated seeds "
+                        "when the data repeat a point, and print the lack of fit against it (none: unweighted)")
     p.add_argument("--kaplan-form", choices=["n", "d", "joint", "compute"], default="joint")
     p.add_argument("--offset", action="store_true", help="Kaplan forms: add an irreducible loss E")
     p.add_argument("--backtest", action="store_true", help="also fit without the largest budget and predict it")
@@ -162,7 +165,9 @@ def fit_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]
                             bootstrap=args.bootstrap, seed=args.seed, columns=cols,
                             fitter=replace(_approach3(args, cols), bootstrap=0, columns=Columns())).fit(frame)
     else:
-        fit = _fitter(args, cols).fit(frame)
+        fitter = _fitter(args, cols)
+        noise = _noise(args, frame, cols)
+        fit = fitter.fit(frame, noise=noise) if noise is not None else fitter.fit(frame)
     bt = None
     if args.backtest:
         from scaling.fit import backtest
@@ -170,6 +175,17 @@ def fit_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]
         with _subset_fits():
             bt = backtest(frame, columns=cols, fitter=_approach3(args, cols))
     return fit, bt
+
+
+def _noise(args: argparse.Namespace, frame: Any, cols: Any) -> Any:
+    """The noise the fit weights by: measured from repeated points (``--noise auto``), for
+    approach 2 and approach 3's grid estimator; None otherwise."""
+    from scaling.fit import normalise
+    from scaling.fit.noise import estimate_noise
+
+    if args.noise == "none" or not (args.approach == "2" or (args.approach == "3" and args.estimator == "grid")):
+        return None
+    return estimate_noise(normalise(frame, cols).frame)
 
 
 @contextlib.contextmanager
@@ -201,7 +217,9 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(args.out, fit.to_dict())
     if args.json:
         out = fit.to_dict(include_draws=False)
-        out.pop("info", None)
+        noise = out.pop("info", {}).get("noise")
+        if noise is not None:
+            out["noise"] = noise
         if bt is not None:
             out["backtest"] = bt
         emit_json(out)

@@ -1,4 +1,4 @@
-"""``scaling sweep {plan,launch,status,resume,cancel}``: thin wrappers over :mod:`scaling.sweep`."""
+"""``scaling sweep {plan,launch,status,resume,extend,cancel}``: thin wrappers over :mod:`scaling.sweep`."""
 
 from __future__ import annotations
 
@@ -55,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="the sweep folder")
     launch_opts(p)
 
+    p = sub.add_parser("extend", help="finish a sweep folder, add IsoFLOP sizes where a minimum is not bracketed, "
+                                      "then the spec's repeats (grid.extend, grid.repeats)")
+    p.add_argument("dir", help="the sweep folder")
+    p.add_argument("--max-added", type=int, default=None, help="runs added in the whole study (default: grid.extend's)")
+    p.add_argument("--per-budget", type=int, default=None, help="runs added at one budget (default: grid.extend's)")
+    launch_opts(p)
+
     p = sub.add_parser("status", help="runs done/running/failed, FLOPs done, per-run losses")
     p.add_argument("dir", help="the sweep folder")
     add_json_flag(p)
@@ -72,7 +79,8 @@ def _positive(name: str, v: int | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"plan": _plan, "launch": _launch, "resume": _launch, "status": _status, "cancel": _cancel}[args.action](args)
+    return {"plan": _plan, "launch": _launch, "resume": _launch, "extend": _extend, "status": _status,
+            "cancel": _cancel}[args.action](args)
 
 
 def _console(columns: int = 10) -> Any:
@@ -176,6 +184,32 @@ def _launch(args: argparse.Namespace) -> int:
     return 0 if summary["failed"] == 0 else 1
 
 
+def _extend(args: argparse.Namespace) -> int:
+    from scaling.errors import UsageError
+    from scaling.sweep import extend_folder
+
+    for name in ("max_parallel", "threads"):
+        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    for name in ("max_added", "per_budget", "retries"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be 0 or more")
+    quiet = args.quiet or args.json
+    out = extend_folder(args.dir, max_added=args.max_added, per_budget=args.per_budget,
+                 say=(lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True)),
+                 executor=args.executor, max_parallel=args.max_parallel, threads=args.threads, retries=args.retries,
+                 progress=False if quiet else None, cache_dir=args.cache_dir)
+    if args.json:
+        emit_json(out)
+    else:
+        print(f"{args.dir}: {len(out['added'])} run(s) added in {out['rounds']} round(s); "
+              f"{out['done']}/{out['runs']} done, {out['failed']} failed")
+        for b in out["budgets"]:
+            print(f"  budget {b['budget']:.3g}: {b['state']} ({b['added']} added): {b['reason']}")
+    if out["cancelled"]:
+        return 1
+    return 0 if out["failed"] == 0 else 1
+
+
 def _status(args: argparse.Namespace) -> int:
     from scaling.sweep import status
 
@@ -196,14 +230,15 @@ def _status(args: argparse.Namespace) -> int:
                     f"{pct:.0f}% of {st['flops_total']:.3g} FLOPs; {who}")
     on_gpus = any(r.get("gpus") for r in st["runs"])  # placed on GPUs by the local executor
     for col in ("name", "run_id", "state", "attempts", "progress", *(("gpus",) if on_gpus else ()), "final_loss",
-                "eval_loss", "wall_time", "error"):
+                "eval_loss", "wall_time", "added", "error"):
         t.add_column(col)
     for r in st["runs"]:
         prog = f"{100 * r['tokens_done'] / r['tokens']:.0f}%" if r["tokens"] else ""
         err = (r.get("error") or "").strip().splitlines()
         gpus = (",".join(map(str, r.get("gpus") or [])),) if on_gpus else ()
         t.add_row(str(r["name"]), r["run_id"], r["state"], str(r["attempts"]), prog, *gpus, _cell(r["final_loss"]),
-                  _cell(r["eval_loss"]), "" if r["wall_time"] is None else _dur(r["wall_time"]), err[-1][:60 if r["state"] != "corrupt" else 400] if err else "")
+                  _cell(r["eval_loss"]), "" if r["wall_time"] is None else _dur(r["wall_time"]),
+                  (r.get("added") or "").split(":")[0], err[-1][:60 if r["state"] != "corrupt" else 400] if err else "")
     _console().print(t)
     return 0
 

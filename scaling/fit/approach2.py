@@ -11,6 +11,14 @@ would extrapolate, not locate, the optimum.
 
 This is the one IsoFLOP vertex of the package: each minimum keeps its parabolas (centre and
 coefficients) so the report draws them from the fit artifact instead of refitting.
+
+Runs that differ only by seed are one point: the parabola goes through the mean loss of each
+size. With a measured noise (:class:`scaling.fit.noise.NoiseEstimate`, ``fit(noise=)``) the
+parabolas are weighted least squares with weights ``n_i / sigma_b^2`` (inverse variance of each
+mean), their covariance ``(X^T W X)^-1`` (the noise known, not estimated from the residuals);
+each budget's ``lack_of_fit`` is the chi-square of its means against the parabola, and the
+intervals come from ``bootstrap`` parametric resamples: every mean redrawn with its noise, every
+parabola and both power laws refitted.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.fit.data import Columns, FitData, FitRefusal, budget_groups, normalise
+from scaling.fit.noise import NoiseEstimate, lack_of_fit, point_means, pooled_lack_of_fit
 from scaling.fit.results import LawFit
 
 
@@ -38,20 +47,31 @@ def ols(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]
     return coef, cov, df
 
 
-def parabola_vertex(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """OLS ``y = c0 + c1 u + c2 u^2`` with ``u = x - mean(x)``: the vertex ``x* = -c1 / (2 c2)``,
-    its delta-method standard error, the value there, and the parabola (``centre``, ``coef``)."""
+def _design(u: np.ndarray) -> np.ndarray:
+    return np.column_stack([np.ones_like(u), u, u * u])
+
+
+def parabola_vertex(x: np.ndarray, y: np.ndarray, se: np.ndarray | None = None) -> dict[str, Any]:
+    """``y = c0 + c1 u + c2 u^2`` with ``u = x - mean(x)``, by OLS, or by weighted least squares
+    with weights ``1 / se^2`` when the standard errors ``se`` of ``y`` are known: the vertex
+    ``x* = -c1 / (2 c2)``, its delta-method standard error, the value there, and the parabola
+    (``centre``, ``coef``)."""
     xm = float(np.mean(x))
     u = x - xm
-    coef, cov, _ = ols(np.column_stack([np.ones_like(u), u, u * u]), y)
+    if se is None:
+        coef, cov, _ = ols(_design(u), y)
+    else:
+        w = 1.0 / np.asarray(se, float)
+        coef, *_ = np.linalg.lstsq(_design(u) * w[:, None], y * w, rcond=None)
+        cov = np.linalg.pinv((_design(u) * (w * w)[:, None]).T @ _design(u))
     c0, c1, c2 = (float(v) for v in coef)
     out: dict[str, Any] = {"curvature": c2, "centre": xm, "coef": [c0, c1, c2]}
     if c2 <= 0:
         return {**out, "x": math.nan, "se": math.nan, "y": math.nan}
     v = -c1 / (2 * c2)
     grad = np.array([0.0, -1 / (2 * c2), c1 / (2 * c2 * c2)])
-    se = float(math.sqrt(max(grad @ cov @ grad, 0.0))) if np.isfinite(cov).all() else math.nan
-    return {**out, "x": v + xm, "se": se, "y": c0 + c1 * v + c2 * v * v}
+    se_v = float(math.sqrt(max(grad @ cov @ grad, 0.0))) if np.isfinite(cov).all() else math.nan
+    return {**out, "x": v + xm, "se": se_v, "y": c0 + c1 * v + c2 * v * v}
 
 
 def parabola_at(parabola: dict[str, Any], x: np.ndarray) -> np.ndarray:
@@ -61,10 +81,14 @@ def parabola_at(parabola: dict[str, Any], x: np.ndarray) -> np.ndarray:
     return c0 + c1 * u + c2 * u * u
 
 
-def isoflop_minimum(flops: float, group: pd.DataFrame) -> dict[str, Any]:
+def isoflop_minimum(flops: float, runs: pd.DataFrame, noise: NoiseEstimate | None = None) -> dict[str, Any]:
     """The IsoFLOP minimum of one budget: ``n_opt``, ``d_opt`` (parabola vertices), their log-space
-    standard errors, ``loss_opt``, the observed best, and whether the minimum is ``interior``."""
-    out: dict[str, Any] = {"flops": float(flops), "n_points": len(group)}
+    standard errors, ``loss_opt``, the observed best, and whether the minimum is ``interior``.
+
+    Repeats (rows with the same size) are averaged first; ``noise`` makes the parabolas weighted
+    (``se = sigma_b / sqrt(n)`` per mean) and adds ``lack_of_fit`` (against the pooled noise)."""
+    group = point_means(runs.assign(budget=float(flops)))
+    out: dict[str, Any] = {"flops": float(flops), "n_points": len(group), "n_runs": len(runs)}
     sizes = group["params"].nunique()
     i_best = int(np.argmin(group["loss"].to_numpy()))
     out["observed_best_loss"] = float(group["loss"].iloc[i_best])
@@ -77,7 +101,12 @@ def isoflop_minimum(flops: float, group: pd.DataFrame) -> dict[str, Any]:
         return out
     logn, logd = np.log(group["params"].to_numpy()), np.log(group["tokens"].to_numpy())
     loss = group["loss"].to_numpy()
-    vn, vd = parabola_vertex(logn, loss), parabola_vertex(logd, loss)
+    se = None if noise is None else noise.point_se(group)
+    vn, vd = parabola_vertex(logn, loss, se), parabola_vertex(logd, loss, se)
+    if noise is not None:
+        out["noise_std"] = noise.sigma(flops)
+        out["lack_of_fit"] = lack_of_fit(loss, parabola_at({"centre": vn["centre"], "coef": vn["coef"]}, logn),
+                                         noise.point_se(group, pooled=True), 3, noise.dof)
     inside_n = logn.min() < vn["x"] < logn.max()
     inside_d = logd.min() < vd["x"] < logd.max()
     best_at_edge = out["observed_best_params"] in (group["params"].min(), group["params"].max())
@@ -121,8 +150,42 @@ def power_law_fit(minima: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def allocation_fit(approach: str, minima: list[dict[str, Any]], data: FitData) -> LawFit:
-    """The :class:`LawFit` of OLS power laws through per-budget (or per-run) optima."""
+def vertex_draws(minimum: dict[str, Any], group: pd.DataFrame, sigma: float, n_draws: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Parametric resamples of one budget's vertices ``(log N*, log D*)``: each size's mean loss
+    redrawn as ``mean + sigma / sqrt(n) eps``, the weighted parabolas refitted (nan where a
+    resample does not curve upward)."""
+    pts = point_means(group.assign(budget=minimum["flops"]))
+    se = sigma / np.sqrt(pts["n"].to_numpy(dtype=float))
+    ys = pts["loss"].to_numpy()[None, :] + se[None, :] * rng.standard_normal((n_draws, len(pts)))
+    out = []
+    for col, key in (("params", "parabola_n"), ("tokens", "parabola_d")):
+        u = np.log(pts[col].to_numpy()) - minimum[key]["centre"]
+        x, w = _design(u), 1.0 / se
+        coef = np.linalg.lstsq(x * w[:, None], (ys * w[None, :]).T, rcond=None)[0]  # (3, B)
+        c1, c2 = coef[1], coef[2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out.append(np.where(c2 > 0, -c1 / (2 * c2) + minimum[key]["centre"], np.nan))
+    return out[0], out[1]
+
+
+def allocation_draws(minima: list[dict[str, Any]], groups: list[pd.DataFrame], noise: NoiseEstimate,
+                     n_draws: int, seed: int | None) -> np.ndarray:
+    """``(B, 4)`` draws of ``(n_coef, n_exponent, d_coef, d_exponent)``: every budget's vertices
+    redrawn with its noise (:func:`vertex_draws`), both power laws refitted by OLS."""
+    rng = np.random.default_rng(seed)
+    logn, logd = zip(*(vertex_draws(m, g, noise.sigma(m["flops"]), n_draws, rng)
+                       for m, g in zip(minima, groups, strict=True)), strict=True)
+    design = np.column_stack([np.ones(len(minima)), np.log([m["flops"] for m in minima])])
+    pinv = np.linalg.pinv(design)
+    cn, cd = pinv @ np.array(logn), pinv @ np.array(logd)  # (2, B) each; nan rows stay nan
+    return np.column_stack([np.exp(cn[0]), cn[1], np.exp(cd[0]), cd[1]])
+
+
+def allocation_fit(approach: str, minima: list[dict[str, Any]], data: FitData, draws: np.ndarray | None = None,
+                   info: dict[str, Any] | None = None) -> LawFit:
+    """The :class:`LawFit` of OLS power laws through per-budget (or per-run) optima; ``draws``
+    (B, 4) replace the OLS intervals by percentiles when given."""
     fits = power_law_fit(minima)
     params = {
         "n_coef": math.exp(fits["n"]["params"][0]),
@@ -136,8 +199,9 @@ def allocation_fit(approach: str, minima: list[dict[str, Any]], data: FitData) -
         params=params,
         n_points=len(data),
         estimator="ols",
+        draws=draws,
         convention=data.convention,
-        info={"ols": fits, "minima": minima},
+        info={"ols": fits, "minima": minima, **(info or {})},
     )
 
 
@@ -146,25 +210,39 @@ class Approach2:
     """IsoFLOP parabolas per budget, then OLS power laws ``N*(C)``, ``D*(C)``.
 
     Budgets come from a numeric ``budget`` column, else from FLOPs equal within ``rtol``.
+    ``bootstrap``: parametric resamples (seeded by ``seed``) when a noise is given to :meth:`fit`.
     """
 
     columns: Columns = field(default_factory=Columns)
     rtol: float = 0.02
+    bootstrap: int = 1000
+    seed: int | None = 0
 
-    def minima(self, frame: pd.DataFrame | FitData) -> list[dict[str, Any]]:
+    def minima(self, frame: pd.DataFrame | FitData, noise: NoiseEstimate | None = None) -> list[dict[str, Any]]:
         """Every budget's IsoFLOP minimum (see :func:`isoflop_minimum`), interior or not."""
         data = normalise(frame, self.columns)
-        return [isoflop_minimum(c, g) for c, g in budget_groups(data.frame, self.rtol)]
+        return [isoflop_minimum(c, g, noise) for c, g in budget_groups(data.frame, self.rtol)]
 
-    def fit(self, frame: pd.DataFrame | FitData) -> LawFit:
+    def fit(self, frame: pd.DataFrame | FitData, noise: NoiseEstimate | None = None) -> LawFit:
         data = normalise(frame, self.columns)
         groups = budget_groups(data.frame, self.rtol)
         if len(groups) < 2:
             raise FitRefusal(
                 f"DATA: {len(groups)} compute budget(s); approach 2 needs IsoFLOP profiles at 2 or more budgets"
             )
-        minima = [isoflop_minimum(c, g) for c, g in groups]
+        minima = [isoflop_minimum(c, g, noise) for c, g in groups]
         for m in minima:
             if not m["interior"]:
                 raise FitRefusal(f"budget {m['flops']:.4g} FLOPs: minimum not interior: {m['reason']}")
-        return allocation_fit("2", minima, data)
+        if noise is None:
+            return allocation_fit("2", minima, data)
+        draws = allocation_draws(minima, [g for _, g in groups], noise, self.bootstrap, self.seed)
+        return allocation_fit("2", minima, data, draws, {"noise": _noise_summary(minima, noise, draws)})
+
+
+def _noise_summary(minima: list[dict[str, Any]], noise: NoiseEstimate, draws: np.ndarray) -> dict[str, Any]:
+    """The noise used, the parabolas' lack of fit over every budget, and the resamples kept."""
+    return {"pooled_std": noise.pooled, "pooled_dof": noise.dof,
+            "lack_of_fit": pooled_lack_of_fit([m["lack_of_fit"] for m in minima]),
+            "bootstrap": {"n": len(draws), "kind": "parametric (means redrawn with the noise)",
+                          "failed": int(np.isnan(draws).any(axis=1).sum())}}

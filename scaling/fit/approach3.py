@@ -18,6 +18,14 @@ Fitted in log space as ``log L = LSE(a - alpha log N, b - beta log D, e)`` with 
 
 The bootstrap refits the Huber objective on each resample, as Besiroglu et al. did for their
 standard errors (for both estimators), warm-started at the full-data estimate.
+
+With a measured run-to-run noise (:class:`scaling.fit.noise.NoiseEstimate`, ``fit(noise=)``) the
+residuals are scaled by it: ``sum_i Huber_k(r_i / s_i)`` with ``s_i = sigma_b / L_i`` the noise
+of point i in log space and ``k = 1.345`` (Huber's 95%-efficiency threshold, in units of the
+noise); since ``Huber_k(r / s) = Huber_{k s}(r) / s^2`` this is the same solver with weights
+``1 / s_i^2`` and a threshold per point. Each bootstrap resample then also redraws the losses,
+``L_i + sigma_b eps`` (a parametric resampling on top of the resampling of runs), and
+``info["noise"]`` holds the lack-of-fit chi-square of the point means against the noise.
 """
 
 from __future__ import annotations
@@ -37,7 +45,12 @@ from scaling.fit import optim
 from scaling.convention import Convention
 from scaling.fit.bootstrap import MAX_BOOTSTRAP, counts_from_indices, resample_counts
 from scaling.fit.data import Columns, FitData, FitRefusal, FitWarning, budget_groups, normalise
+from scaling.fit.noise import NoiseEstimate, lack_of_fit, point_means, row_sigma
 from scaling.fit.results import LawFit
+
+NOISE_HUBER_K = 1.345
+"""Huber threshold in units of the noise when the residuals are scaled by it (Huber 1964: 95%
+efficiency at the normal)."""
 
 # Hoffmann et al. (2022) approach-3 estimates, unrounded (from the paper's LaTeX source, as
 # quoted by Besiroglu et al. 2024): A = 406.401018, B = 410.722827, E = 1.69337368,
@@ -111,15 +124,23 @@ class Approach3:
         frame: pd.DataFrame | FitData,
         weights: np.ndarray | None = None,
         resample_indices: np.ndarray | None = None,
+        noise: NoiseEstimate | None = None,
     ) -> LawFit:
         """Fit to rows with ``params, tokens, loss`` (column names from ``columns``).
 
-        ``resample_indices`` (B, n) replays a given bootstrap instead of drawing ``bootstrap``.
+        ``resample_indices`` (B, n) replays a given bootstrap instead of drawing ``bootstrap``;
+        ``noise`` scales the residuals by the measured noise (see the module docstring).
         """
         fd = normalise(frame, self.columns)
         data = fd.frame
         n = len(data)
         problem = self._problem(data, weights)
+        sigma = None
+        if noise is not None:
+            if self.estimator != "grid":
+                raise FitRefusal("noise: scaling residuals by the measured noise needs estimator 'grid'")
+            sigma = row_sigma(data, noise)
+            problem = self._scaled(problem, sigma / data["loss"].to_numpy())
         if len(budget_groups(data)) == 1:
             warnings.warn(FitWarning(
                 f"DATA: every point has one compute budget ({data['flops'].median():.3g} FLOPs): one IsoFLOP curve "
@@ -127,8 +148,10 @@ class Approach3:
             ), stacklevel=2)
         theta, extra = self._estimate(problem, data["loss"].to_numpy())
         objective = float(problem.objective(theta[None])[0])
-        draws, n_failed = self._bootstrap(problem, theta, resample_indices)
+        draws, n_failed = self._bootstrap(problem, theta, resample_indices, sigma)
         resid = optim.predict_log(theta, problem.logn, problem.logd)[0] - problem.logl
+        if noise is not None:
+            extra["noise"] = self._noise_info(data, theta, noise, int(problem.free.sum()))
         info = {
             "loss": self.loss,
             "delta": self.delta,
@@ -192,6 +215,22 @@ class Approach3:
         return sorted(((t, float(problem.objective(t[None])[0])) for t in found), key=lambda x: x[1])
 
     # ---- internals ----------------------------------------------------------------------------------
+
+    def _scaled(self, problem: optim.Problem, s: np.ndarray) -> optim.Problem:
+        """Residuals in units of the noise ``s`` (log space, per point): weights ``1 / s^2``,
+        Huber threshold ``k s`` (``Huber_k(r / s) = Huber_{k s}(r) / s^2``)."""
+        delta = NOISE_HUBER_K * s if self.loss == "huber" else self.delta
+        return optim.Problem(problem.logn, problem.logd, problem.logl, problem.weights / (s * s),
+                             optim.Robust(self.loss, delta), problem.free)
+
+    @staticmethod
+    def _noise_info(data: pd.DataFrame, theta: np.ndarray, noise: NoiseEstimate, n_free: int) -> dict[str, Any]:
+        """The noise used and the lack of fit of the point means (repeats averaged) against it."""
+        pts = point_means(data)
+        pred = np.exp(optim.predict_log(theta, np.log(pts["params"].to_numpy()), np.log(pts["tokens"].to_numpy()))[0])
+        return {"pooled_std": noise.pooled, "pooled_dof": noise.dof, "huber_k": NOISE_HUBER_K,
+                "lack_of_fit": lack_of_fit(pts["loss"].to_numpy(), pred, noise.point_se(pts, pooled=True), n_free,
+                                           noise.dof)}
 
     def _problem(self, data: pd.DataFrame, weights: np.ndarray | None) -> optim.Problem:
         n = len(data)
@@ -300,8 +339,11 @@ class Approach3:
         return theta, math.exp(res.x[-1]), float(res.fun)
 
     def _bootstrap(
-        self, problem: optim.Problem, theta: np.ndarray, resample_indices: np.ndarray | None
+        self, problem: optim.Problem, theta: np.ndarray, resample_indices: np.ndarray | None,
+        sigma: np.ndarray | None = None,
     ) -> tuple[np.ndarray | None, int]:
+        """Refits on resampled runs; with ``sigma`` (the noise of each loss) the losses of each
+        resample are redrawn too, ``L + sigma eps`` (eps standard normal, from the same seed)."""
         n = len(problem.logl)
         if resample_indices is not None:
             counts = counts_from_indices(resample_indices, n)
@@ -310,10 +352,16 @@ class Approach3:
         else:
             return None, 0
         weights = counts * problem.weights[None, :]
+        logl = problem.logl
+        if sigma is not None:
+            loss = np.exp(problem.logl)
+            eps = np.random.default_rng(None if self.seed is None else [self.seed, 1]).standard_normal(counts.shape)
+            logl = np.log(np.maximum(loss + sigma * eps, 1e-3 * loss))
 
         def refit(chunk: np.ndarray) -> tuple[np.ndarray, int]:
             sub = optim.Problem(
-                problem.logn, problem.logd, problem.logl, weights[chunk], problem.robust, problem.free
+                problem.logn, problem.logd, logl if logl.ndim == 1 else logl[chunk], weights[chunk],
+                problem.robust, problem.free,
             )
             th, _, conv = optim.levenberg_marquardt(sub, np.tile(theta, (len(chunk), 1)), rtol=1e-8)
             return th, int((~conv).sum())

@@ -3,8 +3,10 @@
 ``STUDY/fit/<kind>_<count>.json`` holds ``LawFit.to_dict()`` for each kind (``approach3``,
 ``approach2``, ``kaplan``) and parameter count (``total``, ``non_embedding``). When approach 2
 refuses (a budget without an interior minimum), ``approach2_<count>.refused.json`` holds the
-reason, the convention and every budget's minimum instead. The CLI summary and the report read
-these files and never refit: :func:`exponent_rows` is the one table of N* exponents both show.
+reason, the convention and every budget's minimum instead. ``fit/noise.json`` holds the
+run-to-run noise measured from repeated seeds (:class:`~scaling.fit.noise.NoiseEstimate`), when
+the sweep repeated any point. The CLI summary and the report read these files and never refit:
+:func:`exponent_rows` is the one table of N* exponents both show.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.convention import PARAM_COUNTS, Convention
+from scaling.fit.noise import NoiseEstimate
 from scaling.fit.results import LawFit
 from scaling.store import atomic_write_json, read_json
 
@@ -33,6 +36,23 @@ def fit_path(study: str | Path, kind: str, count: str) -> Path:
 
 def refused_path(study: str | Path, count: str) -> Path:
     return fit_path(study, "approach2", count).with_suffix(".refused.json")
+
+
+def noise_path(study: str | Path) -> Path:
+    return Path(study) / "fit" / "noise.json"
+
+
+def write_noise(study: str | Path, noise: NoiseEstimate | None) -> None:
+    """``fit/noise.json`` (removed when no point was repeated: the fits are then unweighted)."""
+    if noise is None:
+        noise_path(study).unlink(missing_ok=True)
+    else:
+        atomic_write_json(noise_path(study), noise.to_dict())
+
+
+def read_noise(study: str | Path) -> NoiseEstimate | None:
+    d = read_json(noise_path(study))
+    return NoiseEstimate.from_dict(d) if d else None
 
 
 def read_fit(study: str | Path, kind: str, count: str) -> LawFit | None:

@@ -179,3 +179,16 @@ def close_groups(values: np.ndarray, rtol: float) -> np.ndarray:
             group, start = group + 1, logv[i]
         labels[i] = group
     return labels
+
+
+def study_data(study: str | Path, convention: Convention, loss_column: str = "eval_loss") -> FitData:
+    """The done runs of a study folder as a fit's input: N counted as ``convention`` says, C the
+    run's budget label; ``loss_column`` where every run has it, else the final training loss."""
+    from scaling.store import load_runs
+
+    df = load_runs(study)
+    df = df[df["status"] == "done"]
+    loss = df[loss_column] if loss_column in df and df[loss_column].notna().all() else df["final_loss"]
+    frame = pd.DataFrame({"params": df[convention.n_column], "tokens": df["tokens"], "loss": loss,
+                          "flops": df["budget"], "budget": df["budget"], "run_id": df["run_id"]})
+    return normalise(frame.reset_index(drop=True), Columns(convention=convention))

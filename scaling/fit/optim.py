@@ -93,7 +93,9 @@ def _jacobian(p1, p2, p3, logn, logd) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Problem:
-    """Data for one batch: log N, log D, log L (n,), weights (n,) or (S, n), the loss and free mask."""
+    """Data for one batch: log N, log D (n,), log L and weights (n,) or (S, n) (one row per problem:
+    resampled losses, resample counts), the loss (its ``delta`` a scalar or one per point) and
+    the free mask."""
 
     logn: np.ndarray
     logd: np.ndarray
@@ -103,8 +105,11 @@ class Problem:
     free: np.ndarray  # (5,) bool
 
     def objective(self, theta: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        r = predict_log(theta, self.logn, self.logd) - self.logl
+        r = predict_log(theta, self.logn, self.logd) - self._logl(rows)
         return (self._w(rows, len(theta)) * self.robust.rho(r)).sum(axis=1)
+
+    def _logl(self, rows: np.ndarray | None) -> np.ndarray:
+        return self.logl if self.logl.ndim == 1 or rows is None else self.logl[rows]
 
     def _w(self, rows: np.ndarray | None, s: int) -> np.ndarray:
         w = self.weights
@@ -119,7 +124,7 @@ class Problem:
         1, log N, log D or their products: six matrix products against a shared (n, k) basis.
         """
         pred, p1, p2, p3 = _terms(theta, self.logn, self.logd)
-        r = pred - self.logl
+        r = pred - self._logl(rows)
         w = self._w(rows, len(theta))
         f = (w * self.robust.rho(r)).sum(axis=1)
         v = w * self.robust.psi(r)

@@ -290,6 +290,8 @@ class LawFit:
         lines += [f"{k:<12}{_fmt(v):>14}{_fmt(s):>14}   {_fmt_ci(c)}" for k, v, s, c in rows]
         if self.objective is not None:
             lines.append(f"objective: {self.objective:.6g}")
+        if self.info.get("noise"):
+            lines.append(noise_line(self.info["noise"]))
         minima = self.info.get("minima") or []
         if minima:
             lines.append(f"{'budget (FLOPs)':<16}{'N*':>12}{'D*':>12}{'loss':>10}")
@@ -416,3 +418,14 @@ def _ols_alloc_ci(ols: Mapping[str, Any], flops: float, alpha: float) -> dict[st
         with np.errstate(over="ignore"):
             out[key] = [float(np.exp(mean - t * sd)), float(np.exp(mean + t * sd))]
     return out
+
+
+def noise_line(noise: Mapping[str, Any]) -> str:
+    """``noise: std 0.0042 (12 dof, repeated seeds); lack of fit chi2/dof 1.31 on 15 dof, p = 0.18``."""
+    lof = noise.get("lack_of_fit") or {}
+    head = f"noise: std {noise['pooled_std']:.4g} of the final loss ({noise['pooled_dof']} dof, from repeated seeds)"
+    if lof.get("chi2_per_dof") is None:
+        return f"{head}; lack of fit: no degrees of freedom left"
+    verdict = "the model misses the data by more than the noise" if lof["p_value"] < 0.01 else "consistent with the noise"
+    return (f"{head}; lack of fit chi2/dof = {lof['chi2_per_dof']:.3g} on {lof['dof']} dof, "
+            f"p = {lof['p_value']:.3g} ({verdict})")

@@ -4,7 +4,7 @@ through submitit on this machine or a Slurm cluster.
 Modules, one job each: ``lock`` (who may write a folder), ``task`` (what a job runs), ``jobs``
 (handles on runs in flight), ``executors`` (debug/local/slurm and how many runs at once),
 ``progress`` (snapshots and displays), ``launcher`` (the launch loop), ``control`` (status, cancel),
-``plan`` (the dry-run table).
+``plan`` (the dry-run table), ``extend`` and ``added`` (runs an adaptive sweep adds, and their log).
 
 Python API (what ``scaling sweep`` and ``scaling.pipeline`` call)::
 
@@ -26,6 +26,7 @@ _EXPORTS = {
     "expand": "scaling.sweep.grid",
     "plan_table": "scaling.sweep.plan",
     "launch": "scaling.sweep.launcher",
+    "extend_folder": "scaling.sweep.extend",
     "resume": "scaling.sweep.launcher",
     "status": "scaling.sweep.control",
     "cancel": "scaling.sweep.control",

@@ -50,7 +50,7 @@ def _row(out: Path, r: dict[str, Any], queued: set[str] | None) -> dict[str, Any
         "tokens_done": tokens if done else tokens_done(RunDir(out / SweepStore.RUNS / r["run_id"])),
         "final_loss": r["final_loss"] if done else None, "eval_loss": r["eval_loss"] if done else None,
         "wall_time": r["wall_time"] if done else None, "job_id": st.get("job_id"), "gpus": st.get("gpus"),
-        "error": st.get("error") if not done else None,
+        "error": st.get("error") if not done else None, "added": r["added"],
     }
 
 

@@ -222,16 +222,28 @@ def _isoflop(spec: SweepSpec, g: IsoflopGrid, b: _Builder) -> list[RunSpec]:
                 path = ("grid", "sizes_per_budget")
             shapes = [resolve_size(s, spec.model, spec.where(*path, i)) for i, s in enumerate(sizes or [])]
         for shape in sorted(set(shapes), key=lambda s: (s.count(spec.model.count), s.layers)):
-            d = budget / flops_per_token(shape, conv)
-            batch = batch_tokens_for(spec.train.batch, shape, d)
-            if d < batch / 2:
-                raise UsageError(
-                    f"grid.budgets: budget {budget:.3g} buys {d:.0f} tokens on {_tag(shape)} "
-                    f"({shape.params} params), less than one batch of {batch}: raise the budget or drop the size"
-                )
-            for seed in b.seeds():
-                out.append(b.run(shape, d, name=f"C{_g(budget)}_{_tag(shape)}", budget=budget, group=f"C={_g(budget)}", seed=seed, batch=batch))
+            out.extend(isoflop_run(spec, budget, shape, seed, builder=b) for seed in b.seeds())
     return out
+
+
+def isoflop_run(spec: SweepSpec, budget: float, shape: ModelShape, seed: int, *, added: str | None = None,
+                builder: _Builder | None = None) -> RunSpec:
+    """The run of ``shape`` at ``budget`` (``D = C / (FLOPs per token)``, whole batches), as the
+    grid makes it; ``added`` labels a run the sweep added after its grid (its name then ends in
+    ``_s<seed>`` when the seed is not one of ``train.seeds``)."""
+    b = builder or _Builder(spec)
+    d = budget / flops_per_token(shape, spec.train.flops_convention)
+    batch = batch_tokens_for(spec.train.batch, shape, d)
+    if d < batch / 2:
+        raise UsageError(
+            f"grid.budgets: budget {budget:.3g} buys {d:.0f} tokens on {_tag(shape)} "
+            f"({shape.params} params), less than one batch of {batch}: raise the budget or drop the size"
+        )
+    name = f"C{_g(budget)}_{_tag(shape)}"
+    if len(spec.train.seeds) == 1 and seed not in spec.train.seeds:
+        name = f"{name}_s{seed}"  # with several train.seeds every name already ends in its seed
+    run = b.run(shape, d, name=name, budget=budget, group=f"C={_g(budget)}", seed=seed, batch=batch)
+    return run.model_copy(update={"added": added}) if added else run
 
 
 def _kaplan_n(spec: SweepSpec, g: KaplanNGrid, b: _Builder) -> list[RunSpec]:

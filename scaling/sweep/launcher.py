@@ -25,6 +25,7 @@ from scaling.backends.base import backend_class, backend_target
 from scaling.errors import UsageError
 from scaling.runspec import RunSpec
 from scaling.store import CorruptFileError, RunDir, SweepStore, atomic_write_json
+from scaling.sweep.added import added_runs
 from scaling.sweep.control import CANCEL
 from scaling.sweep.executors import KINDS, Executor, cores, parallelism
 from scaling.sweep.gpus import Placement, check_needs, gpu_estimates, gpu_plan, gpus_per_run
@@ -39,10 +40,18 @@ from scaling.sweep.task import RunTask
 SUBMITIT = "submitit"
 
 
+def sweep_runs(spec: SweepSpec, out_dir: str | Path) -> list[RunSpec]:
+    """The grid's runs, then those the folder's ``extend.json`` added (:mod:`scaling.sweep.added`)."""
+    runs = expand(spec)
+    ids = {r.run_id for r in runs}
+    return runs + [r for r in added_runs(spec, out_dir) if r.run_id not in ids]
+
+
 def write_store(spec: SweepSpec, out_dir: str | Path, runs: list[RunSpec] | None = None) -> tuple[SweepStore, list[RunSpec]]:
-    """``sweep.yaml`` and each run's ``spec.json``: labels and execution options refreshed, the
-    hashed config unchanged; a finished run keeps the execution options it ran with."""
-    runs = expand(spec) if runs is None else runs
+    """``sweep.yaml`` and each run's ``spec.json`` (default: :func:`sweep_runs`): labels and
+    execution options refreshed, the hashed config unchanged; a finished run keeps the execution
+    options it ran with."""
+    runs = sweep_runs(spec, out_dir) if runs is None else runs
     store = SweepStore(out_dir)
     store.path.mkdir(parents=True, exist_ok=True)
     store.write_sweep(spec.to_yaml())
