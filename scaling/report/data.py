@@ -200,7 +200,18 @@ class Study:
     minima_convention: dict[str, Convention | None] = field(default_factory=dict)
     refusals: dict[str, str] = field(default_factory=dict)
     exponents: list[dict[str, Any]] = field(default_factory=list)
+    noise: dict[str, Any] | None = None  # fit/noise.json: run-to-run noise from repeated seeds
+    extend: dict[str, Any] | None = None  # extend.json: the runs the adaptive sweep added, and why
     cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def noise_std(self, budget: float) -> float | None:
+        """The noise of one run's final loss at ``budget`` (its own estimate, else the pooled one)."""
+        if not self.noise:
+            return None
+        for b in self.noise.get("budgets", []):
+            if math.isclose(float(b["flops"]), float(budget), rel_tol=1e-9):
+                return float(b["used_std"])
+        return float(self.noise["pooled_std"])
 
     @property
     def done(self) -> pd.DataFrame:
@@ -270,7 +281,7 @@ def load_study(study_dir: str | Path, fit_paths: list[str | Path] | None = None)
     candidates = sorted(fit_dir.glob("*.json")) if fit_dir.is_dir() else []
     candidates += [Path(p) for p in fit_paths or []]
     for p in candidates:
-        if p.name == "backtest.json":
+        if p.name in ("backtest.json", "noise.json"):
             continue
         d = _read_obj(p)
         if isinstance(d, dict):
@@ -294,6 +305,8 @@ def load_study(study_dir: str | Path, fit_paths: list[str | Path] | None = None)
         minima_convention=conventions,
         refusals=refusals,
         exponents=exponent_rows(path),
+        noise=_read_obj(fit_dir / "noise.json"),
+        extend=_read_obj(path / "extend.json"),
     )
 
 

@@ -178,7 +178,8 @@ def _sig(a: np.ndarray, digits: int = 4) -> np.ndarray:
 
 def isoflop(study: Study) -> go.Figure | None:
     """Loss against N at each budget, the fitted parabola in ln N and its minimum with a 1-sigma
-    error bar; a toggle switches N between the non-embedding and total conventions."""
+    error bar, the run-to-run noise (``fit/noise.json``) as a band around the parabola; a toggle
+    switches N between the non-embedding and total conventions."""
     done = study.done
     if done.empty or "budget" not in done or done["budget"].notna().sum() < 3:
         return None
@@ -194,6 +195,7 @@ def isoflop(study: Study) -> go.Figure | None:
         idx: list[int] = []
         vs = {v.budget: v for v in study.valleys(conv)}
         titles[conv] = "IsoFLOP curves: ★ parabola minimum ±1σ" + (
+            "; band: noise ±1σ" if study.noise else "") + (
             "" if all(v.interior for v in vs.values()) else "; ✕ no interior minimum (best run)")
         visible = not groups
         for budget, g in done.dropna(subset=["budget", n_col]).groupby("budget"):
@@ -210,6 +212,16 @@ def isoflop(study: Study) -> go.Figure | None:
             if v is None or v.parabola is None:
                 continue
             xs = np.exp(np.linspace(np.log(v.n_range[0]) - 0.15, np.log(v.n_range[1]) + 0.15, 60))
+            sigma = study.noise_std(float(budget))
+            if sigma is not None:  # the run-to-run noise of one run's loss, around the parabola
+                fig.add_trace(go.Scatter(
+                    x=np.concatenate([xs, xs[::-1]]),
+                    y=np.concatenate([v.loss_at(np.log(xs)) + sigma, (v.loss_at(np.log(xs)) - sigma)[::-1]]),
+                    mode="lines", fill="toself", fillcolor=c, opacity=0.15, line={"width": 0},
+                    legendgroup=label, showlegend=False, visible=visible, hoverinfo="skip",
+                    name=f"{label}: noise ±{sigma:.4f}",
+                ))
+                idx.append(len(fig.data) - 1)
             fig.add_trace(go.Scatter(
                 x=xs, y=v.loss_at(np.log(xs)), mode="lines", legendgroup=label, showlegend=False,
                 line={"color": c, "width": 1.5, "dash": "dot"}, visible=visible, hoverinfo="skip",

@@ -22,6 +22,7 @@ from typing import Any
 from markupsafe import Markup
 
 from scaling.report import figures as F
+from scaling.report.adaptive import extension_blocks, noise_blocks
 from scaling.report.alignment import alignment_section
 from scaling.report.blocks import (
     Block,
@@ -46,7 +47,7 @@ RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("shape.layers", "layers"), ("shape.hidden", "hidden"), ("non_embedding_params", "N non-emb."),
     ("params", "N total"), ("tokens", "tokens D"), ("flops", "FLOPs"), ("final_loss", "final loss"),
     ("eval_loss", "eval loss"), ("optimizer.lr", "lr"), ("seed", "seed"), ("wall_time", "wall (s)"),
-    ("tokens_per_s", "tokens/s"), ("attempts", "attempts"),
+    ("tokens_per_s", "tokens/s"), ("attempts", "attempts"), ("added", "added because"),
 )
 MAX_TABLE_ROWS = 1000  # a page of 10,000 table rows takes seconds to draw and sort; the frame has them all
 PROVENANCE_KEYS = ("versions", "packages", "git_commit", "git", "hardware", "device", "seed", "seeds", "python",
@@ -329,7 +330,8 @@ SECTIONS: tuple[SectionBuilder, ...] = (
     _plan,
     _runs,
     _figure_section("curves", "Training curves", lambda study: []),
-    _figure_section("isoflop", "IsoFLOP curves", lambda study: [isoflop_table(study)]),
+    _figure_section("isoflop", "IsoFLOP curves",
+                    lambda study: [isoflop_table(study), *extension_blocks(study), *noise_blocks(study)]),
     _figure_section("frontier", "Compute-optimal frontier", lambda study: []),
     lambda study, figs: conventions(study),
     _figure_section("parametric", "Parametric fit", parametric_table),

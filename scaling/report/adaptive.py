@@ -1,0 +1,61 @@
+"""The IsoFLOP section's account of the adaptive sweep and the noise: which runs the sweep added
+and why (``extend.json``), each budget's last decision, the run-to-run noise (``fit/noise.json``)
+and each fit's lack of fit against it (``info.noise`` of the fit files). Read only; nothing refit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scaling.report.blocks import Block, Table, Text
+from scaling.report.data import Study
+
+
+def extension_blocks(study: Study) -> list[Block]:
+    log = study.extend
+    if not isinstance(log, dict):
+        return []
+    out: list[Block] = [Text("heading", "adaptive sweep: runs added after the grid (extend.json)")]
+    added = log.get("added") or []
+    if added:
+        out.append(Table(["run", "budget C", "kind", "round", "why"],
+                         [(a.get("name"), a.get("budget"), a.get("kind"), a.get("round"), a.get("reason"))
+                          for a in added], text_cols=1))
+    else:
+        out.append(Text("note", "No run was added: every budget was bracketed, or a cap or the ladder's end stopped it."))
+    if log.get("budgets"):
+        out.append(Table(["budget C", "state", "runs added", "why"],
+                         [(b.get("budget"), b.get("state"), b.get("added"), b.get("reason")) for b in log["budgets"]],
+                         text_cols=0))
+    return out
+
+
+def _lack_of_fit_rows(study: Study) -> list[tuple[Any, ...]]:
+    rows = []
+    for view in study.fits.values():
+        info = view.raw.get("info") if isinstance(view.raw.get("info"), dict) else {}
+        lof = (info.get("noise") or {}).get("lack_of_fit") if isinstance(info.get("noise"), dict) else None
+        if not lof:
+            continue
+        p = lof.get("p_value")
+        verdict = "" if p is None else ("misses the data by more than the noise" if p < 0.01 else "consistent with the noise")
+        rows.append((view.name, lof.get("chi2_per_dof"), lof.get("dof"), lof.get("noise_dof"), p, verdict))
+    return rows
+
+
+def noise_blocks(study: Study) -> list[Block]:
+    nz = study.noise
+    if not isinstance(nz, dict):
+        return []
+    per = ", ".join(f"{b['flops']:.3g}: {b['used_std']:.4f}" + ("" if b.get("std") is not None else " (pooled)")
+                    for b in nz.get("budgets", []))
+    out: list[Block] = [
+        Text("heading", "run-to-run noise (fit/noise.json)"),
+        Text("note", f"Std of the final loss across repeated seeds, pooled: {nz['pooled_std']:.4f} on "
+                     f"{nz['pooled_dof']} dof; per budget: {per}. The fits weight by it (approach 2's parabolas by "
+                     "inverse variance, approach 3's residuals scaled by it) and resample it in their intervals; "
+                     "the band on the IsoFLOP curves is ±1σ of one run."),
+    ]
+    rows = _lack_of_fit_rows(study)
+    if rows:
+        out.append(Table(["fit", "chi2 / dof", "dof", "noise dof", "p (F test)", "verdict"], rows, text_cols=1))
+    return out

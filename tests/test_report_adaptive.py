@@ -1,0 +1,62 @@
+"""The report on an adaptive sweep with repeated seeds: the runs it added with their reasons, the
+noise, each fit's lack of fit against it, and the noise band on the IsoFLOP curves. A real toy
+sweep (tests/test_sweep_extend.py's spec), fits written as the fit stage writes them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scaling.convention import Convention
+from scaling.fit import Approach2, Approach3
+from scaling.fit.artifacts import fit_path, read_noise, write_approach2, write_noise
+from scaling.fit.data import study_data
+from scaling.fit.noise import estimate_noise
+from scaling.report import build_report
+from scaling.report import figures as F
+from scaling.report.data import load_study
+from scaling.store import atomic_write_json
+from scaling.sweep import extend_folder, launch
+from tests.test_sweep_extend import spec_file
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("adaptive")
+    spec = spec_file(tmp, budgets="[1e11, 3e11]", k=4, noise=0.05, repeats="  repeats: {seeds: [1], at: all}\n")
+    out = tmp / "out"
+    launch(spec, out, progress=False)
+    extend_folder(out, progress=False)
+    conv = Convention("total", "6N")
+    data = study_data(out, conv)
+    write_noise(out, estimate_noise(data.frame))
+    noise = read_noise(out)
+    atomic_write_json(fit_path(out, "approach3", "total"), Approach3(bootstrap=50).fit(data, noise=noise).to_dict())
+    write_approach2(out, "total", Approach2(bootstrap=50).fit(data, noise=noise), None)
+    return out, build_report(out, tmp / "r.html").read_text()
+
+
+def test_added_runs_and_the_noise_reach_the_page(study):
+    out, html = study
+    log = json.loads((out / "extend.json").read_text())
+    assert log["added"] and "adaptive sweep: runs added after the grid" in html
+    for a in log["added"]:
+        assert a["name"] in html
+    assert "extend larger: the lowest loss is at the largest size" in html
+    assert "run-to-run noise (fit/noise.json)" in html and "p (F test)" in html
+    noise = json.loads((out / "fit" / "noise.json").read_text())
+    assert f"{noise['pooled_std']:.4f} on {noise['pooled_dof']} dof" in html
+
+
+def test_isoflop_curves_carry_the_noise_band(study):
+    out, _ = study
+    fig = F.isoflop(load_study(out))
+    bands = [t for t in fig.data if t.fill == "toself"]
+    sigma = json.loads((out / "fit" / "noise.json").read_text())["budgets"]
+    assert len(bands) == 2  # a band per budget (approach 2 was fitted in total N only)
+    for band, b in zip(bands, sigma, strict=True):
+        y = band.y
+        assert (y[0] - y[-1]) == pytest.approx(2 * b["used_std"], rel=1e-6)  # parabola ± sigma at the first x
+        assert band.name.endswith(f"noise ±{b['used_std']:.4f}")
+    assert "band: noise ±1σ" in fig.layout.title.text
