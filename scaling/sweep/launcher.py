@@ -131,7 +131,7 @@ class _Launch:
                  gpus: Sequence[int] | None = None, runs_per_gpu: int | str | None = None) -> None:
         self.spec, self.out, self.kind, self.retries, self.show, self.lock = spec, out, kind, retries, show, lock
         self.settings = spec.executor
-        runs = expand(spec)
+        runs = sweep_runs(spec, out)  # the grid and the runs an adaptive sweep added
         # before anything is written: a GPU that is not here is bad input
         where = "--gpus" if gpus is not None else spec.where("executor", "gpus")
         self.gpu = gpu_plan(kind, self.settings, runs, cores(), gpus, runs_per_gpu, where=where)
