@@ -148,13 +148,14 @@ def ladder(base: SweepSpec) -> list[ModelShape]:
 def design_mapping(base: SweepSpec, design: Design, shapes: Sequence[ModelShape], name: str | None = None) -> dict[str, Any]:
     """The spec as written: ``base`` as its file gave it, the grid replaced by the design
     (``isoflop`` with ``sizes_per_budget``; each shape one object, so YAML writes it once and
-    aliases it after)."""
+    aliases it after), keeping the base grid's ``extend`` and ``repeats``."""
     d = base.model_dump(mode="json", exclude_unset=True)
     objs = {i: ShapeSize(layers=shapes[i].layers, hidden=shapes[i].hidden, heads=shapes[i].heads,
                          kv_heads=shapes[i].kv_heads, ffn=shapes[i].ffn).model_dump(mode="json", exclude_none=True)
             for idx in design.sizes for i in idx}
     per_budget = {float(c): [objs[i] for i in idx] for c, idx in zip(design.budgets, design.sizes, strict=True)}
-    d["grid"] = {"kind": "isoflop", "budgets": [float(c) for c in design.budgets], "sizes_per_budget": per_budget}
+    kept = {k: v for k, v in d.get("grid", {}).items() if k in ("extend", "repeats")}  # the base's own adaptive settings
+    d["grid"] = {"kind": "isoflop", "budgets": [float(c) for c in design.budgets], "sizes_per_budget": per_budget, **kept}
     if name:
         d["name"] = name
     return d
@@ -259,6 +260,20 @@ def plain_design(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: P
         raise UsageError(f"--allowance {allowance.describe()}: not even a 4x5 grid fits it on this ladder; "
                          "raise the allowance or add sizes to grid.sizes")
     return p
+
+
+def spec_points(spec: SweepSpec, pricing: Pricing) -> DesignPoints:
+    """A spec's own IsoFLOP grid as a design (e.g. a finished study's ``sweep.yaml``), to predict
+    its widths beside what its fits gave."""
+    shapes = ladder(spec)
+    runs = tuple(r for r in expand(spec) if r.budget is not None)
+    budgets = tuple(sorted({float(r.budget) for r in runs if r.budget is not None}))
+    def key(s: ModelShape) -> tuple[int, ...]:
+        return (s.layers, s.hidden, s.heads, s.n_kv_heads, s.d_ffn)
+
+    index = {key(s): i for i, s in enumerate(shapes)}
+    sizes = tuple(tuple(sorted({index[key(r.model_shape)] for r in runs if r.budget == c})) for c in budgets)
+    return DesignPoints(Design(budgets, sizes, f"the grid of {spec.name}"), spec, runs, pricing.cost(runs))
 
 
 def design_points(base: SweepSpec, design: Design, pricing: Pricing) -> DesignPoints:

@@ -1,0 +1,131 @@
+"""What ``scaling design`` buys: 95% interval widths of the designed grid beside the plain 4x5 grid of
+the same compute, predicted by simulation and realised by fitting.
+
+    python benchmarks/design_gain.py [--pilot studies/quickstart_old] [--designed studies/quickstart]
+
+(a) Synthetic truth: a Chinchilla-form law in non-embedding N (E 3.2, A 29, alpha 0.44, B 2.8e5,
+    beta 0.99: a = 0.69, near what the CPU ladder reaches on the built-in corpus) with noise sd
+    0.006 of log loss, on the ladder of ``sweeps/quickstart.yaml``. Allowance: the pilot grid's FLOPs.
+    Predicted: median widths over simulations (approach 2: 200; approach 3: ``--draws3`` with 200
+    bootstrap resamples each). Realised: the study's own fitters on independent draws (other seeds).
+(b) This machine's CPU study: the pilot (a finished ``scaling run`` of the old 4x5 quickstart) is
+    the prior (its approach-3 fit, its residual scale as the noise) and the plain grid; its own fits
+    give the realised widths. With ``--designed``, a finished study of the designed grid too.
+
+Printed per approach and count of N: the half-width of the interval on the allocation exponent a
+and the hi/lo ratio of N* at the target (1.6e12 FLOPs), designed and plain, and plain / designed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scaling.design import Prior, choose_design, load_prior, predict_widths, realised_widths
+from scaling.design.space import Allowance, Pricing, spec_points
+from scaling.fit.artifacts import read_fit
+from scaling.laws.base import ParametricLaw
+from scaling.sweep.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 1.6e12
+TRUTH = dict(E=3.2, A=29.0, B=2.8e5, alpha=0.44, beta=0.99)
+SIGMA = 0.006
+ROW = "{:<34} {:>10} {:>10} {:>8}   {:>10} {:>10} {:>8}"
+
+
+def _row(label: str, d: object, p: object) -> str:
+    da, pa = d.exponent_half, p.exponent_half
+    dn, pn = math.exp(d.log_n_opt), math.exp(p.log_n_opt)
+    return ROW.format(label, f"{da:.3f}", f"{pa:.3f}", f"{pa / da:.2f}x", f"{dn:.3g}x", f"{pn:.3g}x",
+                      f"{math.log(pn) / math.log(dn):.2f}x")
+
+
+def _table(title: str, designed: list, plain: list) -> None:
+    print(f"\n{title}")
+    print(ROW.format("", "a +- des.", "a +- plain", "ratio", "N* des.", "N* plain", "ln ratio"))
+    for d in designed:
+        p = next((w for w in plain if w.approach == d.approach and w.count == d.count), None)
+        if p is not None and math.isfinite(d.exponent) and math.isfinite(p.exponent):
+            print(_row(f"approach {d.approach}, N {d.count}", d, p))
+
+
+def synthetic(pilot: Path, draws: int, draws3: int) -> None:
+    base = load_spec(ROOT / "sweeps" / "quickstart.yaml")
+    law = ParametricLaw("synthetic", "benchmark truth", **TRUTH, param_convention="non_embedding",
+                        flops_convention="6N_non_embedding")
+    prior = Prior(law, SIGMA, "synthetic", "assumed")
+    flops = spec_points(load_spec(pilot), Pricing()).cost["flops"]
+    t = time.perf_counter()
+    ch = choose_design(base, prior, Allowance("flops", float(flops)), Pricing(), TARGET, criterion="exponent",
+                       sims=200, sims3=draws3, bootstrap=200, seed=0, family={"min_steps": 150})
+    print(f"(a) synthetic truth, allowance {flops:.3g} FLOPs (the pilot's): {ch.considered} designs, "
+          f"{time.perf_counter() - t:.0f} s to choose")
+    print(f"  designed: {ch.chosen.design.describe()}, {ch.chosen.cost['flops']:.3g} FLOPs")
+    print(f"  plain:    {ch.plain.design.describe()}, {ch.plain.cost['flops']:.3g} FLOPs")
+    _table("  predicted (simulation, seed 0)", ch.chosen_widths, ch.plain_widths)
+    real_d = realised_widths(ch.chosen, prior, TARGET, draws=draws, seed=1000, approaches=("2",))
+    real_p = realised_widths(ch.plain, prior, TARGET, draws=draws, seed=2000, approaches=("2",))
+    real_d += realised_widths(ch.chosen, prior, TARGET, draws=draws3, seed=3000, approaches=("3",))
+    real_p += realised_widths(ch.plain, prior, TARGET, draws=draws3, seed=4000, approaches=("3",))
+    _table(f"  realised (study fitters, independent draws: {draws} approach 2, {draws3} approach 3)", real_d, real_p)
+    print("\n  realised / predicted, designed grid:")
+    for r in real_d:
+        p = next(w for w in ch.chosen_widths if w.approach == r.approach and w.count == r.count)
+        print(f"    approach {r.approach}, N {r.count:<14} a: {r.exponent / p.exponent:.2f}   ln N*: {r.log_n_opt / p.log_n_opt:.2f}")
+
+
+def _study_widths(study: Path) -> list:
+    """The study's own fits as widths (exponent and N* at the target intervals)."""
+    from scaling.design.simulate import Widths
+
+    out = []
+    for kind, approach in (("approach2", "2"), ("approach3", "3")):
+        for count in ("total", "non_embedding"):
+            fit = read_fit(study, kind, count)
+            if fit is None:
+                continue
+            lo, hi = fit.n_exponent()["ci"]
+            n_lo, n_hi = fit.allocation(TARGET)["ci"]["params"]
+            out.append(Widths(approach, count, hi - lo, math.log(n_hi / n_lo), math.nan, 1.0, 1))
+    return out
+
+
+def cpu_study(pilot: Path, designed: Path | None, draws3: int) -> None:
+    prior = load_prior(f"fit:{pilot / 'fit' / 'approach3_non_embedding.json'}")
+    print(f"\n(b) CPU study: prior {pilot} approach 3 (N non-embedding), noise {prior.sigma:.4f} ({prior.sigma_source})")
+    for label, study in (("pilot (plain 4x5)", pilot), ("designed", designed)):
+        if study is None:
+            continue
+        pts = spec_points(load_spec(study), Pricing())
+        pred = predict_widths(pts, prior, TARGET, sims=200, sims3=draws3, bootstrap=200, seed=0)
+        real = _study_widths(study)
+        print(f"  {label}: {pts.design.describe()}, {pts.cost['flops']:.3g} FLOPs")
+        print(ROW.format("", "a +- pred", "a +- real", "real/pred", "N* pred", "N* real", "ln r/p"))
+        for r in real:
+            p = next(w for w in pred if w.approach == r.approach and w.count == r.count)
+            print(ROW.format(f"approach {r.approach}, N {r.count}", f"{p.exponent_half:.3f}", f"{r.exponent_half:.3f}",
+                             f"{r.exponent / p.exponent:.2f}x", f"{math.exp(p.log_n_opt):.3g}x",
+                             f"{math.exp(r.log_n_opt):.3g}x", f"{r.log_n_opt / p.log_n_opt:.2f}x"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pilot", type=Path, default=ROOT / "studies" / "quickstart_old",
+                    help="a finished study of the old 4x5 quickstart grid")
+    ap.add_argument("--designed", type=Path, help="a finished study of the designed grid")
+    ap.add_argument("--draws", type=int, default=40, help="independent draws, approach 2")
+    ap.add_argument("--draws3", type=int, default=8, help="simulations and draws, approach 3 (each a 200-resample bootstrap)")
+    a = ap.parse_args()
+    synthetic(a.pilot, a.draws, a.draws3)
+    cpu_study(a.pilot, a.designed, a.draws3)
+
+
+if __name__ == "__main__":
+    main()
