@@ -259,3 +259,22 @@ def test_the_held_out_budget_never_reaches_the_choice():
     again = holdout_largest(data.assign(loss=np.where(top, data["loss"] * 1.1, data["loss"])), Predictor())
     assert again["chosen"] == out["chosen"] and again["law"].loss(3e4, 6e5) == out["law"].loss(3e4, 6e5)
     assert again["mae"] > 10 * out["mae"] and out["n_test"] == 5
+
+
+def test_bagging_weights_each_candidate_by_how_often_the_resampled_choice_selects_it(tmp_path, capsys):
+    from scaling.cli import main
+
+    cands = (Candidate("free"), Candidate("E_floor", 0.25), Candidate("kaplan_joint"))
+    data = ladder(sizes=SIZES[:5], noise=0.01)
+    fit = Predictor(candidates=cands, combine="bag", bootstrap=30, seed=2).fit(data)
+    freq = fit.choice_frequency()
+    assert fit.weights == pytest.approx(tuple(freq[n] for n in fit.names))
+    assert sum(fit.weights) == pytest.approx(1.0)
+    n, d = 6.4e4, 1.28e6
+    assert fit.loss(n, d) == pytest.approx(sum(w * m.loss(n, d) for w, m in zip(fit.weights, fit.members)))
+    with pytest.raises(FitRefusal, match="bootstrap"):
+        Predictor(combine="bag")
+    csv = tmp_path / "ladder.csv"
+    data.to_csv(csv, index=False)
+    assert main(["fit", str(csv), "--predict", "--combine", "bag"]) == 2
+    assert "--bootstrap" in capsys.readouterr().err

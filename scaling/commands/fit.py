@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="choose the law that predicts: candidates scored on the largest sizes (or budgets) left out",
     )
-    p.add_argument("--combine", choices=["select", "stack"], default="select", help="--predict: keep the best or weight them")
+    p.add_argument("--combine", choices=["select", "stack", "bag"], default="select",
+                   help="--predict: keep the best, weight them by stacking, or by how often the bootstrap selects each")
     p.add_argument("--folds", type=int, default=2, help="--predict: levels left out in turn, largest first")
     p.add_argument("--cv-axis", choices=["auto", "params", "budget", "tokens", "flops"], default="auto",
                    help="--predict: what a level is (auto: budget for IsoFLOP grids, size for ladders)")
@@ -108,6 +109,8 @@ def check_options(args: argparse.Namespace) -> None:
     for name, default in _KAPLAN_OPTIONS.items():
         if args.approach != "kaplan" and getattr(args, name) != default:
             raise UsageError(f"--{name.replace('_', '-')}: only --approach kaplan uses it; drop it or pass --approach kaplan")
+    if args.combine == "bag" and args.bootstrap < 1:
+        raise UsageError("--combine bag: needs --bootstrap B, the resamples it counts the choices over (e.g. 100)")
     if args.seed != 0 and args.bootstrap == 0:
         raise UsageError("--seed: only the bootstrap draws random numbers; add --bootstrap B or drop --seed")
 

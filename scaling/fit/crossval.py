@@ -17,7 +17,10 @@ scored by forward-chaining cross-validation over the design's extrapolation axis
   ``|log L_hat - log L|`` of the left-out level (about the relative error);
 * **combination**: ``select`` keeps the candidate with the lowest score; ``stack`` weights the
   candidates (non-negative, summing to 1) to minimise the squared relative error of the weighted
-  prediction over every held-out point (stacking, Wolpert 1992; Breiman 1996).
+  prediction over every held-out point (stacking, Wolpert 1992; Breiman 1996); ``bag`` weights
+  each candidate by how often the choice, redone on each bootstrap resample, selects it (bagging
+  the selection, Breiman 1996: a choice made on a few held-out levels is unstable, and its
+  average over resamples less so).
 
 The law returned is the chosen (or weighted) candidates refitted on all the rows given, so the
 points a caller keeps back to test the predictor are never used to choose. The bootstrap wraps
@@ -44,7 +47,7 @@ from scaling.fit.data import Columns, FitData, FitRefusal, budget_groups, close_
 from scaling.fit.predictive import PredictiveLaw
 
 AXES = ("auto", "params", "budget", "tokens", "flops")
-COMBINE = ("select", "stack")
+COMBINE = ("select", "stack", "bag")
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,6 +194,8 @@ class Predictor:
             raise FitRefusal("folds: must be >= 1")
         if self.bootstrap < 0:
             raise FitRefusal("bootstrap: must be >= 0")
+        if self.combine == "bag" and self.bootstrap < 1:
+            raise FitRefusal("combine=bag: needs bootstrap resamples to average the choice over (e.g. 100)")
         if self.axis not in AXES:
             raise FitRefusal(f"axis: {self.axis!r} is not one of {', '.join(AXES)}")
 
@@ -219,14 +224,17 @@ class Predictor:
         if not kept:
             raise FitRefusal("DATA: no candidate could be fitted in every fold: " +
                              "; ".join(f"{r['name']}: {r['refused']}" for r in rows))
-        weights = self._combine([f for _, f in kept], data, folds)
+        draws = self._bootstrap([f for _, f in kept], data, folds) if self.bootstrap else None
+        if self.combine == "bag":  # how often each candidate is selected across the resamples
+            weights = np.bincount(np.argmax(draws["weights"], axis=1), minlength=len(kept)) / self.bootstrap
+        else:
+            weights = self._combine([f for _, f in kept], data, folds)
         for (c, _), w in zip(kept, weights, strict=True):
             row = next(r for r in rows if r["name"] == c.name)
             row["weight"] = float(w)
         best = int(np.argmax(weights))
         for r in rows:
             r["chosen"] = r["name"] == kept[best][0].name if self.combine == "select" else r.get("weight", 0) > 0
-        draws = self._bootstrap([f for _, f in kept], data, folds) if self.bootstrap else None
         return PredictiveLaw(
             members=tuple(f["all"].law for _, f in kept),
             names=tuple(c.name for c, _ in kept),
@@ -304,7 +312,7 @@ class Predictor:
             scores = np.nanmean(errors, axis=2)
         scores[~np.isfinite(scores)] = np.inf
         weights = np.zeros((self.bootstrap, len(fitted)))
-        if self.combine == "select" or len(fitted) == 1:
+        if self.combine in ("select", "bag") or len(fitted) == 1:  # bag: the selections it counts
             weights[np.arange(self.bootstrap), np.argmin(scores, axis=1)] = 1.0
         else:
             for b in range(self.bootstrap):

@@ -222,7 +222,9 @@ def predict_table(study: Study) -> list[Block]:
         share = freq.get(r.get("name"))
         note = "chosen" if r.get("chosen") else (r.get("refused") or "")
         rows.append((r.get("name"), *pct, r.get("weight"), f"{100 * share:.0f}%" if isinstance(share, (int, float)) else "", note))
-    how = "the lowest mean error is selected" if d.get("combine") == "select" else "candidates are weighted by stacking"
+    how = {"select": "the lowest mean error is selected", "stack": "candidates are weighted by stacking",
+           "bag": "candidates are weighted by how often the bootstrap's resampled choice selects each"}.get(
+        str(d.get("combine")), "candidates are weighted")
     counted = f" ({fv.convention.label})" if fv.convention else ""
     return [
         Text("note", f"{design.get('design', '')} design{counted}, cross-validated over {design.get('axis', '')}: each error is "
