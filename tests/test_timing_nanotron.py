@@ -89,3 +89,19 @@ def test_sweep_plan_says_which_mfu_it_used(tmp_path):
     assert {r["mfu"] for r in after["runs"]} == {"0.50 measured"}
     bad = run_cli("sweep", "plan", str(path), "--study", str(tmp_path / "nothing"), timeout=120)
     assert bad.returncode == 2 and "study:" in bad.stderr and "runs/" in bad.stderr
+
+
+def test_the_progress_line_says_what_the_eta_came_from():
+    import io
+
+    from scaling.sweep.progress import LineProgress, Progress
+
+    basis = "GPU-hours at the measured MFU 0.20-0.40 by size (2 finished runs) + 15.0 min a run outside its steps"
+    out = io.StringIO()
+    show = LineProgress(out)
+    for done in (2, 3):
+        show(Progress(name="ladder", total=5, done=done, running=1, failed=0, pending=5 - done - 1, skipped=2,
+                      retried=0, flops_total=5e19, flops_done=done * 1e19, elapsed_s=60.0, eta_s=7200.0,
+                      estimate_basis=basis))
+    first, second = out.getvalue().splitlines()
+    assert first.endswith(f"ETA 2:00:00 ({basis})") and second.endswith("ETA 2:00:00")

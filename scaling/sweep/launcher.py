@@ -167,7 +167,9 @@ class _Launch:
         # a backend that learns from finished runs (Nanotron: their measured MFU) reads this study's
         finished = finished_runs(self.out) if hasattr(backend, "calibrate") else []
         ests, model = gpu_estimates(backend, [self.by_id[i] for i in self.todo], self.threads, self.gpu, finished)
-        self.meter.use_estimates(dict(zip(self.todo, ests, strict=True)), model.startup_s if model else 0.0, self.par)
+        basis = model.source if model is not None else getattr(backend, "estimate_basis", None)
+        self.meter.use_estimates(dict(zip(self.todo, ests, strict=True)), model.startup_s if model else 0.0, self.par,
+                                 basis)
         self.ex = Executor(self.kind, self.out / SUBMITIT / "%j", self.settings, self.threads, backend)
         slurm = any(self.store.run(r).read_status().get("slurm_job") for r in self.todo)
         queued = squeue_ids() if slurm else None
@@ -278,6 +280,7 @@ class _Launch:
             "threads_per_run": self.threads, "gpus": self.gpu.to_dict() if self.gpu else None, "runs": len(self.runs), "done": final.done, "failed": len(self.failed),
             "cancelled": self.cancelled, "skipped": len(self.skipped), "retried": self.retried,
             "flops_total": final.flops_total, "flops_done": final.flops_done, "wall_s": time.time() - self.meter.t0,
+            "estimate_basis": final.estimate_basis,
             "failed_runs": [{"run_id": r, "name": self.by_id[r].name, "error": e} for r, e in self.failed.items()],
         }
 

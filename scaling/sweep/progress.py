@@ -46,6 +46,7 @@ class Progress:
     eta_s: float | None
     running_names: tuple[str, ...] = ()
     finished: bool = False
+    estimate_basis: str | None = None  # what the run estimates behind the ETA came from, in words
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,12 +86,16 @@ class ProgressMeter:
         self.startup_s = 0.0
         self.slots = 1
         self.refiner = Refiner()
+        self.basis: str | None = None
 
-    def use_estimates(self, seconds: Mapping[str, float | None], startup_s: float, slots: int) -> None:
+    def use_estimates(self, seconds: Mapping[str, float | None], startup_s: float, slots: int,
+                      basis: str | None = None) -> None:  # fmt: skip
         """ETAs from each run's estimated seconds (``startup_s`` of them before its process
-        reports running) on ``slots`` parallel runs; a run without an estimate: the FLOP-rate ETA."""
+        reports running) on ``slots`` parallel runs, estimated from ``basis`` (in words); a run
+        without an estimate: the FLOP-rate ETA."""
         if seconds and all(v is not None and v > 0 for v in seconds.values()):
             self.seconds = {k: float(v) for k, v in seconds.items() if v is not None}
+            self.basis = basis
         self.startup_s, self.slots = max(0.0, startup_s), max(1, slots)
 
     def _predicted(self, rid: str, frac: float = 1.0) -> float:
@@ -131,6 +136,7 @@ class ProgressMeter:
             pending=len(pending), skipped=self.skipped, retried=retried, flops_total=total, flops_done=fl_done,
             elapsed_s=elapsed, eta_s=eta,
             running_names=tuple(self.by_id[r].name or r for r in live), finished=finished,
+            estimate_basis=self.basis,
         )
 
     def _estimated_eta(self, live: Sequence[str], fracs: dict[str, float], pending: Sequence[str], now: float) -> float:
@@ -181,11 +187,12 @@ class LineProgress:
         key = (p.done, p.running, p.failed, p.retried, int(p.finished))
         if key == self.last:
             return
-        self.last = key
+        first, self.last = self.last is None, key
         pct = 100 * p.flops_done / p.flops_total if p.flops_total else 100.0
         eta = "?" if p.eta_s is None else fmt_s(p.eta_s)
+        basis = f" ({p.estimate_basis})" if p.estimate_basis and first else ""
         print(f"[{p.name}] {p.done}/{p.total} done, {p.running} running, {p.failed} failed, "
-              f"{pct:.0f}% of {p.flops_total:.3g} FLOPs, elapsed {fmt_s(p.elapsed_s)}, ETA {eta}",
+              f"{pct:.0f}% of {p.flops_total:.3g} FLOPs, elapsed {fmt_s(p.elapsed_s)}, ETA {eta}{basis}",
               file=self.stream, flush=True)
 
 
