@@ -105,6 +105,17 @@ def test_lack_of_fit_flags_a_wrong_model_and_not_a_right_one():
         pred = v["coef"][0] + v["coef"][1] * (x - x.mean()) + v["coef"][2] * (x - x.mean()) ** 2
         p_right.append(lack_of_fit(y, pred, np.full(len(x), 0.01), 3)["p_value"])
     assert 0.02 < np.mean(np.array(p_right) < 0.05) < 0.1
+    # the same with the noise estimated from 2 seeds a size (7 dof): the F test still rejects a right
+    # model about 5% of the time; a chi-square against the estimate would, about 15% of the time
+    rejected = []
+    for _ in range(400):
+        y = 3 + 0.05 * (x - x.mean()) ** 2 + 0.01 * rng.standard_normal((2, len(x)))
+        mean, s = y.mean(axis=0), math.sqrt(((y - y.mean(axis=0)) ** 2).sum() / len(x))
+        se = np.full(len(x), s / math.sqrt(2))
+        v = parabola_vertex(x, mean, se)
+        pred = v["coef"][0] + v["coef"][1] * (x - x.mean()) + v["coef"][2] * (x - x.mean()) ** 2
+        rejected.append(lack_of_fit(mean, pred, se, 3, noise_dof=len(x))["p_value"] < 0.05)
+    assert 0.02 < np.mean(rejected) < 0.09
     # approach 2 on a wide, asymmetric Chinchilla valley (0.02x to 50x the optimum) measured
     # precisely: a parabola in log N is the wrong model there, and the test says so
     data = isoflop_rows(rng, 0.002, spread=50.0, sizes=8)
