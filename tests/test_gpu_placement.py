@@ -230,6 +230,13 @@ def test_bad_gpu_settings_exit_2_naming_the_field(two_gpus, cli, executor, flags
     assert not (two_gpus / "out" / "sweep.yaml").exists()  # refused before anything was written
 
 
+def test_gpu_flags_with_another_executor_exit_2(two_gpus, cli):
+    spec = toy_spec(two_gpus, 0.0, "")
+    for kind in ("debug", "slurm"):
+        p = cli("sweep", "launch", str(spec), "--out", str(two_gpus / kind), "--executor", kind, "--runs-per-gpu", "2")
+        assert p.returncode == 2 and f"--gpus/--runs-per-gpu: place runs of --executor local only; with {kind}" in p.stderr
+
+
 # ---- discovery, memory, plan ------------------------------------------------------------------------
 
 

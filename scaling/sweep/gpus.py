@@ -223,6 +223,9 @@ def gpu_plan(kind: str, settings: Any, specs: Sequence[RunSpec], cores: int, gpu
     explicit list must name visible GPUs (UsageError naming ``where`` otherwise)."""
     wanted = settings.gpus if gpus is None else list(gpus)
     per = settings.runs_per_gpu if runs_per_gpu is None else runs_per_gpu
+    if kind != "local" and (gpus or runs_per_gpu is not None):
+        fix = "executor.slurm.gpus_per_node sets a job's GPUs" if kind == "slurm" else "it runs in this process"
+        raise UsageError(f"--gpus/--runs-per-gpu: place runs of --executor local only; with {kind}, {fix}")
     if kind != "local" or wanted == []:
         return None
     found, source = discover()
