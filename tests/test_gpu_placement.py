@@ -257,6 +257,15 @@ def test_discover_reads_nvidia_smi_and_cuda_visible_devices(two_gpus, monkeypatc
     assert [g.index for g in G.discover()[0]] == [1]
 
 
+@pytest.mark.slow  # imports torch in a child
+def test_without_nvidia_smi_a_loaded_driver_is_asked_through_torch(tmp_path, monkeypatch):
+    """The fallback path, run for real: torch here has no CUDA device, so it finds none."""
+    (tmp_path / "nvidiactl").touch()
+    monkeypatch.setattr(G, "DEVICE_NODES", (str(tmp_path / "nvidiactl"),))
+    monkeypatch.setattr(G.shutil, "which", lambda name: None)
+    assert G.machine_gpus() == ([], "torch.cuda")
+
+
 def _spec(layers: int, hidden: int, heads: int, seq: int, vocab: int, batch_seqs: int, **kw) -> RunSpec:
     return RunSpec(shape={"layers": layers, "hidden": hidden, "heads": heads, "vocab": vocab, "seq_len": seq},
                    tokens=seq * batch_seqs * 10, batch_tokens=seq * batch_seqs, optimizer={"lr": 1e-3}, **kw)

@@ -85,6 +85,7 @@ def machine_gpus() -> tuple[list[Gpu], str]:
             return found, "nvidia-smi"
     if any(Path(p).exists() for p in DEVICE_NODES):
         env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order the runs' CUDA_VISIBLE_DEVICES is read in
         try:
             p = subprocess.run([sys.executable, "-c", _TORCH_QUERY], capture_output=True, text=True, timeout=120,
                                check=False, env=env)
