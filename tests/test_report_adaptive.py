@@ -60,3 +60,13 @@ def test_isoflop_curves_carry_the_noise_band(study):
         assert (y[0] - y[-1]) == pytest.approx(2 * b["used_std"], rel=1e-6)  # parabola ± sigma at the first x
         assert band.name.endswith(f"noise ±{b['used_std']:.4f}")
     assert "band: noise ±1σ" in fig.layout.title.text
+
+
+def test_scaling_fit_prints_the_noise_and_the_lack_of_fit(study, cli):
+    out, _ = study
+    text = cli("fit", str(out), "--approach", "2", check=True).stdout
+    assert "noise: std" in text and "from repeated seeds" in text and "lack of fit chi2/dof" in text
+    d = json.loads(cli("fit", str(out), "--json", check=True).stdout)  # approach 3
+    lof = d["noise"]["lack_of_fit"]
+    assert lof["test"] == "F" and lof["dof"] == lof["n_points"] - 5 and 0 <= lof["p_value"] <= 1
+    assert "noise" not in json.loads(cli("fit", str(out), "--json", "--noise", "none", check=True).stdout)

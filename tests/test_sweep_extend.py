@@ -185,3 +185,20 @@ def test_a_kill_during_extension_loses_nothing_and_a_rerun_carries_on(tmp_path):
         steps = [int(m["step"]) for m in rd.read_metrics()]
         assert steps == list(range(1, len(steps) + 1)), name  # every step once, in order
     assert load_spec(out / "sweep.yaml").grid.extend.per_budget == 3
+
+
+def test_a_grid_without_a_ladder_continues_its_own_log_spacing():
+    from scaling.sweep import parse_spec
+    from scaling.sweep.extend import ladder, next_shape
+
+    spec = parse_spec("""\
+name: t
+model: {vocab: 256, seq_len: 64, count: total}
+grid: {kind: isoflop, budgets: [1e12], around_optimum: {k: 3, spread: 4, centre: tokens_per_param, tokens_per_param: 20}}
+""")
+    assert ladder(spec) == []
+    present = [192_960, 406_464, 705_408]  # three shapes of the family, as it resolves 2e5, 4e5 and 8e5
+    up = next_shape(spec, present, LARGER, []).count("total")
+    down = next_shape(spec, present, SMALLER, []).count("total")
+    # the grid's step is 4^(1/2) = 2x: the next shape of the family beyond each edge, as it rounds it
+    assert 705_408 < up < 4 * 705_408 and 192_960 / 4 < down < 192_960

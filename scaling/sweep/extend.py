@@ -82,7 +82,8 @@ def ladder(spec: SweepSpec) -> list[ModelShape]:
 
 def next_shape(spec: SweepSpec, present: list[float], side: str, rungs: list[ModelShape]) -> ModelShape | None:
     """The size beyond the ``side`` edge of ``present`` (parameter counts): the next rung of the
-    ladder, or, without one, the grid's own log step ``spread^(1/(k-1))`` past the edge."""
+    ladder, or, without one, the first shape of the family that differs from the edge's at the
+    grid's own log steps ``spread^(i/(k-1))`` past the edge."""
     count = spec.model.count
     lo, hi = min(present), max(present)
     if rungs:
@@ -90,13 +91,16 @@ def next_shape(spec: SweepSpec, present: list[float], side: str, rungs: list[Mod
         return (beyond[-1] if side == SMALLER else beyond[0]) if beyond else None
     around = spec.grid.around_optimum  # type: ignore[union-attr]
     step = around.spread ** (1 / (around.k - 1)) if around is not None else 2.0
-    target = lo / step if side == SMALLER else hi * step
-    try:
-        shape = resolve_size(target, spec.model, f"grid.extend: size {target:.4g}")
-    except UsageError:
-        return None  # no shape of the family at that size (e.g. below one layer)
-    n = shape.count(count)
-    return shape if (n < lo if side == SMALLER else n > hi) else None
+    for i in range(1, 9):  # the family's shapes are rounded (hidden_multiple): step on until one differs
+        target = lo / step**i if side == SMALLER else hi * step**i
+        try:
+            shape = resolve_size(target, spec.model, f"grid.extend: size {target:.4g}")
+        except UsageError:
+            return None  # no shape of the family at that size (e.g. below one layer)
+        n = shape.count(count)
+        if n < lo if side == SMALLER else n > hi:
+            return shape
+    return None
 
 
 def _budget_points(points: pd.DataFrame, budget: float) -> pd.DataFrame:
