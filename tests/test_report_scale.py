@@ -42,7 +42,7 @@ def test_thousands_of_runs_draw_within_the_point_budget():
     study = _study(4000, steps=200)
     fig = F.training_curves(study)
     drawn = [(t.xaxis, len(t.x), int(np.isnan(t.x).sum()), t.customdata) for t in fig.data]
-    assert sum(n for ax, n, _, _ in drawn if ax == "x") <= F.CURVE_POINTS + 2 * 4000 + 4000  # points + ends + gaps
+    assert sum(n for ax, n, _, _ in drawn if ax == "x") <= 200_000  # a panel a browser draws in a second or two
     assert sum(g for ax, _, g, _ in drawn if ax == "x") == 4000  # one gap after each run: 4000 lines
     assert {str(v) for *_, c in drawn for v in c if v} == set(study.runs["name"])  # every run named on hover
     assert all(t.x.dtype == np.float32 for t in fig.data)
