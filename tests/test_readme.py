@@ -6,7 +6,8 @@ name the user's own data). Those that train for minutes (the full quickstart, a 
 training run, alignment at full size) run here too, as the README writes them with the options
 of :data:`SCALED_DOWN` replaced or added. Those of :data:`NOT_RUN_HERE` need GPUs: the Nanotron
 launch on Slurm (``tests/test_nanotron_slurm.py`` launches a Nanotron spec through the same sweep
-engine on a real single-node Slurm with a stand-in trainer) and the multi-GPU workstation
+engine on a real single-node Slurm with a stand-in trainer), the plan from a Nanotron study's
+finished runs (``tests/test_timing_nanotron.py``, on recorded runs) and the multi-GPU workstation
 (``tests/test_gpu_placement.py``, on a stand-in ``nvidia-smi``).
 """
 
@@ -52,6 +53,8 @@ NOT_RUN_HERE = (
     # GPUs 0 and 1 are not here: tests/test_gpu_placement.py runs both on a stand-in nvidia-smi
     "scaling sweep plan sweeps/quickstart.yaml --gpus",
     "scaling sweep launch sweeps/quickstart.yaml --out studies/gpus",
+    # needs the Nanotron study that launch trains: tests/test_timing_nanotron.py runs it on recorded runs
+    "scaling sweep plan sweeps/nanotron_chinchilla.yaml --study",
 )
 
 
