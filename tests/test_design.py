@@ -190,3 +190,22 @@ def test_design_imports_no_torch_submitit_or_plotly():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}).stdout
     assert out.strip() == "[]"
+
+
+def test_prior_noise_from_repeated_seeds(tmp_path):
+    """A pilot study's fit/noise.json (sd of the final loss across seeds) becomes an sd of log
+    loss at the loss of its largest budget's optimum; without it, the fit's residual scale."""
+    from scaling.design import load_prior
+
+    path = _pilot_fit(tmp_path)
+    d = json.loads(path.read_text())
+    d["info"]["max_flops"] = 2e11
+    path.write_text(json.dumps(d))
+    assert load_prior(f"fit:{path}").sigma == pytest.approx(SIGMA)
+    (tmp_path / "fit" / "noise.json").write_text(json.dumps({"pooled_std": 0.02, "pooled_dof": 5, "budgets": []}))
+    prior = load_prior(f"fit:{path}")
+    law = ParametricLaw("t", "t", **TRUTH, param_convention="non_embedding")
+    a = law.optimal_allocation(2e11)
+    assert prior.sigma == pytest.approx(0.02 / law.loss(a.params, a.tokens))
+    assert "repeated seeds" in prior.sigma_source
+    assert load_prior(f"fit:{path}", sigma=0.01).sigma == 0.01

@@ -4,7 +4,7 @@ Losses are drawn as ``log L_obs = log L(N, D) + sigma eps``, ``eps ~ N(0, 1)`` i
 with N counted as the law counts it (``param_convention``). The law is a published one
 (:func:`scaling.laws.get_law`) or a pilot fit (``fit:STUDY/fit/approach3_<count>.json``); sigma is
 given, or read from a pilot study: its measured noise (``fit/noise.json``, the spread of repeated
-seeds) where it has one, else its approach-3 fit's robust residual scale
+seeds, as a share of the loss) where it has one, else its approach-3 fit's robust residual scale
 (``1.4826 median |r|``), which also holds any lack of fit and so errs wide.
 """
 
@@ -45,18 +45,23 @@ class Prior:
                 "sigma_source": self.sigma_source}
 
 
-def _fit_noise(path: Path) -> tuple[float, str] | None:
-    """The noise of a pilot study: ``fit/noise.json`` (measured from repeated seeds), else the
+def _fit_noise(path: Path, law: Law) -> tuple[float, str] | None:
+    """The noise of a pilot study as an sd of log loss: ``fit/noise.json``'s pooled sd of the
+    final loss across repeated seeds (:mod:`scaling.fit.noise`) over the law's loss at the
+    compute-optimal point of the largest budget fitted (``d log L = dL / L``); else the
     approach-3 fit's residual scale."""
-    study = path.parent.parent if path.parent.name == "fit" else None
-    noise = study / "fit" / "noise.json" if study is not None else None
-    if noise is not None and noise.is_file():
-        d = json.loads(noise.read_text())
-        sigma = d.get("sigma_log_loss") if isinstance(d, dict) else None
-        if isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0:
-            return float(sigma), f"measured from repeated seeds ({noise})"
     d = json.loads(path.read_text())
-    scale = (d.get("info") or {}).get("residual_scale")
+    info = d.get("info") or {}
+    noise = path.parent / "noise.json" if path.parent.name == "fit" else None
+    if noise is not None and noise.is_file():
+        std = (json.loads(noise.read_text()) or {}).get("pooled_std")
+        c = info.get("max_flops")
+        if isinstance(std, (int, float)) and std > 0 and isinstance(c, (int, float)) and c > 0:
+            a = law.optimal_allocation(float(c))
+            level = float(law.loss(a.params, a.tokens))
+            if math.isfinite(level) and level > 0:
+                return float(std) / level, f"measured from repeated seeds ({noise}: sd {std:.3g} at loss {level:.3g})"
+    scale = info.get("residual_scale")
     if isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0:
         return float(scale), f"residual scale of the pilot fit {path} (includes lack of fit)"
     return None
@@ -77,7 +82,7 @@ def load_prior(name: str, sigma: float | None = None) -> Prior:
             raise UsageError(f"--noise {sigma}: give the sd of log loss between runs, a positive number (e.g. 0.005)")
         return Prior(law, float(sigma), name, "assumed (--noise)")
     if name.startswith(FIT_PREFIX):
-        found = _fit_noise(Path(name[len(FIT_PREFIX):]))
+        found = _fit_noise(Path(name[len(FIT_PREFIX):]), law)
         if found is not None:
             return Prior(law, found[0], name, found[1])
     raise UsageError(f"--noise: the prior {name} carries no noise level; give --noise SIGMA "
