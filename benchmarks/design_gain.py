@@ -1,7 +1,7 @@
 """What ``scaling design`` buys: 95% interval widths of the designed grid beside the plain 4x5 grid of
 the same compute, predicted by simulation and realised by fitting.
 
-    python benchmarks/design_gain.py [--pilot studies/quickstart_old] [--designed studies/quickstart]
+    python benchmarks/design_gain.py [--pilot studies/quickstart_old] [--designed studies/quickstart] [--only synthetic|cpu]
 
 (a) Synthetic truth: a Chinchilla-form law in non-embedding N (E 3.2, A 29, alpha 0.44, B 2.8e5,
     beta 0.99: a = 0.69, near what the CPU ladder reaches on the built-in corpus) with noise sd
@@ -13,7 +13,8 @@ the same compute, predicted by simulation and realised by fitting.
     give the realised widths. With ``--designed``, a finished study of the designed grid too.
 
 Printed per approach and count of N: the half-width of the interval on the allocation exponent a
-and the hi/lo ratio of N* at the target (1.6e12 FLOPs), designed and plain, and plain / designed.
+and the hi/lo ratio of N* at the target (1.6e12 FLOPs), designed and plain, plain / designed, and
+the share of draws that fitted (approach 2 refuses a draw with a budget not interior).
 """
 
 from __future__ import annotations
@@ -37,19 +38,19 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.6e12
 TRUTH = dict(E=3.2, A=29.0, B=2.8e5, alpha=0.44, beta=0.99)
 SIGMA = 0.006
-ROW = "{:<34} {:>10} {:>10} {:>8}   {:>10} {:>10} {:>8}"
+ROW = "{:<34} {:>10} {:>10} {:>8}   {:>10} {:>10} {:>8}   {:>9}"
 
 
 def _row(label: str, d: object, p: object) -> str:
     da, pa = d.exponent_half, p.exponent_half
     dn, pn = math.exp(d.log_n_opt), math.exp(p.log_n_opt)
     return ROW.format(label, f"{da:.3f}", f"{pa:.3f}", f"{pa / da:.2f}x", f"{dn:.3g}x", f"{pn:.3g}x",
-                      f"{math.log(pn) / math.log(dn):.2f}x")
+                      f"{math.log(pn) / math.log(dn):.2f}x", f"{d.interior:.0%}/{p.interior:.0%}")
 
 
 def _table(title: str, designed: list, plain: list) -> None:
     print(f"\n{title}")
-    print(ROW.format("", "a +- des.", "a +- plain", "ratio", "N* des.", "N* plain", "ln ratio"))
+    print(ROW.format("", "a +- des.", "a +- plain", "ratio", "N* des.", "N* plain", "ln ratio", "fitted"))
     for d in designed:
         p = next((w for w in plain if w.approach == d.approach and w.count == d.count), None)
         if p is not None and math.isfinite(d.exponent) and math.isfinite(p.exponent):
@@ -107,12 +108,12 @@ def cpu_study(pilot: Path, designed: Path | None, draws3: int) -> None:
         pred = predict_widths(pts, prior, TARGET, sims=200, sims3=draws3, bootstrap=200, seed=0)
         real = _study_widths(study)
         print(f"  {label}: {pts.design.describe()}, {pts.cost['flops']:.3g} FLOPs")
-        print(ROW.format("", "a +- pred", "a +- real", "real/pred", "N* pred", "N* real", "ln r/p"))
+        print(ROW.format("", "a +- pred", "a +- real", "real/pred", "N* pred", "N* real", "ln r/p", ""))
         for r in real:
             p = next(w for w in pred if w.approach == r.approach and w.count == r.count)
             print(ROW.format(f"approach {r.approach}, N {r.count}", f"{p.exponent_half:.3f}", f"{r.exponent_half:.3f}",
                              f"{r.exponent / p.exponent:.2f}x", f"{math.exp(p.log_n_opt):.3g}x",
-                             f"{math.exp(r.log_n_opt):.3g}x", f"{r.log_n_opt / p.log_n_opt:.2f}x"))
+                             f"{math.exp(r.log_n_opt):.3g}x", f"{r.log_n_opt / p.log_n_opt:.2f}x", ""))
 
 
 def main() -> None:
@@ -122,8 +123,12 @@ def main() -> None:
     ap.add_argument("--designed", type=Path, help="a finished study of the designed grid")
     ap.add_argument("--draws", type=int, default=40, help="independent draws, approach 2")
     ap.add_argument("--draws3", type=int, default=8, help="simulations and draws, approach 3 (each a 200-resample bootstrap)")
+    ap.add_argument("--only", choices=("synthetic", "cpu"), help="run one part")
     a = ap.parse_args()
-    synthetic(a.pilot, a.draws, a.draws3)
+    if a.only != "cpu":
+        synthetic(a.pilot, a.draws, a.draws3)
+    if a.only == "synthetic":
+        return
     cpu_study(a.pilot, a.designed, a.draws3)
 
 
