@@ -126,6 +126,17 @@ def test_side_by_side_table(aligned):
     for k in ("reward", "judge"):
         rm = summary["reward_models"][k]
         assert rm["eval_pairs"] == 16 and rm["eval_accuracy_ci"][0] <= rm["eval_accuracy"] <= rm["eval_accuracy_ci"][1]
+    # each stage's gain over the one before, on the same tasks, with a paired interval; in the report's table
+    from scaling.report.alignment import side_by_side
+
+    assert [table[s]["gain"]["over"] for s in ("sft", "rlhf", "dpo")] == ["trivial", "sft", "sft"]
+    for s in ("sft", "rlhf", "dpo"):
+        g = table[s]["gain"]
+        over = summary["trivial"] if g["over"] == "trivial" else table[g["over"]]
+        assert g["gain"] == pytest.approx(table[s]["accuracy"] - over["accuracy"]) and g["ci"][0] <= g["gain"] <= g["ci"][1]
+        assert "correct" not in table[s]
+    cells = {r[0]: r[4] for r in side_by_side(summary).rows}
+    assert cells["RLHF (RLOO)"].startswith(f"{table['rlhf']['gain']['gain']:+.3f} over SFT [")
     # four steps from random init learn nothing: every stage is flagged, none reported as done silently
     flagged = {f["stage"] for f in summary["flags"]}
     assert {"sft", "rlhf", "dpo"} <= flagged

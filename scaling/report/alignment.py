@@ -2,7 +2,7 @@
 assistant, and RLHF beside DPO.
 
 Blocks: the stages that did not learn (if any), the side-by-side table (format-following rate,
-accuracy with its bootstrap 95% interval, judge reward, KL from SFT, training time; the trivial
+accuracy with its bootstrap 95% interval, its gain over the stage before with a paired interval, judge reward, KL from SFT, training time; the trivial
 baseline last), the two reward models' held-out accuracy, and a panel of held-out prompts with
 each stage's reply beside the correct answer (``sections/alignment.html.j2``; every text escaped
 by the template). Summaries in the older base -> SFT -> DPO layout are shown as a plain table.
@@ -24,14 +24,23 @@ def _ci(row: Mapping[str, Any]) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, Sequence) and len(ci) == 2 and None not in ci else ""
 
 
+def _gain(row: Mapping[str, Any]) -> str:
+    g = row.get("gain")
+    if not isinstance(g, Mapping) or not isinstance(g.get("ci"), Sequence):
+        return ""
+    over = STAGE_LABEL.get(str(g.get("over")), str(g.get("over")))
+    return f"{g['gain']:+.3f} over {over} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]"
+
+
 def side_by_side(summ: Mapping[str, Any]) -> Table:
     rows = []
     for r in [*summ.get("table", []), *([summ["trivial"]] if summ.get("trivial") else [])]:
         learned = "" if r["stage"] in ("base", "trivial") else ("yes" if r.get("learned") else "NO")
         rows.append([STAGE_LABEL.get(r["stage"], r["stage"]), r.get("format_rate"), r.get("accuracy"), _ci(r),
-                     r.get("judge_reward"), r.get("kl_from_sft"), r.get("completion_loss"), r.get("wall_time"), learned])
-    return Table(["stage", "format-following rate", "accuracy", "95% CI", "judge reward", "KL from SFT",
-                  "answer loss (nats/token)", "training s", "learned"], rows)
+                     _gain(r), r.get("judge_reward"), r.get("kl_from_sft"), r.get("completion_loss"), r.get("wall_time"),
+                     learned])
+    return Table(["stage", "format-following rate", "accuracy", "95% CI", "accuracy gain [paired 95% CI]",
+                  "judge reward", "KL from SFT", "answer loss (nats/token)", "training s", "learned"], rows)
 
 
 def reward_table(summ: Mapping[str, Any]) -> Table | None:
@@ -55,7 +64,7 @@ def story(summ: Mapping[str, Any]) -> str:
     triv = summ.get("trivial") or {}
     if sft.get("accuracy") is not None and triv.get("accuracy") is not None:
         parts.append(f"SFT answers {100 * sft['accuracy']:.1f}% exactly, against {100 * triv['accuracy']:.1f}% for "
-                     "the trivial baseline (each task kind's most frequent answer or option position).")
+                     "the trivial baseline (each task kind's most frequent answer label).")
     for name in ("rlhf", "dpo"):
         row = t.get(name)
         if row and row.get("accuracy") is not None and sft.get("accuracy") is not None:
