@@ -190,6 +190,8 @@ def long_workdir(tmp_path_factory):
     import yaml
 
     wd = tmp_path_factory.mktemp("readme-long")
+    (wd / "sweeps").mkdir()
+    shutil.copy(ROOT / "sweeps" / "quickstart.yaml", wd / "sweeps")  # `scaling design` reads its ladder
     (wd / "run.yaml").write_text(yaml.safe_dump({
         "shape": {"layers": 1, "hidden": 32, "heads": 1, "vocab": 384, "seq_len": 32}, "tokens": 8 * 256,
         "batch_tokens": 256, "optimizer": {"lr": 0.01}, "data": {"source": "builtin:bible", "max_chars": 150000},
