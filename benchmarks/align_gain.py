@@ -12,7 +12,8 @@ baseline (each task kind's answer that ignores the passage, from the SFT trainin
 Targets, each printed with its baseline from the same run and the ratio:
 
 * format-following rate below 0.2 for the base model and at least 0.9 after SFT;
-* SFT accuracy above the trivial baseline's;
+* SFT accuracy above the trivial baseline's (met only where the paired bootstrap 95% interval of
+  the gain, task by task on the same held-out prompts, lies above 0; the same for the next two);
 * reward model held-out pairwise accuracy at least 0.8 (chance 0.5);
 * RLHF and DPO each above SFT's held-out accuracy.
 
@@ -62,17 +63,22 @@ def targets(summary: dict[str, Any]) -> list[tuple[str, float | None, float | No
     def acc(stage: str) -> float | None:
         return t.get(stage, {}).get("accuracy")
 
+    def above(stage: str, other: float | None) -> bool:
+        """Above ``other``, and (where the table has it) with the paired 95% interval of the gain above 0."""
+        gain = t.get(stage, {}).get("gain")
+        point = acc(stage) is not None and other is not None and acc(stage) > other
+        return point and (gain is None or gain["ci"][0] > 0)
+
     rows = [
         ("base format-following rate < 0.2", t["base"].get("format_rate"), 0.2,
          t["base"].get("format_rate") is not None and t["base"]["format_rate"] < 0.2),
         ("SFT format-following rate >= 0.9", t.get("sft", {}).get("format_rate"), 0.9,
          (t.get("sft", {}).get("format_rate") or 0) >= 0.9),
-        ("SFT accuracy > trivial baseline", acc("sft"), triv, acc("sft") is not None and triv is not None and acc("sft") > triv),
+        ("SFT accuracy > trivial baseline (paired CI)", acc("sft"), triv, above("sft", triv)),
         ("reward model held-out accuracy >= 0.8", rm, 0.5, rm is not None and rm >= 0.8),
     ]
     for stage in ("rlhf", "dpo"):
-        rows.append((f"{stage.upper()} accuracy > SFT's", acc(stage), acc("sft"),
-                     acc(stage) is not None and acc("sft") is not None and acc(stage) > acc("sft")))
+        rows.append((f"{stage.upper()} accuracy > SFT's (paired CI)", acc(stage), acc("sft"), above(stage, acc("sft"))))
     return rows
 
 
