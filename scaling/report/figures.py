@@ -65,13 +65,14 @@ def budget_colors(budgets: list[float]) -> dict[float, str]:
     return dict(zip(bs, sample_colorscale("Viridis", [0.05 + 0.8 * i / (len(bs) - 1) for i in range(len(bs))]), strict=True))
 
 
-def _figure(**subplots: Any) -> go.Figure:
+def new_figure(**subplots: Any) -> go.Figure:
     """An empty figure without a template (see AXIS_STYLE), with subplots when asked."""
     fig = go.Figure(layout={"template": None})
     return make_subplots(figure=fig, **subplots) if subplots else fig
 
 
-def _layout(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
+def styled(fig: go.Figure, title: str, **kw: Any) -> go.Figure:
+    """``fig`` with the house layout, its title and the axis style on every axis."""
     fig.update_layout(**{**LAYOUT, "title": {"text": title, "x": 0.01}, **kw})
     fig.update_xaxes(**AXIS_STYLE)
     fig.update_yaxes(**AXIS_STYLE)
@@ -128,7 +129,7 @@ def training_curves(study: Study) -> go.Figure | None:
     if cv.empty or "loss" not in cv or "tokens" not in cv:
         return None
     xs = ["tokens", "flops"] if "flops" in cv and cv["flops"].notna().any() else ["tokens"]
-    fig = _figure(rows=1, cols=len(xs), horizontal_spacing=0.08,
+    fig = new_figure(rows=1, cols=len(xs), horizontal_spacing=0.08,
                         subplot_titles=["loss vs tokens", "loss vs compute"][: len(xs)])
     cv = cv.dropna(subset=["loss"]).reset_index(drop=True)
     order, run, budgets, first_rows = _runs_by_budget(cv)
@@ -165,7 +166,7 @@ def training_curves(study: Study) -> go.Figure | None:
     if len(xs) == 2:
         fig.update_xaxes(type="log", title_text=f"compute C (FLOPs, counted {study.run_flops})", exponentformat="power", row=1, col=2)
     fig.update_yaxes(type="log", title_text=LOSS_AXIS)
-    return _layout(fig, "Training curves (one line per run)", height=460)
+    return styled(fig, "Training curves (one line per run)", height=460)
 
 
 def _sig(a: np.ndarray, digits: int = 4) -> np.ndarray:
@@ -185,7 +186,7 @@ def isoflop(study: Study) -> go.Figure | None:
         return None
     loss_col = study.loss_column()
     colors = budget_colors(list(done["budget"].dropna().unique()))
-    fig = _figure()
+    fig = new_figure()
     groups: dict[str, list[int]] = {}
     titles: dict[str, str] = {}
     for conv in CONVENTIONS:
@@ -250,7 +251,7 @@ def isoflop(study: Study) -> go.Figure | None:
     fig.update_xaxes(type="log", title_text=f"parameters N, {CONVENTION_LABEL[first]}")
     fig.update_yaxes(title_text=f"final {loss_col.replace('_', ' ')} (nats/token)")
     menus = [{"type": "buttons", "direction": "right", "x": 1.0, "xanchor": "right", "y": 1.13, "buttons": buttons}] if len(buttons) > 1 else []
-    return _layout(fig, titles[first], updatemenus=menus, height=470)
+    return styled(fig, titles[first], updatemenus=menus, height=470)
 
 
 def _published(c_grid: np.ndarray) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
@@ -369,7 +370,7 @@ def frontier(study: Study) -> go.Figure | None:
     fdd = frontier_data(study, "tokens")
     if not fds and fdd is None:
         return None
-    fig = _figure(rows=1, cols=2, horizontal_spacing=0.1,
+    fig = new_figure(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=["compute-optimal parameters N*(C)", "compute-optimal tokens D*(C)"])
     for fd in fds:
         _frontier_traces(fig, fd, 1, CONVENTION_LABEL[fd["conv"]], "N*")
@@ -391,7 +392,7 @@ def frontier(study: Study) -> go.Figure | None:
     fig.update_xaxes(type="log", title_text="IsoFLOP budget C (FLOPs)", exponentformat="power")
     fig.update_yaxes(type="log", title_text="parameters N*", row=1, col=1)
     fig.update_yaxes(type="log", title_text="tokens D*", row=1, col=2)
-    return _layout(fig, "Compute-optimal frontier, extrapolated to the target budget", height=520,
+    return styled(fig, "Compute-optimal frontier, extrapolated to the target budget", height=520,
                    legend={"orientation": "h", "y": -0.22, "font": {"size": 11}})
 
 
@@ -402,7 +403,7 @@ def parametric(study: Study) -> go.Figure | None:
     pairs = [(conv, f) for conv in CONVENTIONS if (f := study.fit("3", conv)) and f.loss_params and N_COLUMN[conv] in done]
     if not pairs or done.empty or "tokens" not in done:
         return None
-    fig = _figure(rows=1, cols=2, horizontal_spacing=0.1,
+    fig = new_figure(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=["fitted L(N, D) vs observed", "residual (observed − fitted) vs compute"])
     palette = {"non_embedding": "#1f77b4", "total": "#d62728"}
     lo, hi = float(done[loss_col].min()), float(done[loss_col].max())
@@ -428,7 +429,7 @@ def parametric(study: Study) -> go.Figure | None:
     fig.update_yaxes(title_text=f"observed {LOSS_AXIS}", row=1, col=1)
     fig.update_xaxes(type="log", title_text="compute C = 6ND (FLOPs, N as fitted)", exponentformat="power", row=1, col=2)
     fig.update_yaxes(title_text="residual (nats/token)", row=1, col=2)
-    return _layout(fig, "Parametric fit L(N, D) = E + A/N^α + B/D^β against the runs",
+    return styled(fig, "Parametric fit L(N, D) = E + A/N^α + B/D^β against the runs",
                    legend={"orientation": "h", "y": -0.2})
 
 
@@ -445,7 +446,7 @@ def backtest(study: Study) -> go.Figure | None:
         if isinstance(v, (int, float)) and math.isfinite(v):
             rows.append((lab, float(v)))
     errs = [100 * (p - ach) / ach for _, p in rows]
-    fig = _figure(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.16,
+    fig = new_figure(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.16,
                         subplot_titles=["lowest loss at the held-out budget", "N* at the held-out budget"])
     fig.add_trace(go.Scatter(y=[r[0] for r in rows], x=[r[1] for r in rows], mode="markers+text", name="prediction",
                              marker={"color": ["#1f77b4"] + ["#999"] * (len(rows) - 1), "size": 14, "symbol": "diamond"},
@@ -467,49 +468,14 @@ def backtest(study: Study) -> go.Figure | None:
         fig.update_yaxes(title_text="parameters N*", row=1, col=2)
     budget = bt.get("budget") or bt.get("flops")
     title = "Backtest" + (f" at C = {fmt_sci(float(budget))} FLOPs" if isinstance(budget, (int, float)) else "")
-    return _layout(fig, title + ": predictions (◆) against the achieved loss (black line)", showlegend=False, height=380,
+    return styled(fig, title + ": predictions (◆) against the achieved loss (black line)", showlegend=False, height=380,
                    margin={"l": 230, "r": 20, "t": 60, "b": 60})
-
-
-ALIGN_PANELS = (
-    ("sft", ("loss", "eval_loss"), "SFT loss (nats/token)"),
-    ("reward", ("accuracy", "eval_accuracy"), "reward model pairwise accuracy"),
-    ("rlhf", ("reward",), "RLHF reward (reward model)"),
-    ("rlhf", ("kl",), "RLHF KL to SFT (nats/token)"),
-    ("dpo", ("loss", "eval_loss"), "DPO loss"),
-    ("dpo", ("rewards/accuracies", "eval_rewards/accuracies"), "DPO implicit-reward accuracy"),
-)
-
-
-def alignment(study: Study) -> go.Figure | None:
-    """Training curves of each alignment stage from align/{sft,reward,rlhf,dpo}/metrics.jsonl."""
-    panels = []
-    for stage, keys, title in ALIGN_PANELS:
-        rows = study.align_metrics.get(stage) or []
-        series = [(k, [(r.get("step"), r[k]) for r in rows if isinstance(r.get(k), (int, float)) and r.get("step") is not None]) for k in keys]
-        series = [(k, s) for k, s in series if s]
-        if series:
-            panels.append((title, series))
-    if not panels:
-        return None
-    cols = min(3, len(panels))
-    nrows = -(-len(panels) // cols)
-    fig = _figure(rows=nrows, cols=cols, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.07,
-                  vertical_spacing=0.16)
-    for i, (_, series) in enumerate(panels):
-        row, col = divmod(i, cols)
-        for k, s in series:
-            held = k.startswith("eval")
-            fig.add_trace(go.Scatter(x=[a for a, _ in s], y=[b for _, b in s], mode="lines+markers" if held else "lines",
-                                     name="held-out" if held else "train", legendgroup="eval" if held else "train",
-                                     showlegend=i == 0, line={"color": "#d62728" if held else "#1f77b4"},
-                                     marker={"size": 6}), row=row + 1, col=col + 1)
-        fig.update_xaxes(title_text="optimizer step", row=row + 1, col=col + 1)
-    return _layout(fig, "Alignment: SFT, reward model, RLHF and DPO", height=340 * nrows)
 
 
 def all_figures(study: Study) -> dict[str, go.Figure]:
     """Every figure whose data exists, keyed by section id, in page order."""
+    from scaling.report.align_curves import alignment
+
     makers = {
         "curves": training_curves, "isoflop": isoflop, "frontier": frontier, "parametric": parametric,
         "backtest": backtest, "alignment": alignment,

@@ -32,8 +32,8 @@ from scaling.sweep.gpus import Placement, check_needs, gpu_estimates, gpu_plan, 
 from scaling.sweep.grid import expand
 from scaling.sweep.jobs import Handle, adopt, squeue_ids
 from scaling.sweep.lock import RunLock, SweepLock, pid_alive
-from scaling.sweep.progress import Progress, ProgressArg, ProgressMeter, progress_fn
 from scaling.sweep.plan import finished_runs
+from scaling.sweep.progress import Progress, ProgressArg, ProgressMeter, progress_fn
 from scaling.sweep.spec import SweepSpec, load_spec
 from scaling.sweep.task import RunTask
 
