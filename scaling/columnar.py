@@ -7,8 +7,9 @@ time (the next read rebuilds it):
 * ``runs.parquet``: the one-row-per-run frame of :func:`scaling.store.load_runs`, plus, per run,
   the stat fingerprint of its files when it was read (``_fp``), its raw ``status.json`` (``_status``)
   and which curve segment holds its steps (``_segment``, ``_curves_fp``);
-* ``curves-<id>.parquet``: segments of the one-row-per-step frame of finished runs. A read writes
-  one new segment with the runs that finished (or changed) since the last one; past
+* ``curves-<id>.parquet``: segments of the one-row-per-step frame of ended runs (done, failed or
+  cancelled: :data:`SETTLED`). A read writes one new segment with the runs that ended (or changed)
+  since the last one; past
   :data:`MAX_SEGMENTS` the live rows are compacted into one.
 
 A read stats each run's folder, ``result.json`` and ``metrics.jsonl`` (the store writes
@@ -16,7 +17,7 @@ A read stats each run's folder, ``result.json`` and ``metrics.jsonl`` (the store
 place by hand is seen once its folder changes, or after ``rm -r .index``); a run whose
 fingerprint matches the index is not opened. A fingerprint younger than :data:`RACY_NS` before
 the index was scanned is not trusted (a write within the file system's timestamp granularity
-could hide behind it), as in git's index. Runs that are not finished are read from their
+could hide behind it), as in git's index. Runs that have not ended are read from their
 ``metrics.jsonl`` every time (a torn last line is skipped) and never written to a segment. Reading
 is pyarrow's: its JSON reader parses the runs' JSONL in C++ (a file with a corrupt line falls back
 to the line-by-line reader), parquet holds the index, and the frames come out through
@@ -53,6 +54,9 @@ MAX_SEGMENTS = 16
 RACY_NS = 2_000_000_000  # timestamps this close to the index's scan are re-checked next time
 READ_ONLY_ENV = "SCALING_STORE_READ_ONLY"  # "1": read studies without writing their .index/
 ORPHAN_AGE_S = 600.0  # an unreferenced segment older than this is a crashed writer's: removed
+# A run in one of these states writes no more steps until it is retried, and a retry changes its
+# files' fingerprint (and its state) before it writes: its steps can live in a segment.
+SETTLED = ("done", "failed", "cancelled")
 _BOOK = ("_fp", "_mtime_ns", "_status", "_segment", "_curves_fp")
 
 
@@ -334,12 +338,12 @@ class StudyReader:
         live: list[str] = []
         for rid, state, fp, mt, seg, cfp in zip(book["run_id"], book["status"], book["_fp"], book["_mtime_ns"],
                                                 book["_segment"], book["_curves_fp"], strict=True):
-            if isinstance(seg, str) and state == "done" and cfp == _metrics_part(fp):
+            if isinstance(seg, str) and state in SETTLED and cfp == _metrics_part(fp):
                 segs.setdefault(seg, []).append(rid)
-            elif state == "done" and int(mt) < self.scan_ns - RACY_NS:
-                reread.append(rid)  # finished: read once, kept in a new segment
+            elif state in SETTLED and int(mt) < self.scan_ns - RACY_NS:
+                reread.append(rid)  # ended: read once, kept in a new segment
             else:
-                live.append(rid)  # running, failed, or written too recently to trust its timestamps
+                live.append(rid)  # pending, running, or written too recently to trust its timestamps
         kept: list[pa.Table] = []
         for seg, ids in segs.items():
             try:
@@ -375,7 +379,7 @@ class StudyReader:
         table = unify_steps(kept + new) if compact else unify_steps(new)
         name = f"{SEGMENT_PREFIX}{uuid.uuid4().hex[:12]}.parquet"
         book = self._book
-        members = set(book.loc[book["status"] == "done", "run_id"]) if compact else set(ids)
+        members = set(book.loc[book["status"].isin(SETTLED), "run_id"]) if compact else set(ids)
         table = table.replace_schema_metadata({b"runs": str(len(members)).encode()})
         try:
             self.index.mkdir(exist_ok=True)

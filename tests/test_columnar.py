@@ -155,3 +155,21 @@ def test_curves_of_some_columns_leave_the_index_whole(study, monkeypatch):
     want = _direct(study).sort_values(["run_id", "step"]).reset_index(drop=True)
     got = whole.sort_values(["run_id", "step"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)  # eval_loss etc. kept
+
+
+def test_a_failed_run_is_kept_in_the_index_until_it_is_retried(study):
+    rd = RunDir(study / "runs" / "r5")
+    rd.update_status("failed", error="boom")
+    _, st = read_frames(study, curves=True)
+    assert (st.curves_read, st.live_curves) == (6, 0)  # ended: indexed like a finished run
+    _, st = read_frames(study, curves=True)
+    assert (st.curves_read, st.live_curves) == (0, 0)
+    # a retry: running again, it appends steps, and they are read from its JSONL
+    rd.mark_running()
+    rd.append_metrics([{"step": 26, "tokens": 260, "loss": 0.19}])
+    steps, st = read_frames(study, curves=True)
+    assert st.live_curves == 1
+    assert steps.loc[steps["run_id"] == "r5", "step"].tolist() == list(range(1, 27))
+    got = steps.sort_values(["run_id", "step"]).reset_index(drop=True)
+    want = _direct(study).sort_values(["run_id", "step"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
