@@ -126,3 +126,13 @@ def test_bad_hyperparameters():
 def test_tokens_from_flops_only(epoch):
     fit = Approach3().fit(epoch[["params", "flops", "loss"]])
     assert math.isclose(fit.objective, GRID_OBJECTIVE, abs_tol=5e-9)
+
+
+def test_a_fit_that_runs_off_to_infinity_is_refused(monkeypatch):
+    """A valley along which log B and beta grow together has no float law at its end: the fit is
+    refused (and a cross-validation skips it as a candidate) instead of raising OverflowError.
+    The estimate is forced there; the data are a real sweep."""
+    runaway = np.array([math.log(400.0), 900.0, math.log(1.7), 0.34, 120.0])
+    monkeypatch.setattr(Approach3, "_estimate", lambda self, problem, loss: (runaway.copy(), {}))
+    with pytest.raises(FitRefusal, match="runs off to infinity"):
+        Approach3().fit(isoflop_sweep())

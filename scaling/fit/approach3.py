@@ -57,6 +57,7 @@ efficiency at the normal)."""
 # alpha = 0.33917084, beta = 0.2849083; in theta = (log A, log B, log E, alpha, beta).
 HOFFMANN_THETA = np.array([math.log(406.401018), math.log(410.722827), math.log(1.69337368), 0.33917084, 0.2849083])
 _NAME_TO_THETA = {"A": 0, "B": 1, "E": 2, "alpha": 3, "beta": 4}
+MAX_LOG_COEFFICIENT = 300.0  # log A, log B or log E above this: no float holds the law (e^709 overflows)
 
 
 def theta_to_params(theta: np.ndarray) -> dict[str, float]:
@@ -147,6 +148,10 @@ class Approach3:
                 "pins the law only weakly and never shows how the optimum moves with C; add runs at other budgets"
             ), stacklevel=2)
         theta, extra = self._estimate(problem, data["loss"].to_numpy())
+        if not np.all(theta[:3] < MAX_LOG_COEFFICIENT):
+            raise FitRefusal("DATA: the best fit runs off to infinity (a coefficient and its exponent growing "
+                             "together): these points do not pin L = E + A/N^alpha + B/D^beta; add sizes or "
+                             "token counts, or fix a parameter")
         objective = float(problem.objective(theta[None])[0])
         draws, n_failed = self._bootstrap(problem, theta, resample_indices, sigma)
         resid = optim.predict_log(theta, problem.logn, problem.logd)[0] - problem.logl
@@ -303,9 +308,11 @@ class Approach3:
     def _polish(self, problem: optim.Problem, theta0: np.ndarray) -> np.ndarray:
         """Levenberg-Marquardt from the best start until no step lowers the objective: the
         stationary point itself (on Besiroglu et al.'s 240 points it ends at or below the
-        objective L-BFGS-B reaches, without importing scipy.optimize)."""
+        objective L-BFGS-B reaches, without importing scipy.optimize). A valley that runs off to
+        infinity (a coefficient and its exponent growing together) is not followed past where the
+        coefficients still exist as floats: the start is kept instead."""
         theta, _, _ = optim.levenberg_marquardt(problem, theta0[None], rtol=0.0, max_iter=2000)
-        return theta[0]
+        return theta[0] if np.all(theta[0, :3] < MAX_LOG_COEFFICIENT) else theta0
 
     def _mle(self, problem: optim.Problem, start: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Maximise the Huber likelihood over theta and log sigma (BFGS, exact gradient)."""
