@@ -83,7 +83,7 @@ class ToyBackend:
         if ck.exists():
             state = json.loads(ck.read_text())
             step, w = int(state["step"]), float(state["w"])
-            run_dir.truncate_metrics_after(step)
+        run_dir.truncate_metrics_after(step)  # a killed attempt's rows past the checkpoint (or all, without one)
         lr = spec.optimizer.lr
         step_s = float(opts.get("step_s", 0.0))
         flops_per_step = spec.flops() / spec.steps
