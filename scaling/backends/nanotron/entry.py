@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from scaling.hardware import achieved_mfu
 from scaling.runspec import RunSpec
 from scaling.store import RunDir, atomic_write_text, dumps
 
@@ -122,7 +123,7 @@ class MetricsRecorder:
             model_tflops_per_gpu: float | None = None) -> dict[str, Any]:  # fmt: skip
         tokens = step * self.spec.batch_tokens
         tps = self.spec.batch_tokens / step_s if step_s > 0 else None
-        mfu = tps * self.matmul_per_token / (self.gpus * self.peak) if (tps and self.peak) else None
+        mfu = achieved_mfu(tps, self.matmul_per_token, self.gpus, self.peak) if (tps and self.peak) else None
         return {
             "step": step,
             "tokens": tokens,
