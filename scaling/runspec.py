@@ -178,6 +178,18 @@ class RunSpec(StrictModel):
         return math.ceil(self.tokens / self.batch_tokens)
 
     @property
+    def start_step(self) -> int:
+        """The step this run starts training at: a WSD cooldown branch resumes its trunk's
+        checkpoint at ``branch_from_tokens``; every other run starts at 0."""
+        return (self.branch_from_tokens or 0) // self.batch_tokens if self.branch_of is not None else 0
+
+    @property
+    def trained_steps(self) -> int:
+        """The steps this run itself trains, ``steps - start_step``: what it costs (a branch
+        pays for its cooldown only; its trunk paid for the rest)."""
+        return self.steps - self.start_step
+
+    @property
     def batch_size(self) -> int:
         """Sequences per optimizer step."""
         return self.batch_tokens // self.shape.seq_len
@@ -194,6 +206,13 @@ class RunSpec(StrictModel):
         from scaling.flops import training_flops
 
         return training_flops(self.model_shape, self.steps * self.batch_tokens, convention or self.flops_convention)
+
+    def trained_flops(self, convention: str | None = None) -> float:
+        """The FLOPs this run itself spends, over its :attr:`trained_steps` (``flops()`` counts
+        every token its final model saw, the C of its point on a law)."""
+        from scaling.flops import training_flops
+
+        return training_flops(self.model_shape, self.trained_steps * self.batch_tokens, convention or self.flops_convention)
 
     @property
     def options(self) -> dict[str, Any]:

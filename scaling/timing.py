@@ -46,12 +46,13 @@ class TimingModel:
         return self.step_overhead_s + spec.batch_tokens * flops_per_token(spec.model_shape, "matmul") * self.s_per_flop
 
     def eval_seconds(self, spec: RunSpec) -> float:
-        n_evals = 1 + (spec.steps // spec.eval_every if spec.eval_every else 0)
+        n_evals = 1 + (spec.trained_steps // spec.eval_every if spec.eval_every else 0)
         return n_evals * spec.eval_tokens / spec.batch_tokens * self.step_seconds(spec) * EVAL_COST
 
     def train_seconds(self, spec: RunSpec) -> float:
-        """The seconds that scale with the run: its steps and evaluations."""
-        return spec.steps * self.step_seconds(spec) + self.eval_seconds(spec)
+        """The seconds that scale with the run: the steps it trains (a WSD branch: its cooldown
+        only, from its trunk's checkpoint) and its evaluations."""
+        return spec.trained_steps * self.step_seconds(spec) + self.eval_seconds(spec)
 
     def run_seconds(self, spec: RunSpec) -> float:
         return self.startup_s + self.fixed_s + self.train_seconds(spec)

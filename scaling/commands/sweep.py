@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -101,7 +102,9 @@ def _plan(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     rows = table["runs"]
-    t = Table(title=f"sweep {table['name']}: {len(rows)} runs, {table['flops_total']:.3g} FLOPs ({table['flops_convention']})")
+    trained = table["trained_flops_total"]
+    spent = "" if math.isclose(trained, table["flops_total"]) else f", {trained:.3g} trained (branches from their trunks)"
+    t = Table(title=f"sweep {table['name']}: {len(rows)} runs, {table['flops_total']:.3g} FLOPs{spent} ({table['flops_convention']})")
     cols = ["name", "run_id", "budget", "shape", "params", "non_emb", "tokens", "flops", "D/N", "batch", "lr", "est"]
     extra = (["gpu"] if table.get("placement") else []) + table["describe_columns"]
     for c in cols + extra:

@@ -29,7 +29,8 @@ def finished_runs(study: str | Path) -> list[tuple[RunSpec, dict[str, Any]]]:
 
 def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gpus: Sequence[int] | None = None,
                runs_per_gpu: int | str | None = None, study: str | Path | None = None) -> dict[str, Any]:
-    """One row per run (N, non-embedding N, D, FLOPs, D/N, batch, LR, estimated seconds, and the
+    """One row per run (N, non-embedding N, D, FLOPs (``flops``: of every token the model saw;
+    ``trained_flops``: of the steps the run trains, a WSD branch its cooldown only), D/N, batch, LR, estimated seconds, and the
     backend's ``describe(spec)`` columns where it has one), plus totals and a wall-time estimate.
 
     Estimates come from the backend's measured timing model where it has one
@@ -76,7 +77,7 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gp
             "shape": f"L{s.layers} d{s.hidden} h{s.heads}" + (f"/{s.n_kv_heads}" if s.n_kv_heads != s.heads else ""),
             "layers": s.layers, "hidden": s.hidden, "heads": s.heads,
             "params": r.params, "non_embedding_params": r.non_embedding_params, "tokens": r.steps * r.batch_tokens,
-            "flops": r.flops(), "tokens_per_param": r.steps * r.batch_tokens / count, "batch_tokens": r.batch_tokens,
+            "flops": r.flops(), "trained_flops": r.trained_flops(), "tokens_per_param": r.steps * r.batch_tokens / count, "batch_tokens": r.batch_tokens,
             "steps": r.steps, "lr": r.optimizer.lr, "est_seconds": est, "branch_of": r.branch_of,
         }
         if plan is not None:
@@ -93,7 +94,8 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gp
         "name": spec.name, "backend": spec.backend, "executor": kind, "max_parallel": par, "threads_per_run": threads,
         "placement": plan.to_dict() if plan is not None else None,
         "flops_convention": spec.train.flops_convention, "param_count": spec.model.count,
-        "flops_total": sum(r["flops"] for r in rows), "est_wall_seconds": wall,
+        "flops_total": sum(r["flops"] for r in rows), "trained_flops_total": sum(r["trained_flops"] for r in rows),
+        "est_wall_seconds": wall,
         "timing_model": model.to_dict() if model is not None else None, "describe_columns": extra, "runs": rows,
         "estimate_basis": getattr(backend, "estimate_basis", None), "calibrated_on": len(finished),
     }
