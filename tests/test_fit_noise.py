@@ -159,3 +159,21 @@ def test_intervals_widen_with_the_noise():
     # predicted loss and N* intervals come from the same draws
     pred = [Approach3(bootstrap=200).fit(data, noise=z).predict(1e8, 2e9, interval="confidence") for z in (nz, louder)]
     assert (pred[1]["upper"] - pred[1]["lower"]) > (pred[0]["upper"] - pred[0]["lower"])
+
+
+def test_approach2_n_opt_interval_comes_from_the_noise_draws():
+    """With a measured noise, approach 2's N* interval at a budget is the percentile interval of
+    the same resamples as its exponent's (not the OLS t interval through the vertices), so it
+    scales with the noise, and it brackets the truth."""
+    rng = np.random.default_rng(5)
+    data = isoflop_rows(rng, 0.004)
+    nz = estimate_noise(data)
+    louder = NoiseEstimate({c: (4 * s, dof) for c, (s, dof) in nz.per_budget.items()}, 4 * nz.pooled, nz.dof)
+    fits = [Approach2(bootstrap=400).fit(data, noise=z) for z in (nz, louder)]
+    c = 1e20
+    lo, hi = fits[0].allocation(c)["ci"]["params"]
+    draws = fits[0].draws[:, 0] * c ** fits[0].draws[:, 1]
+    assert [lo, hi] == pytest.approx(list(np.nanpercentile(draws, [2.5, 97.5])))
+    assert lo < n_opt(c) < hi
+    widths = [math.log(np.divide(*reversed(f.allocation(c)["ci"]["params"]))) for f in fits]
+    assert widths[1] > 2.5 * widths[0]

@@ -155,8 +155,9 @@ class LawFit:
         out: dict[str, Any] = {"flops": float(flops), "params": n, "tokens": d, "tokens_per_param": d / n}
         table = self._draw_table()
         q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
-        if table and self.form == "chinchilla":
-            nd = _chinchilla_alloc(table, float(flops))
+        if table and self.form in ("chinchilla", "allocation"):  # the same draws as the exponent's interval
+            nd = _chinchilla_alloc(table, float(flops)) if self.form == "chinchilla" else (
+                table["n_coef"] * float(flops) ** table["n_exponent"], table["d_coef"] * float(flops) ** table["d_exponent"])
             samples = {"params": nd[0], "tokens": nd[1], "tokens_per_param": nd[1] / nd[0]}
             out["ci"] = {k: [float(x) for x in np.nanpercentile(v, q)] for k, v in samples.items()}
         elif self.info.get("ols"):
