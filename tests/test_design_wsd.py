@@ -1,12 +1,22 @@
-"""WSD-branch designs: a branch is priced at its cooldown (the trunk paid for the rest)."""
+"""WSD-branch designs and repeats in ``scaling design``: a branch is priced at its cooldown (the
+trunk paid for the rest), fitted as a point of the law at its own D with noise partly shared with
+its trunk's other branches; the WSD family wins where branches buy more points, and repeats stay
+out where they do not pay."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from scaling.design import choose_design, parse_allowance, predict_widths, realised_widths
+from scaling.design.output import design_header, design_summary, write_design
+from scaling.design.simulate import draw_log_losses
+from scaling.design.space import Pricing
+from scaling.design.wsd import candidate_wsd_designs
 from scaling.sweep.grid import expand
-from scaling.sweep.spec import parse_spec
+from scaling.sweep.spec import load_spec, parse_spec
 from scaling.timing import TimingModel
+from test_design import TARGET, base, prior  # noqa: F401  (the ladder spec and synthetic law, as fixtures)
 
 WSD = """
 name: wsd
@@ -41,3 +51,87 @@ def test_a_branch_costs_its_cooldown_only():
     b = branches[-1]
     assert timing.train_seconds(b) == pytest.approx(b.trained_steps * timing.step_seconds(b) + timing.eval_seconds(b))
     assert timing.train_seconds(b) < 0.3 * b.steps * timing.step_seconds(b)
+
+
+# ---- the WSD family in the search, on the synthetic law of tests/test_design.py ----------------------
+
+ISO_SMALL = {"n_budgets": (4, 5), "ratios": (2.0,), "ks": (5, 7), "strides": (1,)}
+WSD_SMALL = {"n_budgets": (4,), "margins": (1,), "strides": (1, 2), "spans": (8.0, 16.0)}
+
+
+@pytest.fixture(scope="module")
+def wsd(base, prior):
+    """The WSD design the linearised ranking puts first at 3e12 FLOPs."""
+    from scaling.design.linear import linear_widths
+
+    cands = candidate_wsd_designs(base, prior, parse_allowance("3e12"), Pricing(), TARGET, min_steps=150, **WSD_SMALL)
+    return min(cands, key=lambda p: linear_widths(p, prior, TARGET, "non_embedding")["log_n_opt"])
+
+
+def test_branches_are_points_on_the_law_and_share_their_trunk_noise(wsd, prior):
+    """Fitted points are the branches (not the trunks), each at its own D; the branches of one
+    trunk share ``branch_share`` of the noise variance, other pairs none."""
+    assert len(wsd.fitted) == len(wsd.design.sizes) * len(wsd.design.tokens)
+    assert all(r.branch_of is not None for r in wsd.fitted)
+    assert sorted({float(t) for t in wsd.tokens}) == pytest.approx(sorted(wsd.design.tokens), rel=0.15)
+    ll = draw_log_losses(wsd, prior, 4000, seed=1)
+    resid = (ll - prior.log_loss(wsd.params(prior.param_convention), wsd.tokens)) / prior.sigma
+    corr = np.corrcoef(resid.T)
+    trunk = wsd.trunk
+    same = trunk[:, None] == trunk[None, :]
+    off = ~np.eye(len(trunk), dtype=bool)
+    assert np.mean(corr[same & off]) == pytest.approx(prior.branch_share, abs=0.03)
+    assert np.mean(np.abs(corr[~same])) < 0.03
+    assert resid.std() == pytest.approx(1.0, abs=0.02)
+
+
+def test_wsd_realised_widths_match_prediction(wsd, prior):
+    """Approach 3 with its bootstrap on the WSD design: the widths realised on independent draws
+    (the study's fitter) are within 25% of the predicted ones."""
+    kw = {"bootstrap": 60, "counts": ("non_embedding",)}
+    pred = predict_widths(wsd, prior, TARGET, sims=1, sims3=16, seed=3, **kw)
+    real = realised_widths(wsd, prior, TARGET, draws=16, seed=404, approaches=("3",), **kw)
+    assert [w.approach for w in pred] == ["3"]  # no IsoFLOP budgets: approach 2 is not simulated
+    for key in ("exponent", "log_n_opt", "loss"):
+        assert getattr(real[0], key) == pytest.approx(getattr(pred[0], key), rel=0.25), key
+
+
+def test_wsd_wins_where_branches_buy_more_points_and_its_spec_plans(base, prior, tmp_path):
+    """At 3e12 FLOPs a WSD ladder gives ~30-60 (N, D) points where an IsoFLOP grid gives ~30 runs:
+    the search picks it on approach 3's widths, narrower than the plain grid's, and the written
+    spec (grid.kind wsd_branches) re-parses and plans within the allowance, at the cost priced."""
+    allowance = parse_allowance("3e12")
+    ch = choose_design(base, prior, allowance, Pricing(), TARGET, criterion="n_opt", sims=60, sims3=6, bootstrap=60,
+                       finalists=2, family={"min_steps": 150, **ISO_SMALL, "repeats": (0,), "wsd": WSD_SMALL})
+    assert set(ch.families) == {"isoflop", "wsd"}
+    assert ch.chosen.design.family == "wsd"
+    a3 = {w.count: w for w in ch.chosen_widths}
+    plain3 = {w.count: w for w in ch.plain_widths if w.approach == "3"}
+    iso3 = {w.count: w for w in ch.families["isoflop"][1] if w.approach == "3"}
+    assert a3["non_embedding"].log_n_opt < iso3["non_embedding"].log_n_opt
+    assert a3["non_embedding"].log_n_opt < plain3["non_embedding"].log_n_opt
+    summary = design_summary(ch, prior, allowance, Pricing(), TARGET)
+    out = write_design(tmp_path / "designed.yaml", base, ch, design_header(summary))
+    text = out.read_text()
+    assert "family wsd won" in text and "kind: wsd_branches" in text
+    written = load_spec(out)
+    runs = expand(written)
+    assert written.grid.kind == "wsd_branches" and len(runs) == len(ch.chosen.runs)
+    trained = sum(r.trained_flops() for r in runs)  # what `scaling sweep plan` totals as trained_flops_total
+    assert trained == pytest.approx(ch.chosen.cost["flops"]) and trained <= 3e12
+    assert sum(r.flops() for r in runs) > 1.5 * trained  # every token the branches saw, counted once per branch
+
+
+def test_repeats_that_do_not_pay_are_left_out(base, prior):
+    """Repeats narrow approach 2 here (its intervals then come from the measured noise), so the
+    approach-2 ranking puts a repeated design first; on the loss at the target (approach 3, which
+    resamples the runs and redraws the noise on top) they do not pay for the budget they cost, and
+    the design chosen for it has none."""
+    fam = {"min_steps": 150, **ISO_SMALL, "repeats": (0, 1)}
+    by_n = choose_design(base, prior, parse_allowance("3e12"), Pricing(), TARGET, criterion="n_opt", sims=60, sims3=0,
+                         family=fam, families=("isoflop",))
+    assert by_n.chosen.design.repeats == 1
+    by_loss = choose_design(base, prior, parse_allowance("3e12"), Pricing(), TARGET, criterion="loss", sims=60,
+                            sims3=6, bootstrap=60, finalists=1, family=fam, families=("isoflop",))
+    assert by_loss.chosen.design.repeats == 0
+    assert not by_loss.chosen.added and by_loss.chosen.spec.grid.repeats is None

@@ -1,4 +1,5 @@
-"""``scaling design``: the IsoFLOP sweep that pins N* (or the exponent, or the loss) best for an allowance.
+"""``scaling design``: the sweep (IsoFLOP, with or without repeats, or WSD branches) that pins N*
+(or the exponent, or the loss) best for an allowance.
 
 Examples::
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 from typing import Any
 
 from scaling.commands import add_json_flag, emit_json
@@ -34,10 +36,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--criterion", default="n_opt", choices=("n_opt", "exponent", "loss"),
                    help="what to narrow: ln N* at the target (default), the allocation exponent, or the loss at the target")
     p.add_argument("--min-steps", default="0", metavar="S", help="leave out sizes whose runs would take fewer steps")
+    p.add_argument("--families", default="isoflop,wsd",
+                   help="design families to search: isoflop (with or without repeated seeds), wsd (WSD trunks with "
+                        "cooldown branches, fitted by approach 3; needs --sims3 > 0); default both")
+    p.add_argument("--branch-share", default=None, metavar="S",
+                   help="share of the noise variance the cooldown branches of one WSD trunk have in common "
+                        "(default 0.5, assumed)")
     p.add_argument("--out", help="write the designed spec here (YAML)")
     p.add_argument("--name", help="the written spec's name (default: the spec's)")
     p.add_argument("--sims", default="200", help="simulations per design, approach 2 (default 200)")
-    p.add_argument("--sims3", default="12", help="simulations of approach 3 for the chosen and plain grids (default 12)")
+    p.add_argument("--sims3", default="12", help="simulations of approach 3 for the finalists and plain grid (default 12)")
     p.add_argument("--bootstrap", default="200", help="bootstrap resamples per approach-3 simulation (default 200)")
     p.add_argument("--seed", default="0", help="random seed of the simulations")
     p.add_argument("--max-parallel", type=int, help="runs at once, for the minutes (default: the spec's executor)")
@@ -93,9 +101,16 @@ def run(args: argparse.Namespace) -> int:
     base = load_spec(args.spec)
     ladder(base)  # refuse a spec without a ladder before any work
     prior = load_prior(args.prior, noise)
+    share = number("--branch-share", args.branch_share)
+    if share is not None:
+        if not 0 <= share < 1:
+            raise UsageError(f"--branch-share {args.branch_share}: give a share of the noise variance in [0, 1), e.g. 0.5")
+        prior = dataclasses.replace(prior, branch_share=float(share))
+    families = tuple(f.strip() for f in str(args.families).split(",") if f.strip())
     pricing = _pricing(base, args.max_parallel, args.gpu, mfu, timed=allowance.kind == "seconds")
     choice = choose_design(base, prior, allowance, pricing, float(target), criterion=args.criterion, sims=int(sims),
-                           sims3=int(sims3), bootstrap=int(boot), seed=int(seed or 0), family={"min_steps": min_steps})
+                           sims3=int(sims3), bootstrap=int(boot), seed=int(seed or 0), family={"min_steps": min_steps},
+                           families=families)
     summary = design_summary(choice, prior, allowance, pricing, float(target))
     if out is not None:
         summary["written"] = str(write_design(out, base, choice, design_header(summary), args.name))
@@ -115,18 +130,27 @@ def _print(summary: dict[str, Any]) -> None:
     con.print(f"prior {p['law']} (N {p['param_convention'].replace('_', '-')}), noise sd of log L {p['sigma']:.3g}: {p['sigma_source']}")
     con.print(f"allowance {summary['allowance']}; target {summary['target']:.3g} FLOPs; criterion {summary['criterion']}; "
               f"{summary['considered']} affordable designs simulated")
-    for which in ("chosen", "plain"):
-        d, cost = summary[which], summary[which]["cost"]
+    grids = {f"{f} best" + (" (chosen)" if f == summary["family"] else ""): g for f, g in summary["families"].items()}
+    grids["plain"] = summary["plain"]
+    for which, d in grids.items():
+        cost = d["cost"]
         minutes = "" if cost["seconds"] is None else f", {cost['seconds'] / 60:.1f} min here"
-        con.print(f"{which:>6}: {d['grid']}; {cost['flops']:.3g} FLOPs{minutes}, {cost['gpu_hours']:.3g} GPU-hours at {summary['gpu']}")
+        con.print(f"{which:>20}: {d['grid']}; {cost['flops']:.3g} FLOPs{minutes}, {cost['gpu_hours']:.3g} GPU-hours at {summary['gpu']}")
+    if len(summary["families"]) > 1:
+        con.print(f"family {summary['family']} won on approach 3's predicted widths (the fit both families take)")
     t = Table(title="predicted 95% interval widths (median over simulations)")
     for c in ("grid", "fit", "N", "a +-", "N* hi/lo", "L* width", "interior"):
         t.add_column(c, justify="left" if c in ("grid", "fit", "N") else "right")
-    for which in ("chosen", "plain"):
-        for w in summary[which]["widths"]:
+    for which, d in grids.items():
+        for w in d["widths"]:
             t.add_row(which, f"approach {w['approach']}", w["count"].replace("_", "-"), f"{w['exponent_half_width']:.3f}",
                       f"{w['n_opt_ratio']:.3g}x", "" if w["loss"] != w["loss"] else f"{w['loss']:.3g}", f"{w['interior']:.0%}")
     con.print(t)
-    con.print(f"budgets: {', '.join(f'{c:.3g}' for c in summary['chosen']['budgets'])}")
+    chosen = summary["chosen"]
+    if chosen["family"] == "wsd":
+        con.print(f"trunks: {', '.join(chosen['sizes'])}; branches at D = {', '.join(f'{t:.3g}' for t in chosen['tokens'])}")
+    else:
+        con.print(f"budgets: {', '.join(f'{c:.3g}' for c in chosen['budgets'])}"
+                  + (f"; {chosen['repeats']} repeat seed(s) at each budget's optimum" if chosen["repeats"] else ""))
     if summary.get("written"):
         con.print(f"wrote {summary['written']}: scaling sweep plan {summary['written']}")

@@ -11,22 +11,36 @@ import yaml
 from scaling.design.prior import Prior
 from scaling.design.search import DesignChoice
 from scaling.design.space import Allowance, DesignPoints, Pricing, design_mapping, ladder
+from scaling.design.wsd import wsd_mapping
 from scaling.errors import UsageError
 from scaling.store import atomic_write_text
 from scaling.sweep.grid import expand
 from scaling.sweep.spec import SweepSpec, parse_spec
 
 
+def _tag(r: Any) -> str:
+    return f"L{r.model_shape.layers} d{r.model_shape.hidden}"
+
+
 def _grid(p: DesignPoints, widths: list[Any]) -> dict[str, Any]:
+    """One design as JSON: its family, grid, runs (those its spec expands to, and the repeats the
+    sweep adds), cost and widths. A WSD design lists its trunks' sizes and branches' tokens."""
     rows = []
     for w in widths:
         d = w.to_dict()
         d["n_opt_ratio"] = math.exp(w.log_n_opt) if math.isfinite(w.log_n_opt) else math.nan
         rows.append(d)
-    return {"grid": p.design.describe(), "label": p.design.label, "budgets": list(p.design.budgets),
-            "sizes": {f"{c:.6g}": [f"L{r.model_shape.layers} d{r.model_shape.hidden}" for r in p.runs if r.budget == c]
-                      for c in p.design.budgets},
-            "runs": len(p.runs), "cost": p.cost, "widths": rows}
+    out: dict[str, Any] = {"family": p.design.family, "grid": p.design.describe(), "label": p.design.label,
+                           "runs": len(p.runs), "added_runs": len(p.added), "points": len(p.fitted),
+                           "repeats": p.design.repeats, "cost": p.cost, "widths": rows}
+    if p.design.family == "wsd":
+        trunks = [r for r in p.runs if r.branch_of is None]
+        out.update(budgets=[], sizes=[_tag(r) for r in trunks],
+                   tokens=sorted({r.steps * r.batch_tokens for r in p.runs if r.branch_of is not None}))
+    else:
+        out.update(budgets=list(p.design.budgets),
+                   sizes={f"{c:.6g}": [_tag(r) for r in p.runs if r.budget == c] for c in p.design.budgets})
+    return out
 
 
 def design_summary(choice: DesignChoice, prior: Prior, allowance: Allowance, pricing: Pricing,
@@ -36,7 +50,8 @@ def design_summary(choice: DesignChoice, prior: Prior, allowance: Allowance, pri
             "gpu": f"{pricing.gpu} MFU {pricing.mfu:g}", "timing_model": pricing.timing.to_dict() if pricing.timing else None,
             "allowance_value": allowance.value, "target": target, "criterion": choice.criterion,
             "considered": choice.considered, "chosen": _grid(choice.chosen, choice.chosen_widths),
-            "plain": _grid(choice.plain, choice.plain_widths)}
+            "plain": _grid(choice.plain, choice.plain_widths), "family": choice.chosen.design.family,
+            "families": {f: _grid(p, w) for f, (p, w) in choice.families.items()}}
 
 
 def design_header(summary: dict[str, Any]) -> str:
@@ -47,10 +62,14 @@ def design_header(summary: dict[str, Any]) -> str:
         return "; ".join(f"approach {w['approach']} N {w['count'].replace('_', '-')}: a +-{w['exponent_half_width']:.3f}, "
                          f"N* hi/lo {w['n_opt_ratio']:.3g}x" for w in g["widths"])
 
+    others = [f"best {f} design: {g['grid']}" for f, g in summary.get("families", {}).items() if f != summary["family"]]
     lines = [
         f"Designed by `scaling design` for {summary['allowance']}, target {summary['target']:.3g} FLOPs, "
-        f"criterion {summary['criterion']}.",
-        f"Prior {pr['law']} with noise sd {pr['sigma']:.3g} of log loss ({pr['sigma_source']}).",
+        f"criterion {summary['criterion']}; family {summary['family']} won"
+        + (f" on approach 3's widths ({'; '.join(others)})" if others else "") + ".",
+        f"Prior {pr['law']} with noise sd {pr['sigma']:.3g} of log loss ({pr['sigma_source']})"
+        + (f", {pr['branch_share']:g} of its variance shared by the branches of one trunk" if summary["family"] == "wsd" else "")
+        + ".",
         f"This grid: {c['grid']}. Predicted 95% widths: {widths(c)}.",
         f"Plain grid of the same allowance: {p['grid']}. Predicted: {widths(p)}.",
     ]
@@ -59,8 +78,9 @@ def design_header(summary: dict[str, Any]) -> str:
 
 def write_design(path: Path, base: SweepSpec, choice: DesignChoice, header: str, name: str | None = None) -> Path:
     """Write the designed spec (``header`` + YAML), after checking it loads and expands as written."""
-    text = header + yaml.safe_dump(design_mapping(base, choice.chosen.design, ladder(base), name), sort_keys=False,
-                                   default_flow_style=None, width=120)
+    design = choice.chosen.design
+    mapping = (wsd_mapping if design.family == "wsd" else design_mapping)(base, design, ladder(base), name)
+    text = header + yaml.safe_dump(mapping, sort_keys=False, default_flow_style=None, width=120)
     spec = parse_spec(text, str(path))
     if len(expand(spec)) != len(choice.chosen.runs):
         raise UsageError(f"{path}: the written spec expands to other runs than the design priced; report this")

@@ -23,14 +23,22 @@ from scaling.laws import FIT_PREFIX, Law, UnknownLawError, get_law
 from scaling.laws.base import has_loss
 
 
+BRANCH_SHARE = 0.5
+"""Assumed share of the noise variance that the WSD branches of one trunk have in common (they
+share its initialisation and data order up to their branch point; not measured here)."""
+
+
 @dataclass(frozen=True)
 class Prior:
-    """A loss law, the count of N it takes, and the noise sd of ``log L`` per run."""
+    """A loss law, the count of N it takes, and the noise sd of ``log L`` per run; ``branch_share``
+    of that variance is common to the cooldown branches of one WSD trunk (``eps_i = sqrt(1 - s)
+    z_i + sqrt(s) z_trunk``)."""
 
     law: Law
     sigma: float
     name: str
     sigma_source: str
+    branch_share: float = BRANCH_SHARE
 
     @property
     def param_convention(self) -> str:
@@ -42,7 +50,7 @@ class Prior:
 
     def describe(self) -> dict[str, Any]:
         return {"law": self.name, "param_convention": self.param_convention, "sigma": self.sigma,
-                "sigma_source": self.sigma_source}
+                "sigma_source": self.sigma_source, "branch_share": self.branch_share}
 
 
 def _fit_noise(path: Path, law: Law) -> tuple[float, str] | None:

@@ -1,35 +1,49 @@
-"""Choose a design: rank the affordable family by its predicted approach-2 widths, then simulate
-approach 3 on the best few and on the plain grid of the same allowance.
+"""Choose a design: the best of each family, then the family whose best is narrower.
+
+* IsoFLOP (:mod:`scaling.design.space`; with or without repeated seeds at each budget's optimum):
+  ranked by predicted approach-2 widths (batched simulations), the best (``loss``: the best few,
+  and the best without repeats) simulated with approach 3.
+* WSD branches (:mod:`scaling.design.wsd`): fitted by approach 3 only (no IsoFLOP budgets),
+  ranked by linearised approach-3 widths (:mod:`scaling.design.linear`), the best few simulated.
+
+The families are compared on approach 3's simulated widths (the fit both take, :func:`score3`);
+``sims3 = 0`` simulates no approach 3 and so considers the IsoFLOP family only. The plain grid of
+the same allowance is simulated beside the choice.
 
 Criteria (smaller is better, each a predicted median 95% width):
 
 * ``n_opt``: ``ln N*`` at the target budget, N counted as the spec counts it (``model.count``);
 * ``exponent``: the allocation exponent ``a``, the wider of the two counts of N;
-* ``loss``: the compute-optimal loss at the target (approach 3; the best few by ``n_opt`` are
-  simulated with it and ranked).
+* ``loss``: the compute-optimal loss at the target (approach 3).
 
-A design is eligible only if every budget came out interior in at least ``min_interior`` of the
-simulations (a refused budget costs the study its approach-2 fit).
+An IsoFLOP design is eligible only if every budget came out interior in at least ``min_interior``
+of the simulations (a refused budget costs the study its approach-2 fit). Repeats are kept only
+where they win on the criterion at their cost: their runs are priced in, so a repeated design has
+a lower top budget, and the study then knows its noise (approach 2's intervals come from it).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from scaling.design.prior import Prior
 from scaling.design.simulate import Widths, predict_widths
+from scaling.design.linear import linear_widths
 from scaling.design.space import Allowance, DesignPoints, Pricing, candidate_designs, plain_design
+from scaling.design.wsd import candidate_wsd_designs
 from scaling.errors import UsageError
 from scaling.sweep.spec import SweepSpec
 
 CRITERIA = ("n_opt", "exponent", "loss")
+FAMILIES = ("isoflop", "wsd")
 
 
 @dataclass(frozen=True, eq=False)
 class DesignChoice:
-    """The chosen design and the plain grid, each with its predicted widths."""
+    """The chosen design and the plain grid, each with its predicted widths; ``families``: the
+    best of each family considered (``isoflop``, ``wsd``) with its widths, the chosen among them."""
 
     chosen: DesignPoints
     chosen_widths: list[Widths]
@@ -37,6 +51,7 @@ class DesignChoice:
     plain_widths: list[Widths]
     criterion: str
     considered: int
+    families: dict[str, tuple[DesignPoints, list[Widths]]] = field(default_factory=dict)
 
     def widths(self, which: str, approach: str, count: str) -> Widths:
         rows = self.chosen_widths if which == "chosen" else self.plain_widths
@@ -55,16 +70,24 @@ def score(widths: list[Widths], criterion: str, count: str, min_interior: float)
     return a3[0].loss if a3 and math.isfinite(a3[0].loss) else math.inf
 
 
-def choose_design(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, target: float, *,
-                  criterion: str = "n_opt", sims: int = 200, sims3: int = 12, bootstrap: int = 200, seed: int = 0,
-                  min_interior: float = 0.9, finalists: int = 3, family: dict[str, Any] | None = None) -> DesignChoice:
-    """The design that minimises ``criterion`` under ``allowance`` (module docstring)."""
-    if criterion not in CRITERIA:
-        raise UsageError(f"--criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
+def score3(widths: list[Widths], criterion: str, count: str) -> float:
+    """``criterion`` on approach 3's widths, the fit every family takes: ``ln N*`` and ``L*`` for
+    ``count``, the exponent the wider of the two counts."""
+    a3 = {w.count: w for w in widths if w.approach == "3"}
+    if count not in a3:
+        return math.inf
+    value = (max(w.exponent for w in a3.values()) if criterion == "exponent"
+             else a3[count].log_n_opt if criterion == "n_opt" else a3[count].loss)
+    return value if math.isfinite(value) and a3[count].interior >= 0.5 else math.inf
+
+
+def _best_isoflop(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, target: float, criterion: str,
+                  sims: int, sims3: int, bootstrap: int, seed: int, min_interior: float, finalists: int,
+                  family: dict[str, Any]) -> tuple[DesignPoints, list[Widths], int]:
+    """The IsoFLOP family's choice: ranked by approach 2 (``loss``: the best few by ``n_opt``, and
+    the best without repeats, then by approach 3)."""
     count = base.model.count
-    ceiling = target
-    plain = plain_design(base, prior, allowance, pricing, ceiling, (family or {}).get("min_steps", 0.0))
-    cands = candidate_designs(base, prior, allowance, pricing, ceiling, **(family or {}))
+    cands = candidate_designs(base, prior, allowance, pricing, target, **family)
     rank_by = "n_opt" if criterion == "loss" else criterion
     scored = [(score(predict_widths(p, prior, target, sims=sims, seed=seed), rank_by, count, min_interior), i, p)
               for i, p in enumerate(cands)]
@@ -73,9 +96,61 @@ def choose_design(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: 
         raise UsageError(f"--allowance {allowance.describe()}: no design of the family has every budget interior in "
                          f"{min_interior:.0%} of simulations; raise the allowance or widen the ladder (grid.sizes)")
     top = [p for _, _, p in scored[:max(1, finalists) if criterion == "loss" else 1]]
+    plain_best = next((p for _, _, p in scored if not p.design.repeats), None)
+    if criterion == "loss" and plain_best is not None and plain_best not in top:
+        top.append(plain_best)  # repeats stay only where approach 3 too says they pay
     full = [(p, predict_widths(p, prior, target, sims=sims, sims3=sims3, bootstrap=bootstrap, seed=seed)) for p in top]
     if criterion == "loss":
         full.sort(key=lambda pw: score(pw[1], "loss", count, min_interior))
-    chosen, chosen_w = full[0]
+    return full[0][0], full[0][1], len(cands)
+
+
+def _best_wsd(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, target: float, criterion: str,
+              sims3: int, bootstrap: int, seed: int, finalists: int,
+              family: dict[str, Any]) -> tuple[DesignPoints, list[Widths], int] | None:
+    """The WSD family's choice: ranked by linearised approach-3 widths, the best few simulated."""
+    count = base.model.count
+    keep = {k: v for k, v in family.items() if k in ("min_steps", "cooldown_frac")} | family.get("wsd", {})
+    cands = candidate_wsd_designs(base, prior, allowance, pricing, target, **keep)
+    key = {"n_opt": "log_n_opt", "exponent": "exponent", "loss": "loss"}[criterion]
+    lin = [(linear_widths(p, prior, target, count)[key], i, p) for i, p in enumerate(cands)]
+    lin = sorted((x for x in lin if math.isfinite(x[0])), key=lambda x: (x[0], x[1]))
+    if not lin:
+        return None
+    full = [(p, predict_widths(p, prior, target, sims=1, sims3=sims3, bootstrap=bootstrap, seed=seed))
+            for _, _, p in lin[:max(1, finalists)]]
+    full.sort(key=lambda pw: score3(pw[1], criterion, count))
+    return full[0][0], full[0][1], len(cands)
+
+
+def choose_design(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, target: float, *,
+                  criterion: str = "n_opt", sims: int = 200, sims3: int = 12, bootstrap: int = 200, seed: int = 0,
+                  min_interior: float = 0.9, finalists: int = 3, family: dict[str, Any] | None = None,
+                  families: tuple[str, ...] = FAMILIES) -> DesignChoice:
+    """The design that minimises ``criterion`` under ``allowance`` (module docstring)."""
+    if criterion not in CRITERIA:
+        raise UsageError(f"--criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
+    unknown = set(families) - set(FAMILIES)
+    if unknown or not families:
+        raise UsageError(f"--families {','.join(families)}: choose from {', '.join(FAMILIES)}")
+    fam = dict(family or {})
+    count = base.model.count
+    plain = plain_design(base, prior, allowance, pricing, target, fam.get("min_steps", 0.0))
+    best: dict[str, tuple[DesignPoints, list[Widths]]] = {}
+    considered = 0
+    iso_keys = ("n_budgets", "ratios", "ks", "strides", "min_steps", "repeats")
+    if "isoflop" in families:
+        p, w, n = _best_isoflop(base, prior, allowance, pricing, target, criterion, sims, sims3, bootstrap, seed,
+                                min_interior, finalists, {k: v for k, v in fam.items() if k in iso_keys})
+        best["isoflop"], considered = (p, w), considered + n
+    if "wsd" in families and sims3 > 0:  # a WSD design is judged by approach 3's simulations only
+        got = _best_wsd(base, prior, allowance, pricing, target, criterion, sims3, bootstrap, seed, finalists, fam)
+        if got is not None:
+            best["wsd"], considered = (got[0], got[1]), considered + got[2]
+    if not best:
+        raise UsageError(f"--allowance {allowance.describe()}: no WSD design fits it on this ladder "
+                         "(and --sims3 0 leaves the WSD family out); raise the allowance or include isoflop")
+    name = min(best, key=lambda f: (score3(best[f][1], criterion, count) if len(best) > 1 else 0.0, f != "isoflop"))
+    chosen, chosen_w = best[name]
     plain_w = predict_widths(plain, prior, target, sims=sims, sims3=sims3, bootstrap=bootstrap, seed=seed)
-    return DesignChoice(chosen, chosen_w, plain, plain_w, criterion, len(cands))
+    return DesignChoice(chosen, chosen_w, plain, plain_w, criterion, considered, best)

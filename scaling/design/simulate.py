@@ -33,6 +33,7 @@ from scaling.design.space import DesignPoints
 from scaling.fit.approach2 import Approach2
 from scaling.fit.approach3 import Approach3
 from scaling.fit.data import Columns, FitRefusal, FitWarning
+from scaling.fit.noise import NoiseEstimate, estimate_noise
 
 Z_LEVEL = 0.975  # two-sided 95% intervals
 
@@ -64,48 +65,88 @@ class Widths:
 
 
 def draw_log_losses(points: DesignPoints, prior: Prior, n: int, seed: int) -> np.ndarray:
-    """``(n, runs)`` simulated log losses."""
+    """``(n, points)`` simulated log losses: the prior's law at each point's own (N, D) (a WSD
+    branch's too) plus noise, of which the branches of one trunk share ``prior.branch_share``."""
     mean = prior.log_loss(points.params(prior.param_convention), points.tokens)
     rng = np.random.default_rng(seed)
-    return mean[None, :] + prior.sigma * rng.standard_normal((n, len(mean)))
+    eps = rng.standard_normal((n, len(mean)))
+    trunk = points.trunk
+    if (trunk >= 0).any():
+        shared = rng.standard_normal((n, int(trunk.max()) + 1))
+        s = prior.branch_share
+        eps = np.where(trunk >= 0, math.sqrt(1 - s) * eps + math.sqrt(s) * shared[:, np.maximum(trunk, 0)], eps)
+    return mean[None, :] + prior.sigma * eps
 
 
-def _vertices(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """OLS parabolas ``y = c0 + c1 u + c2 u^2``, ``u = x - mean x``, of every row of ``y`` (S, n):
-    the vertices in ``x`` and whether each curves upward with its vertex inside ``x``'s range."""
+def _vertices(x: np.ndarray, y: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parabolas ``y = c0 + c1 u + c2 u^2``, ``u = x - mean x``, of every row of ``y`` (S, points)
+    by least squares weighted by ``n`` (the runs averaged in each point; all 1: OLS; the noise of a
+    budget is one sigma, so only the ratios matter): the vertices in ``x``, whether each curves
+    upward with its vertex inside ``x``'s range, and ``q`` with ``var(vertex) = sigma^2 q``
+    (delta method on ``(X^T diag(n) X)^-1``)."""
     u = x - x.mean()
-    coef = y @ np.linalg.pinv(np.column_stack([np.ones_like(u), u, u * u])).T
+    design = np.column_stack([np.ones_like(u), u, u * u])
+    inv = np.linalg.pinv(design.T @ (n[:, None] * design))
+    coef = y @ (n[:, None] * design @ inv)
     c1, c2 = coef[:, 1], coef[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        v = np.where(c2 > 0, -c1 / (2 * c2), np.nan) + x.mean()
-    return v, (c2 > 0) & (v > x.min()) & (v < x.max())
+        v = np.where(c2 > 0, -c1 / (2 * c2), np.nan)
+        g = np.stack([-1 / (2 * c2), c1 / (2 * c2 * c2)], axis=1)  # d vertex / d (c1, c2)
+    q = np.einsum("si,ij,sj->s", g, inv[1:, 1:], g)
+    v = v + x.mean()
+    return v, (c2 > 0) & (v > x.min()) & (v < x.max()), q
+
+
+def _budget_points(points: DesignPoints, count: str, loss: np.ndarray, c: float) -> tuple[np.ndarray, ...]:
+    """One budget's point means (repeats averaged): log N, log D, runs per point, mean losses (S,
+    points), and the sum of squared deviations from them (S,)."""
+    g = np.flatnonzero(points.budget == c)
+    n_all = points.params(count)[g]
+    sizes, inverse = np.unique(n_all, return_inverse=True)
+    avg = np.zeros((len(g), len(sizes)))
+    avg[np.arange(len(g)), inverse] = 1.0
+    n = avg.sum(axis=0)
+    means = loss[:, g] @ avg / n
+    ss = ((loss[:, g] - means[:, inverse]) ** 2).sum(axis=1)
+    logd = np.log(points.tokens[g] @ avg / n)
+    return np.log(sizes), logd, n, means, ss
 
 
 def _approach2_batch(points: DesignPoints, count: str, log_loss: np.ndarray, target: float) -> dict[str, np.ndarray]:
-    """Approach 2 on every simulation at once: ``a``, the widths, and which fitted."""
-    budgets = points.budget
-    logn, logd = np.log(points.params(count)), np.log(points.tokens)
+    """Approach 2 on every simulation at once: ``a``, the widths, and which fitted. Without
+    repeats: OLS of ``log N*`` on ``log C`` with t intervals. With repeats the study knows its
+    noise (:mod:`scaling.fit.noise`: each budget's pooled sd across seeds) and its intervals come
+    from the means redrawn with it: here their normal approximation, ``2 z sd`` with the
+    vertices' delta-method variances carried through the OLS."""
     loss = np.exp(log_loss)
-    cs = np.unique(budgets)
+    cs = np.unique(points.budget)
     log_nopt = np.empty((len(loss), len(cs)))
+    var = np.empty_like(log_nopt)
     ok = np.ones(len(loss), bool)
     for j, c in enumerate(cs):
-        g = budgets == c
-        vn, in_n = _vertices(logn[g], loss[:, g])
-        _, in_d = _vertices(logd[g], loss[:, g])
-        best = np.argmin(loss[:, g], axis=1)
-        order = logn[g]
-        at_edge = (order[best] == order.min()) | (order[best] == order.max())
-        ok &= in_n & in_d & ~at_edge & (len(np.unique(order)) >= 3)
+        logn, logd, n, means, ss = _budget_points(points, count, loss, c)
+        vn, in_n, q = _vertices(logn, means, n)
+        _, in_d, _ = _vertices(logd, means, n)
+        best = np.argmin(means, axis=1)
+        at_edge = (best == 0) | (best == len(logn) - 1)
+        ok &= in_n & in_d & ~at_edge & (len(logn) >= 3)
+        dof = n.sum() - len(n)
         log_nopt[:, j] = vn
+        var[:, j] = ss / dof * q if dof > 0 else np.nan
     x = np.column_stack([np.ones(len(cs)), np.log(cs)])
     xtx_inv = np.linalg.inv(x.T @ x)
-    coef = np.where(ok[:, None], log_nopt, 0.0) @ (x @ xtx_inv)  # (S, 2): OLS of log N* on log C
+    lin = x @ xtx_inv  # (budgets, 2): OLS of log N* on log C
+    coef = np.where(ok[:, None], log_nopt, 0.0) @ lin
+    x0 = np.array([1.0, math.log(target)])
+    if points.has_repeats:
+        z = float(special.ndtri(Z_LEVEL))
+        exp_sd = np.sqrt(var @ lin[:, 1] ** 2)
+        n_sd = np.sqrt(var @ (lin @ x0) ** 2)
+        return {"a": coef[:, 1], "exponent": 2 * z * exp_sd, "log_n_opt": 2 * z * n_sd, "ok": ok & np.isfinite(n_sd)}
     df = len(cs) - 2
     resid = np.where(ok[:, None], log_nopt, 0.0) - coef @ x.T
     s2 = (resid * resid).sum(axis=1) / df if df > 0 else np.full(len(loss), np.nan)
     t = float(special.stdtrit(df, Z_LEVEL)) if df > 0 else math.inf
-    x0 = np.array([1.0, math.log(target)])
     return {
         "a": coef[:, 1],
         "exponent": 2 * t * np.sqrt(s2 * xtx_inv[1, 1]),
@@ -114,20 +155,23 @@ def _approach2_batch(points: DesignPoints, count: str, log_loss: np.ndarray, tar
     }
 
 
-def _frame(points: DesignPoints, count: str, log_loss: np.ndarray) -> tuple[pd.DataFrame, Columns]:
+def _frame(points: DesignPoints, count: str, log_loss: np.ndarray) -> tuple[pd.DataFrame, Columns, NoiseEstimate | None]:
+    """The fit stage's input for one draw, and the noise it measures from the repeats (None without)."""
+    budget = np.where(points.budget > 0, points.budget, np.nan)  # a WSD branch has no budget
     frame = pd.DataFrame({"params": points.params(count), "tokens": points.tokens, "flops": points.flops,
-                          "budget": points.budget, "loss": np.exp(log_loss)})
-    return frame, Columns(convention=Convention(count, points.spec.train.flops_convention))  # type: ignore[arg-type]
+                          "budget": budget, "loss": np.exp(log_loss)})
+    cols = Columns(convention=Convention(count, points.spec.train.flops_convention))  # type: ignore[arg-type]
+    return frame, cols, estimate_noise(frame) if points.has_repeats else None
 
 
 def _approach3_one(points: DesignPoints, count: str, log_loss: np.ndarray, target: float, bootstrap: int,
                    seed: int) -> tuple[float, float, float] | None:
     """Approach 3 with a bootstrap on one draw: widths of ``a``, ``ln N*`` and ``L*`` at the target."""
-    frame, cols = _frame(points, count, log_loss)
+    frame, cols, noise = _frame(points, count, log_loss)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FitWarning)
-            fit = Approach3(bootstrap=bootstrap, seed=seed, columns=cols).fit(frame)
+            fit = Approach3(bootstrap=bootstrap, seed=seed, columns=cols).fit(frame, noise=noise)
     except FitRefusal:
         return None
     a_ci = fit.n_exponent()["ci"]
@@ -141,9 +185,9 @@ def _approach3_one(points: DesignPoints, count: str, log_loss: np.ndarray, targe
 
 def _approach2_one(points: DesignPoints, count: str, log_loss: np.ndarray, target: float) -> tuple[float, float] | None:
     """The study's own approach-2 fit on one draw: widths of ``a`` and ``ln N*`` at the target."""
-    frame, cols = _frame(points, count, log_loss)
+    frame, cols, noise = _frame(points, count, log_loss)
     try:
-        fit = Approach2(columns=cols).fit(frame)
+        fit = Approach2(columns=cols).fit(frame, noise=noise)
     except FitRefusal:
         return None
     lo, hi = fit.n_exponent()["ci"]
@@ -162,9 +206,9 @@ def predict_widths(points: DesignPoints, prior: Prior, target: float, *, sims: i
     """Predicted widths for approach 2 (``sims`` simulations, batched) and, with ``sims3 > 0``,
     approach 3 (``sims3`` simulations of ``bootstrap`` resamples each), for each count of N."""
     out = []
-    ll = draw_log_losses(points, prior, sims, seed)
-    for count in counts:
-        r = _approach2_batch(points, count, ll, target)
+    ll = draw_log_losses(points, prior, max(sims, sims3), seed)
+    for count in counts if points.design.family == "isoflop" else ():  # approach 2 needs IsoFLOP budgets
+        r = _approach2_batch(points, count, ll[:sims], target)
         ok = r["ok"]
         out.append(Widths("2", count, _median(r["exponent"][ok]), _median(r["log_n_opt"][ok]), math.nan,
                           float(ok.mean()), int(ok.sum())))
@@ -187,7 +231,7 @@ def realised_widths(points: DesignPoints, prior: Prior, target: float, *, draws:
     ll = draw_log_losses(points, prior, draws, seed)
     out = []
     for count in counts:
-        if "2" in approaches:
+        if "2" in approaches and points.design.family == "isoflop":
             res = [_approach2_one(points, count, ll[i], target) for i in range(draws)]
             got = [r for r in res if r is not None]
             cols = np.array(got) if got else np.full((0, 2), np.nan)

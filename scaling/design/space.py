@@ -10,11 +10,15 @@ an MFU (:func:`scaling.hardware.gpu_hours` of the runs' matmul FLOPs).
 
 The family: ``n`` budgets spaced ``ratio`` apart, for each the ``k`` ladder sizes (every
 ``stride``-th) centred on the ladder size the prior puts lowest at that budget, and the largest top
-budget (on a grid of quarter-octaves below the target) whose cost fits the allowance.
+budget (on a grid of quarter-octaves below the target) whose cost fits the allowance; with or
+without ``repeats`` extra seeds at each budget's optimum (``grid.repeats``), whose runs are priced
+in, so a repeated design has a lower top budget than the same design without. The WSD-branch family
+is :mod:`scaling.design.wsd`.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -29,7 +33,7 @@ from scaling.flops import flops_per_token
 from scaling.hardware import DEFAULT_MFU, get_gpu, gpu_hours
 from scaling.runspec import RunSpec
 from scaling.shapes import ModelShape
-from scaling.sweep.grid import batch_tokens_for, expand, resolve_size
+from scaling.sweep.grid import batch_tokens_for, expand, isoflop_run, resolve_size
 from scaling.sweep.spec import ShapeSize, SweepSpec
 from scaling.timing import TimingModel, pack
 
@@ -77,8 +81,10 @@ class Pricing:
     mfu: float = DEFAULT_MFU
 
     def cost(self, runs: Sequence[RunSpec]) -> dict[str, float | None]:
-        flops = float(sum(r.flops() for r in runs))
-        matmul = float(sum(r.steps * r.batch_tokens * flops_per_token(r.model_shape, "matmul") for r in runs))
+        """What ``runs`` spend, as the sweep planner counts it: the steps each trains (a WSD
+        branch its cooldown, from its trunk's checkpoint; :attr:`RunSpec.trained_steps`)."""
+        flops = float(sum(r.trained_flops() for r in runs))
+        matmul = float(sum(r.trained_steps * r.batch_tokens * flops_per_token(r.model_shape, "matmul") for r in runs))
         seconds = pack([self.timing.run_seconds(r) for r in runs], self.slots) if self.timing is not None else None
         return {"flops": flops, "seconds": seconds, "gpu_hours": gpu_hours(matmul, get_gpu(self.gpu), self.mfu)}
 
@@ -91,70 +97,106 @@ class Pricing:
 
 @dataclass(frozen=True)
 class Design:
-    """Budgets (ascending) and, for each, the ladder indices of its sizes."""
+    """Budgets (ascending) and, for each, the ladder indices of its sizes; ``repeats`` extra seeds
+    at each budget's optimum (``grid.repeats: {seeds, at: optimum}``; 0: none)."""
 
     budgets: tuple[float, ...]
     sizes: tuple[tuple[int, ...], ...]
     label: str = ""
+    repeats: int = 0
+    family: str = "isoflop"
 
     def describe(self) -> str:
         k = sorted({len(s) for s in self.sizes})
         span = self.budgets[-1] / self.budgets[0]
+        rep = f", {self.repeats} repeat seed(s) at each optimum" if self.repeats else ""
         return (f"{len(self.budgets)} budgets {self.budgets[0]:.3g}..{self.budgets[-1]:.3g} ({span:.3g}x), "
-                f"{'/'.join(map(str, k))} sizes each, {sum(len(s) for s in self.sizes)} runs")
+                f"{'/'.join(map(str, k))} sizes each, {sum(len(s) for s in self.sizes)} runs{rep}")
 
 
 @dataclass(frozen=True, eq=False)
 class DesignPoints:
-    """A design's runs as arrays: budget, N (total and non-embedding), D, and their cost."""
+    """A design's runs and cost, and the points its fits see as arrays: budget (0 for a run
+    without one), N (total and non-embedding), D, C, and the trunk each point shares (-1: none).
 
-    design: Design
+    ``runs`` are what the written spec expands to; ``added`` the runs the sweep adds after them
+    (the repeated seeds), priced and fitted too; a WSD trunk is priced but not fitted (its loss
+    is at a constant LR, no cooldown)."""
+
+    design: Any  # Design or scaling.design.wsd.WsdDesign
     spec: SweepSpec
     runs: tuple[RunSpec, ...]
     cost: dict[str, float | None] = field(default_factory=dict)
+    added: tuple[RunSpec, ...] = ()
+
+    @property
+    def priced(self) -> tuple[RunSpec, ...]:
+        """Every run the design spends on: the spec's and the ones the sweep adds."""
+        return (*self.runs, *self.added)
+
+    @property
+    def fitted(self) -> tuple[RunSpec, ...]:
+        trunks = {r.branch_of for r in self.runs if r.branch_of is not None}
+        return tuple(r for r in (*self.runs, *self.added) if r.run_id not in trunks)
 
     @property
     def budget(self) -> np.ndarray:
-        return np.array([float(r.budget or 0.0) for r in self.runs])
+        return np.array([float(r.budget or 0.0) for r in self.fitted])
 
     def params(self, count: str) -> np.ndarray:
-        return np.array([float(r.non_embedding_params if count == "non_embedding" else r.params) for r in self.runs])
+        return np.array([float(r.non_embedding_params if count == "non_embedding" else r.params) for r in self.fitted])
 
     @property
     def tokens(self) -> np.ndarray:
-        return np.array([float(r.steps * r.batch_tokens) for r in self.runs])
+        return np.array([float(r.steps * r.batch_tokens) for r in self.fitted])
 
     @property
     def flops(self) -> np.ndarray:
-        return np.array([r.flops() for r in self.runs])
+        return np.array([r.flops() for r in self.fitted])
+
+    @property
+    def trunk(self) -> np.ndarray:
+        """The index of the trunk each point branches from (-1: its own run)."""
+        ids = sorted({r.branch_of for r in self.fitted if r.branch_of is not None})
+        return np.array([ids.index(r.branch_of) if r.branch_of is not None else -1 for r in self.fitted])
+
+    @property
+    def has_repeats(self) -> bool:
+        return bool(self.added)
 
 
 def ladder(base: SweepSpec) -> list[ModelShape]:
-    """The sizes the spec names (``grid.sizes``, or every size of ``grid.sizes_per_budget``) as
-    shapes, ascending in N as ``model.count`` counts it."""
+    """The sizes the spec names (an isoflop grid's ``sizes``, or every size of its
+    ``sizes_per_budget``; a ``wsd_branches`` grid's ``sizes``) as shapes, ascending in N as
+    ``model.count`` counts it."""
     g = base.grid
     named: list[tuple[Any, str]] = []
     if g.kind == "isoflop" and g.sizes:
         named = [(x, base.where("grid", "sizes", i)) for i, x in enumerate(g.sizes)]
     elif g.kind == "isoflop" and g.sizes_per_budget:
         named = [(x, base.where("grid", "sizes_per_budget", c, i)) for c, xs in g.sizes_per_budget.items() for i, x in enumerate(xs)]
+    elif g.kind == "wsd_branches":
+        named = [(x, base.where("grid", "sizes", i)) for i, x in enumerate(g.sizes)]
     shapes = {resolve_size(x, base.model, where) for x, where in named}
     if len(shapes) < 3:
-        raise UsageError(f"{base.where('grid')}: a design needs an isoflop grid whose grid.sizes lists a ladder of "
-                         "3 or more sizes to choose from (e.g. sweeps/quickstart.yaml)")
+        raise UsageError(f"{base.where('grid')}: a design needs an isoflop (or wsd_branches) grid whose grid.sizes lists "
+                         "a ladder of 3 or more sizes to choose from (e.g. sweeps/quickstart.yaml)")
     return sorted(shapes, key=lambda s: (s.count(base.model.count), s.layers))
 
 
 def design_mapping(base: SweepSpec, design: Design, shapes: Sequence[ModelShape], name: str | None = None) -> dict[str, Any]:
     """The spec as written: ``base`` as its file gave it, the grid replaced by the design
     (``isoflop`` with ``sizes_per_budget``; each shape one object, so YAML writes it once and
-    aliases it after), keeping the base grid's ``extend`` and ``repeats``."""
+    aliases it after), keeping the base grid's ``extend``; ``repeats`` are the design's (priced),
+    not the base's."""
     d = base.model_dump(mode="json", exclude_unset=True)
     objs = {i: ShapeSize(layers=shapes[i].layers, hidden=shapes[i].hidden, heads=shapes[i].heads,
                          kv_heads=shapes[i].kv_heads, ffn=shapes[i].ffn).model_dump(mode="json", exclude_none=True)
             for idx in design.sizes for i in idx}
     per_budget = {float(c): [objs[i] for i in idx] for c, idx in zip(design.budgets, design.sizes, strict=True)}
-    kept = {k: v for k, v in d.get("grid", {}).items() if k in ("extend", "repeats")}  # the base's own adaptive settings
+    kept = {k: v for k, v in d.get("grid", {}).items() if k == "extend"}  # the base's own adaptive settings
+    if design.repeats:
+        kept["repeats"] = {"seeds": repeat_seeds(base, design.repeats), "at": "optimum"}
     d["grid"] = {"kind": "isoflop", "budgets": [float(c) for c in design.budgets], "sizes_per_budget": per_budget, **kept}
     if name:
         d["name"] = name
@@ -166,10 +208,35 @@ def design_spec(base: SweepSpec, design: Design, shapes: Sequence[ModelShape], n
     return SweepSpec.model_validate(design_mapping(base, design, shapes, name))
 
 
-def points(base: SweepSpec, design: Design, shapes: Sequence[ModelShape], pricing: Pricing) -> DesignPoints:
+def repeat_seeds(base: SweepSpec, n: int) -> list[int]:
+    """``n`` seeds beside ``train.seeds``: the next integers after the largest."""
+    top = max(base.train.seeds)
+    return [top + 1 + i for i in range(n)]
+
+
+def repeat_runs(spec: SweepSpec, design: Design, shapes: Sequence[ModelShape], prior: Prior | None) -> tuple[RunSpec, ...]:
+    """The runs ``grid.repeats`` will add: its seeds at each budget's optimum, priced at the size
+    the prior puts lowest there (the sweep repeats the observed best; at one budget every size
+    costs the same FLOPs)."""
+    if not design.repeats or prior is None:
+        return ()
+    rep = spec.grid.repeats  # type: ignore[union-attr]
+    conv = spec.train.flops_convention
+    out = []
+    for c, idx in zip(design.budgets, design.sizes, strict=True):
+        best = min(idx, key=lambda i: float(prior.log_loss(np.array([shapes[i].count(prior.param_convention)], float),
+                                                         np.array([c / flops_per_token(shapes[i], conv)]))[0]))
+        out += [isoflop_run(spec, c, shapes[best], seed, added="repeat") for seed in rep.seeds]
+    return tuple(out)
+
+
+def points(base: SweepSpec, design: Design, shapes: Sequence[ModelShape], pricing: Pricing,
+           prior: Prior | None = None) -> DesignPoints:
+    """The design's runs (and, with ``prior``, the repeats it adds) and their cost."""
     spec = design_spec(base, design, shapes)
     runs = tuple(expand(spec))
-    return DesignPoints(design, spec, runs, pricing.cost(runs))
+    added = repeat_runs(spec, design, shapes, prior)
+    return DesignPoints(design, spec, runs, pricing.cost(runs + added), added)
 
 
 def prior_best(prior: Prior, shapes: Sequence[ModelShape], budget: float, convention: str) -> int:
@@ -198,7 +265,7 @@ def _steps(base: SweepSpec, shape: ModelShape, budget: float) -> float:
 
 
 def _design(base: SweepSpec, prior: Prior, shapes: Sequence[ModelShape], top: float, n: int, ratio: float,
-            k: int, stride: int, min_steps: float = 0.0) -> Design | None:
+            k: int, stride: int, min_steps: float = 0.0, repeats: int = 0) -> Design | None:
     """``n`` budgets up to ``top``; each the window of ``k`` sizes around the prior's best, less
     the sizes whose runs would take fewer than ``min_steps`` steps (None if that leaves fewer than
     ``min(k, 5)`` sizes or the best at an edge)."""
@@ -214,22 +281,24 @@ def _design(base: SweepSpec, prior: Prior, shapes: Sequence[ModelShape], top: fl
         if len(idx) < min(k, 5) or not idx[0] < best < idx[-1]:
             return None
         sizes.append(idx)
-    return Design(budgets, tuple(sizes), f"{n}x{k} ratio {ratio:g} stride {stride}" + (f" min {min_steps:g} steps" if min_steps else ""))
+    label = f"{n}x{k} ratio {ratio:g} stride {stride}" + (f" min {min_steps:g} steps" if min_steps else "")
+    return Design(budgets, tuple(sizes), label + (f" +{repeats} seeds at optima" if repeats else ""), repeats)
 
 
 def _affordable(base: SweepSpec, prior: Prior, shapes: Sequence[ModelShape], allowance: Allowance, pricing: Pricing,
-                ceiling: float, n: int, ratio: float, k: int, stride: int, min_steps: float = 0.0) -> DesignPoints | None:
+                ceiling: float, n: int, ratio: float, k: int, stride: int, min_steps: float = 0.0,
+                repeats: int = 0) -> DesignPoints | None:
     """The design of this shape with the largest top budget ``ceiling / 2^(j/4)`` that fits."""
     best: DesignPoints | None = None
     for j in range(0, 81):  # down 20 octaves at most; cost falls with the top budget
-        d = _design(base, prior, shapes, ceiling * 2 ** (-j / 4), n, ratio, k, stride, min_steps)
+        d = _design(base, prior, shapes, ceiling * 2 ** (-j / 4), n, ratio, k, stride, min_steps, repeats)
         if d is None:
             continue
         try:
-            p = points(base, d, shapes, pricing)
+            p = points(base, d, shapes, pricing, prior)
         except UsageError:  # a run below one batch: smaller budgets only get worse
             break
-        if pricing.spent(p.runs, allowance) <= allowance.value:
+        if pricing.spent(p.priced, allowance) <= allowance.value:
             best = p
             break
     return best
@@ -238,17 +307,15 @@ def _affordable(base: SweepSpec, prior: Prior, shapes: Sequence[ModelShape], all
 def candidate_designs(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, ceiling: float, *,
                       n_budgets: Sequence[int] = (3, 4, 5, 6, 7, 8), ratios: Sequence[float] = (2.0, 4.0),
                       ks: Sequence[int] = (3, 5, 7), strides: Sequence[int] = (1, 2),
-                      min_steps: float = 0.0) -> list[DesignPoints]:
-    """Every affordable member of the family (module docstring), top budget at most ``ceiling``."""
+                      min_steps: float = 0.0, repeats: Sequence[int] = (0, 1, 2)) -> list[DesignPoints]:
+    """Every affordable member of the family (module docstring), top budget at most ``ceiling``;
+    each with ``repeats`` extra seeds at every budget's optimum (0: none), its runs priced in."""
     shapes = ladder(base)
     out = []
-    for n in n_budgets:
-        for ratio in ratios:
-            for k in ks:
-                for stride in strides:
-                    p = _affordable(base, prior, shapes, allowance, pricing, ceiling, n, ratio, k, stride, min_steps)
-                    if p is not None:
-                        out.append(p)
+    for n, ratio, k, stride, r in itertools.product(n_budgets, ratios, ks, strides, repeats):
+        p = _affordable(base, prior, shapes, allowance, pricing, ceiling, n, ratio, k, stride, min_steps, r)
+        if p is not None:
+            out.append(p)
     return out
 
 
@@ -276,6 +343,6 @@ def spec_points(spec: SweepSpec, pricing: Pricing) -> DesignPoints:
     return DesignPoints(Design(budgets, sizes, f"the grid of {spec.name}"), spec, runs, pricing.cost(runs))
 
 
-def design_points(base: SweepSpec, design: Design, pricing: Pricing) -> DesignPoints:
-    """The runs and cost of a given design on ``base``'s ladder."""
-    return points(base, design, ladder(base), pricing)
+def design_points(base: SweepSpec, design: Design, pricing: Pricing, prior: Prior | None = None) -> DesignPoints:
+    """The runs and cost of a given design on ``base``'s ladder (its repeats with ``prior``)."""
+    return points(base, design, ladder(base), pricing, prior)
