@@ -21,7 +21,8 @@ could hide behind it), as in git's index. Runs that have not ended are read from
 ``metrics.jsonl`` every time (a torn last line is skipped) and never written to a segment. Reading
 is pyarrow's: its JSON reader parses the runs' JSONL in C++ (a file with a corrupt line falls back
 to the line-by-line reader), parquet holds the index, and the frames come out through
-``Table.to_pandas``. A study that cannot be written (another user's, read-only), or any study
+``Table.to_pandas`` (the steps' ``run_id`` and ``name`` as categoricals: a code per row, read
+from the segments' dictionaries, not ten million strings). A study that cannot be written (another user's, read-only), or any study
 while ``SCALING_STORE_READ_ONLY=1``, is read the same way without persisting the index.
 """
 
@@ -44,7 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scaling.errors import ScalingWarning
-from scaling.metrics_tables import read_steps, unify_steps
+from scaling.metrics_tables import read_steps, steps_frame, unify_steps
 from scaling.store import CorruptFileError, RunDir, SweepStore, atomic_writer
 
 INDEX = ".index"
@@ -220,12 +221,14 @@ def export_safe(frame: pd.DataFrame) -> pd.DataFrame:
 # ---- the index ------------------------------------------------------------------------------------------
 
 
-def _read_parquet(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """The file's table; with ``columns``, only those of them it has (read from disk alone)."""
-    if columns is None:
-        return pq.read_table(path, memory_map=True)
-    f = pq.ParquetFile(path, memory_map=True)
-    return f.read(columns=[c for c in f.schema_arrow.names if c in columns])
+HEADS = ("run_id", "name")  # read as dictionaries (a segment written before they were one included)
+
+
+def _read_parquet(path: Path, columns: Sequence[str] | None = None, heads: bool = False) -> pa.Table:
+    """The file's table; with ``columns``, only those of them it has (read from disk alone); with
+    ``heads`` (a segment), ``run_id`` and ``name`` dictionary-encoded: a code per row, not a string."""
+    f = pq.ParquetFile(path, memory_map=True, read_dictionary=HEADS if heads else None)
+    return f.read(columns=None if columns is None else [c for c in f.schema_arrow.names if c in columns])
 
 
 def _select(tables: list[pa.Table], columns: Sequence[str] | None) -> list[pa.Table]:
@@ -249,7 +252,7 @@ class StudyReader:
         self.cached, self.cached_scan = self._cached()
         known = None
         if self.cached is not None and "_fp" in self.cached:
-            known = dict(zip(self.cached["run_id"], self.cached["_fp"], strict=True))
+            known = dict(zip(self.cached["run_id"].tolist(), self.cached["_fp"].tolist(), strict=True))
         self.runs, _ = list_runs(self.path, known)
         self.stats = ReadStats(runs=len(self.runs))
         self._book: pd.DataFrame | None = None
@@ -273,8 +276,8 @@ class StudyReader:
         keep: list[str] = []
         prior: dict[str, tuple[Any, Any]] = {}
         if cached is not None and "_fp" in cached:
-            for rid, fp, mt, seg, cfp in zip(cached["run_id"], cached["_fp"], cached["_mtime_ns"],
-                                             cached["_segment"], cached["_curves_fp"], strict=True):
+            for rid, fp, mt, seg, cfp in zip(*_lists(cached, "run_id", "_fp", "_mtime_ns", "_segment", "_curves_fp"),
+                                             strict=True):
                 entry = self.runs.get(rid)
                 if entry is not None and entry[1] == fp and int(mt) < cached_scan - RACY_NS:
                     keep.append(rid)
@@ -336,8 +339,8 @@ class StudyReader:
         segs: dict[str, list[str]] = {}
         reread: list[str] = []
         live: list[str] = []
-        for rid, state, fp, mt, seg, cfp in zip(book["run_id"], book["status"], book["_fp"], book["_mtime_ns"],
-                                                book["_segment"], book["_curves_fp"], strict=True):
+        for rid, state, fp, mt, seg, cfp in zip(*_lists(book, "run_id", "status", "_fp", "_mtime_ns", "_segment",
+                                                        "_curves_fp"), strict=True):
             if isinstance(seg, str) and state in SETTLED and cfp == _metrics_part(fp):
                 segs.setdefault(seg, []).append(rid)
             elif state in SETTLED and int(mt) < self.scan_ns - RACY_NS:
@@ -347,15 +350,15 @@ class StudyReader:
         kept: list[pa.Table] = []
         for seg, ids in segs.items():
             try:
-                t = _read_parquet(self.index / seg, wanted)
+                t = _read_parquet(self.index / seg, wanted, heads=True)
             except (OSError, pa.ArrowException):
                 reread.extend(ids)  # removed by a concurrent compaction, or damaged: from the source
                 continue
             if int((t.schema.metadata or {}).get(b"runs", b"-1")) != len(ids):
                 t = t.filter(pc.is_in(t["run_id"], value_set=pa.array(ids, pa.string())))
             kept.append(t)
-        names = dict(zip(book["run_id"], book["name"] if "name" in book else [None] * len(book), strict=True))
-        budgets = dict(zip(book["run_id"], book["budget"] if "budget" in book else [None] * len(book), strict=True))
+        ids, name_list, budget_list = _lists(book, "run_id", "name", "budget")
+        names, budgets = dict(zip(ids, name_list, strict=True)), dict(zip(ids, budget_list, strict=True))
 
         def items(ids: list[str]) -> list[tuple[str, str, Any, Any]]:
             return [(self.runs[r][0], r, names[r], _number(budgets[r])) for r in ids]
@@ -407,6 +410,12 @@ class StudyReader:
                     p.unlink()
 
 
+def _lists(frame: pd.DataFrame, *columns: str) -> list[list[Any]]:
+    """The columns as Python lists (``None`` throughout for one the frame lacks): a column's
+    ``tolist`` is one conversion, where iterating an arrow-backed column costs a call a value."""
+    return [frame[c].tolist() if c in frame else [None] * len(frame) for c in columns]
+
+
 def _number(v: Any) -> float | None:
     try:
         return None if v is None or v != v else float(v)
@@ -448,7 +457,7 @@ def read_frames(path: str | Path, curves: bool = False,
                       stacklevel=3)
     reader.stats.corrupt = reader.corrupt()
     if curves:
-        frame = reader.curves_table(columns).to_pandas()
+        frame = steps_frame(reader.curves_table(columns))
     else:
         frame = book.drop(columns=[c for c in (*_BOOK, "_corrupt") if c in book])
     return frame, reader.stats

@@ -9,7 +9,9 @@ import json
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from scaling.store import RunDir, read_jsonl
@@ -42,11 +44,16 @@ def _complete_lines(path: str) -> bytes:
     return data[: data.rfind(b"\n") + 1]
 
 
+HEAD_TYPE = pa.dictionary(pa.int32(), pa.string())  # run_id and name: one entry per run, codes per row
+
+
 def _with_heads(table: pa.Table, ids: list[str], names: list[Any], budgets: list[Any], counts: list[int]) -> pa.Table:
-    """``run_id, name, budget`` columns before the metrics, ``counts[i]`` rows for run ``i``."""
+    """``run_id, name, budget`` columns before the metrics, ``counts[i]`` rows for run ``i``;
+    ``run_id`` and ``name`` dictionary-encoded (:data:`HEAD_TYPE`: categorical in pandas)."""
     take = pa.array(np.repeat(np.arange(len(ids), dtype=np.int32), counts))
-    heads = {"run_id": pa.array(ids, pa.string()).take(take),
-             "name": pa.array([None if n is None else str(n) for n in names], pa.string()).take(take),
+    per_run = pa.array([None if n is None else str(n) for n in names], pa.string()).dictionary_encode()
+    heads = {"run_id": pa.DictionaryArray.from_arrays(take, pa.array(ids, pa.string())),
+             "name": pa.DictionaryArray.from_arrays(per_run.indices.take(take), per_run.dictionary),
              "budget": pa.array(budgets, pa.float64()).take(take)}
     rest = {c: table[c] for c in table.column_names if c not in heads}
     return pa.table({**heads, **rest})
@@ -101,7 +108,7 @@ def unify_steps(tables: list[pa.Table]) -> pa.Table:
     float; anything else mixed: text)."""
     tables = [t for t in tables if t.num_columns]
     if not tables:
-        return pa.table({"run_id": pa.array([], pa.string())})
+        return pa.table({"run_id": pa.array([], HEAD_TYPE)})
     try:
         return pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -111,8 +118,8 @@ def unify_steps(tables: list[pa.Table]) -> pa.Table:
         for f in t.schema:
             if not pa.types.is_null(f.type):
                 types.setdefault(f.name, set()).add(f.type)
-    target = {c: pa.float64() if all(pa.types.is_integer(x) or pa.types.is_floating(x) for x in ts) else pa.string()
-              for c, ts in types.items() if len(ts) > 1}
+    target = {c: pa.float64() if all(pa.types.is_integer(x) or pa.types.is_floating(x) for x in ts)
+              else HEAD_TYPE if c in ("run_id", "name") else pa.string() for c, ts in types.items() if len(ts) > 1}
     fixed = []
     for t in tables:
         for c, ty in target.items():
@@ -120,3 +127,32 @@ def unify_steps(tables: list[pa.Table]) -> pa.Table:
                 t = t.set_column(t.column_names.index(c), c, t[c].cast(ty))
         fixed.append(t)
     return pa.concat_tables(fixed, promote_options="permissive")
+
+
+def _categorical(col: pa.ChunkedArray) -> pd.Categorical:
+    """A dictionary column as a pandas categorical whose categories are in text order, the codes
+    mapped chunk by chunk in one pass (``to_pandas`` unifies the chunks' dictionaries in one pass,
+    and sorting its categories after costs another)."""
+    values = pc.drop_null(pc.unique(pa.concat_arrays([c.dictionary for c in col.chunks]))).sort() \
+        if col.num_chunks else pa.array([], pa.string())
+    kind = np.int16 if len(values) < np.iinfo(np.int16).max else np.int32
+    codes = np.empty(len(col), dtype=kind)
+    pos = 0
+    for chunk in col.chunks:
+        to_sorted = pc.fill_null(pc.index_in(chunk.dictionary, value_set=values), -1).to_numpy()
+        to_sorted = np.append(to_sorted.astype(kind), kind(-1))  # a null row: code -1
+        idx = pc.fill_null(chunk.indices, len(to_sorted) - 1) if chunk.null_count else chunk.indices
+        codes[pos: pos + len(chunk)] = to_sorted[idx.to_numpy()]
+        pos += len(chunk)
+    return pd.Categorical.from_codes(codes, pd.Index(values.to_pylist(), dtype="str"), validate=False)
+
+
+def steps_frame(table: pa.Table) -> pd.DataFrame:
+    """The steps as a pandas frame: ``run_id`` and ``name`` categorical (categories in text order),
+    a block per other column (no consolidating copy), the arrow buffers freed as they convert."""
+    heads = {c: _categorical(table[c].cast(HEAD_TYPE)) for c in ("run_id", "name") if c in table.column_names}
+    order = table.column_names
+    frame = table.drop_columns(list(heads)).to_pandas(split_blocks=True, self_destruct=True)
+    for c, values in heads.items():
+        frame.insert(order.index(c), c, values)
+    return frame

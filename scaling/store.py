@@ -453,8 +453,9 @@ def load_runs(path: str | Path, curves: bool = False, columns: Sequence[str] | N
     ``error`` naming it), attempts, config columns (``shape.hidden``, ``backend_options.threads``...),
     params, non_embedding_params, planned_flops, tokens, flops, final_loss, eval_loss, wall_time and
     the rest of ``result.json``. With ``curves=True``, one row per logged step instead (``run_id``,
-    ``name``, ``budget`` plus the metrics columns), for approach 1 and training-curve plots;
-    ``columns`` keeps only those of them (and ``run_id``), read from disk alone.
+    ``name``, ``budget`` plus the metrics columns; ``run_id`` and ``name`` categorical, categories
+    in text order), for approach 1 and training-curve plots; ``columns`` keeps only those of them
+    (and ``run_id``), read from disk alone.
 
     A ``running`` run whose process on this host is gone reads ``interrupted`` (as ``sweep status``).
     Read through the study's derived columnar index (:mod:`scaling.columnar`): only runs whose

@@ -39,6 +39,15 @@ def _direct(study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _assert_steps_equal(steps: pd.DataFrame, want: pd.DataFrame) -> None:
+    """The steps hold ``want``'s rows (run_id categorical, categories in text order)."""
+    assert isinstance(steps["run_id"].dtype, pd.CategoricalDtype)
+    assert steps["run_id"].cat.categories.is_monotonic_increasing
+    got = steps.sort_values(["run_id", "step"]).reset_index(drop=True).astype({"run_id": str})
+    want = want.sort_values(["run_id", "step"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
+
+
 def test_only_changed_runs_are_read_again(study):
     runs, st = read_frames(study)
     assert st.runs_read == 6 and len(runs) == 6
@@ -52,9 +61,7 @@ def test_only_changed_runs_are_read_again(study):
     RunDir(study / "runs" / "r5").write_result({"final_loss": 0.2, "steps": 25})
     steps, st = read_frames(study, curves=True)
     assert (st.runs_read, st.curves_read, st.live_curves) == (1, 1, 0)
-    got = steps.sort_values(["run_id", "step"]).reset_index(drop=True)
-    want = _direct(study).sort_values(["run_id", "step"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
+    _assert_steps_equal(steps, _direct(study))
 
 
 def test_a_running_run_is_read_from_its_jsonl_with_a_torn_tail(study):
@@ -152,9 +159,7 @@ def test_curves_of_some_columns_leave_the_index_whole(study, monkeypatch):
         _run(study, f"r{i}", steps=10)
         read_frames(study, curves=True, columns=["loss"])
     whole, _ = read_frames(study, curves=True)
-    want = _direct(study).sort_values(["run_id", "step"]).reset_index(drop=True)
-    got = whole.sort_values(["run_id", "step"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)  # eval_loss etc. kept
+    _assert_steps_equal(whole, _direct(study))  # eval_loss etc. kept
 
 
 def test_a_failed_run_is_kept_in_the_index_until_it_is_retried(study):
@@ -170,6 +175,4 @@ def test_a_failed_run_is_kept_in_the_index_until_it_is_retried(study):
     steps, st = read_frames(study, curves=True)
     assert st.live_curves == 1
     assert steps.loc[steps["run_id"] == "r5", "step"].tolist() == list(range(1, 27))
-    got = steps.sort_values(["run_id", "step"]).reset_index(drop=True)
-    want = _direct(study).sort_values(["run_id", "step"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
+    _assert_steps_equal(steps, _direct(study))
