@@ -242,6 +242,16 @@ def _write_parquet(path: Path, table: pa.Table) -> None:
         pq.write_table(table, f)
 
 
+def _plain_heads(table: pa.Table) -> pa.Table:
+    """``run_id`` and ``name`` as text, for parquet to dictionary-encode per row group (written
+    from arrow dictionaries instead, which differ chunk by chunk, a segment reads ~3x slower;
+    from one dictionary unified over the segment, its codes map ~1.3x slower)."""
+    for c in HEADS:
+        if c in table.column_names and pa.types.is_dictionary(table.schema.field(c).type):
+            table = table.set_column(table.column_names.index(c), c, table[c].cast(pa.string()))
+    return table
+
+
 class StudyReader:
     """One read of a study: lists its runs, loads the index, re-reads what changed, persists."""
 
@@ -386,7 +396,7 @@ class StudyReader:
         table = table.replace_schema_metadata({b"runs": str(len(members)).encode()})
         try:
             self.index.mkdir(exist_ok=True)
-            _write_parquet(self.index / name, table)
+            _write_parquet(self.index / name, _plain_heads(table))
         except (OSError, pa.ArrowException):
             return kept + new
         mask = book["run_id"].isin(members)
