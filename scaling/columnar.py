@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
@@ -93,17 +93,32 @@ def _layout(path: Path) -> tuple[Path | None, Path | None]:
     return None, None
 
 
-def _fingerprint(run: str, known: str | None = None) -> tuple[str, int] | None:
+class Known(NamedTuple):
+    """What the index holds of a run: its fingerprint, newest mtime, and whether it is sealed
+    (done, and its files older than the guard when the index was scanned)."""
+
+    fp: str
+    mtime_ns: int
+    sealed: bool
+
+
+def _fingerprint(run: str, known: Known | None = None) -> tuple[str, int] | None:
     """``("mtime|mtime:size|mtime:size" of the folder, result.json and metrics.jsonl, newest
-    mtime)``; ``None`` when the folder holds no spec.json. The store writes spec.json and
-    status.json by rename, which changes the folder's mtime, so they need no stat of their own
-    (and spec.json none at all while the folder's mtime matches the index's ``known`` one)."""
+    mtime)``; ``None`` when the folder holds no spec.json. The store writes spec.json, status.json
+    and result.json by rename, which changes the folder's mtime: spec.json needs no stat while the
+    folder's mtime matches the index's, and a sealed run's files none at all (after result.json
+    nothing appends to metrics.jsonl but a new attempt, which first rewrites status.json); a
+    metrics.jsonl appended in place is seen by its own stat in every other state (a cancelled
+    run's process may log a last step after the cancel)."""
     try:
         d = os.stat(run)
     except (FileNotFoundError, NotADirectoryError):
         return None
     head = str(d.st_mtime_ns)
-    if known is None or known.split("|", 1)[0] != head:
+    if known is not None and known.fp.split("|", 1)[0] == head:
+        if known.sealed:
+            return known.fp, known.mtime_ns
+    else:
         try:
             os.stat(f"{run}/{RunDir.SPEC}")
         except FileNotFoundError:
@@ -126,10 +141,10 @@ def _metrics_part(fp: str) -> str:
     return "|".join(fp.split("|")[1:])
 
 
-def list_runs(path: str | Path, known: Mapping[str, str] | None = None
+def list_runs(path: str | Path, known: Mapping[str, Known] | None = None
               ) -> tuple[dict[str, tuple[str, str, int]], Path | None]:
     """``{run_id: (folder, fingerprint, newest mtime)}`` in run-id order, and the index folder;
-    ``known``: the index's fingerprints, which spare a stat of each unchanged folder's spec.json."""
+    ``known``: what the index holds, which spares the stats :func:`_fingerprint` says."""
     p = Path(path)
     runs_dir, index = _layout(p)
     if runs_dir is None:
@@ -260,14 +275,18 @@ class StudyReader:
         self.scan_ns = time.time_ns()
         self.index = _layout(self.path)[1]
         self.cached, self.cached_scan = self._cached()
-        known = None
-        if self.cached is not None and "_fp" in self.cached:
-            known = dict(zip(self.cached["run_id"].tolist(), self.cached["_fp"].tolist(), strict=True))
-        self.runs, _ = list_runs(self.path, known)
+        self.runs, _ = list_runs(self.path, self._known())
         self.stats = ReadStats(runs=len(self.runs))
         self._book: pd.DataFrame | None = None
 
     # -- runs
+    def _known(self) -> dict[str, Known] | None:
+        if self.cached is None or "_fp" not in self.cached:
+            return None
+        trusted = self.cached_scan - RACY_NS
+        return {rid: Known(fp, int(mt), state == "done" and int(mt) < trusted)
+                for rid, fp, mt, state in zip(*_lists(self.cached, "run_id", "_fp", "_mtime_ns", "status"), strict=True)}
+
     def _cached(self) -> tuple[pd.DataFrame | None, int]:
         if self.index is None:
             return None, 0

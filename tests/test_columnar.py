@@ -176,3 +176,34 @@ def test_a_failed_run_is_kept_in_the_index_until_it_is_retried(study):
     assert st.live_curves == 1
     assert steps.loc[steps["run_id"] == "r5", "step"].tolist() == list(range(1, 27))
     _assert_steps_equal(steps, _direct(study))
+
+
+def test_a_done_run_is_checked_by_its_folder_alone_and_its_rewrites_are_seen(study, monkeypatch):
+    read_frames(study, curves=True)
+    read_frames(study, curves=True)  # the index now holds r0..r4 as done
+    calls: list[str] = []
+    real_stat = columnar.os.stat
+    with monkeypatch.context() as m:
+        m.setattr(columnar.os, "stat", lambda p, *a, **k: (calls.append(str(p)), real_stat(p, *a, **k))[1])
+        _, st = read_frames(study, curves=True)
+    assert st.runs_read == 0
+    done_files = [c for c in calls if any(f"/r{i}/" in c for i in range(5))]
+    assert done_files == []  # a done run: its folder's stat only
+    assert sum(c.endswith("/r5/metrics.jsonl") for c in calls) == 1  # the running run: its metrics too
+    # result.json rewritten (always by rename): the folder's mtime moves, the run is read again
+    RunDir(study / "runs" / "r0").write_result({"final_loss": 0.123, "steps": 20, "tokens": 200})
+    runs, st = read_frames(study)
+    assert st.runs_read == 1 and runs.set_index("run_id").loc["r0", "final_loss"] == 0.123
+
+
+def test_a_step_logged_after_a_cancel_is_seen(study):
+    rd = RunDir(study / "runs" / "r5")
+    rd.update_status("cancelled", pid=None)  # `sweep cancel` marks it while its process still runs
+    read_frames(study, curves=True)
+    _, st = read_frames(study, curves=True)
+    assert (st.curves_read, st.live_curves) == (0, 0)  # kept in a segment
+    with open(rd.path / RunDir.METRICS, "a") as f:  # the process's last step, appended in place
+        f.write('{"step": 26, "tokens": 260, "loss": 0.19}\n')
+    steps, st = read_frames(study, curves=True)
+    assert st.curves_read == 1
+    assert steps.loc[steps["run_id"] == "r5", "step"].tolist() == list(range(1, 27))
