@@ -12,10 +12,12 @@ time (the next read rebuilds it):
   since the last one; past
   :data:`MAX_SEGMENTS` the live rows are compacted into one.
 
-A read stats each run's folder, ``result.json`` and ``metrics.jsonl`` (the store writes
-``spec.json`` and ``status.json`` by rename, which changes the folder's mtime; a file edited in
-place by hand is seen once its folder changes, or after ``rm -r .index``); a run whose
-fingerprint matches the index is not opened. A fingerprint younger than :data:`RACY_NS` before
+A read stats each run's folder, and, unless the index holds the run as done with that folder
+mtime, its ``result.json`` and ``metrics.jsonl`` (the store writes ``spec.json``, ``status.json``
+and ``result.json`` by rename, which changes the folder's mtime, and only a new attempt, which
+rewrites ``status.json`` first, appends to a done run's metrics; a file edited in place by hand
+is seen once its folder changes, or after ``rm -r .index``); a run whose fingerprint matches the
+index is not opened. A fingerprint younger than :data:`RACY_NS` before
 the index was scanned is not trusted (a write within the file system's timestamp granularity
 could hide behind it), as in git's index. Runs that have not ended are read from their
 ``metrics.jsonl`` every time (a torn last line is skipped) and never written to a segment. Reading
