@@ -135,3 +135,33 @@ def test_repeats_that_do_not_pay_are_left_out(base, prior):
                             sims3=6, bootstrap=60, finalists=1, family=fam, families=("isoflop",))
     assert by_loss.chosen.design.repeats == 0
     assert not by_loss.chosen.added and by_loss.chosen.spec.grid.repeats is None
+
+
+def test_the_fit_stage_takes_the_branches_not_the_trunks(tmp_path):
+    """A launched WSD sweep (the toy backend, its losses on a law): the fit's input (the pipeline's
+    and `scaling fit STUDY`'s) holds one row per cooldown branch and none for the trunks, which
+    end at a constant LR."""
+    from scaling.convention import Convention
+    from scaling.fit.data import read_table, study_data
+    from scaling.sweep import launch
+    from tests.test_sweep_extend import LAW
+
+    spec = tmp_path / "wsd.yaml"
+    spec.write_text(f"""\
+name: toywsd
+backend: toy
+backend_options: {{law: {LAW}}}
+model: {{vocab: 256, seq_len: 64, count: total}}
+train: {{batch: 4096, lr: 0.1}}
+grid: {{kind: wsd_branches, sizes: [{{layers: 2, hidden: 16, heads: 2}}, {{layers: 2, hidden: 32, heads: 2}}],
+        tokens: [40960, 81920, 163840]}}
+executor: {{kind: debug, retries: 0, poll_s: 0.1}}
+""")
+    out = tmp_path / "out"
+    launch(spec, out, progress=False)
+    runs = expand(load_spec(spec))
+    data = study_data(out, Convention("total", "6N"))
+    branches = {r.run_id for r in runs if r.branch_of is not None}
+    assert set(data.frame["run_id"]) == branches and len(branches) == 6
+    table, from_study = read_table(out)  # what `scaling fit STUDY` reads
+    assert from_study and set(table["run_id"]) == branches

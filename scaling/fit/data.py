@@ -66,6 +66,14 @@ class FitData:
         return FitData(self.frame[mask].reset_index(drop=True), self.convention)
 
 
+def points_of(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of a study that are points of a law: the done ones, less the trunks of WSD
+    branches (a trunk ends at a constant LR, before any cooldown; its branches are the points)."""
+    trunks = set(runs["branch_of"].dropna()) if "branch_of" in runs else set()
+    done = runs["status"] == "done" if "status" in runs else pd.Series(True, index=runs.index)
+    return runs[done & ~runs["run_id"].isin(trunks)]
+
+
 def read_table(path: str | Path, curves: bool = False) -> tuple[pd.DataFrame, bool]:
     """Rows of a CSV, parquet or JSONL file, or the runs of a sweep folder (``scaling.load_runs``).
 
@@ -80,8 +88,7 @@ def read_table(path: str | Path, curves: bool = False) -> tuple[pd.DataFrame, bo
         frame = load_runs(p)
         if frame.empty:
             raise UsageError(f"DATA: no runs found under {p}; pass a sweep folder with runs/<id>/result.json")
-        if "status" in frame:
-            frame = frame[frame["status"] == "done"]
+        frame = points_of(frame)
         if frame.empty:
             raise UsageError(f"DATA: no finished run under {p}; wait for runs to finish or resume the sweep")
         if curves:
@@ -182,12 +189,12 @@ def close_groups(values: np.ndarray, rtol: float) -> np.ndarray:
 
 
 def study_data(study: str | Path, convention: Convention, loss_column: str = "eval_loss") -> FitData:
-    """The done runs of a study folder as a fit's input: N counted as ``convention`` says, C the
-    run's budget label; ``loss_column`` where every run has it, else the final training loss."""
+    """The done runs of a study folder as a fit's input (:func:`points_of`: WSD trunks left out):
+    N counted as ``convention`` says, C the run's budget label; ``loss_column`` where every run has
+    it, else the final training loss."""
     from scaling.store import load_runs
 
-    df = load_runs(study)
-    df = df[df["status"] == "done"]
+    df = points_of(load_runs(study))
     loss = df[loss_column] if loss_column in df and df[loss_column].notna().all() else df["final_loss"]
     frame = pd.DataFrame({"params": df[convention.n_column], "tokens": df["tokens"], "loss": loss,
                           "flops": df["budget"], "budget": df["budget"], "run_id": df["run_id"]})
