@@ -8,6 +8,10 @@ the same compute, predicted by simulation and realised by fitting.
     0.006 of log loss, on the ladder of ``sweeps/quickstart.yaml``. Allowance: the pilot grid's FLOPs.
     Predicted: median widths over simulations (approach 2: 200; approach 3: ``--draws3`` with 200
     bootstrap resamples each). Realised: the study's own fitters on independent draws (other seeds).
+    (a2) The families at the same allowance, criterion n_opt: the best IsoFLOP design without
+    repeats, the best with 1-2 repeated seeds at each budget's optimum (their runs priced in; the
+    fits then use the noise they measure), and the best WSD-branch design (approach 3 only),
+    predicted and realised beside the plain grid, with realised / predicted and plain / design.
 (b) This machine's CPU study: the pilot (a finished ``scaling run`` of the old 4x5 quickstart) is
     the prior (its approach-3 fit, its residual scale as the noise) and the plain grid; its own fits
     give the realised widths. With ``--designed``, a finished study of the designed grid too.
@@ -65,7 +69,7 @@ def synthetic(pilot: Path, draws: int, draws3: int) -> None:
     flops = spec_points(load_spec(pilot), Pricing()).cost["flops"]
     t = time.perf_counter()
     ch = choose_design(base, prior, Allowance("flops", float(flops)), Pricing(), TARGET, criterion="exponent",
-                       sims=200, sims3=draws3, bootstrap=200, seed=0, family={"min_steps": 150})
+                       sims=200, sims3=draws3, bootstrap=200, seed=0, family={"min_steps": 150}, families=("isoflop",))
     print(f"(a) synthetic truth, allowance {flops:.3g} FLOPs (the pilot's): {ch.considered} designs, "
           f"{time.perf_counter() - t:.0f} s to choose")
     print(f"  designed: {ch.chosen.design.describe()}, {ch.chosen.cost['flops']:.3g} FLOPs")
@@ -80,6 +84,43 @@ def synthetic(pilot: Path, draws: int, draws3: int) -> None:
     for r in real_d:
         p = next(w for w in ch.chosen_widths if w.approach == r.approach and w.count == r.count)
         print(f"    approach {r.approach}, N {r.count:<14} a: {r.exponent / p.exponent:.2f}   ln N*: {r.log_n_opt / p.log_n_opt:.2f}")
+    _families(base, prior, flops, draws, draws3)
+
+
+FAM_ROW = "{:<30} {:<16} {:>9} {:>9} {:>6} {:>7}   {:>8} {:>8} {:>6} {:>7}"
+
+
+def _families(base, prior, flops: float, draws: int, draws3: int) -> None:
+    """The families side by side at the same allowance: the plain grid, the best IsoFLOP design
+    without repeats, the best with repeats (1-2 seeds at each budget's optimum, priced in), and
+    the best WSD-branch design; predicted and realised widths, and plain / design (realised)."""
+    allowance = Allowance("flops", float(flops))
+    kw = dict(criterion="n_opt", sims=200, sims3=draws3, bootstrap=200, seed=0)
+    t = time.perf_counter()
+    none = choose_design(base, prior, allowance, Pricing(), TARGET, family={"min_steps": 150, "repeats": (0,)},
+                         families=("isoflop",), **kw)
+    rep = choose_design(base, prior, allowance, Pricing(), TARGET, family={"min_steps": 150, "repeats": (1, 2)},
+                        families=("isoflop",), **kw)
+    wsd = choose_design(base, prior, allowance, Pricing(), TARGET, family={"min_steps": 150}, families=("wsd",), **kw)
+    print(f"\n(a2) families at {flops:.3g} FLOPs, criterion n_opt ({time.perf_counter() - t:.0f} s to choose); "
+          f"realised: {draws} draws approach 2, {draws3} approach 3")
+    rows = [("plain 4x5", none.plain, none.plain_widths), ("IsoFLOP, no repeats", none.chosen, none.chosen_widths),
+            ("IsoFLOP with repeats", rep.chosen, rep.chosen_widths), ("WSD branches", wsd.chosen, wsd.chosen_widths)]
+    real = {}
+    for i, (label, p, _) in enumerate(rows):
+        real[label] = (realised_widths(p, prior, TARGET, draws=draws, seed=5000 + i, approaches=("2",))
+                       + realised_widths(p, prior, TARGET, draws=draws3, seed=6000 + i, approaches=("3",)))
+        print(f"  {label:<22} {p.design.describe()}; {p.cost['flops']:.3g} FLOPs, {len(p.fitted)} points")
+    print(FAM_ROW.format("", "fit, N", "a+- pred", "a+- real", "r/p", "plain/", "lnN* pr", "lnN* re", "r/p", "plain/"))
+    plain_real = {(w.approach, w.count): w for w in real["plain 4x5"]}
+    for label, p, pred in rows:
+        for r in real[label]:
+            w = next(x for x in pred if x.approach == r.approach and x.count == r.count)
+            q = plain_real.get((r.approach, r.count))
+            print(FAM_ROW.format(label, f"{r.approach}, {r.count}", f"{w.exponent_half:.3f}", f"{r.exponent_half:.3f}",
+                                 f"{r.exponent / w.exponent:.2f}", f"{q.exponent / r.exponent:.2f}x" if q else "-",
+                                 f"{w.log_n_opt:.3f}", f"{r.log_n_opt:.3f}", f"{r.log_n_opt / w.log_n_opt:.2f}",
+                                 f"{q.log_n_opt / r.log_n_opt:.2f}x" if q else "-"))
 
 
 def _study_widths(study: Path) -> list:
