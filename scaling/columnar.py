@@ -24,8 +24,9 @@ could hide behind it), as in git's index. Runs that have not ended are read from
 is pyarrow's: its JSON reader parses the runs' JSONL in C++ (a file with a corrupt line falls back
 to the line-by-line reader), parquet holds the index, and the frames come out through
 ``Table.to_pandas`` (the steps' ``run_id`` and ``name`` as categoricals: a code per row, read
-from the segments' dictionaries, not ten million strings). A study that cannot be written (another user's, read-only), or any study
-while ``SCALING_STORE_READ_ONLY=1``, is read the same way without persisting the index.
+from the segments' dictionaries, not ten million strings). A study that cannot be written
+(another user's, read-only), or any study while ``SCALING_STORE_READ_ONLY=1``, is read the same
+way without persisting the index. The changed runs' rows are made by :mod:`scaling.run_rows`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,7 +49,8 @@ import pyarrow.parquet as pq
 
 from scaling.errors import ScalingWarning
 from scaling.metrics_tables import read_steps, steps_frame, unify_steps
-from scaling.store import CorruptFileError, RunDir, SweepStore, atomic_writer
+from scaling.run_rows import export_safe, run_row
+from scaling.store import RunDir, SweepStore, atomic_writer
 
 INDEX = ".index"
 RUNS_FILE = "runs.parquet"
@@ -69,7 +71,11 @@ class CorruptRunWarning(ScalingWarning):
 
 @dataclass
 class ReadStats:
-    """What one read cost: runs listed, runs whose files were opened, curve rows re-parsed."""
+    """What one read cost: runs listed, runs whose files were opened, curve rows re-parsed, and
+    the seconds of each phase (``index``: the index's run table read; ``list``: the run folders
+    listed and stat-ed; ``rows``: the run table made, changed runs' JSON read and the table
+    written; ``segments``: the index's steps read; ``metrics``: JSONL parsed, of running runs and
+    of runs that ended; ``persist``: a new segment written; ``frame``: the pandas frame made)."""
 
     runs: int = 0
     runs_read: int = 0
@@ -79,6 +85,16 @@ class ReadStats:
     compacted: bool = False
     persisted: bool = False
     corrupt: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timing(self, phase: str) -> Iterator[None]:
+        """Adds the block's wall time to ``seconds[phase]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
 # ---- locating the runs and their fingerprints ----------------------------------------------------------
@@ -165,76 +181,6 @@ def list_runs(path: str | Path, known: Mapping[str, Known] | None = None
     return out, index
 
 
-# ---- one run's row ------------------------------------------------------------------------------------
-
-
-def _flatten(prefix: str, d: Mapping[str, Any], out: dict[str, Any]) -> None:
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            _flatten(key + ".", v, out)
-        elif isinstance(v, Mapping):
-            continue  # an empty mapping has no settings to show
-        else:
-            out[key] = v
-
-
-def run_row(rd: RunDir) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """``(frame row, raw status, corrupt files)``. The row: run_id, status, attempts, the flattened
-    spec (``shape.hidden``, ``backend_options.threads``...), params, non_embedding_params,
-    planned_flops, the scalars of ``result.json``, and ``error`` (a failed run's error, or which
-    file is corrupt)."""
-    corrupt: list[str] = []
-    errors: list[str] = []
-    try:
-        spec = rd.read_spec() or {}
-        if not isinstance(spec, dict):
-            raise CorruptFileError(rd.path / RunDir.SPEC, "not a JSON object")
-    except CorruptFileError as e:
-        spec = {}
-        corrupt.append(str(e.path))
-        errors.append(str(e))
-    status, result = rd.read_status_and_result()
-    if status.get("corrupt"):
-        corrupt.append(str(status["corrupt"]))
-    if status.get("error"):
-        errors.append(str(status["error"]))
-    state = "corrupt" if corrupt and not spec else status.get("state")
-    row: dict[str, Any] = {"run_id": rd.run_id, "status": state, "attempts": status.get("attempts", 0)}
-    flat: dict[str, Any] = {}
-    _flatten("", {k: v for k, v in spec.items() if k not in ("run_id", "derived")}, flat)
-    row.update(flat)
-    derived = spec.get("derived") or {}
-    row.update({"params": derived.get("params"), "non_embedding_params": derived.get("non_embedding_params"),
-                "planned_flops": derived.get("flops")})
-    if result:
-        row.update({k: v for k, v in result.items() if not isinstance(v, (dict, list))})
-    if errors:
-        row["error"] = "; ".join(dict.fromkeys(errors))
-    return row, status, corrupt
-
-
-# ---- types that export ---------------------------------------------------------------------------------
-
-
-def export_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every column one parquet/CSV type: lists and mappings as JSON text; a column mixing text
-    with numbers or booleans as text; ints mixed with floats as floats. In place; returns it."""
-    for c in frame.columns:
-        col = frame[c]
-        if col.dtype != object:
-            continue
-        kinds = {type(v) for v in col.dropna()}
-        if not kinds or len(kinds) == 1 and kinds <= {str, bool, int, float}:
-            continue
-        if kinds <= {int, float}:
-            frame[c] = pd.to_numeric(col, errors="coerce").astype(float)
-        else:
-            frame[c] = col.map(lambda v: v if v is None or isinstance(v, str) or v != v else
-                               json.dumps(v) if isinstance(v, (dict, list, tuple, bool)) else str(v))
-    return frame
-
-
 # ---- the index ------------------------------------------------------------------------------------------
 
 
@@ -276,9 +222,12 @@ class StudyReader:
         self.path = Path(path)
         self.scan_ns = time.time_ns()
         self.index = _layout(self.path)[1]
-        self.cached, self.cached_scan = self._cached()
-        self.runs, _ = list_runs(self.path, self._known())
-        self.stats = ReadStats(runs=len(self.runs))
+        self.stats = ReadStats()
+        with self.stats.timing("index"):
+            self.cached, self.cached_scan = self._cached()
+        with self.stats.timing("list"):
+            self.runs, _ = list_runs(self.path, self._known())
+        self.stats.runs = len(self.runs)
         self._book: pd.DataFrame | None = None
 
     # -- runs
@@ -303,6 +252,10 @@ class StudyReader:
         """One row per run, with the bookkeeping columns (``_fp``...)."""
         if self._book is not None:
             return self._book
+        with self.stats.timing("rows"):
+            return self._runs_frame()
+
+    def _runs_frame(self) -> pd.DataFrame:
         cached, cached_scan = self.cached, self.cached_scan
         keep: list[str] = []
         prior: dict[str, tuple[Any, Any]] = {}
@@ -378,6 +331,35 @@ class StudyReader:
                 reread.append(rid)  # ended: read once, kept in a new segment
             else:
                 live.append(rid)  # pending, running, or written too recently to trust its timestamps
+        with self.stats.timing("segments"):
+            kept = self._read_segments(segs, wanted, reread)
+        ids, name_list, budget_list = _lists(book, "run_id", "name", "budget")
+        names, budgets = dict(zip(ids, name_list, strict=True)), dict(zip(ids, budget_list, strict=True))
+
+        def items(ids: list[str]) -> list[tuple[str, str, Any, Any]]:
+            return [(self.runs[r][0], r, names[r], _number(budgets[r])) for r in ids]
+
+        with self.stats.timing("metrics"):
+            new = read_steps(items(reread))  # every column: persisted whole
+        self.stats.curves_read = len(reread)
+        self.stats.live_curves = len(live)
+        if new and self._writable():
+            # compacting rewrites every segment: only from whole tables, not a read of some columns
+            compact = wanted is None and len(kept) + 1 > MAX_SEGMENTS
+            with self.stats.timing("persist"):
+                kept = self._persist_segment(kept, new, reread, replaced=list(segs), compact=compact)
+        elif new:
+            kept = kept + new
+        self.stats.segments = len(kept)
+        with self.stats.timing("metrics"):
+            live_steps = read_steps(items(live))
+        return unify_steps(_select(kept + live_steps, wanted))
+
+    def _read_segments(self, segs: Mapping[str, list[str]], wanted: Sequence[str] | None,
+                       reread: list[str]) -> list[pa.Table]:
+        """The steps of runs ``segs`` names per segment; the runs of a segment that cannot be
+        read are added to ``reread``."""
+        assert self.index is not None
         kept: list[pa.Table] = []
         for seg, ids in segs.items():
             try:
@@ -388,23 +370,7 @@ class StudyReader:
             if int((t.schema.metadata or {}).get(b"runs", b"-1")) != len(ids):
                 t = t.filter(pc.is_in(t["run_id"], value_set=pa.array(ids, pa.string())))
             kept.append(t)
-        ids, name_list, budget_list = _lists(book, "run_id", "name", "budget")
-        names, budgets = dict(zip(ids, name_list, strict=True)), dict(zip(ids, budget_list, strict=True))
-
-        def items(ids: list[str]) -> list[tuple[str, str, Any, Any]]:
-            return [(self.runs[r][0], r, names[r], _number(budgets[r])) for r in ids]
-
-        new = read_steps(items(reread))  # every column: persisted whole
-        self.stats.curves_read = len(reread)
-        self.stats.live_curves = len(live)
-        if new and self._writable():
-            # compacting rewrites every segment: only from whole tables, not a read of some columns
-            compact = wanted is None and len(kept) + 1 > MAX_SEGMENTS
-            kept = self._persist_segment(kept, new, reread, replaced=list(segs), compact=compact)
-        elif new:
-            kept = kept + new
-        self.stats.segments = len(kept)
-        return unify_steps(_select(kept + read_steps(items(live)), wanted))
+        return kept
 
     def _persist_segment(self, kept: list[pa.Table], new: list[pa.Table], ids: list[str],
                          replaced: list[str], compact: bool) -> list[pa.Table]:
@@ -488,7 +454,9 @@ def read_frames(path: str | Path, curves: bool = False,
                       stacklevel=3)
     reader.stats.corrupt = reader.corrupt()
     if curves:
-        frame = steps_frame(reader.curves_table(columns))
+        table = reader.curves_table(columns)
+        with reader.stats.timing("frame"):
+            frame = steps_frame(table)
     else:
         frame = book.drop(columns=[c for c in (*_BOOK, "_corrupt") if c in book])
     return frame, reader.stats

@@ -57,6 +57,7 @@ def test_only_changed_runs_are_read_again(study):
     assert st.runs_read == 0
     steps, st = read_frames(study, curves=True)
     assert (st.runs_read, st.curves_read, st.live_curves) == (0, 0, 1)
+    assert {"index", "list", "rows", "segments", "metrics", "frame"} <= set(st.seconds)
     # the running run finishes: the next read opens that run only
     RunDir(study / "runs" / "r5").write_result({"final_loss": 0.2, "steps": 25})
     steps, st = read_frames(study, curves=True)
