@@ -21,7 +21,7 @@ COMMANDS: dict[str, str] = {
     "plan": "compute budget -> compute-optimal N*, D*, shape, batch, LR, loss, hours, cost",
     "params": "exact parameter counts and FLOPs per token of a shape or a HF config.json",
     "fit": "fit scaling laws (approaches 1, 2, 3, Kaplan) to losses, with bootstrap intervals",
-    "design": "choose the IsoFLOP grid that pins N*, the exponent or the loss best for a compute allowance",
+    "design": "choose the sweep (IsoFLOP grid or WSD branches) that pins N*, the exponent or the loss best for a compute allowance",
     "sweep": "plan, launch, watch, resume or cancel a sweep of training runs",
     "train": "train one model outside any sweep (local backend)",
     "select": "choose the run nearest the fitted compute-optimal frontier",
