@@ -113,7 +113,7 @@ def _families(base, prior, flops: float, draws: int, draws3: int) -> None:
         print(f"  {label:<22} {p.design.describe()}; {p.cost['flops']:.3g} FLOPs, {len(p.fitted)} points")
     print(FAM_ROW.format("", "fit, N", "a+- pred", "a+- real", "r/p", "plain/", "lnN* pr", "lnN* re", "r/p", "plain/"))
     plain_real = {(w.approach, w.count): w for w in real["plain 4x5"]}
-    for label, p, pred in rows:
+    for label, _, pred in rows:
         for r in real[label]:
             w = next(x for x in pred if x.approach == r.approach and x.count == r.count)
             q = plain_real.get((r.approach, r.count))

@@ -10,10 +10,10 @@ from dataclasses import replace
 import pytest
 import yaml
 
+from scaling.convention import Convention
 from scaling.design import Prior, choose_design, parse_allowance, predict_widths, realised_widths
 from scaling.design.simulate import _approach2_batch, _approach2_one, draw_log_losses
 from scaling.design.space import Pricing, design_points
-from scaling.convention import Convention
 from scaling.errors import UsageError
 from scaling.fit.results import LawFit
 from scaling.laws.base import ParametricLaw
@@ -45,11 +45,15 @@ def base():
     return parse_spec(SPEC, "ladder.yaml")
 
 
-@pytest.fixture(scope="module")
-def prior():
+def synthetic_prior() -> Prior:
     law = ParametricLaw("synthetic", "test truth", **TRUTH, param_convention="non_embedding",
                         flops_convention="6N_non_embedding")
     return Prior(law, SIGMA, "synthetic", "assumed")
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return synthetic_prior()
 
 
 @pytest.fixture(scope="module")

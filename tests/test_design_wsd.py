@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_design import SPEC, TARGET, synthetic_prior
 
 from scaling.design import choose_design, parse_allowance, predict_widths, realised_widths
 from scaling.design.output import design_header, design_summary, write_design
@@ -16,7 +17,6 @@ from scaling.design.wsd import candidate_wsd_designs
 from scaling.sweep.grid import expand
 from scaling.sweep.spec import load_spec, parse_spec
 from scaling.timing import TimingModel
-from test_design import TARGET, base, prior  # noqa: F401  (the ladder spec and synthetic law, as fixtures)
 
 WSD = """
 name: wsd
@@ -54,6 +54,16 @@ def test_a_branch_costs_its_cooldown_only():
 
 
 # ---- the WSD family in the search, on the synthetic law of tests/test_design.py ----------------------
+
+@pytest.fixture(scope="module")
+def base():
+    return parse_spec(SPEC, "ladder.yaml")
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return synthetic_prior()
+
 
 ISO_SMALL = {"n_budgets": (4, 5), "ratios": (2.0,), "ks": (5, 7), "strides": (1,)}
 WSD_SMALL = {"n_budgets": (4,), "margins": (1,), "strides": (1, 2), "spans": (8.0, 16.0)}

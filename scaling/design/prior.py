@@ -22,7 +22,6 @@ from scaling.errors import UsageError
 from scaling.laws import FIT_PREFIX, Law, UnknownLawError, get_law
 from scaling.laws.base import has_loss
 
-
 BRANCH_SHARE = 0.5
 """Assumed share of the noise variance that the WSD branches of one trunk have in common (they
 share its initialisation and data order up to their branch point; not measured here)."""

@@ -28,9 +28,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from scaling.design.linear import linear_widths
 from scaling.design.prior import Prior
 from scaling.design.simulate import Widths, predict_widths
-from scaling.design.linear import linear_widths
 from scaling.design.space import Allowance, DesignPoints, Pricing, candidate_designs, plain_design
 from scaling.design.wsd import candidate_wsd_designs
 from scaling.errors import UsageError
