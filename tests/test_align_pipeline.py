@@ -140,6 +140,10 @@ def test_side_by_side_table(aligned):
     # four steps from random init learn nothing: every stage is flagged, none reported as done silently
     flagged = {f["stage"] for f in summary["flags"]}
     assert {"sft", "rlhf", "dpo"} <= flagged
+    # ... and the flag says why: at four steps it does not fit even the tasks it was fine-tuned on
+    assert 0 <= table["sft"]["train_accuracy"] <= 1 and table["sft"]["train_accuracy_ci"][0] <= table["sft"]["train_accuracy"]
+    sft_flag = next(f["reason"] for f in summary["flags"] if f["stage"] == "sft" and "trivial" in f["reason"])
+    assert "under-trained" in sft_flag, sft_flag
     assert all(table[s]["learned"] is False for s in ("sft", "rlhf", "dpo"))
     ex = summary["examples"][0]
     assert set(ex["replies"]) == {"base", "sft", "rlhf", "dpo"} and ex["answer"] and ex["kind"]
@@ -238,6 +242,26 @@ def test_a_reward_model_with_shuffled_labels_is_flagged(tiny, tmp_path, shuffled
     res.update(pairwise_accuracy(match_eos(load_model(tmp_path / "rm" / "model", "reward"), tok), tok, held))
     flags = learning_flags({}, None, {"reward": res})
     assert bool(flags) == shuffled, (res["eval_accuracy"], flags)
+
+
+def test_a_stage_not_above_the_trivial_baseline_is_told_memorised_or_under_trained():
+    """The flag's diagnosis from the accuracy on the stage's own training tasks: an interval above
+    the baseline means it fits what it saw without carrying the rule over; one that is not, that
+    it does not fit even that."""
+    from scaling.align.compare import learning_flags
+
+    trivial = {"stage": "trivial", "accuracy": 0.5}
+
+    def sft_reason(train_acc: float, ci: list[float]) -> str:
+        row = {"stage": "sft", "accuracy": 0.5, "train_accuracy": train_acc, "train_accuracy_ci": ci,
+               "gain": {"over": "trivial", "gain": 0.0, "ci": [-0.1, 0.1]}}
+        return next(f["reason"] for f in learning_flags({"sft": row}, trivial, {}) if f["stage"] == "sft")
+
+    assert "memorised" in sft_reason(1.0, [0.99, 1.0])
+    assert "under-trained" in sft_reason(0.55, [0.46, 0.63])
+    learned = {"stage": "sft", "accuracy": 0.9, "train_accuracy": 1.0, "train_accuracy_ci": [0.99, 1.0],
+               "gain": {"over": "trivial", "gain": 0.4, "ci": [0.3, 0.5]}}
+    assert learning_flags({"sft": learned}, trivial, {}) == []
 
 
 def test_skipped_stages_build_no_data(tiny, tmp_path):

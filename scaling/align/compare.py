@@ -8,6 +8,9 @@ For each stage's model, on the held-out prompts (greedy decoding, at most ``max_
   (Efron & Tibshirani 1993, ch. 13; ``n_boot`` resamples, seeded);
 * **judge reward**: the mean score of the reply under the second reward model (trained on pairs
   disjoint from the first's);
+* **accuracy on SFT's training tasks** (where SFT trained on built-in tasks): the same grading
+  on as many of the tasks SFT was fine-tuned on, so a stage that did not learn shows whether it
+  fits what it saw (memorised, not generalised) or not even that (under-trained);
 * **KL from SFT**: ``sum_t KL(pi(.|x, y_<t) || pi_SFT(.|x, y_<t))`` over the positions of the
   stage's own reply ``y``, the full next-token distributions compared at each, averaged over
   prompts (0 for SFT itself);
@@ -157,6 +160,8 @@ def learning_flags(rows: dict[str, dict[str, Any]], trivial: dict[str, Any] | No
 
     sft, base = rows.get("sft"), rows.get("base")
     not_above("sft", sft, trivial, "the trivial baseline's")
+    if flags and flags[-1]["stage"] == "sft" and sft and trivial:
+        flags[-1]["reason"] += generalisation(sft, trivial)
     if sft and base and sft.get("format_rate") is not None and sft["format_rate"] <= base["format_rate"]:
         flag("sft", f"format-following rate {sft['format_rate']:.3f} not above the base model's {base['format_rate']:.3f}")
     if sft and base and sft.get("completion_loss") is not None and not sft["completion_loss"] < base["completion_loss"]:
@@ -176,6 +181,20 @@ def learning_flags(rows: dict[str, dict[str, Any]], trivial: dict[str, Any] | No
     for name in ("rlhf", "dpo"):
         not_above(name, rows.get(name), sft, "SFT's")
     return flags
+
+
+def generalisation(row: dict[str, Any], trivial: dict[str, Any]) -> str:
+    """Why a stage is not above the trivial baseline, from its accuracy on its own training tasks:
+    memorised (that accuracy's bootstrap 95% interval above the baseline's held-out accuracy: it
+    fits what it saw and does not carry the rule over) or under-trained (it does not fit even that)."""
+    acc, ci = row.get("train_accuracy"), row.get("train_accuracy_ci")
+    if acc is None or not ci:
+        return ""
+    if ci[0] > trivial["accuracy"]:
+        return (f"; on its own training tasks it scores {acc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]: it memorised them "
+                "without learning the rule (a larger model, or many more tasks)")
+    return (f"; on its own training tasks it scores only {acc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]: under-trained "
+            "(more steps or a higher learning rate)")
 
 
 def reward_trend(metrics: Sequence[dict[str, Any]]) -> dict[str, float | None]:
@@ -206,6 +225,7 @@ def compare_stages(
 
     device = "cuda" if has_accelerator() else "cpu"
     tasks = data.eval_tasks[: len(prompts)] if data.eval_tasks is not None else None
+    seen = list((data.sft_tasks or [])[: len(prompts)]) if tasks is not None else []
     sft_eval, pref_eval = data.sets.get("sft_eval", []), data.sets.get("pref_eval", [])
     judge = None
     for name in ("reward", "judge"):
@@ -229,6 +249,10 @@ def compare_stages(
                                "wall_time": (results.get(stage) or {}).get("wall_time", 0.0)}
         if tasks is not None:
             row.update(grade(tasks, [r.text for r in rep], [r.ended for r in rep], seed))
+        if seen:
+            on_seen = generate_replies(m, tok, [t.prompt() for t in seen], max_new_tokens=max_new_tokens)
+            hits = [float(is_correct(t, r.text)) for t, r in zip(seen, on_seen, strict=True)]
+            row["train_accuracy"], row["train_accuracy_ci"] = sum(hits) / len(hits), list(bootstrap_ci(hits, seed=seed))
         row["judge_reward"] = (sum(s := reward_scores(judge, tok, prompts, [r.text for r in rep])) / max(1, len(s))
                                if judge is not None else None)
         row["kl_from_sft"] = kl_from(m, reference, rep) if reference is not None else None
@@ -283,6 +307,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, Any], ...] = (
     ("format_rate", "format rate", "{:.3f}"),
     ("accuracy", "accuracy [95% CI]", _ci),
     ("gain", "accuracy gain [paired 95% CI]", _gain),
+    ("train_accuracy", "on SFT's training tasks", "{:.3f}"),
     ("judge_reward", "judge reward", "{:+.3f}"),
     ("kl_from_sft", "KL from SFT", "{:.3f}"),
     ("completion_loss", "answer loss", "{:.3f}"),

@@ -75,6 +75,7 @@ class AlignData:
     sets: dict[str, list[Record]] = field(default_factory=dict)
     eval_tasks: list[Task] | None = None  # held-out built-in tasks (exact answers), if built
     trivial_train: list[Task] | None = None
+    sft_tasks: list[Task] | None = None  # the built-in tasks SFT trains on, where it trains on them
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -113,6 +114,7 @@ def build_data(
         label = {"source": f"built-in tasks ({tasks.corpus})", **asdict(tasks)}
         if want["sft"] and not sft_data:
             d.sets["sft_train"] = [t.sft_record() for t in split["sft"]]
+            d.sft_tasks = split["sft"]
             d.sets["sft_eval"] = [t.sft_record() for t in split["eval"]]
             d.info["sft"] = label
         if want["prefs"] and not dpo_data:

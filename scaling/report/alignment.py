@@ -37,10 +37,11 @@ def side_by_side(summ: Mapping[str, Any]) -> Table:
     for r in [*summ.get("table", []), *([summ["trivial"]] if summ.get("trivial") else [])]:
         learned = "" if r["stage"] in ("base", "trivial") else ("yes" if r.get("learned") else "NO")
         rows.append([STAGE_LABEL.get(r["stage"], r["stage"]), r.get("format_rate"), r.get("accuracy"), _ci(r),
-                     _gain(r), r.get("judge_reward"), r.get("kl_from_sft"), r.get("completion_loss"), r.get("wall_time"),
-                     learned])
+                     _gain(r), r.get("train_accuracy"), r.get("judge_reward"), r.get("kl_from_sft"),
+                     r.get("completion_loss"), r.get("wall_time"), learned])
     return Table(["stage", "format-following rate", "accuracy", "95% CI", "accuracy gain [paired 95% CI]",
-                  "judge reward", "KL from SFT", "answer loss (nats/token)", "training s", "learned"], rows)
+                  "accuracy on SFT's training tasks", "judge reward", "KL from SFT", "answer loss (nats/token)",
+                  "training s", "learned"], rows)
 
 
 def reward_table(summ: Mapping[str, Any]) -> Table | None:
@@ -65,6 +66,8 @@ def story(summ: Mapping[str, Any]) -> str:
     if sft.get("accuracy") is not None and triv.get("accuracy") is not None:
         parts.append(f"SFT answers {100 * sft['accuracy']:.1f}% exactly, against {100 * triv['accuracy']:.1f}% for "
                      "the trivial baseline (each task kind's most frequent answer label).")
+        if sft.get("train_accuracy") is not None:
+            parts.append(f"On the tasks it was fine-tuned on it answers {100 * sft['train_accuracy']:.1f}% exactly.")
     for name in ("rlhf", "dpo"):
         row = t.get(name)
         if row and row.get("accuracy") is not None and sft.get("accuracy") is not None:
