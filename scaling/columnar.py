@@ -44,11 +44,10 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scaling.errors import ScalingWarning
-from scaling.metrics_tables import read_steps, steps_frame, unify_steps
+from scaling.metrics_tables import read_steps, rows_of_runs, steps_frame, unify_steps
 from scaling.run_rows import export_safe, run_row
 from scaling.store import RunDir, SweepStore, atomic_writer
 
@@ -368,7 +367,7 @@ class StudyReader:
                 reread.extend(ids)  # removed by a concurrent compaction, or damaged: from the source
                 continue
             if int((t.schema.metadata or {}).get(b"runs", b"-1")) != len(ids):
-                t = t.filter(pc.is_in(t["run_id"], value_set=pa.array(ids, pa.string())))
+                t = rows_of_runs(t, ids)
             kept.append(t)
         return kept
 

@@ -50,8 +50,11 @@ HEAD_TYPE = pa.dictionary(pa.int32(), pa.string())  # run_id and name: one entry
 def _with_heads(table: pa.Table, ids: list[str], names: list[Any], budgets: list[Any], counts: list[int]) -> pa.Table:
     """``run_id, name, budget`` columns before the metrics, ``counts[i]`` rows for run ``i``;
     ``run_id`` and ``name`` dictionary-encoded (:data:`HEAD_TYPE`: categorical in pandas)."""
+    has_rows = [i for i, c in enumerate(counts) if c]  # a run without steps is no category
+    ids, names, budgets, counts = ([v[i] for i in has_rows] for v in (ids, names, budgets, counts))
     take = pa.array(np.repeat(np.arange(len(ids), dtype=np.int32), counts))
-    per_run = pa.array([None if n is None else str(n) for n in names], pa.string()).dictionary_encode()
+    per_run = pa.array([n if isinstance(n, str) else None if n is None or n != n else str(n) for n in names],
+                       pa.string()).dictionary_encode()
     heads = {"run_id": pa.DictionaryArray.from_arrays(take, pa.array(ids, pa.string())),
              "name": pa.DictionaryArray.from_arrays(per_run.indices.take(take), per_run.dictionary),
              "budget": pa.array(budgets, pa.float64()).take(take)}
@@ -127,6 +130,26 @@ def unify_steps(tables: list[pa.Table]) -> pa.Table:
                 t = t.set_column(t.column_names.index(c), c, t[c].cast(ty))
         fixed.append(t)
     return pa.concat_tables(fixed, promote_options="permissive")
+
+
+def rows_of_runs(table: pa.Table, ids: list[str]) -> pa.Table:
+    """The rows of runs ``ids`` as slices of ``table`` (a run's rows are contiguous in a segment, so
+    they are few), not a copy of every column; ``run_id`` and ``name`` re-encoded in the chunks
+    whose dictionaries hold a value no longer used, so that a run left out is not a category."""
+    wanted = pa.array(ids, pa.string())
+    run = table["run_id"].cast(HEAD_TYPE)
+    keep = np.concatenate([np.append(pc.is_in(ch.dictionary, value_set=wanted).to_numpy(zero_copy_only=False), False)
+                           [pc.fill_null(ch.indices, len(ch.dictionary)).to_numpy()] for ch in run.chunks]
+                          or [np.zeros(0, bool)])  # per chunk, through its dictionary (a null id: not kept)
+    edges = np.flatnonzero(np.diff(np.r_[False, keep, False]))  # where each kept stretch starts and ends
+    parts = [table.slice(a, b - a) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    out = pa.concat_tables(parts) if parts else table.slice(0, 0)
+    for c in ("run_id", "name"):
+        if c in out.column_names and pa.types.is_dictionary(out.schema.field(c).type):
+            chunks = [ch if pc.count_distinct(ch.indices).as_py() == len(ch.dictionary)
+                      else ch.dictionary_decode().dictionary_encode() for ch in out[c].chunks]
+            out = out.set_column(out.column_names.index(c), c, pa.chunked_array(chunks, HEAD_TYPE))
+    return out
 
 
 def _categorical(col: pa.ChunkedArray) -> pd.Categorical:

@@ -41,8 +41,10 @@ def _direct(study) -> pd.DataFrame:
 
 def _assert_steps_equal(steps: pd.DataFrame, want: pd.DataFrame) -> None:
     """The steps hold ``want``'s rows (run_id categorical, categories in text order)."""
-    assert isinstance(steps["run_id"].dtype, pd.CategoricalDtype)
-    assert steps["run_id"].cat.categories.is_monotonic_increasing
+    for c in ("run_id", "name"):  # categories in text order: exactly the runs with steps
+        assert isinstance(steps[c].dtype, pd.CategoricalDtype)
+        assert steps[c].cat.categories.is_monotonic_increasing
+        assert set(steps[c].cat.categories) == set(steps[c].dropna())
     got = steps.sort_values(["run_id", "step"]).reset_index(drop=True).astype({"run_id": str})
     want = want.sort_values(["run_id", "step"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
@@ -100,6 +102,8 @@ def test_a_removed_run_leaves_the_frames(study):
     runs, _ = read_frames(study)
     steps, _ = read_frames(study, curves=True)
     assert "r0" not in set(runs["run_id"]) and "r0" not in set(steps["run_id"])
+    assert "r0" not in set(steps["run_id"].cat.categories) and "n-r0" not in set(steps["name"].cat.categories)
+    _assert_steps_equal(steps, _direct(study))
 
 
 def test_segments_are_compacted(study, monkeypatch):
@@ -208,3 +212,13 @@ def test_a_step_logged_after_a_cancel_is_seen(study):
     steps, st = read_frames(study, curves=True)
     assert st.curves_read == 1
     assert steps.loc[steps["run_id"] == "r5", "step"].tolist() == list(range(1, 27))
+
+
+def test_a_run_without_a_name_or_steps_is_no_category(study):
+    rd = RunDir(study / "runs" / "r9")
+    rd.write_spec({"run_id": "r9", "budget": 1e10})  # no name, no steps yet
+    RunDir(study / "runs" / "r8").write_spec({"run_id": "r8", "name": "n-r8"})
+    rd.append_metrics([{"step": 1, "tokens": 10, "loss": 4.0}])
+    steps, _ = read_frames(study, curves=True)
+    assert steps.loc[steps["run_id"] == "r9", "name"].isna().all()
+    assert "r8" not in set(steps["run_id"].cat.categories) and "n-r8" not in set(steps["name"].cat.categories)
