@@ -1,14 +1,16 @@
 """Choose a design: the best of each family, then the family whose best is narrower.
 
 * IsoFLOP (:mod:`scaling.design.space`; with or without repeated seeds at each budget's optimum):
-  ranked by predicted approach-2 widths (batched simulations), the best (``loss``: the best few,
-  and the best without repeats) simulated with approach 3.
+  ranked by predicted approach-2 widths (batched simulations); the best few, and the best without
+  repeats, simulated with approach 3 too.
 * WSD branches (:mod:`scaling.design.wsd`): fitted by approach 3 only (no IsoFLOP budgets),
   ranked by linearised approach-3 widths (:mod:`scaling.design.linear`), the best few simulated.
 
-The families are compared on approach 3's simulated widths (the fit both take, :func:`score3`);
-``sims3 = 0`` simulates no approach 3 and so considers the IsoFLOP family only. The plain grid of
-the same allowance is simulated beside the choice.
+Finalists, within a family and between the families, are judged by the widest interval their study
+will report (:func:`study_score`: the wider of approaches 2 and 3 for an IsoFLOP design, approach 3
+for a WSD one). ``sims3 = 0`` simulates no approach 3: the IsoFLOP family's approach-2 ranking
+decides alone and the WSD family is not considered. The plain grid of the same allowance is
+simulated beside the choice.
 
 Criteria (smaller is better, each a predicted median 95% width):
 
@@ -18,8 +20,9 @@ Criteria (smaller is better, each a predicted median 95% width):
 
 An IsoFLOP design is eligible only if every budget came out interior in at least ``min_interior``
 of the simulations (a refused budget costs the study its approach-2 fit). Repeats are kept only
-where they win on the criterion at their cost: their runs are priced in, so a repeated design has
-a lower top budget, and the study then knows its noise (approach 2's intervals come from it).
+where they win at their cost: their runs are priced in, so a repeated design has a lower top
+budget; the study then knows its noise (approach 2's intervals come from it, approach 3 resamples
+its losses with it).
 """
 
 from __future__ import annotations
@@ -70,22 +73,24 @@ def score(widths: list[Widths], criterion: str, count: str, min_interior: float)
     return a3[0].loss if a3 and math.isfinite(a3[0].loss) else math.inf
 
 
-def score3(widths: list[Widths], criterion: str, count: str) -> float:
-    """``criterion`` on approach 3's widths, the fit every family takes: ``ln N*`` and ``L*`` for
-    ``count``, the exponent the wider of the two counts."""
-    a3 = {w.count: w for w in widths if w.approach == "3"}
-    if count not in a3:
+def study_score(widths: list[Widths], criterion: str, count: str, min_interior: float) -> float:
+    """``criterion`` on the widest interval the design's study will report: over every approach
+    simulated (approach 2 where it has budgets, approach 3 where ``sims3 > 0``), ``ln N*`` and
+    ``L*`` for ``count``, the exponent over both counts; ``inf`` where approach 2 is refused in
+    more than ``1 - min_interior`` of the simulations or approach 3 fails in half."""
+    if any(w.interior < (min_interior if w.approach == "2" else 0.5) for w in widths):
         return math.inf
-    value = (max(w.exponent for w in a3.values()) if criterion == "exponent"
-             else a3[count].log_n_opt if criterion == "n_opt" else a3[count].loss)
-    return value if math.isfinite(value) and a3[count].interior >= 0.5 else math.inf
+    key = {"n_opt": "log_n_opt", "exponent": "exponent", "loss": "loss"}[criterion]
+    rows = [w for w in widths if (criterion == "exponent" or w.count == count) and math.isfinite(getattr(w, key))]
+    return max((getattr(w, key) for w in rows), default=math.inf)
 
 
 def _best_isoflop(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, target: float, criterion: str,
                   sims: int, sims3: int, bootstrap: int, seed: int, min_interior: float, finalists: int,
                   family: dict[str, Any]) -> tuple[DesignPoints, list[Widths], int]:
-    """The IsoFLOP family's choice: ranked by approach 2 (``loss``: the best few by ``n_opt``, and
-    the best without repeats, then by approach 3)."""
+    """The IsoFLOP family's choice: ranked by approach 2 (``loss``: by ``n_opt``); with approach 3
+    simulated (``sims3 > 0``), the best few and the best without repeats are, and the one whose
+    widest interval is narrowest (:func:`study_score`) wins."""
     count = base.model.count
     cands = candidate_designs(base, prior, allowance, pricing, target, **family)
     rank_by = "n_opt" if criterion == "loss" else criterion
@@ -95,18 +100,18 @@ def _best_isoflop(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: 
     if not scored:
         raise UsageError(f"--allowance {allowance.describe()}: no design of the family has every budget interior in "
                          f"{min_interior:.0%} of simulations; raise the allowance or widen the ladder (grid.sizes)")
-    top = [p for _, _, p in scored[:max(1, finalists) if criterion == "loss" else 1]]
+    top = [p for _, _, p in scored[:max(1, finalists) if sims3 > 0 else 1]]
     plain_best = next((p for _, _, p in scored if not p.design.repeats), None)
-    if criterion == "loss" and plain_best is not None and plain_best not in top:
-        top.append(plain_best)  # repeats stay only where approach 3 too says they pay
+    if sims3 > 0 and plain_best is not None and plain_best not in top:
+        top.append(plain_best)  # repeats stay only where they pay on every fit the study makes
     full = [(p, predict_widths(p, prior, target, sims=sims, sims3=sims3, bootstrap=bootstrap, seed=seed)) for p in top]
-    if criterion == "loss":
-        full.sort(key=lambda pw: score(pw[1], "loss", count, min_interior))
+    if sims3 > 0:
+        full.sort(key=lambda pw: study_score(pw[1], criterion, count, min_interior))
     return full[0][0], full[0][1], len(cands)
 
 
 def _best_wsd(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, target: float, criterion: str,
-              sims3: int, bootstrap: int, seed: int, finalists: int,
+              sims3: int, bootstrap: int, seed: int, finalists: int, min_interior: float,
               family: dict[str, Any]) -> tuple[DesignPoints, list[Widths], int] | None:
     """The WSD family's choice: ranked by linearised approach-3 widths, the best few simulated."""
     count = base.model.count
@@ -119,7 +124,7 @@ def _best_wsd(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pric
         return None
     full = [(p, predict_widths(p, prior, target, sims=1, sims3=sims3, bootstrap=bootstrap, seed=seed))
             for _, _, p in lin[:max(1, finalists)]]
-    full.sort(key=lambda pw: score3(pw[1], criterion, count))
+    full.sort(key=lambda pw: study_score(pw[1], criterion, count, min_interior))
     return full[0][0], full[0][1], len(cands)
 
 
@@ -144,13 +149,15 @@ def choose_design(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: 
                                 min_interior, finalists, {k: v for k, v in fam.items() if k in iso_keys})
         best["isoflop"], considered = (p, w), considered + n
     if "wsd" in families and sims3 > 0:  # a WSD design is judged by approach 3's simulations only
-        got = _best_wsd(base, prior, allowance, pricing, target, criterion, sims3, bootstrap, seed, finalists, fam)
+        got = _best_wsd(base, prior, allowance, pricing, target, criterion, sims3, bootstrap, seed, finalists,
+                        min_interior, fam)
         if got is not None:
             best["wsd"], considered = (got[0], got[1]), considered + got[2]
     if not best:
         raise UsageError(f"--allowance {allowance.describe()}: no WSD design fits it on this ladder "
                          "(and --sims3 0 leaves the WSD family out); raise the allowance or include isoflop")
-    name = min(best, key=lambda f: (score3(best[f][1], criterion, count) if len(best) > 1 else 0.0, f != "isoflop"))
+    name = min(best, key=lambda f: (study_score(best[f][1], criterion, count, min_interior) if len(best) > 1 else 0.0,
+                                    f != "isoflop"))
     chosen, chosen_w = best[name]
     plain_w = predict_widths(plain, prior, target, sims=sims, sims3=sims3, bootstrap=bootstrap, seed=seed)
     return DesignChoice(chosen, chosen_w, plain, plain_w, criterion, considered, best)
