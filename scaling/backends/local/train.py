@@ -217,7 +217,8 @@ class _Metrics:
                     "lr": lr,
                     "grad_norm": gnorm,
                     "tokens_per_s": tps,
-                    "mfu": tps * self.fpt_mm / self.peak if self.peak else None,
+                    "mfu": hardware.achieved_mfu(tps, self.fpt_mm, 1, self.peak)
+                    if self.peak and tps > 0 else None,
                 })
                 self.losses.append(loss)
             self.pending.clear()
@@ -457,7 +458,7 @@ def _finish(
         "epochs": tokens / data.n_train_tokens,
         "unique_tokens": data.n_train_tokens,
         "tokens_per_s": tps,
-        "mfu": tps * fpt_mm / peak if peak else None,
+        "mfu": hardware.achieved_mfu(tps, fpt_mm, 1, peak) if peak and tps > 0 else None,
         "device": str(device),
         "dtype": str(amp).removeprefix("torch.") if amp else "float32",
         "threads": threads,
