@@ -3,6 +3,8 @@
     python benchmarks/align_gain.py STUDY_DIR            # the study's chosen model (select.json)
     python benchmarks/align_gain.py --model MODEL_DIR    # a model folder (its run's spec.json names the corpus)
     python benchmarks/align_gain.py STUDY_DIR --out DIR  # where align/ goes (default: a temporary folder)
+    python benchmarks/align_gain.py STUDY_DIR --sft-sweep 60,600,2000 [--n-sft 2400]
+                                                         # SFT alone at each step count: the trade-off
 
 The table (every number from one run of ``scaling.align.align``): format-following rate, exact-match
 accuracy with a bootstrap 95% interval, reward under the judge (a second reward model trained on
@@ -16,6 +18,11 @@ Targets, each printed with its baseline from the same run and the ratio:
   the gain, task by task on the same held-out prompts, lies above 0; the same for the next two);
 * reward model held-out pairwise accuracy at least 0.8 (chance 0.5);
 * RLHF and DPO each above SFT's held-out accuracy.
+
+``--sft-sweep`` fine-tunes the same model with SFT alone at each step count and prints, per count,
+its accuracy on the tasks it was fine-tuned on beside its held-out accuracy and the trivial
+baseline: where a missed target comes from (a model that fits what it saw and does not carry the
+rule over, or one that fits neither).
 
 The curves (SFT held-out loss, reward model held-out accuracy, RL reward and KL, DPO held-out loss
 and reward accuracy, per logged step, from each stage's metrics.jsonl) are printed so a missed
@@ -82,6 +89,33 @@ def targets(summary: dict[str, Any]) -> list[tuple[str, float | None, float | No
     return rows
 
 
+def sft_sweep(model_dir: Path, work: Path, steps: list[int], n_sft: int | None, threads: int | None) -> int:
+    """SFT alone at each step count: training-task accuracy, held-out accuracy, the trivial baseline."""
+    from dataclasses import replace
+
+    from scaling.align import align
+    from scaling.align.run import StageSettings
+    from scaling.align.sft import SFTOptions
+    from scaling.align.tasks import TaskOptions
+
+    tasks = TaskOptions() if n_sft is None else replace(TaskOptions(), n_sft=n_sft)
+    print(f"{'SFT steps':>9}  {'tasks':>5}  {'on its training tasks':>22}  {'held out':>20}  {'trivial':>7}  "
+          f"{'held out / trivial':>18}  minutes")
+    for n in steps:
+        s = align(model_dir, work / f"sft_{n}", settings=StageSettings(sft=SFTOptions(steps=n, eval_every=max(1, n // 4))),
+                  tasks=tasks, skip_rlhf=True, skip_dpo=True, threads=threads, log=lambda _m: None)
+        row = next(r for r in s["table"] if r["stage"] == "sft")
+        triv = s["trivial"]["accuracy"]
+        lo, hi = row["train_accuracy_ci"]
+        hlo, hhi = row["accuracy_ci"]
+        print(f"{n:>9}  {tasks.n_sft:>5}  {row['train_accuracy']:.3f} [{lo:.3f}, {hi:.3f}]  "
+              f"{row['accuracy']:.3f} [{hlo:.3f}, {hhi:.3f}]  {triv:>7.3f}  {row['accuracy'] / triv:>18.2f}  "
+              f"{s['stage_minutes']['sft']:.2f}")
+        for f in s["flags"]:
+            print(f"           flag: {f['stage']}: {f['reason']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("target", nargs="?", help="a study folder (select.json) or a model folder")
@@ -89,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="where align/ goes (default: a temporary folder)")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sft-sweep", help="comma-separated SFT step counts: SFT alone at each, the trade-off")
+    ap.add_argument("--n-sft", type=int, help="SFT training tasks for --sft-sweep (default: the built-in count)")
     args = ap.parse_args(argv)
     model = args.model or args.target
     if model is None:
@@ -100,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="align_gain_"))
     model_dir, _ = resolve_model(model)
+    if args.sft_sweep:
+        return sft_sweep(model_dir, work, [int(x) for x in args.sft_sweep.split(",")], args.n_sft, args.threads)
+    if args.n_sft is not None:
+        ap.error("--n-sft goes with --sft-sweep")
     summary = align(model_dir, work / "align", threads=args.threads)
     result = {"model": str(model_dir), "targets": targets(summary), "curves": curves(work / "align"),
               "minutes": summary["minutes"], "stage_minutes": summary["stage_minutes"]}
