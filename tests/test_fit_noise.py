@@ -177,3 +177,5 @@ def test_approach2_n_opt_interval_comes_from_the_noise_draws():
     assert lo < n_opt(c) < hi
     widths = [math.log(np.divide(*reversed(f.allocation(c)["ci"]["params"]))) for f in fits]
     assert widths[1] > 2.5 * widths[0]
+    assert fits[0].n_exponent()["interval"].startswith("95% bootstrap percentiles")
+    assert Approach2().fit(data).n_exponent()["interval"] == "95% OLS t interval"

@@ -168,7 +168,8 @@ class LawFit:
         """``a`` in ``N* ~ C^a`` with its ``1 - alpha`` interval, and where it comes from.
 
         Chinchilla form: ``a = beta / (alpha + beta)`` (Hoffmann et al. 2022, eq. 4), bootstrap
-        percentiles. Allocation fits (approaches 1, 2): the OLS slope, t interval. Other forms: the
+        percentiles. Allocation fits (approaches 1, 2): the OLS slope, t interval (with a measured
+        noise: percentiles of its parametric resamples). Other forms: the
         local slope ``d ln N* / d ln C`` between the two budgets ``between``, no interval.
         """
         out: dict[str, Any] = {"approach": self.approach, "form": self.form, **self.convention.to_dict()}
@@ -176,7 +177,9 @@ class LawFit:
         if self.form == "chinchilla":
             a, interval, key = self.derived()["a"], "bootstrap percentiles", "a"
         elif self.form == "allocation":
-            a, interval, key = self.params["n_exponent"], "OLS t interval", "n_exponent"
+            noisy = self.draws is not None
+            interval = "bootstrap percentiles (means redrawn with the noise)" if noisy else "OLS t interval"
+            a, key = self.params["n_exponent"], "n_exponent"
         elif between is not None:
             return {**out, "a": local_exponent(self, *between), "ci": None, "interval": None,
                     "between": [float(c) for c in between]}
