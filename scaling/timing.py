@@ -91,15 +91,41 @@ def fit_step_model(points: Iterable[tuple[float, float]]) -> tuple[float, float]
     return 0.0, sum(s for _, s in pts) / sum(f for f, _ in pts)
 
 
-def pack(seconds: Sequence[float], slots: int, busy: Sequence[float] = ()) -> float:
+def pack(seconds: Sequence[float], slots: int, busy: Sequence[float] = (),
+         after: Sequence[int | None] | None = None) -> float:
     """Wall time of running ``seconds`` in the order given (the launcher's: each run takes the
     first slot that frees) on ``slots`` parallel slots, each slot starting after its ``busy``
-    seconds (runs already in flight)."""
+    seconds (runs already in flight). ``after[i]``: the run that must finish before run ``i``
+    starts (a WSD branch waits for its trunk, :func:`waits_for`); the first run that is ready
+    takes a free slot, and a slot with none ready idles until one is."""
     free = sorted(list(busy)[:max(1, slots)] + [0.0] * max(0, slots - len(busy))) or [0.0]
-    for s in seconds:
-        i = free.index(min(free))
-        free[i] += float(s)
+    deps = list(after) if after is not None else [None] * len(seconds)
+    end: list[float | None] = [None] * len(seconds)
+    pending = list(range(len(seconds)))
+
+    def ends(j: int) -> float:  # when run j's prerequisite ends (0: none; inf: not started)
+        d = deps[j]
+        return 0.0 if d is None else math.inf if end[d] is None else float(end[d])
+
+    while pending:
+        t = min(free)
+        k = free.index(t)
+        ready = next((j for j in pending if ends(j) <= t), None)
+        if ready is None:  # every pending run waits for one in flight: idle until the first ends
+            later = [ends(j) for j in pending if math.isfinite(ends(j))]
+            if later:
+                free[k] = min(later)
+                continue
+            ready = pending[0]  # waits for a run that never starts here: count it as ready
+        end[ready] = free[k] = t + float(seconds[ready])
+        pending.remove(ready)
     return max(free)
+
+
+def waits_for(runs: Sequence[RunSpec]) -> list[int | None]:
+    """For each run, the index of the run it must wait for (a WSD branch: its trunk), or None."""
+    index = {r.run_id: i for i, r in enumerate(runs)}
+    return [index.get(r.branch_of) if r.branch_of is not None else None for r in runs]
 
 
 @dataclass

@@ -174,6 +174,8 @@ def test_cli_writes_a_spec_that_plans(tmp_path, cli):
     (["--prior", "no-such-law"], "--prior"),
     (["--prior", "chinchilla"], "--noise"),
     (["--allowance", "1e6"], "--allowance"),
+    (["--branch-share", "1.5"], "--branch-share"),
+    (["--families", "isoflop,grid"], "--families"),
 ])
 def test_bad_input_names_the_field(tmp_path, cli, args, field):
     spec = tmp_path / "ladder.yaml"

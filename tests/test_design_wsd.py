@@ -175,3 +175,23 @@ executor: {{kind: debug, retries: 0, poll_s: 0.1}}
     assert set(data.frame["run_id"]) == branches and len(branches) == 6
     table, from_study = read_table(out)  # what `scaling fit STUDY` reads
     assert from_study and set(table["run_id"]) == branches
+
+
+def test_a_branch_waits_for_its_trunk_in_the_wall_time():
+    """The wall-time estimate (design and sweep plan) packs the runs as the launcher starts them:
+    a branch only once its trunk is done, so a free slot idles until then."""
+    from scaling.timing import pack, waits_for
+
+    assert pack([10, 1, 1], 2) == 10  # independent runs
+    assert pack([10, 1, 1], 2, after=[None, 0, 0]) == 11  # both branches wait for the 10 s trunk
+    assert pack([10, 4, 1, 1], 2, after=[None, None, 0, 0]) == 11  # the other trunk runs meanwhile
+    assert pack([3, 2], 1, after=[None, 0]) == pack([3, 2], 1) == 5
+    runs = expand(parse_spec(WSD, "wsd.yaml"))
+    deps = waits_for(runs)
+    assert [runs[d].run_id if d is not None else None for d in deps] == [r.branch_of for r in runs]
+    timing = TimingModel(step_overhead_s=0.01, s_per_flop=1e-11, startup_s=2.0)
+    secs = [timing.run_seconds(r) for r in runs]
+    longest = max(secs[i] + max(s for s, d in zip(secs, deps, strict=True) if d == i)
+                  for i, d in enumerate(deps) if d is None)
+    assert pack(secs, 8, after=deps) == pytest.approx(longest)  # enough slots: the trunk-then-branch chain
+    assert pack(secs, 8) < longest

@@ -35,7 +35,7 @@ from scaling.runspec import RunSpec
 from scaling.shapes import ModelShape
 from scaling.sweep.grid import batch_tokens_for, expand, isoflop_run, resolve_size
 from scaling.sweep.spec import ShapeSize, SweepSpec
-from scaling.timing import TimingModel, pack
+from scaling.timing import TimingModel, pack, waits_for
 
 UNITS = {"flops": "FLOPs", "seconds": "s", "gpu_hours": "GPU-hours"}
 
@@ -85,7 +85,8 @@ class Pricing:
         branch its cooldown, from its trunk's checkpoint; :attr:`RunSpec.trained_steps`)."""
         flops = float(sum(r.trained_flops() for r in runs))
         matmul = float(sum(r.trained_steps * r.batch_tokens * flops_per_token(r.model_shape, "matmul") for r in runs))
-        seconds = pack([self.timing.run_seconds(r) for r in runs], self.slots) if self.timing is not None else None
+        seconds = (pack([self.timing.run_seconds(r) for r in runs], self.slots, after=waits_for(runs))
+                   if self.timing is not None else None)
         return {"flops": flops, "seconds": seconds, "gpu_hours": gpu_hours(matmul, get_gpu(self.gpu), self.mfu)}
 
     def spent(self, runs: Sequence[RunSpec], allowance: Allowance) -> float:

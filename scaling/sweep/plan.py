@@ -12,7 +12,7 @@ from scaling.runspec import RunSpec
 from scaling.store import CorruptFileError, SweepStore
 from scaling.sweep.grid import expand
 from scaling.sweep.spec import SweepSpec, load_spec
-from scaling.timing import pack
+from scaling.timing import pack, waits_for
 
 
 def finished_runs(study: str | Path) -> list[tuple[RunSpec, dict[str, Any]]]:
@@ -89,7 +89,8 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gp
                     extra.append(k)
             row.update(d)
         rows.append(row)
-    wall = (gpu_wall if plan is not None and par == plan.slots else pack([float(e or 0.0) for e in ests], par)) if known else None
+    packed = pack([float(e or 0.0) for e in ests], par, after=waits_for(runs)) if known else None
+    wall = (gpu_wall if plan is not None and par == plan.slots else packed) if known else None
     return {
         "name": spec.name, "backend": spec.backend, "executor": kind, "max_parallel": par, "threads_per_run": threads,
         "placement": plan.to_dict() if plan is not None else None,
