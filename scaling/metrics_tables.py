@@ -165,7 +165,8 @@ def _categorical(col: pa.ChunkedArray) -> pd.Categorical:
         to_sorted = pc.fill_null(pc.index_in(chunk.dictionary, value_set=values), -1).to_numpy()
         to_sorted = np.append(to_sorted.astype(kind), kind(-1))  # a null row: code -1
         idx = pc.fill_null(chunk.indices, len(to_sorted) - 1) if chunk.null_count else chunk.indices
-        codes[pos: pos + len(chunk)] = to_sorted[idx.to_numpy()]
+        # indices lie in [0, len(to_sorted)): "clip" checks nothing and writes in place (~3x faster)
+        np.take(to_sorted, idx.to_numpy(), out=codes[pos: pos + len(chunk)], mode="clip")
         pos += len(chunk)
     return pd.Categorical.from_codes(codes, pd.Index(values.to_pylist(), dtype="str"), validate=False)
 
