@@ -108,7 +108,7 @@ def test_wsd_realised_widths_match_prediction(wsd, prior):
 
 def test_wsd_wins_where_branches_buy_more_points_and_its_spec_plans(base, prior, tmp_path):
     """At 3e12 FLOPs a WSD ladder gives ~30-60 (N, D) points where an IsoFLOP grid gives ~30 runs:
-    the search picks it on approach 3's widths, narrower than the plain grid's, and the written
+    the search picks it (its widest interval is the narrowest), narrower than the plain grid's; the written
     spec (grid.kind wsd_branches) re-parses and plans within the allowance, at the cost priced."""
     allowance = parse_allowance("3e12")
     ch = choose_design(base, prior, allowance, Pricing(), TARGET, criterion="n_opt", sims=60, sims3=6, bootstrap=60,

@@ -137,7 +137,7 @@ def _print(summary: dict[str, Any]) -> None:
         minutes = "" if cost["seconds"] is None else f", {cost['seconds'] / 60:.1f} min here"
         con.print(f"{which:>20}: {d['grid']}; {cost['flops']:.3g} FLOPs{minutes}, {cost['gpu_hours']:.3g} GPU-hours at {summary['gpu']}")
     if len(summary["families"]) > 1:
-        con.print(f"family {summary['family']} won on approach 3's predicted widths (the fit both families take)")
+        con.print(f"family {summary['family']} won: the narrowest widest interval (over the fits its study makes)")
     t = Table(title="predicted 95% interval widths (median over simulations)")
     for c in ("grid", "fit", "N", "a +-", "N* hi/lo", "L* width", "interior"):
         t.add_column(c, justify="left" if c in ("grid", "fit", "N") else "right")

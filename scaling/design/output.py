@@ -66,7 +66,7 @@ def design_header(summary: dict[str, Any]) -> str:
     lines = [
         f"Designed by `scaling design` for {summary['allowance']}, target {summary['target']:.3g} FLOPs, "
         f"criterion {summary['criterion']}; family {summary['family']} won"
-        + (f" on approach 3's widths ({'; '.join(others)})" if others else "") + ".",
+        + (f" on the widest interval its study reports ({'; '.join(others)})" if others else "") + ".",
         f"Prior {pr['law']} with noise sd {pr['sigma']:.3g} of log loss ({pr['sigma_source']})"
         + (f", {pr['branch_share']:g} of its variance shared by the branches of one trunk" if summary["family"] == "wsd" else "")
         + ".",
