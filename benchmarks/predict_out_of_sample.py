@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.chinchilla_replication import load
-from scaling.fit import Approach3, Columns, read_table
+from scaling.fit import Approach3, read_table
 from scaling.fit.approach3 import HOFFMANN_THETA
 from scaling.fit.crossval import Predictor, find_levels, holdout_largest
 from scaling.fit.data import normalise

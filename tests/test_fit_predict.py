@@ -76,7 +76,7 @@ def test_folds_train_only_below_the_level_they_leave_out():
     assert levels.axis == "budget" and levels.count == 5
     folds = forward_folds(levels, 3)
     assert [f.left_out for f in folds] == list(levels.values[[4, 3, 2]])
-    for f, top in zip(folds, (4, 3, 2)):
+    for f, top in zip(folds, (4, 3, 2), strict=True):
         assert (levels.labels[f.train] < top).all()
         assert (levels.labels[f.test] == top).all()
 
@@ -271,7 +271,7 @@ def test_bagging_weights_each_candidate_by_how_often_the_resampled_choice_select
     assert fit.weights == pytest.approx(tuple(freq[n] for n in fit.names))
     assert sum(fit.weights) == pytest.approx(1.0)
     n, d = 6.4e4, 1.28e6
-    assert fit.loss(n, d) == pytest.approx(sum(w * m.loss(n, d) for w, m in zip(fit.weights, fit.members)))
+    assert fit.loss(n, d) == pytest.approx(sum(w * m.loss(n, d) for w, m in zip(fit.weights, fit.members, strict=True)))
     with pytest.raises(FitRefusal, match="bootstrap"):
         Predictor(combine="bag")
     csv = tmp_path / "ladder.csv"

@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaling.fit import optim
 from scaling.convention import Convention
+from scaling.fit import optim
 from scaling.fit.bootstrap import MAX_BOOTSTRAP, counts_from_indices, resample_counts
 from scaling.fit.data import Columns, FitData, FitRefusal, FitWarning, budget_groups, normalise
 from scaling.fit.noise import NoiseEstimate, lack_of_fit, point_means, row_sigma

@@ -42,7 +42,7 @@ import pandas as pd
 from scaling.fit import optim
 from scaling.fit.approach3 import Approach3
 from scaling.fit.bootstrap import resample_counts
-from scaling.fit.candidates import Candidate, Member, default_candidates, fit_candidate, refit
+from scaling.fit.candidates import Candidate, default_candidates, fit_candidate, refit
 from scaling.fit.data import Columns, FitData, FitRefusal, budget_groups, close_groups, normalise
 from scaling.fit.predictive import PredictiveLaw
 

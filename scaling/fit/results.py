@@ -25,10 +25,9 @@ import html
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from types import MappingProxyType
 from typing import Any
-
-from statistics import NormalDist
 
 import numpy as np
 
