@@ -21,7 +21,7 @@ beside the *trivial baseline* (:func:`scaling.align.tasks.trivial_answers`) scor
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -147,21 +147,24 @@ def learning_flags(rows: dict[str, dict[str, Any]], trivial: dict[str, Any] | No
     def flag(stage: str, reason: str) -> None:
         flags.append({"stage": stage, "reason": reason})
 
-    def not_above(stage: str, row: dict[str, Any] | None, other: dict[str, Any] | None, name: str) -> None:
+    def not_above(stage: str, row: dict[str, Any] | None, other: dict[str, Any] | None, name: str,
+                  why: Callable[[dict[str, Any], dict[str, Any]], str] | None = None) -> None:
+        """Flag ``row`` not above ``other``; ``why(row, other)`` adds the diagnosis to the reason."""
         if not (row and other and row.get("accuracy") is not None):
             return
         gain = row.get("gain")
+        reason = None
         if gain and gain["over"] == other["stage"]:
             if gain["ci"][0] <= 0:
-                flag(stage, f"held-out accuracy {row['accuracy']:.3f} not above {name} {other['accuracy']:.3f} "
-                            f"(gain {gain['gain']:+.3f}, paired 95% CI [{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}])")
+                reason = (f"held-out accuracy {row['accuracy']:.3f} not above {name} {other['accuracy']:.3f} "
+                          f"(gain {gain['gain']:+.3f}, paired 95% CI [{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}])")
         elif row["accuracy"] <= other["accuracy"]:
-            flag(stage, f"held-out accuracy {row['accuracy']:.3f} not above {name} {other['accuracy']:.3f}")
+            reason = f"held-out accuracy {row['accuracy']:.3f} not above {name} {other['accuracy']:.3f}"
+        if reason is not None:
+            flag(stage, reason + (why(row, other) if why else ""))
 
     sft, base = rows.get("sft"), rows.get("base")
-    not_above("sft", sft, trivial, "the trivial baseline's")
-    if flags and flags[-1]["stage"] == "sft" and sft and trivial:
-        flags[-1]["reason"] += generalisation(sft, trivial)
+    not_above("sft", sft, trivial, "the trivial baseline's", why=generalisation)
     if sft and base and sft.get("format_rate") is not None and sft["format_rate"] <= base["format_rate"]:
         flag("sft", f"format-following rate {sft['format_rate']:.3f} not above the base model's {base['format_rate']:.3f}")
     if sft and base and sft.get("completion_loss") is not None and not sft["completion_loss"] < base["completion_loss"]:
@@ -251,8 +254,8 @@ def compare_stages(
             row.update(grade(tasks, [r.text for r in rep], [r.ended for r in rep], seed))
         if seen:
             on_seen = generate_replies(m, tok, [t.prompt() for t in seen], max_new_tokens=max_new_tokens)
-            hits = [float(is_correct(t, r.text)) for t, r in zip(seen, on_seen, strict=True)]
-            row["train_accuracy"], row["train_accuracy_ci"] = sum(hits) / len(hits), list(bootstrap_ci(hits, seed=seed))
+            g = grade(seen, [r.text for r in on_seen], [r.ended for r in on_seen], seed)
+            row["train_accuracy"], row["train_accuracy_ci"] = g["accuracy"], g["accuracy_ci"]
         row["judge_reward"] = (sum(s := reward_scores(judge, tok, prompts, [r.text for r in rep])) / max(1, len(s))
                                if judge is not None else None)
         row["kl_from_sft"] = kl_from(m, reference, rep) if reference is not None else None
