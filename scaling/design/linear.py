@@ -25,19 +25,12 @@ from scipy import special
 from scaling.convention import Convention
 from scaling.design.prior import Prior
 from scaling.design.space import DesignPoints
+from scaling.fit import optim
 from scaling.fit.approach3 import Approach3
 from scaling.fit.data import Columns, FitRefusal, FitWarning
 from scaling.laws.base import chinchilla_allocation
 
 Z = float(special.ndtri(0.975))
-
-
-def _jacobian(theta: np.ndarray, logn: np.ndarray, logd: np.ndarray) -> np.ndarray:
-    """``d log L / d theta`` at each point, (points, 5)."""
-    la, lb, le, alpha, beta = theta
-    tn, td, te = np.exp(la - alpha * logn), np.exp(lb - beta * logd), np.exp(le) * np.ones_like(logn)
-    total = tn + td + te
-    return np.column_stack([tn, td, te, -logn * tn, -logd * td]) / total[:, None]
 
 
 def _quantities(theta: np.ndarray, target: float) -> np.ndarray:
@@ -63,7 +56,7 @@ def linear_widths(points: DesignPoints, prior: Prior, target: float, count: str)
         return nan
     p = fit.params
     theta = np.array([math.log(p["A"]), math.log(p["B"]), math.log(p["E"]), p["alpha"], p["beta"]])
-    jac = _jacobian(theta, np.log(n), np.log(points.tokens))
+    _, jac = optim.predict_log_with_jacobian(theta, np.log(n), np.log(points.tokens))
     trunk = points.trunk
     same = (trunk[:, None] == trunk[None, :]) & (trunk[:, None] >= 0)
     s = prior.branch_share

@@ -330,11 +330,10 @@ class Approach3:
             theta[free] = x[:-1]
             log_sigma = x[-1]
             sigma = math.exp(log_sigma)
-            pred, p1, p2, p3 = optim._terms(theta[None], problem.logn, problem.logd)
-            u = (pred[0] - problem.logl) / sigma
+            pred, jac = optim.predict_log_with_jacobian(theta, problem.logn, problem.logd)
+            u = (pred - problem.logl) / sigma
             value = float(np.sum(w * (huber.rho(u) + log_sigma + log_z)))
             psi = w * huber.psi(u)
-            jac = optim._jacobian(p1[0], p2[0], p3[0], problem.logn, problem.logd)
             g_theta = (psi / sigma) @ jac
             g_sigma = float(np.sum(w - psi * u))
             return value, np.append(g_theta[free], g_sigma)

@@ -49,6 +49,14 @@ def predict_log(theta: np.ndarray, logn: np.ndarray, logd: np.ndarray) -> np.nda
     return _terms(np.atleast_2d(theta), logn, logd)[0]
 
 
+def predict_log_with_jacobian(
+    theta: np.ndarray, logn: np.ndarray, logd: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For one ``theta`` (5,): ``log L`` at each point (n,) and ``d log L / d theta`` (n, 5)."""
+    pred, p1, p2, p3 = _terms(np.asarray(theta)[None], logn, logd)
+    return pred[0], _jacobian(p1[0], p2[0], p3[0], logn, logd)
+
+
 def _terms(theta: np.ndarray, logn: np.ndarray, logd: np.ndarray):
     """LSE and the softmax weights of its three terms, factored by the constant term ``e``.
 
