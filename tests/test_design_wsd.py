@@ -132,19 +132,26 @@ def test_wsd_wins_where_branches_buy_more_points_and_its_spec_plans(base, prior,
     assert sum(r.flops() for r in runs) > 1.5 * trained  # every token the branches saw, counted once per branch
 
 
-def test_repeats_that_do_not_pay_are_left_out(base, prior):
+def test_repeats_are_chosen_where_they_narrow_the_interval(base, prior):
     """Repeats narrow approach 2 here (its intervals then come from the measured noise), so the
-    approach-2 ranking puts a repeated design first; on the loss at the target (approach 3, which
-    resamples the runs and redraws the noise on top) they do not pay for the budget they cost, and
-    the design chosen for it has none."""
+    approach-2 ranking puts a repeated design first. On the loss at the target (approach 3, whose
+    bootstrap redraws the losses with the noise the repeats measure) the choice among designs with
+    and without repeats is the one with the narrower predicted interval of the two best."""
     fam = {"min_steps": 150, **ISO_SMALL, "repeats": (0, 1)}
     by_n = choose_design(base, prior, parse_allowance("3e12"), Pricing(), TARGET, criterion="n_opt", sims=60, sims3=0,
                          family=fam, families=("isoflop",))
     assert by_n.chosen.design.repeats == 1
-    by_loss = choose_design(base, prior, parse_allowance("3e12"), Pricing(), TARGET, criterion="loss", sims=60,
-                            sims3=6, bootstrap=60, finalists=1, family=fam, families=("isoflop",))
-    assert by_loss.chosen.design.repeats == 0
-    assert not by_loss.chosen.added and by_loss.chosen.spec.grid.repeats is None
+
+    def best(repeats: tuple[int, ...]):
+        ch = choose_design(base, prior, parse_allowance("3e12"), Pricing(), TARGET, criterion="loss", sims=60,
+                           sims3=6, bootstrap=60, finalists=1, family={**fam, "repeats": repeats}, families=("isoflop",))
+        return ch.chosen, ch.widths("chosen", "3", "non_embedding").loss
+
+    (either, w_either), (none, w_none), (one, w_one) = best((0, 1)), best((0,)), best((1,))
+    assert none.design.repeats == 0 and one.design.repeats == 1
+    assert either.design == (none if w_none < w_one else one).design
+    assert w_either == pytest.approx(min(w_none, w_one))
+    assert (either.spec.grid.repeats is None) == (either.design.repeats == 0)
 
 
 def test_the_fit_stage_takes_the_branches_not_the_trunks(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from scaling.fit import Approach2, Approach3
 from scaling.fit.approach2 import isoflop_minimum, parabola_vertex
+from scaling.fit.data import FitRefusal
 from scaling.fit.noise import NoiseEstimate, estimate_noise, lack_of_fit, point_means
 
 # Hoffmann et al. 2022, approach 3 (eq. 10): E = 1.69, A = 406.4, B = 410.7, alpha = 0.34, beta = 0.28
@@ -150,7 +151,7 @@ def test_intervals_widen_with_the_noise():
     # approach 2: parametric resamples of the means with the noise
     w2 = [_width(Approach2(bootstrap=400).fit(data, noise=z), "n_exponent") for z in (nz, louder)]
     assert w2[1] > 2.5 * w2[0]
-    # approach 3: resampled runs plus redrawn losses; the noise adds to the spread of the resampling alone
+    # approach 3: losses redrawn around the fit with the noise; 4x the noise, about 4x the width
     base = Approach3(bootstrap=200).fit(data)
     w3 = [_width(Approach3(bootstrap=200).fit(data, noise=z), "a") for z in (nz, louder)]
     assert w3[1] > 1.5 * w3[0] and w3[1] > 1.5 * _width(base, "a")
@@ -179,3 +180,41 @@ def test_approach2_n_opt_interval_comes_from_the_noise_draws():
     assert widths[1] > 2.5 * widths[0]
     assert fits[0].n_exponent()["interval"].startswith("95% bootstrap percentiles")
     assert Approach2().fit(data).n_exponent()["interval"] == "95% OLS t interval"
+
+
+def test_approach3_interval_with_the_noise_is_as_wide_as_the_spread_of_its_estimates():
+    """24 grids with known noise (3 seeds a point): the median 95% interval of ``a`` over the
+    realised spread of the estimates, 2 x 1.96 sd, is near 1. Redrawing the observed losses on top
+    of resampling the runs counted the noise twice (1.7 over 100 grids: benchmarks/interval_calibration.py)."""
+    est, widths = [], []
+    for k in range(24):
+        data = isoflop_rows(np.random.default_rng(1000 + k), 0.01)
+        fit = Approach3(bootstrap=100, seed=k).fit(data, noise=estimate_noise(data))
+        lo, hi = fit.conf_int()["a"]
+        est.append(fit.params["beta"] / (fit.params["alpha"] + fit.params["beta"]))
+        widths.append(hi - lo)
+    ratio = np.median(widths) / (2 * 1.96 * np.std(est, ddof=1))
+    assert 0.7 < ratio < 1.3  # 0.83 here; 1.44 when the noise was counted twice
+    assert fit.info["bootstrap"]["kind"].startswith("losses redrawn")
+
+
+def test_approach3_interval_widens_by_the_lack_of_fit():
+    """A law that misses the points by more than the noise (a wiggle in N the form cannot follow):
+    the redraws are widened by sqrt(chi2 / dof) of the lack of fit, and the interval with them."""
+    def wiggly(n, d):
+        return chinchilla(n, d) * (1 + 0.02 * np.sin(3 * np.log(np.asarray(n))))
+
+    right = isoflop_rows(np.random.default_rng(7), 0.004)
+    wrong = isoflop_rows(np.random.default_rng(7), 0.004, law=wiggly)
+    fits = [Approach3(bootstrap=200, seed=0).fit(d, noise=estimate_noise(d)) for d in (right, wrong)]
+    lof = fits[1].info["noise"]["lack_of_fit"]
+    assert lof["p_value"] < 1e-3
+    assert fits[1].info["noise"]["widening"] == pytest.approx(math.sqrt(lof["chi2_per_dof"]))
+    assert fits[1].info["noise"]["widening"] > 2 and fits[0].info["noise"]["widening"] < 1.5
+    assert _width(fits[1], "a") > 2 * _width(fits[0], "a")
+
+
+def test_approach3_refuses_replayed_resamples_with_the_noise():
+    data = isoflop_rows(np.random.default_rng(1), 0.004)
+    with pytest.raises(FitRefusal, match="resample_indices"):
+        Approach3().fit(data, noise=estimate_noise(data), resample_indices=np.zeros((2, len(data)), dtype=int))
