@@ -410,7 +410,34 @@ def run_study(
     with SweepLock(study) as lock:
         lock.acquire(opts.executor or spec.executor.kind, command="scaling run")
         check_same_sweep(spec, study, add)  # before any stage writes: another sweep's folder is refused
+        changed = changed_sections(study, spec)
+        if changed and StageLog(study).done(STAGES[0]) is not None:
+            say(f"the spec's {', '.join(changed)} differ from the study's {SweepStore.SWEEP}: every stage runs "
+                "again from plan (finished runs are kept)")
+            force = STAGES[0]
         return _run_stages(spec, study, opts, lock, say, force, quiet, t0)
+
+
+def changed_sections(study: Path, spec: Any) -> list[str]:
+    """The top-level sections (``grid.`` fields one level down) in which ``spec`` differs from the
+    study's stored ``sweep.yaml``: a study whose stages ran from another spec re-runs them, so that
+    no setting of the spec (repeats, extension, pipeline options) is taken and then ignored."""
+    from scaling.sweep import load_spec
+
+    path = study / SweepStore.SWEEP
+    if not path.exists():
+        return []
+    old, new = load_spec(path).model_dump(mode="json"), spec.model_dump(mode="json")
+    out = []
+    for key in sorted((set(old) | set(new)) - {"description"}):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict) and key == "grid":
+            out += [f"grid.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(key)
+    return out
 
 
 def _all_done(study: Path, log: StageLog, name: str, planned: int) -> None:

@@ -96,6 +96,26 @@ def test_a_second_run_finds_every_stage_done(study, tmp_path):
     assert after == attempts
 
 
+def test_a_changed_spec_reruns_the_stages_and_keeps_the_runs(study, tmp_path):
+    """Repeats added to the spec of a finished study: every stage runs again (not "already done"
+    with the setting ignored), the new seeds are trained, the finished runs are not, and the fit
+    measures the noise from the repeats."""
+    src = study[0]
+    out = tmp_path / "study"
+    shutil.copytree(src, out)
+    spec = tmp_path / "repeats.yaml"
+    spec.write_text(SPEC.read_text().replace("  kind: isoflop\n", "  kind: isoflop\n  repeats: {seeds: [7], at: optimum}\n"))
+    attempts = {p.name: json.loads((p / "status.json").read_text())["attempts"] for p in (out / "runs").iterdir()}
+    proc = run_cli("run", str(spec), "--out", str(out), "--report", str(tmp_path / "r.html"), "--no-align", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "grid.repeats differ from the study's sweep.yaml" in proc.stderr
+    assert "stage fit done" in proc.stderr and "stage fit already done" not in proc.stderr
+    after = {p.name: json.loads((p / "status.json").read_text())["attempts"] for p in (out / "runs").iterdir()}
+    assert {k: after[k] for k in attempts} == attempts  # no finished run trained again
+    assert len(after) == len(attempts) + 4  # one seed at each of the 4 budgets' optima
+    assert json.loads((out / "fit" / "noise.json").read_text())["pooled_dof"] == 4
+
+
 def test_killed_study_resumes_where_it_stopped(study, tmp_path):
     """Kill `scaling run` (SIGKILL, whole process group) once the fit is written, then rerun."""
     src = study[0]
