@@ -1,4 +1,4 @@
-"""Are approach 3's 95% intervals as wide as the spread of its estimates? Synthetic truth, known noise.
+"""Are the 95% intervals of approaches 2 and 3 as wide as the spread of their estimates? Synthetic truth, known noise.
 
     python benchmarks/interval_calibration.py [--sims 40] [--bootstrap 200] [--sigma 0.01]
 
@@ -6,15 +6,17 @@ Each simulation draws an IsoFLOP grid from Hoffmann et al.'s approach-3 law (eq.
 A = 406.4, B = 410.7, alpha = 0.34, beta = 0.28) at 4 budgets (1e18-3e19 FLOPs), 6 sizes each
 (1/3x-3x the optimum), ``--repeats`` seeds per point with Gaussian loss noise ``--sigma``; measures
 the noise from the repeats, fits approach 3 with it (``fit(noise=)``: weights and a bootstrap
-that redraws the losses around the fit), and keeps the estimate and the 95% interval of the
-allocation exponent ``a = beta / (alpha + beta)``.
+that redraws the losses around the fit) and approach 2 with it (weighted parabolas, the means
+redrawn), and keeps the estimate and the 95% interval of the allocation exponent
+``a = beta / (alpha + beta)`` (approach 2: the slope of log N* on log C).
 
 Printed, each beside its baseline from the same simulations:
 
 * the median interval width beside the realised spread of the estimates over the simulations,
   ``2 x 1.96 x sd(a_hat)`` (the width a calibrated interval has), and their ratio (target: 1);
 * how often the interval holds the true ``a`` (target: 0.95);
-* the same two for the fit without the noise (its bootstrap resamples the runs).
+* the same two for approach 3 without the noise (its bootstrap resamples the runs), and for
+  approach 2 with and without it (without: the OLS t interval through the vertices).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scaling.fit import Approach3  # noqa: E402
+from scaling.fit import Approach2, Approach3  # noqa: E402
 from scaling.fit.data import FitWarning  # noqa: E402
 from scaling.fit.noise import estimate_noise  # noqa: E402
 
@@ -57,16 +59,26 @@ def grid(rng: np.random.Generator, sigma: float, repeats: int, sizes: int = 6, s
     return pd.DataFrame(rows)
 
 
-def simulate(sims: int, bootstrap: int, sigma: float, repeats: int, use_noise: bool) -> dict[str, float]:
+def _one(approach: str, data: pd.DataFrame, bootstrap: int, seed: int, use_noise: bool) -> tuple[float, float, float]:
+    """The estimate of ``a`` and its 95% interval."""
+    noise = estimate_noise(data) if use_noise else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)
+        if approach == "2":
+            fit = Approach2(bootstrap=bootstrap, seed=seed).fit(data, noise=noise)
+            e = fit.n_exponent()
+            return e["a"], *e["ci"]
+        fit = Approach3(bootstrap=bootstrap, seed=seed).fit(data, noise=noise)
+    lo, hi = fit.conf_int()["a"]
+    return fit.params["beta"] / (fit.params["alpha"] + fit.params["beta"]), lo, hi
+
+
+def simulate(approach: str, sims: int, bootstrap: int, sigma: float, repeats: int, use_noise: bool) -> dict[str, float]:
     est, widths, hits = [], [], 0
     for k in range(sims):
         data = grid(np.random.default_rng(1000 + k), sigma, repeats)
-        noise = estimate_noise(data) if use_noise else None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FitWarning)
-            fit = Approach3(bootstrap=bootstrap, seed=k).fit(data, noise=noise)
-        lo, hi = fit.conf_int()["a"]
-        est.append(fit.params["beta"] / (fit.params["alpha"] + fit.params["beta"]))
+        a, lo, hi = _one(approach, data, bootstrap, k, use_noise)
+        est.append(a)
         widths.append(hi - lo)
         hits += lo <= TRUE_A <= hi
     spread = 2 * 1.96 * float(np.std(est, ddof=1))
@@ -84,9 +96,11 @@ def main() -> None:
     print(f"{args.sims} simulations: 4 budgets x 6 sizes x {args.repeats} seeds, noise {args.sigma}, "
           f"bootstrap {args.bootstrap}; true a = {TRUE_A:.4f}")
     print(f"{'fit':<28}{'median 95% width':>18}{'realised 2x1.96 sd':>20}{'ratio':>8}{'coverage':>10}{'s':>6}")
-    for label, use_noise in (("with the measured noise", True), ("without (runs resampled)", False)):
+    rows = (("3", "3 with the measured noise", True), ("3", "3 without (runs resampled)", False),
+            ("2", "2 with the measured noise", True), ("2", "2 without (OLS t)", False))
+    for approach, label, use_noise in rows:
         t = time.time()
-        r = simulate(args.sims, args.bootstrap, args.sigma, args.repeats, use_noise)
+        r = simulate(approach, args.sims, args.bootstrap, args.sigma, args.repeats, use_noise)
         print(f"{label:<28}{r['width']:>18.4f}{r['spread']:>20.4f}{r['ratio']:>8.2f}{r['coverage']:>10.2f}"
               f"{time.time() - t:>6.0f}")
 

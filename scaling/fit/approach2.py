@@ -18,7 +18,9 @@ parabolas are weighted least squares with weights ``n_i / sigma_b^2`` (inverse v
 mean), their covariance ``(X^T W X)^-1`` (the noise known, not estimated from the residuals);
 each budget's ``lack_of_fit`` is the chi-square of its means against the parabola, and the
 intervals come from ``bootstrap`` parametric resamples: every mean redrawn with its noise, every
-parabola and both power laws refitted.
+parabola and both power laws refitted, widened where the vertices miss the power laws by more
+than the noise explains (:func:`allocation_draws`): a noise band alone would claim the
+precision of the repeats for a law the points do not follow.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.fit.data import Columns, FitData, FitRefusal, budget_groups, normalise
-from scaling.fit.noise import NoiseEstimate, lack_of_fit, point_means, pooled_lack_of_fit
+from scaling.fit.noise import NoiseEstimate, chi2_test, lack_of_fit, point_means, pooled_lack_of_fit
 from scaling.fit.results import LawFit
 
 
@@ -151,13 +153,14 @@ def power_law_fit(minima: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def vertex_draws(minimum: dict[str, Any], group: pd.DataFrame, sigma: float, n_draws: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                 rng: np.random.Generator, scale: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Parametric resamples of one budget's vertices ``(log N*, log D*)``: each size's mean loss
-    redrawn as ``mean + sigma / sqrt(n) eps``, the weighted parabolas refitted (nan where a
-    resample does not curve upward)."""
+    redrawn as ``mean + scale sigma / sqrt(n) eps`` (``scale``: one factor per resample, or one),
+    the weighted parabolas refitted (nan where a resample does not curve upward)."""
     pts = point_means(group.assign(budget=minimum["flops"]))
     se = sigma / np.sqrt(pts["n"].to_numpy(dtype=float))
-    ys = pts["loss"].to_numpy()[None, :] + se[None, :] * rng.standard_normal((n_draws, len(pts)))
+    eps = rng.standard_normal((n_draws, len(pts))) * np.reshape(scale, (-1, 1))
+    ys = pts["loss"].to_numpy()[None, :] + se[None, :] * eps
     out = []
     for col, key in (("params", "parabola_n"), ("tokens", "parabola_d")):
         u = np.log(pts[col].to_numpy()) - minimum[key]["centre"]
@@ -170,16 +173,37 @@ def vertex_draws(minimum: dict[str, Any], group: pd.DataFrame, sigma: float, n_d
 
 
 def allocation_draws(minima: list[dict[str, Any]], groups: list[pd.DataFrame], noise: NoiseEstimate,
-                     n_draws: int, seed: int | None) -> np.ndarray:
-    """``(B, 4)`` draws of ``(n_coef, n_exponent, d_coef, d_exponent)``: every budget's vertices
-    redrawn with its noise (:func:`vertex_draws`), both power laws refitted by OLS."""
+                     n_draws: int, seed: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(B, 4)`` draws of ``(n_coef, n_exponent, d_coef, d_exponent)`` and the widenings used.
+
+    Every budget's vertices are redrawn with its noise (:func:`vertex_draws`), the noise scaled
+    per resample by ``sqrt(nu / chi2_nu)`` (a noise measured on ``nu`` dof), and both power laws
+    are refitted by OLS. Where the vertices scatter about a power law by more than their redrawn
+    spread explains (``chi2_v = RSS / mean_b sd_b^2`` on ``budgets - 2`` dof above its dof, with
+    ``RSS`` the OLS line's residual sum of squares and ``sd_b`` the spread of budget b's redrawn
+    vertices), each resample's deviation from the OLS line is scaled by ``sqrt(chi2_v / chi2_dof)``:
+    the residual scale of the OLS fit, drawn from its scaled-inverse-chi-square, so the interval
+    becomes the OLS t interval where the noise explains little of the scatter.
+    The scatter of the vertices holds whatever the parabolas miss (a valley that is not a
+    parabola moves its vertex), so the parabolas' own lack of fit is reported, not added again."""
     rng = np.random.default_rng(seed)
-    logn, logd = zip(*(vertex_draws(m, g, noise.sigma(m["flops"]), n_draws, rng)
+    scale = np.sqrt(noise.dof / rng.chisquare(noise.dof, n_draws)) if noise.dof > 0 else 1.0
+    logn, logd = zip(*(vertex_draws(m, g, noise.sigma(m["flops"]), n_draws, rng, scale)
                        for m, g in zip(minima, groups, strict=True)), strict=True)
     design = np.column_stack([np.ones(len(minima)), np.log([m["flops"] for m in minima])])
     pinv = np.linalg.pinv(design)
-    cn, cd = pinv @ np.array(logn), pinv @ np.array(logd)  # (2, B) each; nan rows stay nan
-    return np.column_stack([np.exp(cn[0]), cn[1], np.exp(cd[0]), cd[1]])
+    out, used = [], {"parabola_lack_of_fit": pooled_lack_of_fit([m["lack_of_fit"] for m in minima])}
+    for key, draws in (("n", np.array(logn)), ("d", np.array(logd))):
+        observed = np.log([m[f"{key}_opt"] for m in minima])
+        coef = pinv @ observed
+        c = pinv @ draws  # (2, B); nan rows stay nan
+        spread = float(np.mean(np.nanvar(draws, axis=1, ddof=1)))
+        test = chi2_test(float(np.sum((observed - design @ coef) ** 2)) / spread, len(minima), 2)
+        used[f"power_law_{key}"] = test
+        if test["chi2_per_dof"] is not None and test["chi2_per_dof"] > 1:
+            c = coef[:, None] + (c - coef[:, None]) * np.sqrt(test["chi2"] / rng.chisquare(test["dof"], n_draws))
+        out += [np.exp(c[0]), c[1]]
+    return np.column_stack(out), used
 
 
 def allocation_fit(approach: str, minima: list[dict[str, Any]], data: FitData, draws: np.ndarray | None = None,
@@ -236,13 +260,14 @@ class Approach2:
                 raise FitRefusal(f"budget {m['flops']:.4g} FLOPs: minimum not interior: {m['reason']}")
         if noise is None:
             return allocation_fit("2", minima, data)
-        draws = allocation_draws(minima, [g for _, g in groups], noise, self.bootstrap, self.seed)
-        return allocation_fit("2", minima, data, draws, {"noise": _noise_summary(minima, noise, draws)})
+        draws, widening = allocation_draws(minima, [g for _, g in groups], noise, self.bootstrap, self.seed)
+        return allocation_fit("2", minima, data, draws, {"noise": _noise_summary(noise, draws, widening)})
 
 
-def _noise_summary(minima: list[dict[str, Any]], noise: NoiseEstimate, draws: np.ndarray) -> dict[str, Any]:
-    """The noise used, the parabolas' lack of fit over every budget, and the resamples kept."""
+def _noise_summary(noise: NoiseEstimate, draws: np.ndarray, widening: dict[str, Any]) -> dict[str, Any]:
+    """The noise used, the parabolas' lack of fit over every budget, the widenings and the resamples kept."""
     return {"pooled_std": noise.pooled, "pooled_dof": noise.dof,
-            "lack_of_fit": pooled_lack_of_fit([m["lack_of_fit"] for m in minima]),
-            "bootstrap": {"n": len(draws), "kind": "parametric (means redrawn with the noise)",
+            "lack_of_fit": widening["parabola_lack_of_fit"],
+            "widening": {"power_law_n": widening["power_law_n"], "power_law_d": widening["power_law_d"]},
+            "bootstrap": {"n": len(draws), "kind": "parametric (means redrawn with the noise, widened by the vertices' lack of fit)",
                           "failed": int(np.isnan(draws).any(axis=1).sum())}}
