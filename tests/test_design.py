@@ -69,11 +69,12 @@ def _by(widths, approach, count):
 def test_fast_approach2_is_the_study_fitter(base, choice, prior):
     """The batched simulation's approach 2 gives the fit stage's own numbers on the same draw:
     exactly without repeats (OLS t intervals), and within the Monte Carlo error of the fit's
-    parametric bootstrap where repeats give it the noise (normal approximation here)."""
+    parametric bootstrap where repeats give it the noise (normal and t approximations here of
+    the fit's percentiles of redrawn vertices and of its widening by the line's residuals)."""
     plain = design_points(base, replace(choice.chosen.design, repeats=0), Pricing(), prior)
     repeated = design_points(base, replace(choice.chosen.design, repeats=2), Pricing(), prior)
     assert not plain.added and len(repeated.added) == 2 * len(repeated.design.budgets)
-    for p, rel in ((plain, 1e-6), (repeated, 0.1)):
+    for p, rel in ((plain, 1e-6), (repeated, 0.15)):
         ll = draw_log_losses(p, prior, 3, seed=7)
         for count in ("total", "non_embedding"):
             fast = _approach2_batch(p, count, ll, TARGET)

@@ -117,7 +117,9 @@ def _approach2_batch(points: DesignPoints, count: str, log_loss: np.ndarray, tar
     repeats: OLS of ``log N*`` on ``log C`` with t intervals. With repeats the study knows its
     noise (:mod:`scaling.fit.noise`: each budget's pooled sd across seeds) and its intervals come
     from the means redrawn with it: here their normal approximation, ``2 z sd`` with the
-    vertices' delta-method variances carried through the OLS."""
+    vertices' delta-method variances carried through the OLS, or, where the vertices miss the
+    line by more than those variances explain, ``2 t sd sqrt(s^2 / mean var)`` (the fit's widening,
+    :func:`scaling.fit.approach2.allocation_draws`)."""
     loss = np.exp(log_loss)
     cs = np.unique(points.budget)
     log_nopt = np.empty((len(loss), len(cs)))
@@ -138,15 +140,18 @@ def _approach2_batch(points: DesignPoints, count: str, log_loss: np.ndarray, tar
     lin = x @ xtx_inv  # (budgets, 2): OLS of log N* on log C
     coef = np.where(ok[:, None], log_nopt, 0.0) @ lin
     x0 = np.array([1.0, math.log(target)])
-    if points.has_repeats:
-        z = float(special.ndtri(Z_LEVEL))
-        exp_sd = np.sqrt(var @ lin[:, 1] ** 2)
-        n_sd = np.sqrt(var @ (lin @ x0) ** 2)
-        return {"a": coef[:, 1], "exponent": 2 * z * exp_sd, "log_n_opt": 2 * z * n_sd, "ok": ok & np.isfinite(n_sd)}
     df = len(cs) - 2
     resid = np.where(ok[:, None], log_nopt, 0.0) - coef @ x.T
     s2 = (resid * resid).sum(axis=1) / df if df > 0 else np.full(len(loss), np.nan)
     t = float(special.stdtrit(df, Z_LEVEL)) if df > 0 else math.inf
+    if points.has_repeats:
+        exp_sd = np.sqrt(var @ lin[:, 1] ** 2)
+        n_sd = np.sqrt(var @ (lin @ x0) ** 2)
+        # the fit widens the noise band by the line's residual scale where the vertices miss it by
+        # more than the noise explains (RSS / df above their mean variance): a t interval then
+        ratio = s2 / np.mean(var, axis=1)
+        k = np.where(ratio > 1, t * np.sqrt(np.maximum(ratio, 1.0)), float(special.ndtri(Z_LEVEL)))
+        return {"a": coef[:, 1], "exponent": 2 * k * exp_sd, "log_n_opt": 2 * k * n_sd, "ok": ok & np.isfinite(n_sd)}
     return {
         "a": coef[:, 1],
         "exponent": 2 * t * np.sqrt(s2 * xtx_inv[1, 1]),
