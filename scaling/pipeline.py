@@ -237,9 +237,24 @@ def _stage_backtest(study: Path, opts: StudyOptions) -> dict[str, Any]:
     chosen.update(form=pick["form"], param_convention=pick["param_convention"],
                   chosen_by="smallest |error| predicting the second-largest budget from the ones below it"
                   if scored else "only candidate")
-    out = {"chosen": chosen, "candidates": rows}
+    out = {"chosen": chosen, "candidates": rows, "n_opt": _n_opt_pick(headline, pick)}
     atomic_write_json(study / "fit" / "backtest.json", out)
-    return {"form": pick["form"], "param_convention": pick["param_convention"], "error": chosen["error"]}
+    return {"form": pick["form"], "param_convention": pick["param_convention"], "error": chosen["error"],
+            "n_opt_form": out["n_opt"]["form"], "n_opt_error": out["n_opt"]["n_opt_error"]}
+
+
+def _n_opt_pick(headline: list[dict[str, Any]], loss_pick: dict[str, Any]) -> dict[str, Any]:
+    """N* at the largest budget from the form that located the second-largest budget's vertex best
+    from the budgets below it (never from the largest): the loss and the optimum's position are
+    two questions, and a form can answer one and miss the other."""
+    scored = [r for r in headline if (r.get("inner") or {}).get("n_opt_error") is not None]
+    pick = min(scored, key=lambda r: abs(r["inner"]["n_opt_error"])) if scored else loss_pick
+    keys = ("budget", "n_opt_predicted", "n_opt_predicted_ci", "n_opt_observed", "n_opt_error")
+    return {**{k: pick["outer"].get(k) for k in keys}, "form": pick["form"],
+            "param_convention": pick["param_convention"],
+            "inner_n_opt_error": (pick.get("inner") or {}).get("n_opt_error"),
+            "chosen_by": "smallest |N* error| predicting the second-largest budget's vertex from the ones below it"
+            if scored else "the loss's choice (no form located a vertex one budget down)"}
 
 
 def _stage_predict(study: Path, opts: StudyOptions, log: Callable[[str], None]) -> dict[str, Any]:
@@ -351,10 +366,23 @@ def _extend_summary(study: Path) -> dict[str, Any] | None:
             "budgets": log["budgets"]}
 
 
+def _backtest_summary(bt: dict[str, Any]) -> dict[str, Any]:
+    """The loss backtest of the chosen form, and N* from the form chosen for it (``n_opt_form``)."""
+    chosen, n_opt = bt.get("chosen") or {}, bt.get("n_opt") or {}
+    out = {k: chosen.get(k) for k in ("budget", "predicted_loss", "achieved_loss", "error", "baselines",
+                                      "beats_baselines", "form", "param_convention", "chosen_by")}
+    for k in ("n_opt_predicted", "n_opt_observed", "n_opt_error"):
+        out[k] = n_opt.get(k, chosen.get(k))
+    out.update(n_opt_form=n_opt.get("form", chosen.get("form")),
+               n_opt_param_convention=n_opt.get("param_convention", chosen.get("param_convention")),
+               n_opt_chosen_by=n_opt.get("chosen_by", chosen.get("chosen_by")))
+    return out
+
+
 def summarize(study: Path, log: StageLog, t0: float, report: str | None) -> dict[str, Any]:
     from scaling.fit.artifacts import exponent_rows
 
-    bt = (read_json(study / "fit" / "backtest.json") or {}).get("chosen", {})
+    bt = read_json(study / "fit" / "backtest.json") or {}
     select = read_json(study / "select.json") or {}
     align = read_json(study / "align" / "summary.json") or {}
     counts = SweepStore(study).counts()
@@ -366,9 +394,7 @@ def summarize(study: Path, log: StageLog, t0: float, report: str | None) -> dict
         "runs": counts,
         "budgets": _budgets(study),
         "extend": _extend_summary(study),
-        "backtest": {k: bt.get(k) for k in ("budget", "predicted_loss", "achieved_loss", "error", "baselines",
-                                            "beats_baselines", "n_opt_predicted", "n_opt_observed",
-                                            "n_opt_error", "form", "param_convention", "chosen_by")},
+        "backtest": _backtest_summary(bt),
         "exponents": exponent_rows(study),
         "predict": _predict_summary(study),
         "chosen": {k: select.get(k) for k in ("run_id", "name", "params", "non_embedding_params", "reason")

@@ -19,7 +19,7 @@ from tests.conftest import TINY_SPEC as SPEC
 
 pytestmark = pytest.mark.timeout(900)
 SUMMARY_KEYS = {"minutes", "stage_minutes", "budgets", "backtest", "exponents", "report"}
-BACKTEST_KEYS = {"predicted_loss", "achieved_loss", "error", "baselines", "n_opt_predicted", "n_opt_observed"}
+BACKTEST_KEYS = {"predicted_loss", "achieved_loss", "error", "baselines", "n_opt_predicted", "n_opt_observed", "n_opt_form"}
 
 
 @pytest.fixture
@@ -63,6 +63,14 @@ def test_every_stage_left_its_artifact(study):
     best = min(inner, key=lambda c: abs(c["inner"]["error"]))
     assert (best["form"], best["param_convention"]) == (bt["chosen"]["form"], bt["chosen"]["param_convention"])
     assert 4e9 not in bt["chosen"]["fit_budgets"]
+    # N* at the largest budget comes from the form that located the second-largest's vertex best
+    located = [c for c in inner if c["inner"].get("n_opt_error") is not None]
+    if located:
+        best_n = min(located, key=lambda c: abs(c["inner"]["n_opt_error"]))
+        assert bt["n_opt"]["form"] == best_n["form"]
+        assert bt["n_opt"]["n_opt_predicted"] == best_n["outer"]["n_opt_predicted"]
+        assert study[2]["backtest"]["n_opt_form"] == best_n["form"]
+        assert study[2]["backtest"]["n_opt_predicted"] == best_n["outer"]["n_opt_predicted"]
     # the law that predicts counts N and C as the spec does (model.count, train.flops_convention)
     pr = json.loads((out / "fit/predict.json").read_text())
     assert (pr["param_convention"], pr["flops_convention"]) == ("non_embedding", "6N_non_embedding")

@@ -50,7 +50,8 @@ def _print_summary(s: dict[str, Any]) -> None:
             f"backtest at C={bt['budget']:.3g} ({bt['form']} form, {bt['param_convention']} N): predicted "
             f"{bt['predicted_loss']:.4f}, achieved {bt['achieved_loss']:.4f}, error {100 * bt['error']:+.2f}% "
             f"(previous budget {100 * base['previous_budget']['error']:+.2f}%, power law on minima "
-            f"{100 * base['power_law_on_minima']['error']:+.2f}%); N* predicted {bt['n_opt_predicted']:,.0f}, "
+            f"{100 * base['power_law_on_minima']['error']:+.2f}%); N* predicted {bt['n_opt_predicted']:,.0f} "
+            f"({bt['n_opt_form']} form, {bt['n_opt_param_convention']} N), "
             f"observed {bt['n_opt_observed'] or float('nan'):,.0f}"
         )
     from scaling.fit.artifacts import exponent_value, exponent_where

@@ -175,6 +175,9 @@ class LawFit:
         ci = self.conf_int(alpha)
         if self.form == "chinchilla":
             a, interval, key = self.derived()["a"], "bootstrap percentiles", "a"
+            noise = self.info.get("noise") or {}
+            if noise.get("widening") is not None:
+                interval += f" (losses redrawn with the noise, widened {noise['widening']:.2g}x by the lack of fit)"
         elif self.form == "allocation":
             noisy = self.draws is not None
             interval = "bootstrap percentiles (means redrawn with the noise, widened by any lack of fit of the vertices)" if noisy else "OLS t interval"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaling.convention import N_COLUMN, Convention
+from scaling.convention import Convention
 from scaling.store import SweepStore, read_json, read_jsonl
 
 CONVENTIONS: tuple[str, ...] = ("non_embedding", "total")
@@ -341,7 +341,13 @@ def _headline_backtest(bt: Any) -> Any:
             inner, outer = c.get("inner") or {}, c.get("outer") or {}
             rows.append({"form": c.get("form"), "N counts": c.get("param_convention"),
                          "error one budget down": inner.get("error"), "error at the largest": outer.get("error"),
+                         "N* error one budget down": inner.get("n_opt_error"),
                          "N* error at the largest": outer.get("n_opt_error"), "refused": c.get("refused")})
-        return {**bt["chosen"], "candidates": rows}
+        n_opt = bt.get("n_opt") if isinstance(bt.get("n_opt"), dict) else {}
+        pick = {k: n_opt[k] for k in ("n_opt_predicted", "n_opt_observed", "n_opt_error") if k in n_opt}
+        if n_opt:
+            pick.update(n_opt_form=n_opt.get("form"), n_opt_param_convention=n_opt.get("param_convention"),
+                        n_opt_chosen_by=n_opt.get("chosen_by"))
+        return {**bt["chosen"], **pick, "candidates": rows}
     return bt
 

@@ -17,8 +17,9 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
+from scaling.convention import N_COLUMN
 from scaling.laws import get_law
-from scaling.report.data import CONVENTION_LABEL, CONVENTIONS, N_COLUMN, Study
+from scaling.report.data import CONVENTION_LABEL, CONVENTIONS, Study
 
 LOSS_AXIS = "loss (nats/token)"
 MAX_CURVE_POINTS = 120  # per run: a smooth line on log axes
@@ -462,7 +463,8 @@ def backtest(study: Study) -> go.Figure | None:
     fig.update_yaxes(range=[-0.6, len(rows) - 0.3], row=1, col=1)
     npred, nobs = bt.get("n_opt_predicted"), bt.get("n_opt_observed")
     if isinstance(npred, (int, float)) and isinstance(nobs, (int, float)):
-        fig.add_trace(go.Bar(x=["predicted", "observed"], y=[npred, nobs], marker={"color": ["#1f77b4", "#444"]},
+        by = f"predicted ({bt['n_opt_form']}, N {bt.get('n_opt_param_convention') or ''})" if bt.get("n_opt_form") else "predicted"
+        fig.add_trace(go.Bar(x=[by, "observed"], y=[npred, nobs], marker={"color": ["#1f77b4", "#444"]},
                              text=[fmt_sci(npred), fmt_sci(nobs)], textposition="auto", showlegend=False,
                              hovertemplate="%{x}: N*=%{y:.3s}<extra></extra>"), row=1, col=2)
         fig.update_yaxes(title_text="parameters N*", row=1, col=2)
