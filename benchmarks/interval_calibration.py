@@ -1,6 +1,6 @@
 """Are the 95% intervals of approaches 2 and 3 as wide as the spread of their estimates? Synthetic truth, known noise.
 
-    python benchmarks/interval_calibration.py [--sims 40] [--bootstrap 200] [--sigma 0.01]
+    python benchmarks/interval_calibration.py [--sims 40] [--bootstrap 200] [--sigma 0.01] [--outliers 2]
 
 Each simulation draws an IsoFLOP grid from Hoffmann et al.'s approach-3 law (eq. 10: E = 1.69,
 A = 406.4, B = 410.7, alpha = 0.34, beta = 0.28) at 4 budgets (1e18-3e19 FLOPs), 6 sizes each
@@ -48,13 +48,15 @@ def n_opt(c: float) -> float:
     return g * (c / 6) ** TRUE_A
 
 
-def grid(rng: np.random.Generator, sigma: float, repeats: int, sizes: int = 6, spread: float = 3.0) -> pd.DataFrame:
+def grid(rng: np.random.Generator, sigma: float, repeats: int, outliers: int = 0, sizes: int = 6,
+         spread: float = 3.0) -> pd.DataFrame:
     rows = []
-    for c in BUDGETS:
-        for n in n_opt(c) * np.geomspace(1 / spread, spread, sizes):
+    for i, c in enumerate(BUDGETS):
+        for j, n in enumerate(n_opt(c) * np.geomspace(1 / spread, spread, sizes)):
             d = c / (6 * n)
+            off = 15 * sigma if i < outliers and j == sizes - 1 else 0.0
             for _ in range(repeats):
-                loss = E + A / n**ALPHA + B / d**BETA + sigma * rng.standard_normal()
+                loss = E + A / n**ALPHA + B / d**BETA + off + sigma * rng.standard_normal()
                 rows.append({"params": n, "tokens": d, "flops": c, "budget": c, "loss": loss})
     return pd.DataFrame(rows)
 
@@ -73,10 +75,11 @@ def _one(approach: str, data: pd.DataFrame, bootstrap: int, seed: int, use_noise
     return fit.params["beta"] / (fit.params["alpha"] + fit.params["beta"]), lo, hi
 
 
-def simulate(approach: str, sims: int, bootstrap: int, sigma: float, repeats: int, use_noise: bool) -> dict[str, float]:
+def simulate(approach: str, sims: int, bootstrap: int, sigma: float, repeats: int, use_noise: bool,
+             outliers: int = 0) -> dict[str, float]:
     est, widths, hits = [], [], 0
     for k in range(sims):
-        data = grid(np.random.default_rng(1000 + k), sigma, repeats)
+        data = grid(np.random.default_rng(1000 + k), sigma, repeats, outliers)
         a, lo, hi = _one(approach, data, bootstrap, k, use_noise)
         est.append(a)
         widths.append(hi - lo)
@@ -92,15 +95,16 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--sigma", type=float, default=0.01)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--outliers", type=int, default=0)
     args = ap.parse_args()
     print(f"{args.sims} simulations: 4 budgets x 6 sizes x {args.repeats} seeds, noise {args.sigma}, "
-          f"bootstrap {args.bootstrap}; true a = {TRUE_A:.4f}")
+          f"bootstrap {args.bootstrap}, {args.outliers} points off the law; true a = {TRUE_A:.4f}")
     print(f"{'fit':<28}{'median 95% width':>18}{'realised 2x1.96 sd':>20}{'ratio':>8}{'coverage':>10}{'s':>6}")
     rows = (("3", "3 with the measured noise", True), ("3", "3 without (runs resampled)", False),
             ("2", "2 with the measured noise", True), ("2", "2 without (OLS t)", False))
     for approach, label, use_noise in rows:
         t = time.time()
-        r = simulate(approach, args.sims, args.bootstrap, args.sigma, args.repeats, use_noise)
+        r = simulate(approach, args.sims, args.bootstrap, args.sigma, args.repeats, use_noise, args.outliers)
         print(f"{label:<28}{r['width']:>18.4f}{r['spread']:>20.4f}{r['ratio']:>8.2f}{r['coverage']:>10.2f}"
               f"{time.time() - t:>6.0f}")
 

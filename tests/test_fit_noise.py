@@ -248,3 +248,16 @@ def test_approach2_interval_widens_where_the_vertices_miss_the_power_law():
     assert tests[1]["chi2_per_dof"] > 10 > tests[0]["chi2_per_dof"]
     widths = [f.n_exponent()["ci"][1] - f.n_exponent()["ci"][0] for f in fits]
     assert widths[1] > 3 * widths[0]
+
+
+def test_the_lack_of_fit_names_the_points_that_weigh_most():
+    """Every seed of two sizes 15 noise sds above the law: the lack of fit rejects the law, the
+    widening is the chi-square's (those points bias the estimate too), and they are named."""
+    data = isoflop_rows(np.random.default_rng(4), 0.004)
+    data.loc[[3, 4, 5, 39, 40, 41], "loss"] += 15 * 0.004  # 3 seeds a point: points 1 and 13
+    noise = Approach3(bootstrap=50, seed=0).fit(data, noise=estimate_noise(data)).info["noise"]
+    lof = noise["lack_of_fit"]
+    assert lof["p_value"] < 1e-6 and noise["widening"] == pytest.approx(math.sqrt(lof["chi2_per_dof"]))
+    named = {(round(w["params"]), round(w["tokens"])) for w in lof["worst_points"][:2]}
+    assert named == {(round(data.loc[i, "params"]), round(data.loc[i, "tokens"])) for i in (3, 39)}
+    assert sum(w["share_of_chi2"] for w in lof["worst_points"][:2]) > 0.8
