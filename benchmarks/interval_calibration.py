@@ -10,6 +10,12 @@ that redraws the losses around the fit) and approach 2 with it (weighted parabol
 redrawn), and keeps the estimate and the 95% interval of the allocation exponent
 ``a = beta / (alpha + beta)`` (approach 2: the slope of log N* on log C).
 
+``--outliers K`` moves every seed of K points (the largest size of the first K budgets, where
+short runs lose steeply) 15 noise sds above the law: those points bias the estimate, so no
+interval built on the noise holds the truth at 95% (approach 3's widening by the lack of fit
+brings it to about half); the lack-of-fit test, which rejects the law, and the points it names
+(``info["noise"]["lack_of_fit"]["worst_points"]``) are what to read then.
+
 Printed, each beside its baseline from the same simulations:
 
 * the median interval width beside the realised spread of the estimates over the simulations,
