@@ -45,6 +45,7 @@ def test_added_runs_and_the_noise_reach_the_page(study):
         assert a["name"] in html
     assert "extend larger: the lowest loss is at the largest size" in html
     assert "run-to-run noise (fit/noise.json)" in html and "p (F test)" in html
+    assert "interval widened" in html and "points that weigh most (share of chi2)" in html
     noise = json.loads((out / "fit" / "noise.json").read_text())
     assert f"{noise['pooled_std']:.4f} on {noise['pooled_dof']} dof" in html
 

@@ -38,8 +38,24 @@ def _lack_of_fit_rows(study: Study) -> list[tuple[Any, ...]]:
             continue
         p = lof.get("p_value")
         verdict = "" if p is None else ("misses the data by more than the noise" if p < 0.01 else "consistent with the noise")
-        rows.append((view.name, lof.get("chi2_per_dof"), lof.get("dof"), lof.get("noise_dof"), p, verdict))
+        worst = lof.get("worst_points") or []
+        where = "; ".join(f"N={w['params']:.3g}, D={w['tokens']:.3g}: {w['z']:+.1f} se ({100 * w['share_of_chi2']:.0f}%)"
+                          for w in worst[:2] if w.get("share_of_chi2", 0) >= 0.1)
+        rows.append((view.name, lof.get("chi2_per_dof"), lof.get("dof"), lof.get("noise_dof"), p, verdict,
+                     _widening((info.get("noise") or {}).get("widening")), where))
     return rows
+
+
+def _widening(w: Any) -> str:
+    """Approach 3: one factor on the noise; approach 2: the N* line's scatter over the vertices'
+    noise spread (its resamples' deviations are scaled by about its square root where above 1)."""
+    if isinstance(w, (int, float)):
+        return f"{w:.2g}x"
+    test = w.get("power_law_n") if isinstance(w, dict) else None
+    per = test.get("chi2_per_dof") if isinstance(test, dict) else None
+    if not isinstance(per, (int, float)):
+        return ""
+    return f"about {per ** 0.5:.2g}x (N* line)" if per > 1 else "1x (N* line within the noise)"
 
 
 def noise_blocks(study: Study) -> list[Block]:
@@ -52,10 +68,13 @@ def noise_blocks(study: Study) -> list[Block]:
         Text("heading", "run-to-run noise (fit/noise.json)"),
         Text("note", f"Std of the final loss across repeated seeds, pooled: {nz['pooled_std']:.4f} on "
                      f"{nz['pooled_dof']} dof; per budget: {per}. The fits weight by it (approach 2's parabolas by "
-                     "inverse variance, approach 3's residuals scaled by it) and resample it in their intervals; "
-                     "the band on the IsoFLOP curves is ±1σ of one run."),
+                     "inverse variance, approach 3's residuals scaled by it) and redraw the losses with it in their "
+                     "intervals, widened where a law misses by more than the noise (approach 3: by the square root "
+                     "of chi2 / dof below; approach 2: by the scatter of the vertices about the power law); the "
+                     "band on the IsoFLOP curves is ±1σ of one run."),
     ]
     rows = _lack_of_fit_rows(study)
     if rows:
-        out.append(Table(["fit", "chi2 / dof", "dof", "noise dof", "p (F test)", "verdict"], rows, text_cols=1))
+        out.append(Table(["fit", "chi2 / dof", "dof", "noise dof", "p (F test)", "verdict", "interval widened",
+                          "points that weigh most (share of chi2)"], rows, text_cols=1))
     return out
