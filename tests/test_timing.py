@@ -116,3 +116,23 @@ def test_a_probe_taken_under_load_is_taken_again_when_the_machine_is_idle(tmp_pa
     machine.update(load=0.0, step_s=0.12, startup_s=5.0)  # idle again, a little noisier
     assert probe.timing_model(specs, threads=1) == idle and len(measured) == 8  # the idle probe is kept
     assert probe.contended(1.2, 2, threads=1) is False and probe.contended(1.2, 2, threads=2) is True
+
+
+def test_the_plan_prices_the_repeats_the_sweep_adds():
+    """Repeats at each budget's optimum: one run per budget and seed, each its budget's median
+    run; at every point: each run again per seed. Packed on the same slots as the grid."""
+    from scaling.sweep.plan import repeats_estimate
+    from scaling.sweep.spec import parse_spec
+
+    text = (Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml").read_text()
+    spec = parse_spec(text, "quickstart.yaml")
+    assert spec.grid.repeats is not None and spec.grid.repeats.seeds == [1, 2]
+    rows = [{"budget": 1.0, "est_seconds": s} for s in (10.0, 20.0, 60.0)] + \
+           [{"budget": 2.0, "est_seconds": s} for s in (30.0, 40.0)]
+    rep = repeats_estimate(spec, rows, slots=2)
+    assert (rep["runs"], rep["seeds"], rep["at"]) == (4, 2, "optimum")
+    assert rep["est_wall_seconds"] == pytest.approx(pack([20.0, 20.0, 35.0, 35.0], 2))
+    every = parse_spec(text.replace("at: optimum", "at: all"), "quickstart.yaml")
+    rep = repeats_estimate(every, rows, slots=2)
+    assert rep["runs"] == 10 and rep["est_wall_seconds"] == pytest.approx(pack([r["est_seconds"] for r in rows for _ in (1, 2)], 2))
+    assert repeats_estimate(parse_spec(text.replace("  repeats: {seeds: [1, 2], at: optimum}\n", ""), "q.yaml"), rows, 2) is None

@@ -122,6 +122,13 @@ def _plan(args: argparse.Namespace) -> int:
     wall = table.get("est_wall_seconds")
     con.print(f"estimated wall time: {'unknown' if wall is None else _dur(wall)} "
               f"({table['max_parallel']} at a time, {table['threads_per_run']} thread(s) each, executor {table['executor']})")
+    rep = table.get("repeats")
+    if rep:
+        more, total = rep.get("est_wall_seconds"), table.get("est_wall_seconds_with_repeats")
+        at = "each budget's best size" if rep["at"] == "optimum" else "every run"
+        con.print(f"then repeats: {rep['runs']} run(s), {rep['seeds']} more seed(s) at {at}: "
+                  f"{'unknown' if more is None else _dur(more)} more ({rep['basis']}); "
+                  f"{'unknown' if total is None else _dur(total)} in all, before any adaptive extension")
     pl = table.get("placement")
     if pl:
         cards = ", ".join(f"{g['index']} {g['name']}".strip() + (f" {g['memory_gb']:.0f} GiB" if g["memory_gb"] else "")

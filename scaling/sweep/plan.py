@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from scaling.errors import UsageError
 from scaling.runspec import RunSpec
 from scaling.store import CorruptFileError, SweepStore
@@ -91,6 +93,7 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gp
         rows.append(row)
     packed = pack([float(e or 0.0) for e in ests], par, after=waits_for(runs)) if known else None
     wall = (gpu_wall if plan is not None and par == plan.slots else packed) if known else None
+    repeats = repeats_estimate(spec, rows, par)
     return {
         "name": spec.name, "backend": spec.backend, "executor": kind, "max_parallel": par, "threads_per_run": threads,
         "placement": plan.to_dict() if plan is not None else None,
@@ -99,4 +102,31 @@ def plan_table(spec: SweepSpec | str | Path, max_parallel: int | None = None, gp
         "est_wall_seconds": wall,
         "timing_model": model.to_dict() if model is not None else None, "describe_columns": extra, "runs": rows,
         "estimate_basis": getattr(backend, "estimate_basis", None), "calibrated_on": len(finished),
+        "repeats": repeats,
+        "est_wall_seconds_with_repeats": wall + repeats["est_wall_seconds"]
+        if wall is not None and repeats is not None and repeats["est_wall_seconds"] is not None else None,
     }
+
+
+def repeats_estimate(spec: SweepSpec, rows: list[dict[str, Any]], slots: int) -> dict[str, Any] | None:
+    """The runs ``grid.repeats`` adds once the grid is done (:class:`scaling.sweep.spec_grid.Repeats`)
+    and their wall time on ``slots``: at ``all``, every run again per seed; at ``optimum``, one run
+    per budget and seed, each priced as its budget's median run (which size is best is known only
+    after the sweep; the optimum sits mid-valley, between the short and the long runs)."""
+    rep = getattr(spec.grid, "repeats", None)
+    if rep is None:
+        return None
+    seeds = len(rep.seeds)
+    if rep.at == "all":
+        each = [r["est_seconds"] for r in rows for _ in range(seeds)]
+        basis = "every run again"
+    else:
+        by_budget: dict[float, list[Any]] = {}
+        for r in rows:
+            if r["budget"] is not None:
+                by_budget.setdefault(float(r["budget"]), []).append(r["est_seconds"])
+        each = [None if None in v else float(np.median(v)) for v in by_budget.values() for _ in range(seeds)]
+        basis = "each budget's median run"
+    known = all(e is not None for e in each)
+    return {"seeds": seeds, "at": rep.at, "runs": len(each), "basis": basis,
+            "est_wall_seconds": pack([float(e) for e in each], slots) if known and each else None}
