@@ -190,7 +190,7 @@ def _stage_fit(study: Path, opts: StudyOptions, log: Callable[[str], None]) -> d
         data = _fit_data(study, conv, opts.loss_column)
         for form in FORMS:
             fitter = _fitter(form, opts.bootstrap if form == "chinchilla" else 0, opts.seed)
-            fit = fitter.fit(data, noise=noise) if form == "chinchilla" else fitter.fit(data)
+            fit = fitter.fit(data, noise=noise)
             path = fit_path(study, "approach3" if form == "chinchilla" else "kaplan", conv.params)
             atomic_write_json(path, fit.to_dict())
             out[path.stem] = {"objective": fit.objective, "n_points": fit.n_points}

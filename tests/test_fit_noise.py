@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.fit import Approach2, Approach3
+from scaling.fit import Approach2, Approach3, KaplanFit
 from scaling.fit.approach2 import isoflop_minimum, parabola_vertex
 from scaling.fit.data import FitRefusal
 from scaling.fit.noise import NoiseEstimate, estimate_noise, lack_of_fit, point_means
@@ -261,3 +261,24 @@ def test_the_lack_of_fit_names_the_points_that_weigh_most():
     named = {(round(w["params"]), round(w["tokens"])) for w in lof["worst_points"][:2]}
     assert named == {(round(data.loc[i, "params"]), round(data.loc[i, "tokens"])) for i in (3, 39)}
     assert sum(w["share_of_chi2"] for w in lof["worst_points"][:2]) > 0.8
+
+
+def test_kaplan_weighs_by_the_noise_and_tests_its_lack_of_fit():
+    """Kaplan's joint form on its own law (Kaplan et al. 2020, eq. 1.5: alpha_N 0.076, alpha_D
+    0.095, N_c 8.8e13, D_c 5.4e13) with known noise: residuals in noise units, a lack of fit
+    consistent with the noise, and standard errors that scale with it (4x the noise: about 4x)."""
+    def kaplan(n, d):
+        return ((8.8e13 / np.asarray(n)) ** (0.076 / 0.095) + 5.4e13 / np.asarray(d)) ** 0.095
+
+    data = isoflop_rows(np.random.default_rng(6), 0.004, law=kaplan)
+    nz = estimate_noise(data)
+    louder = NoiseEstimate({c: (4 * s, dof) for c, (s, dof) in nz.per_budget.items()}, 4 * nz.pooled, nz.dof)
+    fits = [KaplanFit(form="joint", non_embedding=False).fit(data, noise=z) for z in (nz, louder)]
+    lof = fits[0].info["noise"]["lack_of_fit"]
+    assert lof["p_value"] > 0.01 and 0.5 < lof["chi2_per_dof"] < 2
+    assert fits[1].info["noise"]["lack_of_fit"]["chi2_per_dof"] < 0.2  # floored: the noise known
+    ratio = fits[1].info["se"]["alpha_N"] / fits[0].info["se"]["alpha_N"]
+    assert 3 < ratio < 5.5
+    assert fits[0].params["alpha_N"] == pytest.approx(0.076, abs=0.01)
+    with pytest.raises(FitRefusal, match="compute form"):
+        KaplanFit(form="compute").fit(data, noise=nz)

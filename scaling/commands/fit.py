@@ -182,11 +182,13 @@ def fit_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]
 
 def _noise(args: argparse.Namespace, frame: Any, cols: Any) -> Any:
     """The noise the fit weights by: measured from repeated points (``--noise auto``), for
-    approach 2 and approach 3's grid estimator; None otherwise."""
+    approach 2, approach 3's grid estimator and Kaplan's forms in N and D; None otherwise."""
     from scaling.fit import normalise
     from scaling.fit.noise import estimate_noise
 
-    if args.noise == "none" or not (args.approach == "2" or (args.approach == "3" and args.estimator == "grid")):
+    weighs = (args.approach == "2" or (args.approach == "3" and args.estimator == "grid")
+              or (args.approach == "kaplan" and args.kaplan_form != "compute"))
+    if args.noise == "none" or not weighs:
         return None
     return estimate_noise(normalise(frame, cols).frame)
 

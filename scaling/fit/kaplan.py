@@ -23,6 +23,7 @@ import pandas as pd
 
 from scaling.convention import N_COLUMN, Convention
 from scaling.fit.data import Columns, FitData, FitRefusal, budget_groups, normalise
+from scaling.fit.noise import NoiseEstimate, chi2_test, row_sigma
 from scaling.fit.results import LawFit
 
 # Parameters are fitted in (log N_c, log D_c, log C_c, log E) where positive; exponents as is.
@@ -69,7 +70,11 @@ class KaplanFit:
             cols = replace(cols, params=ne, convention=Convention("non_embedding", flops))
         return cols
 
-    def fit(self, frame: pd.DataFrame | FitData) -> LawFit:
+    def fit(self, frame: pd.DataFrame | FitData, noise: NoiseEstimate | None = None) -> LawFit:
+        """Least squares in log loss. With a measured ``noise`` each residual is in units of its
+        run's noise, ``(log L_hat - log L) / (sigma_b / L)``, and the covariance is
+        ``max(1, chi2 / dof) (J^T J)^-1``: the noise where the form follows the points within it,
+        the residuals' scale where it misses them by more (as approaches 2 and 3 widen)."""
         fd = normalise(frame, self._columns(frame))
         data = fd.frame
         if self.form == "compute":  # the frontier: the lowest loss at each budget
@@ -79,11 +84,15 @@ class KaplanFit:
             raise FitRefusal(f"DATA: {len(data)} point(s) for {n_par} parameters of Kaplan's {self.form} form")
         n, d, c = (data[k].to_numpy(float) for k in ("params", "tokens", "flops"))
         logl = np.log(data["loss"].to_numpy(float))
+        if noise is not None and self.form == "compute":
+            raise FitRefusal("noise: the compute form fits each budget's lowest loss; weighting it by the noise "
+                             "of single runs is not defined here")
+        scale = np.ones_like(logl) if noise is None else row_sigma(data, noise) / np.exp(logl)
 
         from scipy import optimize
 
         def resid(x: np.ndarray) -> np.ndarray:
-            return np.log(form_loss(self.form, x, n, d, c, self.offset)) - logl
+            return (np.log(form_loss(self.form, x, n, d, c, self.offset)) - logl) / scale
 
         best = None
         for x0 in self._starts(n, d, c, np.exp(logl)):
@@ -93,7 +102,12 @@ class KaplanFit:
                 best = res
         if best is None:
             raise FitRefusal(f"DATA: Kaplan's {self.form} form did not fit (no finite optimum)")
-        params, se = self._unpack(best, len(logl))
+        params, se = self._unpack(best, len(logl), noise is not None)
+        info: dict[str, Any] = {"se": se, "offset": self.offset}
+        if noise is not None:
+            lof = chi2_test(float(2 * best.cost), len(logl), len(best.x), noise.dof)
+            info["noise"] = {"pooled_std": noise.pooled, "pooled_dof": noise.dof, "lack_of_fit": lof,
+                             "widening": math.sqrt(max(1.0, lof["chi2_per_dof"] or 1.0))}
         return LawFit(
             approach="kaplan",
             form=f"kaplan_{self.form}",
@@ -104,7 +118,7 @@ class KaplanFit:
             # L(C) is in the data's C; the other forms are in N and D, and their allocation
             # solves C = 6 N D with N as counted here
             convention=fd.convention if self.form == "compute" else Convention.six_nd(fd.convention.params),
-            info={"se": se, "offset": self.offset},
+            info=info,
         )
 
     def _starts(self, n, d, c, loss) -> list[np.ndarray]:
@@ -119,11 +133,13 @@ class KaplanFit:
         a = max(-slope, 1e-3)
         return [np.array([icpt / a, a, *e0]), np.array([icpt / a + 5, 0.5 * a, *e0])]
 
-    def _unpack(self, res, n_obs: int) -> tuple[dict[str, float], dict[str, float]]:
+    def _unpack(self, res, n_obs: int, noise_known: bool = False) -> tuple[dict[str, float], dict[str, float]]:
         names = list(_FORMS[self.form]) + (["E"] if self.offset else [])
         x = res.x
         dof = max(n_obs - len(x), 1)
-        s2 = 2 * res.cost / dof
+        s2 = 2 * res.cost / dof  # residuals in noise units when the noise is known: chi2 / dof
+        if noise_known:
+            s2 = max(1.0, s2)
         try:
             cov = s2 * np.linalg.inv(res.jac.T @ res.jac)
         except np.linalg.LinAlgError:
