@@ -56,7 +56,7 @@ from scaling.convention import Convention
 from scaling.fit import optim
 from scaling.fit.bootstrap import MAX_BOOTSTRAP, counts_from_indices, resample_counts
 from scaling.fit.data import Columns, FitData, FitRefusal, FitWarning, budget_groups, normalise
-from scaling.fit.noise import NoiseEstimate, lack_of_fit, point_means, row_sigma
+from scaling.fit.noise import NoiseEstimate, birge_widening, lack_of_fit, point_means, row_sigma
 from scaling.fit.results import LawFit
 
 NOISE_HUBER_K = 1.345
@@ -252,7 +252,6 @@ class Approach3:
         pred = np.exp(optim.predict_log(theta, np.log(pts["params"].to_numpy()), np.log(pts["tokens"].to_numpy()))[0])
         se = noise.point_se(pts, pooled=True)
         lof = lack_of_fit(pts["loss"].to_numpy(), pred, se, n_free, noise.dof)
-        per_dof = lof["chi2_per_dof"]
         z = (pts["loss"].to_numpy() - pred) / se
         worst = np.argsort(-z * z)[:3]
         lof["worst_points"] = [{"params": float(pts["params"].iloc[i]), "tokens": float(pts["tokens"].iloc[i]),
@@ -260,7 +259,7 @@ class Approach3:
                                 "z": float(z[i]), "share_of_chi2": float(z[i] ** 2 / max(lof["chi2"], 1e-300))}
                                for i in worst]
         return {"pooled_std": noise.pooled, "pooled_dof": noise.dof, "huber_k": NOISE_HUBER_K, "lack_of_fit": lof,
-                "widening": math.sqrt(max(1.0, per_dof)) if per_dof is not None else 1.0}
+                "widening": birge_widening(lof)}
 
     def _problem(self, data: pd.DataFrame, weights: np.ndarray | None) -> optim.Problem:
         n = len(data)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from scaling.convention import N_COLUMN, Convention
 from scaling.fit.data import Columns, FitData, FitRefusal, budget_groups, normalise
-from scaling.fit.noise import NoiseEstimate, chi2_test, row_sigma
+from scaling.fit.noise import NoiseEstimate, birge_widening, chi2_test, row_sigma
 from scaling.fit.results import LawFit
 
 # Parameters are fitted in (log N_c, log D_c, log C_c, log E) where positive; exponents as is.
@@ -107,7 +107,7 @@ class KaplanFit:
         if noise is not None:
             lof = chi2_test(float(2 * best.cost), len(logl), len(best.x), noise.dof)
             info["noise"] = {"pooled_std": noise.pooled, "pooled_dof": noise.dof, "lack_of_fit": lof,
-                             "widening": math.sqrt(max(1.0, lof["chi2_per_dof"] or 1.0))}
+                             "widening": birge_widening(lof)}
         return LawFit(
             approach="kaplan",
             form=f"kaplan_{self.form}",

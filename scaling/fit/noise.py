@@ -131,6 +131,14 @@ def chi2_test(chi2: float, n_points: int, n_params: int, noise_dof: int | None =
     return {**out, "chi2_per_dof": chi2 / dof, "p_value": float(p)}
 
 
+def birge_widening(test: dict[str, Any]) -> float:
+    """``sqrt(max(1, chi2 / dof))`` of a lack-of-fit test (:func:`chi2_test`): the Birge ratio,
+    floored at 1, by which an interval built on the noise is widened where the law misses the
+    points by more than the noise explains; 1 where the test has no degrees of freedom."""
+    per = test.get("chi2_per_dof")
+    return math.sqrt(max(1.0, per)) if per is not None else 1.0
+
+
 def pooled_lack_of_fit(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Independent lack-of-fit tests (one per budget, against the same noise) as one: chi-squares
     and dofs add."""
