@@ -26,6 +26,9 @@ ParamCount = Literal["total", "non_embedding"]
 PARAM_COUNTS: tuple[str, ...] = ("total", "non_embedding")
 # the store's result.json column that holds N under each count (scaling.store.load_runs)
 N_COLUMN: dict[str, str] = {"total": "params", "non_embedding": "non_embedding_params"}
+HEADLINE_CONVENTION = "total"
+"""How ``scaling run``'s headline (backtest, summary, selection fallback) counts N: all parameters,
+what one trains and serves, and the planner's default; both counts are fitted and kept."""
 
 
 class ConventionMismatch(UsageError):
