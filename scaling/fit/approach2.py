@@ -269,5 +269,6 @@ def _noise_summary(noise: NoiseEstimate, draws: np.ndarray, widening: dict[str, 
     return {"pooled_std": noise.pooled, "pooled_dof": noise.dof,
             "lack_of_fit": widening["parabola_lack_of_fit"],
             "widening": {"power_law_n": widening["power_law_n"], "power_law_d": widening["power_law_d"]},
-            "bootstrap": {"n": len(draws), "kind": "parametric (means redrawn with the noise, widened by the vertices' lack of fit)",
+            "bootstrap": {"n": len(draws),
+                          "kind": "parametric (means redrawn with the noise, widened by the vertices' lack of fit)",
                           "failed": int(np.isnan(draws).any(axis=1).sum())}}

@@ -180,7 +180,8 @@ class LawFit:
                 interval += f" (losses redrawn with the noise, widened {noise['widening']:.2g}x by the lack of fit)"
         elif self.form == "allocation":
             noisy = self.draws is not None
-            interval = "bootstrap percentiles (means redrawn with the noise, widened by any lack of fit of the vertices)" if noisy else "OLS t interval"
+            interval = ("bootstrap percentiles (means redrawn with the noise, widened by any lack of fit of the vertices)"
+                        if noisy else "OLS t interval")
             a, key = self.params["n_exponent"], "n_exponent"
         elif between is not None:
             return {**out, "a": local_exponent(self, *between), "ci": None, "interval": None,

@@ -463,7 +463,8 @@ def backtest(study: Study) -> go.Figure | None:
     fig.update_yaxes(range=[-0.6, len(rows) - 0.3], row=1, col=1)
     npred, nobs = bt.get("n_opt_predicted"), bt.get("n_opt_observed")
     if isinstance(npred, (int, float)) and isinstance(nobs, (int, float)):
-        by = f"predicted ({bt['n_opt_form']}, N {bt.get('n_opt_param_convention') or ''})" if bt.get("n_opt_form") else "predicted"
+        by = (f"predicted ({bt['n_opt_form']}, N {bt.get('n_opt_param_convention') or ''})" if bt.get("n_opt_form")
+              else "predicted")
         fig.add_trace(go.Bar(x=[by, "observed"], y=[npred, nobs], marker={"color": ["#1f77b4", "#444"]},
                              text=[fmt_sci(npred), fmt_sci(nobs)], textposition="auto", showlegend=False,
                              hovertemplate="%{x}: N*=%{y:.3s}<extra></extra>"), row=1, col=2)
