@@ -13,12 +13,16 @@ from scaling.align.tasks import (
     corpus_documents,
     follows_format,
     is_correct,
+    normalize_answer,
     trivial_answers,
     trivial_reply,
 )
+from scaling.align.tasks import KINDS as ALL_KINDS
 from scaling.errors import UsageError
 
-SMALL = dict(n_sft=40, n_pref=30, n_judge=20, n_eval=20)
+CHOICE_KINDS = ("blank", "find", "next", "order", "source")
+
+SMALL = dict(n_sft=40, n_pref=30, n_judge=20, n_eval=20, kinds=CHOICE_KINDS)
 
 
 def _squash(text: str) -> str:
@@ -156,3 +160,58 @@ def test_right_and_wrong_options_differ_only_in_being_right():
             if t.kind != "find":
                 shown = _squash(prompt.replace(f"A: {t.choices[0]}", "").replace(f"B: {t.choices[1]}", ""))
                 assert t.answer_text.lower() not in {w.strip(".,;:!?'\"()[]-").lower() for w in shown.split()}, t
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".,;:!?'\"()[]-").lower() for w in text.split()]
+
+
+def test_open_tasks_are_copied_from_the_passage_token_for_token():
+    """``last`` and ``after``: the reply is a word of the passage written as the passage writes it
+    (a leading space, so its tokens are the passage's), the wrong reply another word of it."""
+    opts = TaskOptions(corpus="builtin:default", kinds=("last", "after"), n_sft=60, n_pref=40, n_judge=20, n_eval=40)
+    docs = corpus_documents(opts)
+    split = build_tasks(docs, opts, seed=0)
+    tails = {name: _squash(text) for name, text in docs}
+    seen: set[str] = set()
+    inside: list[bool] = []
+    for tasks in split.values():
+        for t in tasks:
+            assert _squash(t.text) in tails[t.document] and _squash(t.text) not in seen
+            seen.add(_squash(t.text))
+            assert t.options == () and t.answer.startswith(" ") and t.wrong.startswith(" ")
+            assert is_correct(t, t.answer) and not is_correct(t, t.wrong) and follows_format(t, t.answer)
+            assert not follows_format(t, " two words") and not follows_format(t, "")
+            words = t.text.split()
+            inside.append(normalize_answer(t.wrong) in {normalize_answer(w) for w in words})
+            if t.kind == "last":
+                assert t.instruction.startswith("Repeat the last word") and t.instruction.endswith(t.answer)
+                assert t.answer.strip() == words[-1]
+            else:
+                asked = t.instruction.rsplit("Which word comes after ", 1)[1].removesuffix("?")
+                assert _words(t.text).count(asked.lower()) == 1 and asked != words[0]
+                i = words.index(asked)
+                assert words[i + 1].startswith(t.answer.strip())
+    assert {t.kind for t in split["eval"]} == {"last", "after"}
+    assert 0.3 < sum(inside) / len(inside) < 0.7  # wrong replies: half from the passage, half from elsewhere
+    answers = trivial_answers(split["sft"])
+    assert all(isinstance(a, str) for a in answers.values())  # the most frequent word, not a label
+    assert all(follows_format(t, trivial_reply(t, answers)) for t in split["eval"])
+
+
+def test_variants_cut_more_tasks_from_each_training_passage_and_none_from_held_out_ones():
+    opts = TaskOptions(corpus="builtin:default", kinds=ALL_KINDS, n_sft=60, n_pref=30, n_judge=15, n_eval=20,
+                       variants=3)
+    docs = corpus_documents(opts)
+    split = build_tasks(docs, opts, seed=0)
+    assert {k: len(v) for k, v in split.items()} == {"sft": 60, "pref": 30, "judge": 15, "eval": 20}
+    head = {s: [" ".join(_squash(t.text).split()[:8]) for t in ts] for s, ts in split.items()}
+    assert len(set(head["eval"])) == 20  # one task per held-out passage
+    assert len(set(head["sft"])) <= 60 // 3 + 1  # the training passages each give up to three (prefixes)
+    for a in head:
+        for b in head:
+            if a != b:
+                assert not set(head[a]) & set(head[b]), (a, b)  # no passage in two splits
+    assert {t.kind for t in split["sft"]} == set(ALL_KINDS)
+    with pytest.raises(UsageError, match="tasks.variants=6"):
+        TaskOptions(variants=6)

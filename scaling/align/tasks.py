@@ -43,8 +43,9 @@ from typing import Any, Literal
 
 from scaling.errors import UsageError
 
-Kind = Literal["blank", "find", "next", "order", "source"]
-KINDS: tuple[str, ...] = ("blank", "find", "next", "order", "source")
+Kind = Literal["blank", "find", "next", "order", "source", "last", "after"]
+KINDS: tuple[str, ...] = ("blank", "find", "next", "order", "source", "last", "after")
+OPEN_KINDS: tuple[str, ...] = ("last", "after")  # the reply is a word of the passage, not a label
 SPLITS: tuple[str, ...] = ("sft", "pref", "judge", "eval")
 BLANK = "____"
 _WORD = re.compile(r"\S+\s*")
@@ -65,6 +66,8 @@ class TaskOptions:
     n_judge: int = 192
     n_eval: int = 128
     passage_words: int = 12  # prompts of ~50-80 tokens with a 1024-token BPE: fit sequence 128, and train fast
+    rejected: str = "sampled"  # "sampled": the SFT model's wrong samples (scaling.align.pairs); "built-in"
+    variants: int = 1  # tasks per passage in the training splits (sft, pref, judge): its prefixes, one word shorter each
 
     def __post_init__(self) -> None:
         bad = [k for k in self.kinds if k not in KINDS]
@@ -75,6 +78,12 @@ class TaskOptions:
                 raise UsageError(f"tasks.{name}={getattr(self, name)}: need at least 2")
         if self.passage_words < 8:
             raise UsageError(f"tasks.passage_words={self.passage_words}: need at least 8")
+        if self.rejected not in ("sampled", "built-in"):
+            raise UsageError(f"tasks.rejected={self.rejected!r}: use 'sampled' (the SFT model's wrong replies) "
+                             "or 'built-in' (the tasks' own wrong replies)")
+        if not 1 <= self.variants <= self.passage_words - 7:
+            raise UsageError(f"tasks.variants={self.variants}: choose 1 to passage_words - 7 = "
+                             f"{self.passage_words - 7} (a task's passage keeps at least 8 words)")
 
 
 LABELS: tuple[str, str] = ("A", "B")
@@ -119,8 +128,11 @@ def normalize_answer(text: str) -> str:
 
 
 def follows_format(task: Task, reply: str) -> bool:
-    """The reply is one of the task's labels (the caller checks that the turn ended)."""
+    """The reply is one of the task's labels, or for an open task one word (the caller checks that
+    the turn ended)."""
     r = normalize_answer(reply)
+    if not task.options:
+        return bool(r) and len(r.split()) == 1
     return r in {normalize_answer(o) for o in task.options}
 
 
@@ -223,9 +235,64 @@ def _source(words: list[str], doc: str, names: list[str], rng: random.Random, fi
             LABELS, choices)
 
 
-def _make(kind: str, words: list[str], doc: str, names: list[str], pool: Sequence[str],
+def _reply_word(word: str, core: bool) -> str | None:
+    """A word as a reply writes it: a leading space (the passage's tokens), the letters alone if ``core``."""
+    m = _CORE.search(word) if core else None
+    return " " + (m.group() if m else word.strip()) if (m or not core) and normalize_answer(word) else None
+
+
+def _wrong_reply(words: Sequence[str], answer: str, pool: Sequence[str], rng: random.Random, core: bool) -> str | None:
+    """The plausible wrong reply to an open task: by a coin, another word of the passage or a corpus
+    word (``pool``, one entry per occurrence) the passage lacks, written like the answer. Both halves
+    are needed: a reward model shown only the passage's own words as wrong learns nothing against a
+    word from elsewhere, which RL then finds and repeats."""
+    present = {normalize_answer(w) for w in words}
+    inside = rng.random() < 0.5
+    for _ in range(50):
+        w = _reply_word(rng.choice(list(words) if inside else pool), core)
+        if w is not None and normalize_answer(w) != normalize_answer(answer) and (inside or
+                                                                                 normalize_answer(w) not in present):
+            return w
+    return None
+
+
+def _spaced(words: Sequence[str], i: int) -> bool:
+    """Word ``i`` follows a space, not a line break, so it has the tokens a reply ``" word"`` has."""
+    return i >= 1 and words[i - 1][-1:] == " " and "\n" not in words[i - 1]
+
+
+def _last(words: list[str], pool: Sequence[str], rng: random.Random) -> Made | None:
+    answer = " " + words[-1].strip()
+    ok = normalize_answer(answer) and _spaced(words, len(words) - 1)
+    wrong = _wrong_reply(words, answer, pool, rng, core=False) if ok else None
+    if wrong is None:
+        return None
+    return f"Repeat the last word of this passage.\n\n{_join(words)}", answer, wrong, (), ()
+
+
+def _after(words: list[str], pool: Sequence[str], rng: random.Random) -> Made | None:
+    """Which word follows a word the passage has once: the question names it as the passage spells
+    it (never the first word, whose tokens lack the leading space), the answer is the next word's
+    letters, so a reply copies the passage's tokens and stops."""
+    norms = [normalize_answer(w) for w in words]
+    nexts = [_CORE.match(w.strip()) for w in words]
+    unique = [i for i in range(1, len(words) - 1)
+              if len(norms[i]) >= 3 and norms.count(norms[i]) == 1 and _CORE.fullmatch(words[i].strip())
+              and nexts[i + 1] and _spaced(words, i) and _spaced(words, i + 1)]
+    if not unique:
+        return None
+    i = rng.choice(unique)
+    answer = " " + nexts[i + 1].group()  # type: ignore[union-attr]
+    wrong = _wrong_reply(words, answer, pool, rng, core=True)
+    if wrong is None:
+        return None
+    return f"{_join(words)}\n\nWhich word comes after {words[i].strip()}?", answer, wrong, (), ()
+
+
+def _make(kind: str, words: list[str], doc: str, names: list[str], pool: Sequence[str], raw_pool: Sequence[str],
           rng: random.Random, first: bool) -> Task | None:
-    made = (_blank(words, pool, rng, first) if kind == "blank" else _find(words, pool, rng, first) if kind == "find"
+    made = (_last(words, raw_pool, rng) if kind == "last" else _after(words, raw_pool, rng) if kind == "after"
+            else _blank(words, pool, rng, first) if kind == "blank" else _find(words, pool, rng, first) if kind == "find"
             else _next(words, pool, rng, first) if kind == "next" else _order(words, first) if kind == "order"
             else _source(words, doc, names, rng, first))
     return Task(kind, *made, document=doc, text=_join(words)) if made else None
@@ -240,6 +307,7 @@ def build_tasks(documents: Sequence[tuple[str, str]], opts: TaskOptions = TaskOp
     passages = [(name, w) for name, text in documents for w in _passages(text, opts.passage_words)]
     # distractors drawn like answers, by word frequency: a wrong option is no rarer than a right one
     pool = [m.group() for _, w in passages for _, m in _cores(w)]
+    raw_pool = [w for _, ws in passages for i, w in enumerate(ws) if _spaced(ws, i)]  # open tasks: words as written
     need = {s: getattr(opts, f"n_{s}") for s in SPLITS}
     rng = random.Random(seed)
     rng.shuffle(passages)
@@ -260,13 +328,17 @@ def build_tasks(documents: Sequence[tuple[str, str]], opts: TaskOptions = TaskOp
                     f"{sum(need.values())} needed ({', '.join(f'{s} {n}' for s, n in need.items())}); lower "
                     f"tasks.n_sft/n_pref/n_judge/n_eval, or pretrain with a larger data.val_frac or more text"
                 )
-            kind = kinds[dealt % len(kinds)]
-            dealt += 1
-            first = start[split, kind] != bool(made[split, kind] % 2)
-            task = _make(kind, passage[1], passage[0], names, pool, rng, first)
-            if task is not None:
-                out[split].append(task)
-                made[split, kind] += 1
+            for cut in range(opts.variants if split != "eval" else 1):  # eval: one task per passage
+                if len(out[split]) == need[split]:
+                    break
+                kind = kinds[dealt % len(kinds)]
+                dealt += 1
+                first = start[split, kind] != bool(made[split, kind] % 2)
+                words = passage[1][: len(passage[1]) - cut]
+                task = _make(kind, words, passage[0], names, pool, raw_pool, rng, first)
+                if task is not None:
+                    out[split].append(task)
+                    made[split, kind] += 1
     return out
 
 
