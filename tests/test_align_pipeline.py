@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from scaling.align.data import write_jsonl
+from scaling.errors import UsageError
 from scaling.store import atomic_write_json, read_json, read_jsonl
 from tests.conftest import run_cli
 
@@ -108,7 +109,36 @@ def test_four_stages_layout_and_metrics(aligned):
     dpo = read_jsonl(out / "dpo" / "metrics.jsonl")
     assert any("eval_rewards/accuracies" in r for r in dpo)
     assert read_json(out / "summary.json") == json.loads(json.dumps(summary))
-    assert set(summary["stage_minutes"]) == {"sft", "reward", "judge", "rlhf", "dpo"}
+    assert set(summary["stage_minutes"]) == {"sft", "pairs", "reward", "judge", "rlhf", "dpo"}
+
+
+def test_rejected_replies_are_the_sft_models_own_mistakes(aligned, tiny):
+    """tasks.rejected=sampled: each pair's rejected reply is a wrong reply the SFT model sampled (or,
+    where its sample was right, the task's own wrong one); chosen is the exact answer. The reward
+    models and DPO train on these pairs, and a rerun reuses them."""
+    from scaling.align.pairs import sampled_pairs
+    from scaling.align.run import build_data
+    from scaling.align.tasks import is_correct
+
+    summary, out, _ = aligned
+    info = read_json(out / "pairs" / "info.json")
+    assert info["spec"]["model"] == str(out / "sft" / "model") and info["spec"]["temperature"] == 1.0
+    tasks = small_tasks(corpus=str(tiny["pages"]), tail_frac=0.2)
+    want = {"sft": True, "rlhf": True, "dpo": True, "prefs": True}
+    d = build_data(want, tasks, None, None, None, 0.1, 0.25, 0)
+    pairs = read_jsonl(out / "pairs" / "pref_train.jsonl")
+    sampled = 0
+    for task, rec in zip(d.pair_tasks["pref"], pairs, strict=True):
+        assert rec["prompt"] == task.prompt() and rec["chosen"][0]["content"] == task.answer
+        rejected = rec["rejected"][0]["content"]
+        assert not is_correct(task, rejected)
+        sampled += rejected != task.wrong
+    assert sampled > 0 and info["sampled_share"]["pref_train"] == pytest.approx(sampled / len(pairs), abs=0.05)
+    assert summary["data"]["preferences"]["rejected"]["sampled_share"] == info["sampled_share"]
+    before = (out / "pairs" / "info.json").stat().st_mtime_ns
+    again, _ = sampled_pairs(out / "sft" / "model", d.pair_tasks, out / "pairs", temperature=1.0,
+                             max_new_tokens=6, seed=0)
+    assert again["pref_train"] == pairs and (out / "pairs" / "info.json").stat().st_mtime_ns == before
 
 
 def test_side_by_side_table(aligned):
@@ -212,6 +242,32 @@ def test_dpo_loss_type_reaches_the_loss(tiny, tmp_path):
                                                                  loss_type=loss_type, beta=0.25))
         first = next(r for r in read_jsonl(out / "metrics.jsonl") if "loss" in r)
         assert first["loss"] == pytest.approx(value, rel=1e-4), loss_type
+
+
+def test_dpo_sft_weight_adds_the_chosen_replies_nll(tiny, tmp_path):
+    """dpo.sft_weight=w: the first step's loss is ln 2 plus w times the chosen replies' per-token
+    NLL under the starting model (RPO), computed here apart from TRL; the margin flag replaces the
+    ln 2 flag, since the loss no longer starts at ln 2."""
+    from scaling.align.compare import learning_flags
+    from scaling.align.dpo import DPOOptions, run_dpo
+    from scaling.align.evaluate import completion_logps
+    from scaling.align.model import load_model, load_tokenizer
+
+    pairs = [{"prompt": f"Question {i}?", "chosen": " yes", "rejected": " no"} for i in range(8)]
+    out = tmp_path / "rpo"
+    res = run_dpo(tiny["model"], pairs, pairs[:4], out, DPOOptions(steps=1, batch_size=8, max_length=32, eval_every=1,
+                                                                   sft_weight=0.5))
+    first = next(r for r in read_jsonl(out / "metrics.jsonl") if "loss" in r)
+    tok = load_tokenizer(tiny["model"])
+    logps, counts = completion_logps(load_model(tiny["model"]), tok, [(p["prompt"], p["chosen"]) for p in pairs])
+    nll = -sum(logps) / sum(counts)
+    assert first["loss"] == pytest.approx(math.log(2) + 0.5 * nll, rel=0.02)
+    assert res["sft_weight"] == 0.5
+    flags = learning_flags({}, None, {"dpo": {**res, "eval_loss": 5.0, "eval_rewards_margins": -0.1}})
+    assert [f["stage"] for f in flags] == ["dpo"] and "margin" in flags[0]["reason"]
+    assert not learning_flags({}, None, {"dpo": {**res, "eval_loss": 5.0, "eval_rewards_margins": 0.1}})
+    with pytest.raises(UsageError, match="dpo.sft_weight=-1"):
+        DPOOptions(sft_weight=-1)
 
 
 def _pairs(n: int, seed: int, shuffled: bool) -> list[dict]:
@@ -332,7 +388,7 @@ def test_cli_generate_prints_each_stage_side_by_side(aligned, tiny):
 
 
 def test_replies_are_tokenized_as_the_prompt_shows_them_and_end_the_turn_in_the_labels(tiny):
-    """Each built-in reply's tokens occur in its prompt exactly (an answer the model had to spell
+    """Each built-in answer's tokens (and each choice task's wrong label's) occur in its prompt exactly (an answer the model had to spell
     differently from the prompt, ``h`` ``is`` against `` his``, was one no small model learned), and
     SFT's loss mask covers the end-of-turn token, so the model learns to stop."""
     import datasets
@@ -348,7 +404,8 @@ def test_replies_are_tokenized_as_the_prompt_shows_them_and_end_the_turn_in_the_
     tasks = build_tasks(corpus_documents(opts), opts)["sft"]
     for t in tasks:
         rec = t.preference_record()
-        for reply in (rec["chosen"], rec["rejected"]):
+        # an open task's wrong reply may be a word from elsewhere in the corpus, by design not shown
+        for reply in (rec["chosen"], rec["rejected"]) if t.options else (rec["chosen"],):
             ids, n_prompt = encode(tok, rec["prompt"], reply)
             body = [i for i in ids[n_prompt:] if i not in (tok.eos_token_id, *tok("\n")["input_ids"])]
             shown = ids[:n_prompt]

@@ -43,13 +43,17 @@ class Reply:
 
 def generate_replies(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: Sequence[list[dict[str, str]]],
-    max_new_tokens: int = 12, batch_size: int = 32,
+    max_new_tokens: int = 12, batch_size: int = 32, temperature: float | None = None, seed: int = 0,
 ) -> list[Reply]:
-    """Greedy replies to chat prompts, batched with left padding; stops at the end of turn."""
+    """Replies to chat prompts, batched with left padding; stops at the end of turn. Greedy, or
+    sampled at ``temperature`` (seeded with ``seed``)."""
     import torch
 
     from scaling.align.model import stop_ids
 
+    if temperature is not None:
+        torch.manual_seed(seed)
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature else {"do_sample": False}
     stops = stop_ids(tok)
     device = next(model.parameters()).device
     model.eval()
@@ -65,7 +69,7 @@ def generate_replies(
             attn[j, width - len(row) :] = 1
         with torch.no_grad():
             y = model.generate(x.to(device), attention_mask=attn.to(device), max_new_tokens=max_new_tokens,
-                               do_sample=False, eos_token_id=stops, pad_token_id=tok.pad_token_id)
+                               eos_token_id=stops, pad_token_id=tok.pad_token_id, **sampling)
         for j, row in enumerate(ids):
             new = y[j, width:].tolist()
             end = next((k for k, t in enumerate(new) if t in stops), None)
@@ -137,10 +141,11 @@ def trivial_row(train: Sequence[Task], held_out: Sequence[Task], seed: int = 0) 
 def learning_flags(rows: dict[str, dict[str, Any]], trivial: dict[str, Any] | None,
                    stages: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
     """A stage that did not learn, with the reason: SFT accuracy not above the trivial baseline
-    (where ``gain`` is in the row: its paired 95% interval not above 0),
-    format rate not above the base model's or held-out answer loss not below it; a reward model (or the judge) whose held-out pairwise
-    accuracy interval reaches down to chance (0.5); DPO's held-out loss still within 1% of ln 2;
-    RL reward flat (the last quarter of steps no higher than the first); RLHF or DPO accuracy not
+    (where ``gain`` is in the row: its paired 95% interval not above 0), format rate not above the
+    base model's or held-out answer loss not below it; a reward model (or the judge) whose held-out
+    pairwise accuracy interval reaches down to chance (0.5); DPO's held-out loss still within 1% of
+    ln 2 (with an NLL term, ``dpo.sft_weight``: its held-out implicit reward margin not above 0); RL
+    reward flat (the last quarter of steps no higher than the first); RLHF or DPO accuracy not
     above SFT's (the same paired interval, where given)."""
     flags: list[dict[str, str]] = []
 
@@ -175,7 +180,11 @@ def learning_flags(rows: dict[str, dict[str, Any]], trivial: dict[str, Any] | No
             flag(name, f"held-out pairwise accuracy {res['eval_accuracy']:.3f} (95% CI from "
                        f"{res['eval_accuracy_ci'][0]:.3f}) is not above chance (0.5)")
     dpo = stages.get("dpo")
-    if dpo and dpo.get("eval_loss") is not None and dpo["eval_loss"] >= 0.99 * LN2:
+    if dpo and dpo.get("sft_weight"):  # the loss holds an NLL term: judge DPO's part by its implicit reward margin
+        if dpo.get("eval_rewards_margins") is not None and not dpo["eval_rewards_margins"] > 0:
+            flag("dpo", f"held-out implicit reward margin {dpo['eval_rewards_margins']:+.4f} is not above 0, "
+                        "its value at the start")
+    elif dpo and dpo.get("eval_loss") is not None and dpo["eval_loss"] >= 0.99 * LN2:
         flag("dpo", f"held-out DPO loss {dpo['eval_loss']:.4f} is not 1% below ln 2 = {LN2:.4f}, its value at the start")
     rl = stages.get("rlhf")
     if rl and rl.get("reward_first") is not None and rl["reward_last"] <= rl["reward_first"]:

@@ -76,6 +76,7 @@ class AlignData:
     eval_tasks: list[Task] | None = None  # held-out built-in tasks (exact answers), if built
     trivial_train: list[Task] | None = None
     sft_tasks: list[Task] | None = None  # the built-in tasks SFT trains on, where it trains on them
+    pair_tasks: dict[str, list[Task]] | None = None  # built-in pairs to resample the rejects of (tasks.rejected)
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,6 +123,8 @@ def build_data(
             d.sets["judge_train"] = [t.preference_record() for t in split["judge"]]
             d.sets["pref_eval"] = [t.preference_record() for t in split["eval"]]
             d.info["preferences"] = label
+            if tasks.rejected == "sampled" and want["sft"]:
+                d.pair_tasks = split
     if want["rlhf"] and "rl_prompts" not in d.sets:
         d.sets["rl_prompts"] = [{"prompt": r["prompt"]} for r in d.sets["pref_train"]]
         d.info["rl_prompts"] = {"source": "the preference training prompts"}
@@ -294,6 +297,18 @@ def _train_all(
 
     if want["sft"]:
         start = models["sft"] = timed("sft", run_sft, "sft_train", "sft_eval", s.sft, src["sft"])
+    if d.pair_tasks is not None:
+        from scaling.align.pairs import sampled_pairs
+
+        t = time.perf_counter()
+        sets, info = sampled_pairs(start, d.pair_tasks, out / "pairs", temperature=s.rlhf.temperature,
+                                   max_new_tokens=s.rlhf.max_completion_length, seed=s.sft.seed)
+        d.sets.update(sets)
+        d.info["preferences"]["rejected"] = {"source": info["source"], "sampled_share": info["sampled_share"]}
+        src["preferences"] += f"; {info['source']} {weights_fingerprint(start)}"
+        minutes["pairs"] = (time.perf_counter() - t) / 60
+        log("pairs: rejected replies sampled from the SFT model, wrong in "
+            + ", ".join(f"{k} {v:.0%}" for k, v in info["sampled_share"].items()))
     if want["rlhf"]:
         timed("reward", run_reward, "pref_train", "pref_eval", s.reward, src["preferences"])
     if want["prefs"]:

@@ -24,10 +24,12 @@ STAGE_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--dpo-steps": ("dpo", "steps", int, "DPO optimizer steps"),
     "--dpo-lr": ("dpo", "lr", float, "DPO peak learning rate"),
     "--beta": ("dpo", "beta", float, "DPO beta"),
+    "--dpo-sft-weight": ("dpo", "sft_weight", float, "weight of the chosen reply's NLL added to the DPO loss (RPO)"),
 }
 SHARED_FLAGS = {"--batch-size": ("batch_size", int, "records per step, every stage"),
                 "--max-length": ("max_length", int, "tokens per sequence (prompt + reply), every stage")}
-TASK_FLAGS = {"--tasks-sft": "n_sft", "--tasks-pref": "n_pref", "--tasks-judge": "n_judge", "--tasks-eval": "n_eval"}
+TASK_FLAGS = {"--tasks-sft": "n_sft", "--tasks-pref": "n_pref", "--tasks-judge": "n_judge", "--tasks-eval": "n_eval",
+              "--task-variants": "variants"}
 
 
 def _dest(flag: str) -> str:
@@ -57,8 +59,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-frac", type=float, default=0.25,
                    help="share of the user's training pairs that train the judge reward model (default 0.25)")
     for flag, field in TASK_FLAGS.items():
-        p.add_argument(flag, type=int, help=f"built-in tasks: {field.removeprefix('n_')} split size")
+        text = ("tasks per passage in the training splits (its prefixes)" if field == "variants"
+                else f"{field.removeprefix('n_')} split size")
+        p.add_argument(flag, type=int, help=f"built-in tasks: {text}")
     p.add_argument("--task-kinds", help=f"built-in task kinds, comma-separated ({','.join(KINDS)})")
+    p.add_argument("--task-rejected", choices=("sampled", "built-in"),
+                   help="rejected replies of the built-in pairs: the SFT model's wrong samples, or the tasks' own "
+                        "wrong replies (default sampled)")
     p.add_argument("--corpus", help="text the built-in tasks are cut from (default: the model's pretraining corpus)")
     p.add_argument("--skip-sft", action="store_true", help="align the pretrained model without SFT")
     p.add_argument("--skip-rlhf", action="store_true", help="no reward model and no RLHF")
@@ -99,6 +106,8 @@ def tasks_from_args(args: Any) -> Any:
         given["kinds"] = tuple(k.strip() for k in args.task_kinds.split(",") if k.strip())
     if args.corpus:
         given["corpus"] = args.corpus
+    if args.task_rejected:
+        given["rejected"] = args.task_rejected
     return TaskOptions(**given)
 
 
