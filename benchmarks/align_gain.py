@@ -1,6 +1,7 @@
 """Base, SFT, RLHF and DPO side by side on held-out built-in tasks, with the targets and the curves.
 
-    python benchmarks/align_gain.py STUDY_DIR            # the study's chosen model (select.json)
+    python benchmarks/align_gain.py STUDY_DIR            # the study's chosen model (select.json), aligned
+                                                         # with the settings of its spec's pipeline section
     python benchmarks/align_gain.py --model MODEL_DIR    # a model folder (its run's spec.json names the corpus)
     python benchmarks/align_gain.py STUDY_DIR --out DIR  # where align/ goes (default: a temporary folder)
     python benchmarks/align_gain.py STUDY_DIR --sft-sweep 60,600,2000 [--n-sft 2400]
@@ -89,20 +90,19 @@ def targets(summary: dict[str, Any]) -> list[tuple[str, float | None, float | No
     return rows
 
 
-def sft_sweep(model_dir: Path, work: Path, steps: list[int], n_sft: int | None, threads: int | None) -> int:
+def sft_sweep(model_dir: Path, work: Path, steps: list[int], n_sft: int | None, threads: int | None,
+              settings: Any, tasks: Any) -> int:
     """SFT alone at each step count: training-task accuracy, held-out accuracy, the trivial baseline."""
     from dataclasses import replace
 
     from scaling.align import align
-    from scaling.align.run import StageSettings
-    from scaling.align.sft import SFTOptions
-    from scaling.align.tasks import TaskOptions
 
-    tasks = TaskOptions() if n_sft is None else replace(TaskOptions(), n_sft=n_sft)
+    tasks = tasks if n_sft is None else replace(tasks, n_sft=n_sft)
     print(f"{'SFT steps':>9}  {'tasks':>5}  {'on its training tasks':>22}  {'held out':>20}  {'trivial':>7}  "
           f"{'held out / trivial':>18}  minutes")
     for n in steps:
-        s = align(model_dir, work / f"sft_{n}", settings=StageSettings(sft=SFTOptions(steps=n, eval_every=max(1, n // 4))),
+        sft = replace(settings.sft, steps=n, eval_every=max(1, n // 4))
+        s = align(model_dir, work / f"sft_{n}", settings=replace(settings, sft=sft),
                   tasks=tasks, skip_rlhf=True, skip_dpo=True, threads=threads, log=lambda _m: None)
         row = next(r for r in s["table"] if r["stage"] == "sft")
         triv = s["trivial"]["accuracy"]
@@ -135,12 +135,23 @@ def main(argv: list[str] | None = None) -> int:
     from scaling.align.run import resolve_model
 
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="align_gain_"))
-    model_dir, _ = resolve_model(model)
+    model_dir, study = resolve_model(model)
+    if study is not None and (study / "sweep.yaml").exists():  # the settings `scaling run` aligned it with
+        from scaling.pipeline import study_align_settings
+
+        settings, tasks = study_align_settings(study)
+        print(f"settings: the pipeline section of {study / 'sweep.yaml'}", file=sys.stderr)
+    else:
+        from scaling.align.run import StageSettings
+        from scaling.align.tasks import TaskOptions
+
+        settings, tasks = StageSettings(), TaskOptions()
     if args.sft_sweep:
-        return sft_sweep(model_dir, work, [int(x) for x in args.sft_sweep.split(",")], args.n_sft, args.threads)
+        return sft_sweep(model_dir, work, [int(x) for x in args.sft_sweep.split(",")], args.n_sft, args.threads,
+                         settings, tasks)
     if args.n_sft is not None:
         ap.error("--n-sft goes with --sft-sweep")
-    summary = align(model_dir, work / "align", threads=args.threads)
+    summary = align(model_dir, work / "align", settings=settings, tasks=tasks, threads=args.threads)
     result = {"model": str(model_dir), "targets": targets(summary), "curves": curves(work / "align"),
               "minutes": summary["minutes"], "stage_minutes": summary["stage_minutes"]}
     if args.json:

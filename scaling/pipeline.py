@@ -289,10 +289,8 @@ def _stage_select(study: Path) -> dict[str, Any]:
     return {k: choice.get(k) for k in ("run_id", "name", "reason") if k in choice}
 
 
-def _stage_align(study: Path, opts: StudyOptions, log: Callable[[str], None]) -> dict[str, Any]:
-    """SFT, reward model, RLHF and DPO of the selected model; the built-in tasks come from the
-    selected run's own corpus (its spec.json), from the text its pretraining held out."""
-    from scaling.align import align
+def align_settings(opts: StudyOptions) -> tuple[Any, Any]:
+    """(StageSettings, TaskOptions) of the study's ``pipeline`` section: what ``scaling run`` aligns with."""
     from scaling.align.dpo import DPOOptions
     from scaling.align.reward import RewardOptions
     from scaling.align.rlhf import RLOptions
@@ -301,8 +299,6 @@ def _stage_align(study: Path, opts: StudyOptions, log: Callable[[str], None]) ->
     from scaling.align.tasks import TaskOptions
     from scaling.errors import UsageError
 
-    choice = read_json(study / "select.json") or {}
-    model_dir = choice.get("model_dir") or str(study / "runs" / choice["run_id"] / "model")
     dpo = {**opts.dpo, **({"beta": opts.beta} if opts.beta is not None else {})}
     seed = {"seed": opts.seed}
     try:
@@ -311,6 +307,23 @@ def _stage_align(study: Path, opts: StudyOptions, log: Callable[[str], None]) ->
         tasks = TaskOptions(**{k: tuple(v) if k == "kinds" else v for k, v in opts.tasks.items()})
     except TypeError as e:
         raise UsageError(f"pipeline.sft/reward/rlhf/dpo/tasks: {e}") from None
+    return settings, tasks
+
+
+def study_align_settings(study: Path) -> tuple[Any, Any]:
+    """:func:`align_settings` of the spec a study was run from (its stored ``sweep.yaml``)."""
+    from scaling.sweep import load_spec
+
+    spec = load_spec(study / SweepStore.SWEEP)
+    return align_settings(StudyOptions.from_section(getattr(spec, "pipeline", None)))
+
+
+def _stage_align(study: Path, opts: StudyOptions, log: Callable[[str], None]) -> dict[str, Any]:
+    from scaling.align import align
+
+    choice = read_json(study / "select.json") or {}
+    model_dir = choice.get("model_dir") or str(study / "runs" / choice["run_id"] / "model")
+    settings, tasks = align_settings(opts)
     summary = align(model_dir, study / "align", opts.sft_data, opts.dpo_data, opts.prompts_data, settings=settings,
                     tasks=tasks, skip_rlhf=opts.skip_rlhf, skip_dpo=opts.skip_dpo, seed=opts.seed, log=log)
     return {"minutes": summary.get("minutes"), "stage_minutes": summary.get("stage_minutes"),
