@@ -29,6 +29,13 @@ from scaling.store import atomic_write_json, atomic_write_text, read_json
 SETS = {"pref_train": "pref", "judge_train": "judge", "pref_eval": "eval"}  # record set: task split
 
 
+def _usable(text: str) -> bool:
+    """A sample that tokenizes after the prompt as it was sampled: not empty, and no line break or
+    second space at its start (those merge with the assistant header's line break in the template,
+    so the prompt would no longer be a prefix of prompt + reply)."""
+    return bool(text.strip()) and (not text[:1].isspace() or text[:1] == " " and not text[1:2].isspace())
+
+
 def _record(task: Task, rejected: str) -> Record:
     rec = task.preference_record()
     rec["rejected"] = [{"role": "assistant", "content": rejected}]
@@ -71,7 +78,7 @@ def sampled_pairs(
         tasks = splits[split]
         replies = generate_replies(model, tok, [t.prompt() for t in tasks], max_new_tokens=max_new_tokens,
                                    batch_size=64, temperature=temperature, seed=seed + i)
-        wrong = [bool(r.text.strip()) and not is_correct(t, r.text) for t, r in zip(tasks, replies, strict=True)]
+        wrong = [_usable(r.text) and not is_correct(t, r.text) for t, r in zip(tasks, replies, strict=True)]
         sets[name] = [_record(t, r.text if w else t.wrong) for t, r, w in zip(tasks, replies, wrong, strict=True)]
         share[name] = sum(wrong) / max(len(wrong), 1)
     out.mkdir(parents=True, exist_ok=True)

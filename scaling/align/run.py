@@ -137,7 +137,7 @@ def eval_prompts(d: AlignData, max_eval: int) -> tuple[list[Any], list[str | Non
     """The held-out prompts every stage answers, and their exact answers where known."""
     if d.eval_tasks is not None:
         ts = d.eval_tasks[:max_eval]
-        return [t.prompt() for t in ts], [f"{t.answer}: {t.answer_text}" for t in ts]
+        return [t.prompt() for t in ts], [f"{t.answer}: {t.answer_text}" if t.options else t.answer.strip() for t in ts]
     recs = (d.sets.get("sft_eval") or d.sets.get("pref_eval") or [])[:max_eval]
     return [r["prompt"] if isinstance(r["prompt"], list) else [{"role": "user", "content": r["prompt"]}]
             for r in recs], [None] * len(recs)

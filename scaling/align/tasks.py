@@ -3,13 +3,23 @@
 The text is the part of each document that pretraining held out (its last ``tail_frac`` of
 characters, the local backend's validation split), so no task passage was ever trained on. It is
 cut into non-overlapping passages of ``passage_words`` whitespace-separated words inside each
-document; the passages are shuffled with ``seed`` and dealt, one passage to one task, into four
-disjoint splits: ``sft`` (supervised fine-tuning), ``pref`` (preference pairs for the reward model
-and DPO, and the prompts RL trains on), ``judge`` (pairs for a second reward model, disjoint from
-the first, that scores every stage in the comparison) and ``eval`` (held out from everything).
-Each passage becomes one of these tasks (kinds dealt round-robin), every one a choice between two
-labelled options shown in the prompt (the right one alternating between the labels within each
-split and kind, so the labels are balanced):
+document; the passages are shuffled with ``seed`` and dealt into four disjoint splits: ``sft``
+(supervised fine-tuning), ``pref`` (preference pairs for the reward model and DPO, and the prompts
+RL trains on), ``judge`` (pairs for a second reward model, disjoint from the first, that scores
+every stage in the comparison) and ``eval`` (held out from everything). A held-out passage gives
+one task; a training passage gives ``variants`` (itself, then its prefixes one word shorter each),
+kinds dealt round-robin.
+
+Two kinds are open: the reply is a word of the passage, written with the leading space it has
+there, so its tokens are the passage's own and a small model can copy them:
+
+* ``last``: the passage; "repeat its last word" (the word after the last space).
+* ``after``: the passage; "which word comes after X", X a word the passage has once (the reply is
+  the next word's letters).
+
+Their wrong reply is, by a coin, another word of the passage or a corpus word it lacks, written
+like the answer. Five are a choice between two labelled options shown in the prompt (the right
+one alternating between the labels within each split and kind, so the labels are balanced):
 
 * ``blank``: the passage with one word (three letters or more, not repeated in the passage)
   replaced by ``____``; options: that word and a distractor.
@@ -25,11 +35,12 @@ everything but being right. The answer is the right option's label, ``A`` or ``B
 that the prompt shows at the start of a line exactly as the reply writes it (a reply that had to
 spell a word differently from the prompt's tokens, `` his`` against ``h`` ``is``, is a task the
 smallest models fail at before reading anything); the rejected reply of a preference pair is the
-other label.
+other label. ``rejected="sampled"`` replaces the rejected replies by the SFT model's own wrong
+samples once SFT has run (:mod:`scaling.align.pairs`).
 
 A prompt is one user turn (the chat template renders it); the answer is one assistant turn. A
 reply *follows the format* when the model ends its turn within the answer budget and the reply is
-one of the labels; it is *correct* when it is the right one (case and punctuation aside).
+one of the labels (for an open task: one word); it is *correct* when it is the right one (case and punctuation aside).
 """
 
 from __future__ import annotations
