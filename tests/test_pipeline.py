@@ -83,7 +83,7 @@ def test_every_stage_left_its_artifact(study):
         "builtin:default", 1_500_000, 0.05)
     s = study[2]
     assert s["align_flags"] == align["flags"]
-    assert set(s["align_stage_minutes"]) == {"sft", "reward", "judge", "rlhf", "dpo"}
+    assert set(s["align_stage_minutes"]) == {"sft", "pairs", "reward", "judge", "rlhf", "dpo"}
 
 
 def test_the_reduced_study_takes_under_two_minutes(study):
