@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,8 +11,8 @@ from typing import Any
 
 from scaling.errors import UsageError
 from scaling.store import RunDir, SweepStore, atomic_write_json, observed_state
-from scaling.sweep.jobs import in_queue, squeue_ids
-from scaling.sweep.lock import SweepLock, holder_alive, pid_alive
+from scaling.sweep.jobs import in_queue, squeue_ids, stop_recorded_process
+from scaling.sweep.lock import SweepLock, holder_alive
 from scaling.sweep.progress import tokens_done
 
 CANCEL = "cancel.request"
@@ -104,9 +102,7 @@ def cancel(out_dir: str | Path, wait_s: float = 30.0) -> dict[str, Any]:
         if rd.is_done():
             continue
         st = rd.read_status()
-        if st.get("host") == socket.gethostname() and pid_alive(st.get("pid"), st.get("pid_start")):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(st["pid"]), signal.SIGTERM)
+        if stop_recorded_process(rd):
             stopped.append(rd.run_id)
         if st.get("slurm_job") and st.get("state") in ("running", "pending"):
             slurm_ids.append(str(st["slurm_job"]))

@@ -94,6 +94,18 @@ class InlineRun:
         pass
 
 
+def stop_recorded_process(rd: RunDir) -> bool:
+    """SIGTERM the run process ``rd``'s status names, if it is alive on this host (its pid and
+    start time both match); True if one was signalled. What a cancel falls back on when a job
+    handle's own cancel missed the process."""
+    st = rd.read_status()
+    if st.get("host") != socket.gethostname() or not pid_alive(st.get("pid"), st.get("pid_start")):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(int(st["pid"]), signal.SIGTERM)
+    return True
+
+
 class SubmititRun:
     """A submitit job (LocalJob or SlurmJob) running one :class:`RunTask`."""
 

@@ -30,7 +30,7 @@ from scaling.sweep.control import CANCEL
 from scaling.sweep.executors import KINDS, Executor, cores, parallelism
 from scaling.sweep.gpus import Placement, check_needs, gpu_estimates, gpu_plan, gpus_per_run
 from scaling.sweep.grid import expand
-from scaling.sweep.jobs import Handle, adopt, squeue_ids
+from scaling.sweep.jobs import Handle, adopt, squeue_ids, stop_recorded_process
 from scaling.sweep.lock import RunLock, SweepLock, pid_alive
 from scaling.sweep.plan import finished_runs
 from scaling.sweep.progress import Progress, ProgressArg, ProgressMeter, progress_fn
@@ -270,6 +270,7 @@ class _Launch:
                 for rid in self.todo:
                     rd = self.store.run(rid)
                     if not rd.is_done() and rid not in self.failed:
+                        stop_recorded_process(rd)  # in case the job handle's cancel missed it
                         rd.update_status("cancelled", pid=None)
             self.show(self.snapshot(finished=True))
 
