@@ -112,11 +112,13 @@ def test_second_launcher_is_refused_and_stale_lock_taken_over(tmp_path, cli):
     assert s["done"] == 4 and not (out / LOCK).exists()
 
 
-def _launcher(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
+def _launcher(spec: Path, out: Path, *extra: str, ignore_sigint: bool = False) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ["PYTHONPATH"]}
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
     return subprocess.Popen([sys.executable, "-m", "scaling", "sweep", "launch", str(spec), "--out", str(out),
                              "--executor", "local", "--max-parallel", "2", "--quiet", *extra],
-                            cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=ignore)
 
 
 
@@ -167,16 +169,21 @@ def test_killed_launcher_alone_leaves_runs_that_resume_adopts(tmp_path):
 
 @pytest.mark.slow
 def test_cancel_stops_launcher_and_runs(tmp_path, cli):
+    """Launched with SIGINT ignored, as under nohup or as a script's background job: submitit's
+    controllers then ignore the SIGINT its cancel sends and its job processes ignore SIGTERM, so
+    only the SIGKILL after the grace period stops the runs."""
     spec = toy_spec(tmp_path, step_s=0.1, budgets=(1e10,))
     out = tmp_path / "out"
-    proc = _launcher(spec, out)
+    proc = _launcher(spec, out, ignore_sigint=True)
     store = SweepStore(out)
     wait_for(lambda: sum(len(rd.read_metrics()) > 2 for rd in store.runs()) == 2)
     p = cli("sweep", "cancel", str(out), "--json")
     assert p.returncode == 0, p.stderr
     assert proc.wait(timeout=30) == 1  # the launcher exits, reporting the cancel
     st = status(out)
-    assert st["counts"]["cancelled"] == 2 and st["counts"]["running"] == 0
+    # a run may finish within the grace period before the SIGKILL: it is done, and stays done
+    c = st["counts"]
+    assert c["running"] == 0 and c["cancelled"] >= 1 and c["cancelled"] + c["done"] == 2, c
     time.sleep(0.5)
     n = {k: len(v) for k, v in steps_logged(out).items()}
     time.sleep(0.5)

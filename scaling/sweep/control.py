@@ -11,7 +11,7 @@ from typing import Any
 
 from scaling.errors import UsageError
 from scaling.store import RunDir, SweepStore, atomic_write_json, observed_state
-from scaling.sweep.jobs import in_queue, squeue_ids, stop_recorded_process
+from scaling.sweep.jobs import in_queue, recorded_process, squeue_ids, stop_processes
 from scaling.sweep.lock import SweepLock, holder_alive
 from scaling.sweep.progress import tokens_done
 
@@ -97,17 +97,19 @@ def cancel(out_dir: str | Path, wait_s: float = 30.0) -> dict[str, Any]:
     while time.time() < end and holder_alive(lock.read()):
         time.sleep(0.2)
     store = SweepStore(out)
-    stopped, slurm_ids = [], []
+    stopped, slurm_ids, procs = [], [], []
     for rd in store.runs():
         if rd.is_done():
             continue
         st = rd.read_status()
-        if stop_recorded_process(rd):
+        if (proc := recorded_process(rd)) is not None:
+            procs.append(proc)
             stopped.append(rd.run_id)
         if st.get("slurm_job") and st.get("state") in ("running", "pending"):
             slurm_ids.append(str(st["slurm_job"]))
         if st.get("state") != "cancelled":
             rd.update_status("cancelled", pid=None)
+    stop_processes(procs)
     if slurm_ids:
         with contextlib.suppress(OSError):
             subprocess.run(["scancel", *slurm_ids], capture_output=True, check=False, timeout=30)

@@ -90,20 +90,41 @@ class InlineRun:
     def error(self) -> str | None:
         return None if self._exc is None else str(self._exc)[-2000:]
 
-    def cancel(self) -> None:
-        pass
+    def cancel(self) -> list[tuple[int, str | None]]:
+        return []  # runs in the launcher's own process
 
 
-def stop_recorded_process(rd: RunDir) -> bool:
-    """SIGTERM the run process ``rd``'s status names, if it is alive on this host (its pid and
-    start time both match); True if one was signalled. What a cancel falls back on when a job
-    handle's own cancel missed the process."""
+STOP_GRACE_S = 1.0  # SIGTERM, then SIGKILL what is still alive this long after (submitit waits 1 s too)
+
+
+def stop_processes(procs: list[tuple[int, str | None]], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM each live ``(pid, start time)``, then SIGKILL those still alive after ``grace_s``.
+
+    The escalation is needed: submitit's job processes ignore SIGTERM (its handler only logs it),
+    and a controller started with SIGINT ignored (under nohup, or as a background job of a
+    script) ignores the SIGINT that submitit's own cancel sends, so without SIGKILL a cancelled
+    local run trains on. A killed run loses only the steps since its last checkpoint."""
+    import time
+
+    live = [(pid, start) for pid, start in procs if pid_alive(pid, start)]
+    for pid, _ in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + grace_s
+    while live and time.monotonic() < end:
+        time.sleep(0.05)
+        live = [(pid, start) for pid, start in live if pid_alive(pid, start)]
+    for pid, _ in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def recorded_process(rd: RunDir) -> tuple[int, str | None] | None:
+    """(pid, start time) of the run process ``rd``'s status names, if it is alive on this host."""
     st = rd.read_status()
     if st.get("host") != socket.gethostname() or not pid_alive(st.get("pid"), st.get("pid_start")):
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(int(st["pid"]), signal.SIGTERM)
-    return True
+        return None
+    return int(st["pid"]), st.get("pid_start")
 
 
 class SubmititRun:
@@ -141,15 +162,13 @@ class SubmititRun:
             return f"the run process (job {self.job_id}) ended without a result (killed?); see {self.job.paths.stderr}"
         return _job_error(self.job)
 
-    def cancel(self) -> None:
-        # LocalJob.cancel signals the controller only; end the run process too, found first: once
-        # the controller exits, the run process is no longer its child
+    def cancel(self) -> list[tuple[int, str | None]]:
+        """Cancel the job; the local run process to stop too (:func:`stop_processes`), found first:
+        LocalJob.cancel signals the controller only, and once it exits the run is no longer its child."""
         pid = _local_task_pid(self.job) if self.slurm_job is None else None
         with contextlib.suppress(Exception):
             self.job.cancel(check=False)
-        if pid and pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        return [(pid, None)] if pid else []
 
 
 class AdoptedProcess:
@@ -171,10 +190,8 @@ class AdoptedProcess:
     def error(self) -> str | None:
         return None
 
-    def cancel(self) -> None:
-        if self.pid and pid_alive(self.pid, self.pid_start):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
+    def cancel(self) -> list[tuple[int, str | None]]:
+        return [(int(self.pid), self.pid_start)] if self.pid else []
 
 
 Handle = InlineRun | SubmititRun | AdoptedProcess

@@ -30,7 +30,7 @@ from scaling.sweep.control import CANCEL
 from scaling.sweep.executors import KINDS, Executor, cores, parallelism
 from scaling.sweep.gpus import Placement, check_needs, gpu_estimates, gpu_plan, gpus_per_run
 from scaling.sweep.grid import expand
-from scaling.sweep.jobs import Handle, adopt, squeue_ids, stop_recorded_process
+from scaling.sweep.jobs import Handle, adopt, recorded_process, squeue_ids, stop_processes
 from scaling.sweep.lock import RunLock, SweepLock, pid_alive
 from scaling.sweep.plan import finished_runs
 from scaling.sweep.progress import Progress, ProgressArg, ProgressMeter, progress_fn
@@ -239,8 +239,7 @@ class _Launch:
 
     def cancel_all(self) -> None:
         self.cancelled = True
-        for h in self.inflight.values():
-            h.cancel()
+        stop_processes([p for h in self.inflight.values() for p in h.cancel()])
 
     def snapshot(self, finished: bool = False) -> Progress:
         return self.meter.snapshot(self.inflight, self.pending, len(self.failed), self.retried, finished)
@@ -267,11 +266,11 @@ class _Launch:
             raise
         finally:
             if self.cancelled:
-                for rid in self.todo:
-                    rd = self.store.run(rid)
-                    if not rd.is_done() and rid not in self.failed:
-                        stop_recorded_process(rd)  # in case the job handle's cancel missed it
-                        rd.update_status("cancelled", pid=None)
+                left = [rd for rd in map(self.store.run, self.todo) if not rd.is_done() and rd.run_id not in self.failed]
+                # in case a job handle's cancel missed its process
+                stop_processes([p for p in map(recorded_process, left) if p is not None])
+                for rd in left:
+                    rd.update_status("cancelled", pid=None)
             self.show(self.snapshot(finished=True))
 
     def summary(self) -> dict[str, Any]:
