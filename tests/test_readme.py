@@ -46,7 +46,7 @@ SCALED_DOWN: dict[str, dict[str, str]] = {
         "--tasks-sft": "16", "--tasks-pref": "16", "--tasks-judge": "8", "--tasks-eval": "8",
     },
     "scaling align MODEL_DIR": {**ALIGN_SMALL, "--batch-size": "4", "--max-length": "64"},
-    "scaling design sweeps/quickstart.yaml": {"--sims": "40", "--sims3": "2", "--bootstrap": "50"},
+    "scaling design sweeps/quickstart.yaml": {"--sims": "20", "--sims3": "2", "--bootstrap": "50"},
 }
 NOT_RUN_HERE = (
     "scaling sweep launch sweeps/nanotron_chinchilla.yaml",

@@ -37,13 +37,14 @@ def stage_models(target: str | Path) -> dict[str, Path]:
 
 
 def run(args: Any) -> int:
-    from scaling.align.compare import generate_replies
-    from scaling.align.model import load_model, load_tokenizer, match_eos, quiet, set_threads
     from scaling.errors import UsageError
 
     if args.max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens={args.max_new_tokens}: must be at least 1")
-    models = stage_models(args.model)
+    models = stage_models(args.model)  # bad input is refused before torch is imported
+    from scaling.align.compare import generate_replies
+    from scaling.align.model import load_model, load_tokenizer, match_eos, quiet, set_threads
+
     set_threads(args.threads)
     quiet()
     prompts = [[{"role": "user", "content": text}] for text in args.prompt]
