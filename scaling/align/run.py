@@ -4,6 +4,7 @@ and data, then base, SFT, RLHF and DPO side by side on held-out tasks.
 ``align(model_dir, out_dir)`` writes (in a study, ``OUT`` is ``STUDY/align``)::
 
     OUT/sft/  OUT/reward/  OUT/judge/  OUT/rlhf/  OUT/dpo/   spec.json metrics.jsonl model/ result.json
+    OUT/pairs/         the preference pairs after SFT (tasks.rejected="sampled": scaling.align.pairs)
     OUT/summary.json   the side-by-side table, the flags, held-out examples
 
 Each stage is skipped when its ``result.json`` exists with the same spec (its input model's
