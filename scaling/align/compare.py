@@ -51,7 +51,7 @@ def generate_replies(
 
     from scaling.align.model import stop_ids
 
-    if temperature is not None:
+    if temperature:
         torch.manual_seed(seed)
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature else {"do_sample": False}
     stops = stop_ids(tok)

@@ -18,13 +18,12 @@ scored on) and ``info.json`` (what they were sampled from, and the share of samp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scaling.align.data import Record
+from scaling.align.data import Record, write_jsonl
 from scaling.align.tasks import Task, is_correct
-from scaling.store import atomic_write_json, atomic_write_text, read_json
+from scaling.store import atomic_write_json, read_json, read_jsonl
 
 SETS = {"pref_train": "pref", "judge_train": "judge", "pref_eval": "eval"}  # record set: task split
 
@@ -42,18 +41,6 @@ def _record(task: Task, rejected: str) -> Record:
     return rec
 
 
-def _jsonl(records: Sequence[Record]) -> str:
-    import json
-
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-
-
-def _read_jsonl(path: Path) -> list[Record]:
-    import json
-
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def sampled_pairs(
     model_dir: Path, splits: dict[str, list[Task]], out: Path, *, temperature: float, max_new_tokens: int,
     seed: int = 0,
@@ -67,7 +54,7 @@ def sampled_pairs(
             "tasks": {name: [t.instruction for t in splits[split]] for name, split in SETS.items()}}
     info = read_json(out / "info.json")
     if info is not None and info.get("spec") == spec and all((out / f"{n}.jsonl").exists() for n in SETS):
-        return {n: _read_jsonl(out / f"{n}.jsonl") for n in SETS}, info
+        return {n: read_jsonl(out / f"{n}.jsonl") for n in SETS}, info
     from scaling.align.compare import generate_replies
     from scaling.align.model import load_model, load_tokenizer
 
@@ -83,7 +70,7 @@ def sampled_pairs(
         share[name] = sum(wrong) / max(len(wrong), 1)
     out.mkdir(parents=True, exist_ok=True)
     for name, records in sets.items():
-        atomic_write_text(out / f"{name}.jsonl", _jsonl(records))
+        write_jsonl(out / f"{name}.jsonl", records)
     info = {"source": f"rejected: the SFT model's wrong samples at temperature {temperature} ({out})",
             "sampled_share": share, "spec": spec}
     atomic_write_json(out / "info.json", info)  # last: the pairs above are complete when it exists

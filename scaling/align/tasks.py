@@ -56,7 +56,6 @@ from scaling.errors import UsageError
 
 Kind = Literal["blank", "find", "next", "order", "source", "last", "after"]
 KINDS: tuple[str, ...] = ("blank", "find", "next", "order", "source", "last", "after")
-OPEN_KINDS: tuple[str, ...] = ("last", "after")  # the reply is a word of the passage, not a label
 SPLITS: tuple[str, ...] = ("sft", "pref", "judge", "eval")
 BLANK = "____"
 _WORD = re.compile(r"\S+\s*")
@@ -259,8 +258,9 @@ def _wrong_reply(words: Sequence[str], answer: str, pool: Sequence[str], rng: ra
     word from elsewhere, which RL then finds and repeats."""
     present = {normalize_answer(w) for w in words}
     inside = rng.random() < 0.5
+    source = words if inside else pool
     for _ in range(50):
-        w = _reply_word(rng.choice(list(words) if inside else pool), core)
+        w = _reply_word(rng.choice(source), core)
         if w is not None and normalize_answer(w) != normalize_answer(answer) and (inside or
                                                                                  normalize_answer(w) not in present):
             return w
