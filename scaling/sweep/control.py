@@ -102,7 +102,7 @@ def cancel(out_dir: str | Path, wait_s: float = 30.0) -> dict[str, Any]:
         if rd.is_done():
             continue
         st = rd.read_status()
-        if (proc := recorded_process(rd)) is not None:
+        if (proc := recorded_process(st)) is not None:
             procs.append(proc)
             stopped.append(rd.run_id)
         if st.get("slurm_job") and st.get("state") in ("running", "pending"):

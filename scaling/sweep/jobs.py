@@ -119,9 +119,8 @@ def stop_processes(procs: list[tuple[int, str | None]], grace_s: float = STOP_GR
             os.kill(pid, signal.SIGKILL)
 
 
-def recorded_process(rd: RunDir) -> tuple[int, str | None] | None:
-    """(pid, start time) of the run process ``rd``'s status names, if it is alive on this host."""
-    st = rd.read_status()
+def recorded_process(st: dict[str, Any]) -> tuple[int, str | None] | None:
+    """(pid, start time) of the run process a run's status ``st`` names, if it is alive on this host."""
     if st.get("host") != socket.gethostname() or not pid_alive(st.get("pid"), st.get("pid_start")):
         return None
     return int(st["pid"]), st.get("pid_start")

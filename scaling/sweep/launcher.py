@@ -268,7 +268,7 @@ class _Launch:
             if self.cancelled:
                 left = [rd for rd in map(self.store.run, self.todo) if not rd.is_done() and rd.run_id not in self.failed]
                 # in case a job handle's cancel missed its process
-                stop_processes([p for p in map(recorded_process, left) if p is not None])
+                stop_processes([p for rd in left if (p := recorded_process(rd.read_status())) is not None])
                 for rd in left:
                     rd.update_status("cancelled", pid=None)
             self.show(self.snapshot(finished=True))
