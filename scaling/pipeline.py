@@ -319,6 +319,8 @@ def study_align_settings(study: Path) -> tuple[Any, Any]:
 
 
 def _stage_align(study: Path, opts: StudyOptions, log: Callable[[str], None]) -> dict[str, Any]:
+    """SFT, reward model, RLHF and DPO of the selected model; the built-in tasks come from the
+    selected run's own corpus (its spec.json), from the text its pretraining held out."""
     from scaling.align import align
 
     choice = read_json(study / "select.json") or {}
