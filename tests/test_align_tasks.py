@@ -215,3 +215,16 @@ def test_variants_cut_more_tasks_from_each_training_passage_and_none_from_held_o
     assert {t.kind for t in split["sft"]} == set(ALL_KINDS)
     with pytest.raises(UsageError, match="tasks.variants=6"):
         TaskOptions(variants=6)
+
+
+def test_every_held_out_task_is_answered_and_held_out_user_records_are_capped():
+    from scaling.align.run import AlignData, eval_prompts
+
+    opts = TaskOptions(corpus="builtin:default", kinds=("last",), n_sft=10, n_pref=10, n_judge=10, n_eval=300)
+    held = build_tasks(corpus_documents(opts), opts, seed=0)["eval"]
+    prompts, answers = eval_prompts(AlignData(eval_tasks=held), max_eval=256)
+    assert len(prompts) == len(answers) == 300  # tasks.n_eval is the number answered, not capped
+    assert answers[0] == held[0].answer.strip()
+    users = [{"prompt": f"question {i}", "completion": " reply"} for i in range(300)]
+    prompts, answers = eval_prompts(AlignData(sets={"sft_eval": users}), max_eval=256)
+    assert len(prompts) == 256 and prompts[0] == [{"role": "user", "content": "question 0"}] and answers[0] is None

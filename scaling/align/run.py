@@ -135,9 +135,11 @@ def build_data(
 
 
 def eval_prompts(d: AlignData, max_eval: int) -> tuple[list[Any], list[str | None]]:
-    """The held-out prompts every stage answers, and their exact answers where known."""
+    """The held-out prompts every stage answers, and their exact answers where known: every
+    built-in held-out task (``tasks.n_eval`` sets their number), or the first ``max_eval`` held-out
+    user records."""
     if d.eval_tasks is not None:
-        ts = d.eval_tasks[:max_eval]
+        ts = d.eval_tasks
         return [t.prompt() for t in ts], [f"{t.answer}: {t.answer_text}" if t.options else t.answer.strip() for t in ts]
     recs = (d.sets.get("sft_eval") or d.sets.get("pref_eval") or [])[:max_eval]
     return [r["prompt"] if isinstance(r["prompt"], list) else [{"role": "user", "content": r["prompt"]}]
@@ -232,7 +234,8 @@ def align(
     ``sft_data``/``dpo_data``/``prompts_data``: a file, folder or ``hf:NAME`` (see
     :mod:`scaling.align.data`), or ``None`` for the built-in tasks. User data is split
     ``eval_frac`` held out (seeded); user preference pairs give ``judge_frac`` of the rest to the
-    judge. At most ``max_eval`` held-out prompts are answered by every stage for the table.
+    judge. Every stage answers each held-out built-in task for the table, or at most ``max_eval``
+    held-out user records.
     """
     from scaling.align.compare import compare_stages
     from scaling.align.model import load_tokenizer, quiet, set_threads
