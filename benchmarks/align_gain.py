@@ -20,6 +20,10 @@ Targets, each printed with its baseline from the same run and the ratio:
 * reward model held-out pairwise accuracy at least 0.8 (chance 0.5);
 * RLHF and DPO each above SFT's held-out accuracy.
 
+SFT's headroom for RL: on the held-out prompts SFT gets wrong, the share where one of 8 replies
+sampled at the RL temperature is right. RL can turn a wrong answer right only where the policy
+samples the right one; where that share is near 0, the RLHF target is out of the policy's reach.
+
 ``--sft-sweep`` fine-tunes the same model with SFT alone at each step count and prints, per count,
 its accuracy on the tasks it was fine-tuned on beside its held-out accuracy and the trivial
 baseline: where a missed target comes from (a model that fits what it saw and does not carry the
@@ -168,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\naccuracy by task kind:")
     for r in summary["table"] + [summary["trivial"]]:
         print(f"  {r['stage']:<8} " + ", ".join(f"{k} {v:.3f}" for k, v in r["by_kind"].items()))
+    sft = next((r for r in summary["table"] if r["stage"] == "sft"), {})
+    if (h := sft.get("headroom") or {}).get("covered") is not None:
+        print(f"\nSFT's headroom for RL: of the {h['wrong']} held-out prompts SFT answers wrongly (greedy), "
+              f"{h['covered']:.3f} have the right answer among {h['k']} replies sampled at temperature "
+              f"{h['temperature']:g} ({h['sampled_accuracy']:.3f} of those replies right; greedy there: 0)")
     print("\ntargets:")
     for name, value, base, met in result["targets"]:
         ratio = f"ratio {value / base:.2f}" if value is not None and base else "ratio -"

@@ -175,6 +175,12 @@ def test_side_by_side_table(aligned):
     sft_flag = next(f["reason"] for f in summary["flags"] if f["stage"] == "sft" and "trivial" in f["reason"])
     assert "under-trained" in sft_flag, sft_flag
     assert all(table[s]["learned"] is False for s in ("sft", "rlhf", "dpo"))
+    # SFT's headroom for RL: sampled replies on exactly the held-out prompts it answers wrongly
+    h = table["sft"]["headroom"]
+    assert h["k"] == 8 and h["wrong"] == round(16 * (1 - table["sft"]["accuracy"]))
+    assert h["wrong"] == 0 or 0 <= h["sampled_accuracy"] <= h["covered"] <= 1
+    rl_flag = next((f["reason"] for f in summary["flags"] if f["stage"] == "rlhf" and "SFT's" in f["reason"]), "")
+    assert not rl_flag or h["covered"] is None or f"{h['covered']:.1%}" in rl_flag, rl_flag
     ex = summary["examples"][0]
     assert set(ex["replies"]) == {"base", "sft", "rlhf", "dpo"} and ex["answer"] and ex["kind"]
 
@@ -318,6 +324,22 @@ def test_a_stage_not_above_the_trivial_baseline_is_told_memorised_or_under_train
     learned = {"stage": "sft", "accuracy": 0.9, "train_accuracy": 1.0, "train_accuracy_ci": [0.99, 1.0],
                "gain": {"over": "trivial", "gain": 0.4, "ci": [0.3, 0.5]}}
     assert learning_flags({"sft": learned}, trivial, {}) == []
+
+
+def test_rlhf_not_above_sft_is_told_how_rarely_sft_samples_the_answers_it_misses():
+    from scaling.align.compare import learning_flags
+
+    sft = {"stage": "sft", "accuracy": 0.55, "headroom": {"k": 8, "temperature": 1.0, "wrong": 115, "covered": 0.018,
+                                                          "sampled_accuracy": 0.003}}
+
+    def rlhf(ci: list[float]) -> dict:
+        return {"stage": "rlhf", "accuracy": 0.54, "gain": {"over": "sft", "gain": sum(ci) / 2, "ci": ci}}
+
+    reason = next(f["reason"] for f in learning_flags({"sft": sft, "rlhf": rlhf([-0.04, 0.01])}, None, {}))
+    assert "115 held-out prompts SFT answers wrongly" in reason and "only 1.8%" in reason, reason
+    assert learning_flags({"sft": sft, "rlhf": rlhf([0.01, 0.05])}, None, {}) == []
+    dpo = next(f["reason"] for f in learning_flags({"sft": sft, "dpo": {**rlhf([-0.04, 0.01]), "stage": "dpo"}}, None, {}))
+    assert "sampled" not in dpo  # DPO learns from the exact answers given, not from its own samples
 
 
 def test_skipped_stages_build_no_data(tiny, tmp_path):

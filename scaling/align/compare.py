@@ -14,6 +14,10 @@ For each stage's model, on the held-out prompts (greedy decoding, at most ``max_
 * **KL from SFT**: ``sum_t KL(pi(.|x, y_<t) || pi_SFT(.|x, y_<t))`` over the positions of the
   stage's own reply ``y``, the full next-token distributions compared at each, averaged over
   prompts (0 for SFT itself);
+* **SFT's headroom for RL** (where RLHF ran): on the held-out prompts SFT answers wrongly, the
+  share where at least one of ``HEADROOM_SAMPLES`` replies sampled at the RL temperature is right.
+  RL raises the probability of the replies the policy samples and the reward model prefers, so it
+  can turn a wrong greedy answer right only where the right one is sampled at all;
 
 beside the *trivial baseline* (:func:`scaling.align.tasks.trivial_answers`) scored the same way.
 """
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 LN2 = math.log(2.0)
+HEADROOM_SAMPLES = 8  # replies sampled per held-out prompt SFT gets wrong, for its RL headroom
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,33 @@ def accuracy_gain(row: dict[str, Any], over: dict[str, Any], seed: int = 0) -> d
     return {"over": over["stage"], "gain": sum(diff) / max(1, len(diff)), "ci": list(bootstrap_ci(diff, seed=seed))}
 
 
+def rl_headroom(model: PreTrainedModel, tok: PreTrainedTokenizerBase, tasks: Sequence[Task],
+                correct: Sequence[float], temperature: float, max_new_tokens: int, seed: int = 0,
+                k: int = HEADROOM_SAMPLES) -> dict[str, Any]:
+    """On the tasks ``correct`` marks wrong (greedy), the share where one of ``k`` replies sampled
+    at ``temperature`` is right (pass@k), and the share of sampled replies that are right."""
+    wrong = [t for t, c in zip(tasks, correct, strict=True) if not c]
+    out: dict[str, Any] = {"k": k, "temperature": temperature, "wrong": len(wrong), "covered": None,
+                           "sampled_accuracy": None}
+    if wrong:
+        rep = generate_replies(model, tok, [t.prompt() for t in wrong for _ in range(k)],
+                               max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        hits = [is_correct(wrong[i // k], r.text) for i, r in enumerate(rep)]
+        out["covered"] = sum(any(hits[i : i + k]) for i in range(0, len(hits), k)) / len(wrong)
+        out["sampled_accuracy"] = sum(hits) / len(hits)
+    return out
+
+
+def headroom(row: dict[str, Any], sft: dict[str, Any]) -> str:
+    """Why RL did not raise accuracy over SFT's, where SFT rarely samples the answers it misses."""
+    h = sft.get("headroom") or {}
+    if h.get("covered") is None:
+        return ""
+    return (f"; on the {h['wrong']} held-out prompts SFT answers wrongly, {h['k']} replies sampled at temperature "
+            f"{h['temperature']:g} hold the right answer for only {h['covered']:.1%}: RL reinforces replies the "
+            "policy samples, so it has little to turn right (a larger model, or tasks it sometimes gets right)")
+
+
 def trivial_row(train: Sequence[Task], held_out: Sequence[Task], seed: int = 0) -> dict[str, Any]:
     """The trivial baseline on the held-out tasks: each kind's training answer that ignores the passage."""
     answers = trivial_answers(train)
@@ -190,8 +222,8 @@ def learning_flags(rows: dict[str, dict[str, Any]], trivial: dict[str, Any] | No
     if rl and rl.get("reward_first") is not None and rl["reward_last"] <= rl["reward_first"]:
         flag("rlhf", f"reward flat: {rl['reward_first']:+.4f} over the first quarter of steps, "
                      f"{rl['reward_last']:+.4f} over the last")
-    for name in ("rlhf", "dpo"):
-        not_above(name, rows.get(name), sft, "SFT's")
+    not_above("rlhf", rows.get("rlhf"), sft, "SFT's", why=headroom)
+    not_above("dpo", rows.get("dpo"), sft, "SFT's")
     return flags
 
 
@@ -225,10 +257,12 @@ def _user_content(prompt: Any) -> str:
 def compare_stages(
     models: dict[str, Any], tok: PreTrainedTokenizerBase, prompts: Sequence[Any], answers: Sequence[str | None],
     data: Any, results: dict[str, dict[str, Any]], *, n_examples: int = 8, seed: int = 0,
-    max_new_tokens: int = 12, beta: float = 0.1, max_length: int = 256, log: Any = print,
+    max_new_tokens: int = 12, beta: float = 0.1, max_length: int = 256, rl_temperature: float | None = None,
+    log: Any = print,
 ) -> dict[str, Any]:
     """The side-by-side table (module docstring), the reward models' held-out accuracy, the flags
-    of stages that did not learn, and a few held-out prompts with every stage's reply."""
+    of stages that did not learn, and a few held-out prompts with every stage's reply; with
+    ``rl_temperature`` (where RLHF ran), SFT's headroom for RL at that temperature."""
     from pathlib import Path
 
     from scaling.align.evaluate import score, stage_row
@@ -265,6 +299,11 @@ def compare_stages(
             on_seen = generate_replies(m, tok, [t.prompt() for t in seen], max_new_tokens=max_new_tokens)
             g = grade(seen, [r.text for r in on_seen], [r.ended for r in on_seen], seed)
             row["train_accuracy"], row["train_accuracy_ci"] = g["accuracy"], g["accuracy_ci"]
+        if stage == "sft" and rl_temperature and tasks is not None:
+            h = row["headroom"] = rl_headroom(m, tok, tasks, row["correct"], rl_temperature, max_new_tokens, seed)
+            if h["covered"] is not None:
+                log(f"sft: headroom for RL: {h['covered']:.3f} of the {h['wrong']} held-out prompts it answers "
+                    f"wrongly have the right answer among {h['k']} replies sampled at temperature {rl_temperature:g}")
         row["judge_reward"] = (sum(s := reward_scores(judge, tok, prompts, [r.text for r in rep])) / max(1, len(s))
                                if judge is not None else None)
         row["kl_from_sft"] = kl_from(m, reference, rep) if reference is not None else None

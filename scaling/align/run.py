@@ -260,7 +260,8 @@ def align(
     results, minutes, models = _train_all(model, out, d, want, s, log)
     models = {"base": model, **models}
     summary = compare_stages(models, tok, prompts, answers, d, results, n_examples=n_examples, seed=seed,
-                             max_new_tokens=s.rlhf.max_completion_length, beta=s.dpo.beta, max_length=s.dpo.max_length, log=log)
+                             max_new_tokens=s.rlhf.max_completion_length, beta=s.dpo.beta, max_length=s.dpo.max_length,
+                             rl_temperature=s.rlhf.temperature if "rlhf" in models else None, log=log)
     summary.update({
         "base_model": str(model), "study": str(study) if study else None, "out": str(out),
         "final_model": str(models[[k for k in POLICY_STAGES if k in models][-1]]),
