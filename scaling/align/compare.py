@@ -270,7 +270,7 @@ def compare_stages(
     from scaling.align.reward import pairwise_accuracy, reward_scores
 
     device = "cuda" if has_accelerator() else "cpu"
-    tasks = data.eval_tasks[: len(prompts)] if data.eval_tasks is not None else None
+    tasks = data.eval_tasks  # the prompts are these tasks' (run.eval_prompts), every one of them
     seen = list((data.sft_tasks or [])[: len(prompts)]) if tasks is not None else []
     sft_eval, pref_eval = data.sets.get("sft_eval", []), data.sets.get("pref_eval", [])
     judge = None
