@@ -9,7 +9,7 @@ Three data sets, each with its largest level left out and predicted:
     labelled with the nearest of Hoffmann's nine IsoFLOP budgets (Fig. 3: 6e18 ... 3e21 FLOPs),
     the largest budget left out;
 (b) a ladder trained on this machine (``scaling sweep launch sweeps/ladder.yaml --out
-    studies/ladder``: 5 sizes x 4 token multiples), the largest size left out;
+    studies/ladder``: 5 sizes x 4 token multiples x 3 seeds), the largest size left out;
 (c) the quickstart study (``scaling run sweeps/quickstart.yaml``), the largest budget left out.
 
 The predictor (``Predictor()``, defaults: select the candidate with the lowest forward
@@ -17,7 +17,8 @@ cross-validated error; and with ``combine="stack"`` and ``"bag"``) sees only the
 so those points never take part in the choice. Beside it, as a bound and not a method, the
 candidate that predicts the left-out level best, found by looking at it. The fixed-E candidate is Hoffmann's E on (a), where that law applies, and
 absent on (b) and (c). For (b) and (c) N is counted both ways (all parameters; non-embedding).
-Printed: mean absolute error of the loss on the left-out level (MAE), the ratio predictor / plain,
+Printed: mean absolute error of the loss on the left-out level (MAE; runs that differ only by seed
+are one point, their mean loss), the ratio predictor / plain,
 the candidate chosen, and the seconds each fit took (the machine is shared: read ratios).
 """
 
@@ -39,6 +40,7 @@ from scaling.fit import Approach3, read_table
 from scaling.fit.approach3 import HOFFMANN_THETA
 from scaling.fit.crossval import Predictor, find_levels, holdout_largest
 from scaling.fit.data import normalise
+from scaling.fit.noise import point_means
 
 # Hoffmann et al. (2022), Fig. 3 (IsoFLOP profiles): the nine budgets, in FLOPs
 HOFFMANN_BUDGETS = np.array([6e18, 1e19, 3e19, 6e19, 1e20, 3e20, 6e20, 1e21, 3e21])
@@ -65,7 +67,7 @@ def hindsight(frame: pd.DataFrame, law, axis: str) -> tuple[str, float]:
     bound on what choosing among these candidates can reach, found with the held-out points."""
     data = normalise(frame).frame
     levels = find_levels(data, axis)
-    test = data[levels.labels == levels.count - 1]
+    test = point_means(data.loc[levels.labels == levels.count - 1, ["params", "tokens", "loss"]])
     n, d, y = (test[k].to_numpy(float) for k in ("params", "tokens", "loss"))
     maes = [float(np.mean(np.abs(np.asarray(m.loss(n, d), float) - y))) for m in law.members]
     best = int(np.nanargmin(maes))
@@ -112,7 +114,8 @@ def main() -> int:
         ratios = [r[key] for r in results]
         print(f"{what}: {sum(r <= TARGET for r in ratios)} of {len(ratios)} rows at least 25% below plain approach "
               f"3's MAE (geometric mean ratio {float(np.exp(np.mean(np.log(ratios)))):.3f})")
-    print("columns: left out = the level predicted; fit/test = rows fitted on / predicted; MAE = mean |L_hat - L|;\n"
+    print("columns: left out = the level predicted; fit/test = runs fitted on / points predicted (a point's seeds\n"
+          "averaged); MAE = mean |L_hat - L| over those points;\n"
           "ratio = ours (select) / plain; stack, bag = the stacked and bagged predictors' MAE / plain; bound = the\n"
           "best candidate's MAE / plain, that candidate picked WITH the held-out points (a bound on choosing, not a\n"
           f"method); t_ours = seconds per select or stack fit, t_bag = the bagged fit ({BAG_RESAMPLES} resamples)")

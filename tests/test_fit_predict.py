@@ -70,6 +70,18 @@ def test_the_held_out_level_never_reaches_the_choice():
     assert out["n_test"] == 4
 
 
+
+def test_seeds_of_the_held_out_level_are_scored_as_one_point():
+    # two seeds of each held-out point, 3% above and below the law: their mean is on the law, so
+    # the held-out error is the law's (near 0), not the 3% spread of single runs
+    data = ladder(sizes=SIZES[:5], noise=0.0)
+    top = data[data["params"] == data["params"].max()]
+    seeds = pd.concat([data[data["params"] < data["params"].max()], top.assign(loss=top["loss"] * 1.03),
+                       top.assign(loss=top["loss"] * 0.97)], ignore_index=True)
+    out = holdout_largest(seeds, Approach3())
+    assert out["n_test"] == 4 and out["n_test_runs"] == 8
+    assert out["mae"] < 0.002 < 0.03 * float(top["loss"].min())
+
 def test_folds_train_only_below_the_level_they_leave_out():
     data = normalise(isoflop_sweep())
     levels = find_levels(data)

@@ -44,6 +44,7 @@ from scaling.fit.approach3 import Approach3
 from scaling.fit.bootstrap import resample_counts
 from scaling.fit.candidates import Candidate, default_candidates, fit_candidate, refit
 from scaling.fit.data import Columns, FitData, FitRefusal, budget_groups, close_groups, normalise
+from scaling.fit.noise import point_means
 from scaling.fit.predictive import PredictiveLaw
 
 AXES = ("auto", "params", "budget", "tokens", "flops")
@@ -340,15 +341,20 @@ def holdout_largest(frame: pd.DataFrame | FitData, fitter: Any, axis: str = "aut
     """Leave the largest level out, fit ``fitter`` (a :class:`Predictor` or any fitter whose
     ``fit`` returns a law) on the rest, and score its prediction of the left-out level.
 
+    A law predicts the expected loss at a point, so runs of the left-out level that differ only by
+    seed are scored as one point, their mean (:func:`~scaling.fit.noise.point_means`): the error
+    is then the law's, not the run-to-run noise of single runs.
+
     Returns the law, the candidate chosen (for a predictor), the left-out level and its errors:
-    ``mae`` (mean absolute error of the loss), ``mean_abs_log_error`` and ``n_test``.
+    ``mae`` (mean absolute error of the loss over the left-out points), ``mean_abs_log_error``,
+    ``n_test`` (points) and ``n_test_runs``.
     """
     fd = normalise(frame, columns)
     data = fd.frame
     levels = find_levels(data, getattr(fitter, "axis", axis))
     top = levels.labels == levels.count - 1
     law = replace(fitter, columns=Columns()).fit(fd.subset(~top))
-    test = data[top]
+    test = point_means(data.loc[top, ["params", "tokens", "loss"]])
     pred = np.asarray(law.loss(test["params"].to_numpy(float), test["tokens"].to_numpy(float)), float)
     actual = test["loss"].to_numpy(float)
     return {
@@ -357,7 +363,8 @@ def holdout_largest(frame: pd.DataFrame | FitData, fitter: Any, axis: str = "aut
         "axis": levels.axis,
         "left_out": float(levels.values[-1]),
         "n_train": int((~top).sum()),
-        "n_test": int(top.sum()),
+        "n_test": len(test),
+        "n_test_runs": int(top.sum()),
         "mae": float(np.mean(np.abs(pred - actual))),
         "mean_abs_log_error": float(abs_log_error(pred, actual)),
     }
