@@ -17,6 +17,9 @@ the lowest objective; it scores these candidates on sizes (or budgets) they were
 * ``approach2``: approach 2's power laws through the IsoFLOP minima, as a loss law
   (:mod:`scaling.fit.isoflop_law`; IsoFLOP grids only);
 * ``kaplan_joint``: Kaplan et al. (2020) eq. 1.5, ``[(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D``;
+* ``multiple``: the token-multiple law ``E + A/N^alpha + C (D/N)^-gamma`` (:mod:`scaling.fit.multiple`),
+  a data term in the tokens per parameter: small models trained for few steps per parameter
+  leave Chinchilla's form this way;
 * ``kaplan_n`` / ``kaplan_d``: their eqs. 1.1 and 1.2, ``(N_c/N)^alpha_N`` or ``(D_c/D)^alpha_D``,
   without and with an irreducible loss E: the candidates of a sweep over one variable (an
   N-sweep at fixed tokens, a D-sweep at fixed size), where approach 3 cannot be identified.
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from scaling.fit import isoflop_law, optim
+from scaling.fit import isoflop_law, multiple, optim
 from scaling.fit.approach3 import Approach3
 from scaling.fit.data import FitData, FitRefusal, normalise
 from scaling.fit.kaplan import KaplanFit, form_loss
@@ -45,7 +48,7 @@ E_FLOOR = 0.25  # a weak prior: E >= a quarter of the lowest training loss (E = 
 @dataclass(frozen=True)
 class Candidate:
     """One way to fit a law: ``kind`` is free, E_fixed, E_floor, basin, approach2, kaplan_joint,
-    kaplan_n or kaplan_d (``offset``: the one-variable forms with an irreducible loss E)."""
+    multiple, kaplan_n or kaplan_d (``offset``: the one-variable forms with an irreducible loss E)."""
 
     kind: str = "free"
     value: float | None = None  # E for E_fixed, the floor fraction for E_floor
@@ -54,7 +57,7 @@ class Candidate:
     offset: bool = False
 
     def __post_init__(self) -> None:
-        kinds = ("free", "E_fixed", "E_floor", "basin", "approach2", "kaplan_joint", "kaplan_n", "kaplan_d")
+        kinds = ("free", "E_fixed", "E_floor", "basin", "approach2", "kaplan_joint", "multiple", "kaplan_n", "kaplan_d")
         if self.kind not in kinds:
             raise FitRefusal(f"candidate: {self.kind!r} is not one of {', '.join(kinds)}")
         if self.kind in ("E_fixed", "E_floor") and (self.value is None or self.value <= 0):
@@ -71,14 +74,14 @@ class Candidate:
         elif self.kind == "basin":
             base = f"approach3 basin {self.basin + 1}"
         else:
-            base = {"free": "approach3", "approach2": "approach2 IsoFLOP"}.get(self.kind) or (
+            base = {"free": "approach3", "approach2": "approach2 IsoFLOP", "multiple": "token multiple"}.get(self.kind) or (
                 self.kind + (" +E" if self.offset else ""))
         return base + (f" drop {self.drop}" if self.drop else "")
 
     @property
     def form(self) -> str:
-        if self.kind == "approach2":
-            return isoflop_law.FORM
+        if self.kind in ("approach2", "multiple"):
+            return isoflop_law.FORM if self.kind == "approach2" else multiple.FORM
         return self.kind if self.kind.startswith("kaplan") else "chinchilla"
 
 
@@ -86,7 +89,7 @@ def default_candidates(e_fixed: float | None = None, e_floor: float = E_FLOOR, b
                        drops: tuple[int, ...] = (1, 2), design: str = "") -> tuple[Candidate, ...]:
     """Free E (all levels, and without the ``drops`` smallest), the E floor, E fixed when given,
     ``basins`` further local optima, and Kaplan's joint form; on an ``isoflop`` design also
-    approach 2's law. ``design`` ``kaplan_n`` or ``kaplan_d`` (one variable swept) gives Kaplan's
+    approach 2's law; and the token-multiple law. ``design`` ``kaplan_n`` or ``kaplan_d`` (one variable swept) gives Kaplan's
     one-variable form without and with E."""
     if design in ("kaplan_n", "kaplan_d"):
         return (Candidate(design), Candidate(design, offset=True))
@@ -95,7 +98,7 @@ def default_candidates(e_fixed: float | None = None, e_floor: float = E_FLOOR, b
     if e_fixed is not None:
         out.append(Candidate("E_fixed", e_fixed))
     out += [Candidate("basin", basin=k) for k in range(1, basins + 1)]
-    out.append(Candidate("kaplan_joint"))
+    out += [Candidate("kaplan_joint"), Candidate("multiple")]
     if design == "isoflop":
         out.append(Candidate("approach2"))
     return tuple(out)
@@ -117,6 +120,8 @@ class Member:
             return np.exp(optim.predict_log(v, np.log(params), np.log(tokens)))
         if self.candidate.form == isoflop_law.FORM:
             return np.stack([isoflop_law.vector_loss(x, params, tokens) for x in v])
+        if self.candidate.form == multiple.FORM:
+            return np.stack([multiple.vector_loss(x, params, tokens) for x in v])
         short, offset = self.candidate.form.removeprefix("kaplan_"), self.candidate.offset
         with np.errstate(all="ignore"):
             return np.stack([form_loss(short, x, params, tokens, 6 * params * tokens, offset) for x in v])
@@ -144,6 +149,9 @@ def fit_candidate(cand: Candidate, frame: pd.DataFrame | FitData, basin_start: n
     if cand.kind == "approach2":
         law = isoflop_law.fit(frame)
         return Member(cand, law, isoflop_law.vector(law.params))
+    if cand.kind == "multiple":
+        law = multiple.TokenMultipleFit(loss=a3.loss, delta=a3.delta, columns=a3.columns).fit(frame)
+        return Member(cand, law, multiple.vector(dict(law.params)))
     if cand.kind.startswith("kaplan"):
         form = cand.kind.removeprefix("kaplan_")
         law = KaplanFit(form=form, offset=cand.offset, non_embedding=False, columns=a3.columns).fit(frame)
@@ -177,6 +185,8 @@ def refit(member: Member, params: np.ndarray, tokens: np.ndarray, loss: np.ndarr
         if budget is None:
             raise FitRefusal(f"{member.candidate.name}: refitting needs each point's budget")
         return isoflop_law.refit(params, tokens, loss, budget, weights)
+    if member.candidate.form == multiple.FORM:  # weights: resample counts
+        return multiple.refit(member.vector, params, tokens, loss, np.rint(weights), robust.delta, robust.kind)
     if member.candidate.form == "chinchilla":
         free = np.array([k not in member.fixed for k in ("A", "B", "E", "alpha", "beta")])
         problem = optim.Problem(np.log(params), np.log(tokens), np.log(loss), weights,

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from scaling.fit import isoflop_law, optim
+from scaling.fit import isoflop_law, multiple, optim
 from scaling.fit.kaplan import form_loss
 from scaling.fit.results import LawFit
 from scaling.laws.base import Allocation, numeric_allocation
@@ -33,6 +33,8 @@ def _member_loss(law: LawFit, vectors: np.ndarray, n: np.ndarray, d: np.ndarray)
         return np.exp(flat).reshape((len(vectors), *n.shape))
     if law.form == isoflop_law.FORM:
         return np.stack([isoflop_law.vector_loss(v, n, d) for v in vectors])
+    if law.form == multiple.FORM:
+        return np.stack([multiple.vector_loss(v, n, d) for v in vectors])
     short, offset = law.form.removeprefix("kaplan_"), bool(law.info.get("offset"))
     with np.errstate(all="ignore"):
         return np.stack([form_loss(short, v, n, d, 6 * n * d, offset) for v in vectors])

@@ -47,6 +47,7 @@ CITATIONS = {
     "2": "Hoffmann et al. 2022 (approach 2, IsoFLOP profiles)",
     "1": "Hoffmann et al. 2022 (approach 1, training-curve envelope)",
     "kaplan": "Kaplan et al. 2020",
+    "multiple": "Kaplan et al. 2020 eq. 1.5 (a data term in N and D), with D / N as its variable",
 }
 
 
@@ -93,7 +94,7 @@ class LawFit:
 
     @property
     def name(self) -> str:
-        return f"fit:approach{self.approach}" if self.approach != "kaplan" else f"fit:{self.form}"
+        return f"fit:approach{self.approach}" if self.approach not in ("kaplan", "multiple") else f"fit:{self.form}"
 
     @property
     def citation(self) -> str:
@@ -355,6 +356,8 @@ def _loss(form: str, p: Mapping[str, Any], n: np.ndarray, d: np.ndarray) -> np.n
             from scaling.fit.isoflop_law import params_loss  # it builds on this module
 
             return params_loss(p, n, d)
+        if form == "multiple":  # scaling.fit.multiple
+            return p["E"] + p["A"] / n ** p["alpha"] + p["C"] * (d / n) ** -p["gamma"]
     return np.full(np.broadcast(n, d).shape, np.nan)
 
 
@@ -368,6 +371,10 @@ def _allocation(form: str, p: Mapping[str, float], flops: float) -> tuple[float,
         from scaling.fit.isoflop_law import allocation
 
         return allocation(p, flops)
+    if form == "multiple":
+        from scaling.fit.multiple import allocation as multiple_allocation  # it builds on this module
+
+        return multiple_allocation(p, flops)
     if form in ("kaplan_joint",):
         al = numeric_allocation(lambda n, d: _loss(form, p, np.asarray(n), np.asarray(d)), flops)
         return al.params, al.tokens
