@@ -12,8 +12,8 @@ Three data sets, each with its largest level left out and predicted:
     studies/ladder``: 5 sizes x 4 token multiples x 3 seeds), the largest size left out;
 (c) the quickstart study (``scaling run sweeps/quickstart.yaml``), the largest budget left out.
 
-The predictor (``Predictor()``, defaults: select the candidate with the lowest forward
-cross-validated error; and with ``combine="stack"`` and ``"bag"``) sees only the rows below the left-out level,
+The predictor (``Predictor()``, defaults: weight the candidates by stacking on their forward
+cross-validated errors; and with ``combine="select"`` and ``"bag"``) sees only the rows below the left-out level,
 so those points never take part in the choice. Beside it, as a bound and not a method, the
 candidate that predicts the left-out level best, found by looking at it. The fixed-E candidate is Hoffmann's E on (a), where that law applies, and
 absent on (b) and (c). For (b) and (c) N is counted both ways (all parameters; non-embedding).
@@ -78,21 +78,21 @@ def compare(name: str, frame: pd.DataFrame, e_fixed: float | None) -> dict:
     t0 = time.perf_counter()
     plain = holdout_largest(frame, Approach3())
     t1 = time.perf_counter()
-    ours = {c: holdout_largest(frame, Predictor(e_fixed=e_fixed, combine=c)) for c in ("select", "stack")}
+    ours = {c: holdout_largest(frame, Predictor(e_fixed=e_fixed, combine=c)) for c in ("stack", "select")}
     t2 = time.perf_counter()
     ours["bag"] = holdout_largest(frame, Predictor(e_fixed=e_fixed, combine="bag", bootstrap=BAG_RESAMPLES))
     t3 = time.perf_counter()
-    sel, stk, bag = ours["select"], ours["stack"], ours["bag"]
+    stk, sel, bag = ours["stack"], ours["select"], ours["bag"]
     best_name, best_mae = hindsight(frame, sel["law"], sel["axis"])
-    ratio = sel["mae"] / plain["mae"]
+    ratio = stk["mae"] / plain["mae"]
     print(
-        f"{name:<32} {sel['axis']:>6} {sel['left_out']:>9.3g} {sel['n_train']:>4}/{sel['n_test']:<3} "
-        f"{plain['mae']:>9.5f} {sel['mae']:>9.5f} {ratio:>6.3f} {'yes' if ratio <= TARGET else 'NO':>4}  "
-        f"{sel['chosen']:<22} {stk['mae'] / plain['mae']:>6.3f} {bag['mae'] / plain['mae']:>6.3f}  "
+        f"{name:<32} {stk['axis']:>6} {stk['left_out']:>9.3g} {stk['n_train']:>4}/{stk['n_test']:<3} "
+        f"{plain['mae']:>9.5f} {stk['mae']:>9.5f} {ratio:>6.3f} {'yes' if ratio <= TARGET else 'NO':>4}  "
+        f"{stk['chosen']:<22} {sel['mae'] / plain['mae']:>6.3f} {bag['mae'] / plain['mae']:>6.3f}  "
         f"{best_mae / plain['mae']:>6.3f} {best_name:<22} {t1 - t0:>5.1f} {(t2 - t1) / 2:>6.1f} {t3 - t2:>5.1f}",
         flush=True,
     )
-    return {"name": name, "ratio": ratio, "stack": stk["mae"] / plain["mae"], "bag": bag["mae"] / plain["mae"]}
+    return {"name": name, "ratio": ratio, "select": sel["mae"] / plain["mae"], "bag": bag["mae"] / plain["mae"]}
 
 
 def main() -> int:
@@ -101,7 +101,7 @@ def main() -> int:
     ap.add_argument("--quickstart", type=Path, default=Path("studies/quickstart"))
     args = ap.parse_args()
     print(f"{'data':<32} {'axis':>6} {'left out':>9} {'fit/test':>8} {'plain MAE':>9} {'ours MAE':>9} "
-          f"{'ratio':>6} {'<=.75':>4}  {'chosen':<22} {'stack':>6} {'bag':>6}  {'bound':>6} {'bound candidate':<22} "
+          f"{'ratio':>6} {'<=.75':>4}  {'heaviest':<22} {'select':>6} {'bag':>6}  {'bound':>6} {'bound candidate':<22} "
           f"{'t_pl':>5} {'t_ours':>6} {'t_bag':>5}")
     results = [compare("(a) Epoch 240 points", epoch_points(), float(np.exp(HOFFMANN_THETA[2])))]
     for label, path in (("(b) ladder", args.ladder), ("(c) quickstart", args.quickstart)):
@@ -110,15 +110,16 @@ def main() -> int:
             continue
         for col, count in (("params", "N total"), ("non_embedding_params", "N non-embedding")):
             results.append(compare(f"{label}, {count}", study_points(path, col), None))
-    for key, what in (("ratio", "select (default)"), ("stack", "stack"), ("bag", "bag")):
+    for key, what in (("ratio", "stack (default)"), ("select", "select"), ("bag", "bag")):
         ratios = [r[key] for r in results]
         print(f"{what}: {sum(r <= TARGET for r in ratios)} of {len(ratios)} rows at least 25% below plain approach "
               f"3's MAE (geometric mean ratio {float(np.exp(np.mean(np.log(ratios)))):.3f})")
     print("columns: left out = the level predicted; fit/test = runs fitted on / points predicted (a point's seeds\n"
           "averaged); MAE = mean |L_hat - L| over those points;\n"
-          "ratio = ours (select) / plain; stack, bag = the stacked and bagged predictors' MAE / plain; bound = the\n"
+          "ratio = ours (stack, the default) / plain; heaviest = its member of largest weight; select, bag = the\n"
+          "selecting and bagged predictors' MAE / plain; bound = the\n"
           "best candidate's MAE / plain, that candidate picked WITH the held-out points (a bound on choosing, not a\n"
-          f"method); t_ours = seconds per select or stack fit, t_bag = the bagged fit ({BAG_RESAMPLES} resamples)")
+          f"method); t_ours = seconds per stack or select fit, t_bag = the bagged fit ({BAG_RESAMPLES} resamples)")
     return 0
 
 

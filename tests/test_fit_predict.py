@@ -33,7 +33,7 @@ def ladder(p: dict = TRUTH, sizes=SIZES, multiples=(1, 2, 4, 8), noise: float = 
 
 
 def test_recovers_the_law_of_a_ladder():
-    fit = Predictor().fit(ladder())
+    fit = Predictor(combine="select").fit(ladder())
     law = fit.members[fit.names.index(fit.chosen)]
     assert law.form == "chinchilla"
     assert abs(law.params["alpha"] - TRUTH["alpha"]) < 0.03
@@ -41,6 +41,15 @@ def test_recovers_the_law_of_a_ladder():
     assert fit.design["axis"] == "params" and fit.design["design"] == "ladder"
     row = next(r for r in fit.table if r["chosen"])
     assert row["score"] == min(r["score"] for r in fit.table if r.get("score") is not None)
+
+
+def test_the_stacked_default_predicts_the_next_size_of_a_known_law():
+    # stacking (the default) weights several members; its blend must still predict one size up
+    fit = Predictor().fit(ladder())
+    assert fit.combine == "stack" and sum(fit.weights) == pytest.approx(1.0)
+    n = 1.28e5
+    for m in (1, 8):
+        assert fit.loss(n, 20 * m * n) == pytest.approx(chinchilla_loss(TRUTH, n, 20 * m * n), rel=0.01)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

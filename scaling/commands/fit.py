@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="choose the law that predicts: candidates scored on the largest sizes (or budgets) left out",
     )
-    p.add_argument("--combine", choices=["select", "stack", "bag"], default="select",
+    p.add_argument("--combine", choices=["select", "stack", "bag"], default="stack",
                    help="--predict: keep the best, weight them by stacking, or by how often the bootstrap selects each")
     p.add_argument("--folds", type=int, default=2, help="--predict: levels left out in turn, largest first")
     p.add_argument("--cv-axis", choices=["auto", "params", "budget", "tokens", "flops"], default="auto",
@@ -84,7 +84,7 @@ def _fixed(items: list[str]) -> dict[str, float]:
 _APPROACH3_OPTIONS = {"fix": [], "bootstrap": 0, "estimator": "grid", "search": "projected", "loss_type": "huber",
                       "delta": 1e-3}
 _KAPLAN_OPTIONS = {"kaplan_form": "joint", "offset": False}
-_PREDICT_OPTIONS = {"combine": "select", "folds": 2, "cv_axis": "auto", "e_fixed": None}
+_PREDICT_OPTIONS = {"combine": "stack", "folds": 2, "cv_axis": "auto", "e_fixed": None}
 
 
 def check_options(args: argparse.Namespace) -> None:

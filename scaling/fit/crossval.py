@@ -15,12 +15,15 @@ scored by forward-chaining cross-validation over the design's extrapolation axis
   the largest budget by 3x more than approach 3 (benchmark);
 * **score**: a candidate's held-out error is the mean over folds of the mean absolute log error
   ``|log L_hat - log L|`` of the left-out level (about the relative error);
-* **combination**: ``select`` keeps the candidate with the lowest score; ``stack`` weights the
+* **combination**: ``stack`` (the default) weights the
   candidates (non-negative, summing to 1) to minimise the squared relative error of the weighted
   prediction over every held-out point (stacking, Wolpert 1992; Breiman 1996); ``bag`` weights
   each candidate by how often the choice, redone on each bootstrap resample, selects it (bagging
   the selection, Breiman 1996: a choice made on a few held-out levels is unstable, and its
-  average over resamples less so).
+  average over resamples less so); ``select`` keeps the candidate with the lowest score. Stacking
+  is the default because it predicted the left-out level best on all three data sets of
+  ``benchmarks/predict_out_of_sample.py`` (Epoch's points, a CPU ladder, the quickstart), where
+  selecting missed on one.
 
 The law returned is the chosen (or weighted) candidates refitted on all the rows given, so the
 points a caller keeps back to test the predictor are never used to choose. The bootstrap wraps
@@ -180,7 +183,7 @@ class Predictor:
 
     candidates: tuple[Candidate, ...] | None = None
     e_fixed: float | None = None
-    combine: str = "select"
+    combine: str = "stack"
     folds: int = 2
     axis: str = "auto"
     bootstrap: int = 0
