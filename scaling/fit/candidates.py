@@ -80,17 +80,16 @@ class Candidate:
 
     @property
     def form(self) -> str:
-        if self.kind in ("approach2", "multiple"):
-            return isoflop_law.FORM if self.kind == "approach2" else multiple.FORM
-        return self.kind if self.kind.startswith("kaplan") else "chinchilla"
+        own = {"approach2": isoflop_law.FORM, "multiple": multiple.FORM}
+        return own.get(self.kind) or (self.kind if self.kind.startswith("kaplan") else "chinchilla")
 
 
 def default_candidates(e_fixed: float | None = None, e_floor: float = E_FLOOR, basins: int = 2,
                        drops: tuple[int, ...] = (1, 2), design: str = "") -> tuple[Candidate, ...]:
     """Free E (all levels, and without the ``drops`` smallest), the E floor, E fixed when given,
-    ``basins`` further local optima, and Kaplan's joint form; on an ``isoflop`` design also
-    approach 2's law; and the token-multiple law. ``design`` ``kaplan_n`` or ``kaplan_d`` (one variable swept) gives Kaplan's
-    one-variable form without and with E."""
+    ``basins`` further local optima, Kaplan's joint form and the token-multiple law; on an
+    ``isoflop`` design also approach 2's law. ``design`` ``kaplan_n`` or ``kaplan_d`` (one
+    variable swept) gives Kaplan's one-variable form without and with E."""
     if design in ("kaplan_n", "kaplan_d"):
         return (Candidate(design), Candidate(design, offset=True))
     out = [Candidate("free")] + [Candidate("free", drop=k) for k in drops]

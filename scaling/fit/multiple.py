@@ -9,14 +9,16 @@ token multiple ``D / N``). Small models trained for few steps per parameter sit 
 form in just this way: on a CPU ladder (``sweeps/ladder.yaml``) the largest size gains more from
 8x its tokens than the smaller sizes' data term extrapolates to.
 
-Compute-optimal allocation under ``C = 6 N D`` (setting ``d L / d N = 0`` along the budget):
+Compute-optimal allocation at a budget F = 6 N D (setting ``d L / d N = 0`` along it; C is the
+law's coefficient above, not the budget):
 
-    N* = G C^a,  a = gamma / (alpha + 2 gamma),  G = (alpha A / (2 gamma C 6^gamma))^(1 / (alpha + 2 gamma))
+    N* = G F^a,  a = gamma / (alpha + 2 gamma),  G = (alpha A / (2 gamma C 6^gamma))^(1 / (alpha + 2 gamma))
 
-Fitted like approach 3 (Hoffmann et al. 2022, App. D.2): Huber loss (delta 1e-3) on log loss
-(or squared error),
-parameters ``(log A, log C, log E, alpha, gamma)``, started from the best points of a grid of
-exponents (where the loss is linear in E, A, C). Pure numpy/scipy.
+so ``a < 1/2`` whatever the fit: under this law the tokens grow at least as fast as the model.
+
+Fitted like approach 3 (Hoffmann et al. 2022, App. D.2): Huber loss (delta 1e-3) on log loss (or
+squared error), parameters ``(log A, log C, log E, alpha, gamma)``, started from the best points of
+a grid of exponents (where the loss is linear in E, A, C). Pure numpy/scipy.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def _terms(x: np.ndarray, logn: np.ndarray, logm: np.ndarray) -> tuple[np.ndarra
 def _fit_vector(logn: np.ndarray, logd: np.ndarray, logl: np.ndarray, starts: list[np.ndarray],
                 delta: float, loss: str = "huber") -> tuple[np.ndarray, float] | None:
     """The lowest objective (``huber`` with threshold ``delta``, or ``mse``) on log loss over
-    ``starts``, by Levenberg-Marquardt-like trust region with the Jacobian by hand: its vector and
+    ``starts``, by scipy's trust-region least squares with the Jacobian by hand: its vector and
     objective, or None."""
     from scipy import optimize
 
