@@ -35,8 +35,22 @@ def point_keys(frame: pd.DataFrame) -> list[str]:
 
 def point_means(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per point: the mean ``loss`` of its runs, ``n`` (how many), ``ss`` (the sum of
-    squared deviations from the mean), the other columns from its first run."""
+    squared deviations from the mean), the other columns from its first run; sorted by the keys.
+
+    A frame without missing values takes a numpy path (the bootstrap calls this per budget per
+    resample; pandas' groupby costs ~15 ms a call); one with them, pandas' ``first`` (the first
+    value that is not missing), the same rows otherwise."""
     keys = point_keys(frame)
+    if len(frame) and not frame.isna().to_numpy().any():
+        _, first_idx, inverse = np.unique(frame[keys].to_numpy(float), axis=0, return_index=True,
+                                          return_inverse=True)
+        inverse = inverse.ravel()
+        loss = frame["loss"].to_numpy(float)
+        n = np.bincount(inverse)
+        mean = np.bincount(inverse, loss) / n
+        ss = np.bincount(inverse, (loss - mean[inverse]) ** 2)
+        first = frame.iloc[first_idx].drop(columns=["loss", "n", "ss"], errors="ignore").reset_index(drop=True)
+        return first.assign(loss=mean, n=n, ss=ss)
     grouped = frame.groupby(keys, sort=True, dropna=False)
     first = grouped.first().reset_index()
     stats = grouped["loss"].agg(loss="mean", n="size", var="var").reset_index()
