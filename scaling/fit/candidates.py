@@ -115,15 +115,21 @@ class Member:
     def predict(self, params: np.ndarray, tokens: np.ndarray, vectors: np.ndarray | None = None) -> np.ndarray:
         """Loss at (N, D) for this member's vector, or for each row of ``vectors`` (B, P): (B, n)."""
         v = self.vector[None] if vectors is None else np.atleast_2d(vectors)
-        if self.candidate.form == "chinchilla":
-            return np.exp(optim.predict_log(v, np.log(params), np.log(tokens)))
-        if self.candidate.form == isoflop_law.FORM:
-            return np.stack([isoflop_law.vector_loss(x, params, tokens) for x in v])
-        if self.candidate.form == multiple.FORM:
-            return np.stack([multiple.vector_loss(x, params, tokens) for x in v])
-        short, offset = self.candidate.form.removeprefix("kaplan_"), self.candidate.offset
-        with np.errstate(all="ignore"):
-            return np.stack([form_loss(short, x, params, tokens, 6 * params * tokens, offset) for x in v])
+        return law_vector_loss(self.law, v, np.asarray(params, float), np.asarray(tokens, float))
+
+
+def law_vector_loss(law: LawFit, vectors: np.ndarray, n: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Loss of ``law``'s form for each refitted vector (B, P) at (N, D) arrays: (B, ...)."""
+    if law.form == "chinchilla":
+        flat = optim.predict_log(vectors, np.log(n.ravel()), np.log(d.ravel()))
+        return np.exp(flat).reshape((len(vectors), *n.shape))
+    if law.form == isoflop_law.FORM:
+        return np.stack([isoflop_law.vector_loss(v, n, d) for v in vectors])
+    if law.form == multiple.FORM:
+        return np.stack([multiple.vector_loss(v, n, d) for v in vectors])
+    short, offset = law.form.removeprefix("kaplan_"), bool(law.info.get("offset"))
+    with np.errstate(all="ignore"):
+        return np.stack([form_loss(short, v, n, d, 6 * n * d, offset) for v in vectors])
 
 
 def _theta(law: LawFit) -> np.ndarray:
@@ -185,7 +191,7 @@ def refit(member: Member, params: np.ndarray, tokens: np.ndarray, loss: np.ndarr
             raise FitRefusal(f"{member.candidate.name}: refitting needs each point's budget")
         return isoflop_law.refit(params, tokens, loss, budget, weights)
     if member.candidate.form == multiple.FORM:  # weights: resample counts
-        return multiple.refit(member.vector, params, tokens, loss, np.rint(weights), robust.delta, robust.kind)
+        return multiple.refit(member.vector, params, tokens, loss, weights, robust.delta, robust.kind)
     if member.candidate.form == "chinchilla":
         free = np.array([k not in member.fixed for k in ("A", "B", "E", "alpha", "beta")])
         problem = optim.Problem(np.log(params), np.log(tokens), np.log(loss), weights,

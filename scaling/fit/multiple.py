@@ -163,7 +163,7 @@ def refit(x0: np.ndarray, params: np.ndarray, tokens: np.ndarray, loss: np.ndarr
     objective the same to 5 significant digits and took 9 ms a refit instead of 15. A row that cannot fit gives nan."""
     logn, logd, logl = np.log(params), np.log(tokens), np.log(loss)
     out = np.full((len(counts), 5), np.nan)
-    for i, c in enumerate(np.asarray(counts, int)):
+    for i, c in enumerate(np.asarray(counts).round().astype(int)):
         if c.sum() <= 5:
             continue
         rows = np.repeat(np.arange(len(c)), c)

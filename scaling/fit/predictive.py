@@ -18,26 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from scaling.fit import isoflop_law, multiple, optim
-from scaling.fit.kaplan import form_loss
+from scaling.fit.candidates import law_vector_loss
 from scaling.fit.results import LawFit
 from scaling.laws.base import Allocation, numeric_allocation
 
 FORM = "predictive"
-
-
-def _member_loss(law: LawFit, vectors: np.ndarray, n: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Loss of ``law``'s form for each refitted vector (B, P) at (N, D) arrays: (B, ...)."""
-    if law.form == "chinchilla":
-        flat = optim.predict_log(vectors, np.log(n.ravel()), np.log(d.ravel()))
-        return np.exp(flat).reshape((len(vectors), *n.shape))
-    if law.form == isoflop_law.FORM:
-        return np.stack([isoflop_law.vector_loss(v, n, d) for v in vectors])
-    if law.form == multiple.FORM:
-        return np.stack([multiple.vector_loss(v, n, d) for v in vectors])
-    short, offset = law.form.removeprefix("kaplan_"), bool(law.info.get("offset"))
-    with np.errstate(all="ignore"):
-        return np.stack([form_loss(short, v, n, d, 6 * n * d, offset) for v in vectors])
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +99,7 @@ class PredictiveLaw:
             used = w[:, c] > 0
             if used.any():
                 vec = np.asarray(self.draws["vectors"][c], float)[used]
-                out[used] += w[used, c].reshape(-1, *([1] * n.ndim)) * _member_loss(law, vec, n, d)
+                out[used] += w[used, c].reshape(-1, *([1] * n.ndim)) * law_vector_loss(law, vec, n, d)
         return out
 
     def predict(self, params: Any, tokens: Any, interval: str | None = None, alpha: float = 0.05) -> Any:

@@ -356,8 +356,10 @@ def _loss(form: str, p: Mapping[str, Any], n: np.ndarray, d: np.ndarray) -> np.n
             from scaling.fit.isoflop_law import params_loss  # it builds on this module
 
             return params_loss(p, n, d)
-        if form == "multiple":  # scaling.fit.multiple
-            return p["E"] + p["A"] / n ** p["alpha"] + p["C"] * (d / n) ** -p["gamma"]
+        if form == "multiple":
+            from scaling.fit.multiple import vector, vector_loss  # it builds on this module
+
+            return vector_loss(vector(dict(p)), n, d)
     return np.full(np.broadcast(n, d).shape, np.nan)
 
 
