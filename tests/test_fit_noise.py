@@ -282,3 +282,64 @@ def test_kaplan_weighs_by_the_noise_and_tests_its_lack_of_fit():
     assert fits[0].params["alpha_N"] == pytest.approx(0.076, abs=0.01)
     with pytest.raises(FitRefusal, match="compute form"):
         KaplanFit(form="compute").fit(data, noise=nz)
+
+
+def trend_sd(r, floor=0.005, rise=0.01, r_ref=20.0, slope=-1.0):
+    return np.sqrt(floor**2 + rise**2 * (np.asarray(r) / r_ref) ** (2 * slope))
+
+
+def trend_rows(rng, repeats: int = 3, **trend) -> pd.DataFrame:
+    """:func:`isoflop_rows` (tokens per parameter 2..180) with a noise that rises toward few tokens
+    per parameter, ``sqrt(floor^2 + rise^2 (r / r_ref)^(2 slope))``."""
+    rows = isoflop_rows(rng, 0.0, repeats=repeats)
+    rows["loss"] += trend_sd(rows["tokens"] / rows["params"], **trend) * rng.standard_normal(len(rows))
+    return rows
+
+
+def test_a_noise_that_rises_at_few_tokens_per_parameter_is_found_and_used():
+    """Noise 0.005 over many tokens per parameter, rising as 1/r toward few (3 seeds at 24 points):
+    the trend's floor and slope are recovered, every point's noise follows it, and it survives
+    the round trip through ``fit/noise.json``; under a constant noise the likelihood-ratio test
+    adopts a trend about as often as its level."""
+    rng = np.random.default_rng(11)
+    fits = [estimate_noise(trend_rows(rng)).trend for _ in range(40)]
+    assert all(t is not None and t.p_value < 0.05 for t in fits)
+    assert np.median([t.floor for t in fits]) == pytest.approx(0.005, rel=0.2)
+    assert np.median([t.slope for t in fits]) == pytest.approx(-1.0, abs=0.2)
+    r = np.geomspace(3, 150, 9)
+    errors = np.array([t.sd_at(r) / trend_sd(r) - 1 for t in fits])
+    assert np.median(np.abs(errors)) < 0.15  # each point's noise within ~15% in a typical draw
+    data = trend_rows(rng)
+    nz = estimate_noise(data)
+    pts = point_means(data)
+    assert nz.point_se(pts) == pytest.approx(nz.trend.sd_at(pts["tokens"] / pts["params"]) / np.sqrt(3))
+    assert nz.point_se(pts, pooled=True) == pytest.approx(nz.point_se(pts))  # the trend is the pooled model
+    assert nz.dof == int((pts["n"] - 1).sum()) - 2  # rise and slope cost two degrees of freedom
+    back = NoiseEstimate.from_dict(nz.to_dict())
+    assert back.trend == nz.trend and back.dof == nz.dof
+    adopted = [estimate_noise(isoflop_rows(rng, 0.01)).trend is not None for _ in range(200)]
+    assert 0.01 < np.mean(adopted) < 0.1
+    assert estimate_noise(data, trend=False).trend is None
+
+
+def test_approach3_weighs_by_the_trend_and_passes_its_own_law():
+    """A right law whose noise rises 10x toward few tokens per parameter: with the trend, approach
+    3's lack of fit is near 1 and its interval brackets the truth; the noise it used is recorded."""
+    rng = np.random.default_rng(12)
+    fits = [Approach3(bootstrap=50, seed=k).fit(data, noise=estimate_noise(data))
+            for k, data in enumerate(trend_rows(rng) for _ in range(8))]
+    assert all(f.info["noise"]["trend"] is not None for f in fits)
+    assert 0.6 < np.median([f.info["noise"]["lack_of_fit"]["chi2_per_dof"] for f in fits]) < 1.5
+    inside = [f.conf_int()["a"][0] < BETA / (ALPHA + BETA) < f.conf_int()["a"][1] for f in fits]
+    assert np.mean(inside) >= 0.75
+
+
+def test_too_few_repeats_for_a_trend_keep_one_noise():
+    """Four points repeated once each (4 dof) are too few for a three-parameter noise: the trend is
+    not fitted, however the four spreads differ."""
+    rng = np.random.default_rng(13)
+    data = trend_rows(rng, repeats=1)
+    pts = data.groupby("budget").head(1)  # one point a budget, repeated once
+    data = pd.concat([data, pts.assign(loss=pts["loss"] + trend_sd(pts["tokens"] / pts["params"]) * 10)])
+    nz = estimate_noise(data)
+    assert nz.trend is None and nz.dof == 4

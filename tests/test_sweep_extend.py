@@ -147,6 +147,19 @@ def test_repeats_at_the_optimum_and_everywhere(tmp_path):
     assert added(res) == ["C1e11_L2H16_s5", "C1e11_L2H24_s5", "C1e11_L2H32_s5"]
 
 
+def test_repeats_at_the_optimum_and_the_largest_size(tmp_path):
+    """``at: [optimum, largest, smallest]``: each named point once (the best size of the window 16, 24,
+    32 is its largest, so it is repeated once), ascending in N; the reason says what each was chosen as."""
+    _, res = run_extension(tmp_path, budgets="[1e11]", extend="  extend: {max_added: 0}\n",
+                           repeats="  repeats: {seeds: [4], at: [optimum, largest, smallest]}\n")
+    assert added(res) == ["C1e11_L2H16_s4", "C1e11_L2H32_s4"], added(res)
+    reasons = [a["reason"] for a in res["added"]]
+    assert "the smallest size" in reasons[0] and "the best size and the largest size" in reasons[1], reasons
+    _, res = run_extension(tmp_path / "small", budgets="[1e11]", extend="  extend: {max_added: 0}\n",
+                           repeats="  repeats: {seeds: [4], at: smallest}\n")
+    assert added(res) == ["C1e11_L2H16_s4"]
+
+
 def test_extension_then_repeats_at_the_extended_optimum(tmp_path):
     _, res = run_extension(tmp_path, budgets="[3e11]", repeats="  repeats: {seeds: [7]}\n")
     # the first pass's best was 32 (the window's edge); after the extension it is 48, nearest the 90k optimum

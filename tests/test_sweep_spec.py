@@ -101,6 +101,10 @@ def test_extend_and_repeats_fields():
     assert s.grid.extend.max_added == 0 and s.grid.repeats.seeds == [1, 2] and s.grid.repeats.at == "all"
     assert "grid.extend.per_budget" in _err(GOOD + "  extend: {per_budget: -1}\n")
     assert "s.yaml:12: grid.repeats.at" in _err(GOOD + "  repeats: {seeds: [1], at: everywhere}\n")
+    s = parse_spec(GOOD + "  repeats: {seeds: [1], at: [optimum, largest, optimum]}\n")
+    assert s.grid.repeats.points == ["optimum", "largest"]
+    assert "grid.repeats.at" in _err(GOOD + "  repeats: {seeds: [1], at: [optimum, all]}\n")  # all is not a point
+    assert "grid.repeats" in _err(GOOD + "  repeats: {seeds: [1], at: []}\n")
     assert "already in train.seeds" in _err(GOOD.replace("  batch: 2048", "  batch: 2048\n  seeds: [0, 1]")
                                             + "  repeats: {seeds: [1]}\n")
     assert "did you mean 'max_added'" in _err(GOOD + "  extend: {max_add: 3}\n")

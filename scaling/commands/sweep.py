@@ -125,7 +125,9 @@ def _plan(args: argparse.Namespace) -> int:
     rep = table.get("repeats")
     if rep:
         more, total = rep.get("est_wall_seconds"), table.get("est_wall_seconds_with_repeats")
-        at = "each budget's best size" if rep["at"] == "optimum" else "every run"
+        names = {"optimum": "each budget's best size", "largest": "its largest size", "smallest": "its smallest size",
+                 "all": "every run"}
+        at = " and ".join(names[a] for a in ([rep["at"]] if isinstance(rep["at"], str) else rep["at"]))
         con.print(f"then repeats: {rep['runs']} run(s), {rep['seeds']} more seed(s) at {at}: "
                   f"{'unknown' if more is None else _dur(more)} more ({rep['basis']}); "
                   f"{'unknown' if total is None else _dur(total)} in all, before any adaptive extension")

@@ -166,7 +166,7 @@ def _frame(points: DesignPoints, count: str, log_loss: np.ndarray) -> tuple[pd.D
     frame = pd.DataFrame({"params": points.params(count), "tokens": points.tokens, "flops": points.flops,
                           "budget": budget, "loss": np.exp(log_loss)})
     cols = Columns(convention=Convention(count, points.spec.train.flops_convention))  # type: ignore[arg-type]
-    return frame, cols, estimate_noise(frame) if points.has_repeats else None
+    return frame, cols, estimate_noise(frame, trend=False) if points.has_repeats else None  # its noise is constant
 
 
 def _approach3_one(points: DesignPoints, count: str, log_loss: np.ndarray, target: float, bootstrap: int,

@@ -152,13 +152,14 @@ def power_law_fit(minima: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def vertex_draws(minimum: dict[str, Any], group: pd.DataFrame, sigma: float, n_draws: int,
+def vertex_draws(minimum: dict[str, Any], group: pd.DataFrame, noise: NoiseEstimate, n_draws: int,
                  rng: np.random.Generator, scale: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Parametric resamples of one budget's vertices ``(log N*, log D*)``: each size's mean loss
-    redrawn as ``mean + scale sigma / sqrt(n) eps`` (``scale``: one factor per resample, or one),
-    the weighted parabolas refitted (nan where a resample does not curve upward)."""
+    redrawn as ``mean + scale se eps`` (``se`` the noise of its mean, ``noise.point_se``;
+    ``scale``: one factor per resample, or one), the weighted parabolas refitted (nan where a
+    resample does not curve upward)."""
     pts = point_means(group.assign(budget=minimum["flops"]))
-    se = sigma / np.sqrt(pts["n"].to_numpy(dtype=float))
+    se = noise.point_se(pts)
     eps = rng.standard_normal((n_draws, len(pts))) * np.reshape(scale, (-1, 1))
     ys = pts["loss"].to_numpy()[None, :] + se[None, :] * eps
     out = []
@@ -188,7 +189,7 @@ def allocation_draws(minima: list[dict[str, Any]], groups: list[pd.DataFrame], n
     parabola moves its vertex), so the parabolas' own lack of fit is reported, not added again."""
     rng = np.random.default_rng(seed)
     scale = np.sqrt(noise.dof / rng.chisquare(noise.dof, n_draws)) if noise.dof > 0 else 1.0
-    logn, logd = zip(*(vertex_draws(m, g, noise.sigma(m["flops"]), n_draws, rng, scale)
+    logn, logd = zip(*(vertex_draws(m, g, noise, n_draws, rng, scale)
                        for m, g in zip(minima, groups, strict=True)), strict=True)
     design = np.column_stack([np.ones(len(minima)), np.log([m["flops"] for m in minima])])
     pinv = np.linalg.pinv(design)
@@ -266,7 +267,7 @@ class Approach2:
 
 def _noise_summary(noise: NoiseEstimate, draws: np.ndarray, widening: dict[str, Any]) -> dict[str, Any]:
     """The noise used, the parabolas' lack of fit over every budget, the widenings and the resamples kept."""
-    return {"pooled_std": noise.pooled, "pooled_dof": noise.dof,
+    return {**noise.summary(),
             "lack_of_fit": widening["parabola_lack_of_fit"],
             "widening": {"power_law_n": widening["power_law_n"], "power_law_d": widening["power_law_d"]},
             "bootstrap": {"n": len(draws),

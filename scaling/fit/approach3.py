@@ -258,7 +258,7 @@ class Approach3:
                                 "loss": float(pts["loss"].iloc[i]), "predicted": float(pred[i]),
                                 "z": float(z[i]), "share_of_chi2": float(z[i] ** 2 / max(lof["chi2"], 1e-300))}
                                for i in worst]
-        return {"pooled_std": noise.pooled, "pooled_dof": noise.dof, "huber_k": NOISE_HUBER_K, "lack_of_fit": lof,
+        return {**noise.summary(), "huber_k": NOISE_HUBER_K, "lack_of_fit": lof,
                 "widening": birge_widening(lof)}
 
     def _problem(self, data: pd.DataFrame, weights: np.ndarray | None) -> optim.Problem:

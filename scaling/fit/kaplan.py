@@ -106,7 +106,7 @@ class KaplanFit:
         info: dict[str, Any] = {"se": se, "offset": self.offset}
         if noise is not None:
             lof = chi2_test(float(2 * best.cost), len(logl), len(best.x), noise.dof)
-            info["noise"] = {"pooled_std": noise.pooled, "pooled_dof": noise.dof, "lack_of_fit": lof,
+            info["noise"] = {**noise.summary(), "lack_of_fit": lof,
                              "widening": birge_widening(lof)}
         return LawFit(
             approach="kaplan",

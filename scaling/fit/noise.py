@@ -13,6 +13,13 @@ of approach 3's residuals. Lack of fit is measured against the pooled noise (one
 every budget: the classical pure-error F test, :func:`lack_of_fit`), which has the most degrees
 of freedom.
 
+Runs with few tokens per parameter can be far noisier than the rest (on the quickstart's CPU
+runs, sd 0.05-0.14 of the loss under 20 tokens per parameter, 0.01 over 75). Where the repeats
+span tokens per parameter ``r``, :func:`fit_trend` fits ``sd(r)^2 = floor^2 + rise^2 (r /
+r_ref)^(2 slope)`` by maximum likelihood on each repeated point's sum of squares
+(``ss ~ sd^2 chi2_{n-1}``), with ``r`` clamped to the span the repeats measured; it replaces the
+constant when a likelihood-ratio test rejects it (p < 0.05), and costs two degrees of freedom.
+
 Pure: numpy, pandas, scipy.
 """
 
@@ -58,14 +65,94 @@ def point_means(frame: pd.DataFrame) -> pd.DataFrame:
     return first.drop(columns=["loss", "n", "ss"], errors="ignore").merge(stats, on=keys)
 
 
+TREND_P = 0.05  # the likelihood-ratio test's level at which the trend replaces the constant noise
+TREND_MIN_POINTS, TREND_MIN_DOF = 6, 12  # the least repeated points (and their dof) a trend is fitted on
+
+
+def tokens_per_param(frame: pd.DataFrame) -> np.ndarray:
+    """``r = D / N`` with N as the budget counts it, ``6 D^2 / C`` (``C = 6 N D``): the same in
+    either parameter count of one study, so one noise serves the fits of both."""
+    return 6.0 * frame["tokens"].to_numpy(dtype=float) ** 2 / frame["flops"].to_numpy(dtype=float)
+
+
+@dataclass(frozen=True)
+class NoiseTrend:
+    """``sd(r)^2 = floor^2 + rise^2 (r / r_ref)^(2 slope)`` in tokens per parameter ``r``
+    (:func:`tokens_per_param`), ``r`` clamped to ``[r_lo, r_hi]`` (the repeated points' span);
+    ``p_value`` of the likelihood-ratio test against one constant noise (2 dof)."""
+
+    floor: float
+    rise: float
+    r_ref: float
+    slope: float
+    r_lo: float
+    r_hi: float
+    p_value: float
+
+    def sd_at(self, r: Any) -> np.ndarray:
+        u = np.clip(np.asarray(r, dtype=float), self.r_lo, self.r_hi) / self.r_ref
+        return np.sqrt(self.floor**2 + self.rise**2 * u ** (2 * self.slope))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"floor": self.floor, "rise": self.rise, "r_ref": self.r_ref, "slope": self.slope,
+                "r_lo": self.r_lo, "r_hi": self.r_hi, "p_value": self.p_value,
+                "formula": "sd(r)^2 = floor^2 + rise^2 (r / r_ref)^(2 slope), r = D/N = 6 D^2 / C "
+                           "clamped to [r_lo, r_hi]"}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NoiseTrend:
+        return cls(*(float(d[k]) for k in ("floor", "rise", "r_ref", "slope", "r_lo", "r_hi", "p_value")))
+
+
+def _trend_nll(theta: np.ndarray, u: np.ndarray, ss: np.ndarray, dof: np.ndarray) -> tuple[float, np.ndarray]:
+    """Minus the log likelihood of sums of squares ``ss ~ V chi2_dof`` with
+    ``V = exp(2 t0) + exp(2 t1 + 2 t2 u)`` (constants dropped), and its gradient."""
+    a, b = np.exp(2 * theta[0]), np.exp(2 * theta[1] + 2 * theta[2] * u)
+    v = a + b
+    dv = 0.5 * dof / v - 0.5 * ss / v**2
+    grad = np.array([np.sum(dv * 2 * a), np.sum(dv * 2 * b), np.sum(dv * 2 * u * b)])
+    return float(np.sum(0.5 * dof * np.log(v) + 0.5 * ss / v)), grad
+
+
+def fit_trend(r: np.ndarray, ss: np.ndarray, dof: np.ndarray) -> NoiseTrend | None:
+    """The maximum-likelihood :class:`NoiseTrend` over repeated points (``dof = n - 1 > 0``) at
+    tokens per parameter ``r``, from a few starting slopes (L-BFGS on the log scales); ``None``
+    with fewer than ``TREND_MIN_POINTS`` such points or ``TREND_MIN_DOF`` dof among them (the
+    likelihood-ratio test's chi-square is an asymptotic one), or ``r`` spanning under 2x."""
+    from scipy import optimize, stats
+
+    keep = dof > 0
+    x, ss, dof = np.log(np.asarray(r, float)[keep]), np.asarray(ss, float)[keep], np.asarray(dof, float)[keep]
+    if len(x) < TREND_MIN_POINTS or dof.sum() < TREND_MIN_DOF or x.max() - x.min() < math.log(2.0) or not (ss > 0).all():
+        return None
+    m = float(np.sum(dof * x) / dof.sum())
+    u = x - m
+    level = 0.5 * math.log(float(ss.sum()) / float(dof.sum()))
+    best = None
+    for slope in (-2.0, -0.5, 0.5, 2.0):
+        res = optimize.minimize(_trend_nll, np.array([level - 0.5, level - 0.5, slope]), args=(u, ss, dof),
+                                jac=True, method="L-BFGS-B", bounds=[(level - 12, level + 6)] * 2 + [(-8.0, 8.0)])
+        if best is None or res.fun < best.fun:
+            best = res
+    constant = _trend_nll(np.array([level, -np.inf, 0.0]), u, ss, dof)[0]
+    lr = 2 * (constant - float(best.fun))
+    t = best.x
+    return NoiseTrend(floor=math.exp(t[0]), rise=math.exp(t[1]), r_ref=math.exp(m), slope=float(t[2]),
+                      r_lo=float(np.exp(x.min())), r_hi=float(np.exp(x.max())),
+                      p_value=float(stats.chi2.sf(max(lr, 0.0), 2)))
+
+
 @dataclass(frozen=True)
 class NoiseEstimate:
     """Pooled standard deviations of the final loss: per budget (``None`` where it had no repeats)
-    and over every budget, each with its degrees of freedom."""
+    and over every budget, each with its degrees of freedom; and, where the repeats show one, the
+    noise's trend in tokens per parameter (:class:`NoiseTrend`), which then gives every point's
+    noise (``dof`` is then two less: the trend's rise and slope are estimated too)."""
 
     per_budget: dict[float, tuple[float, int]]
     pooled: float
     dof: int
+    trend: NoiseTrend | None = None
 
     def sigma(self, budget: float | None) -> float:
         """The noise at ``budget``: its own estimate where it has repeats, else the pooled one."""
@@ -75,17 +162,30 @@ class NoiseEstimate:
                     return s
         return self.pooled
 
+    def run_sd(self, frame: pd.DataFrame, pooled: bool = False) -> np.ndarray:
+        """The noise of one run at each row: the trend at its tokens where there is one, else its
+        budget's (the pooled one with ``pooled``, or where the row has no budget)."""
+        if self.trend is not None:
+            return self.trend.sd_at(tokens_per_param(frame))
+        budgets = frame["budget"] if "budget" in frame and not pooled else [None] * len(frame)
+        return np.array([self.sigma(None if b is None or b != b else float(b)) for b in budgets])
+
     def point_se(self, points: pd.DataFrame, pooled: bool = False) -> np.ndarray:
-        """The standard error of each point's mean loss, ``sigma_b / sqrt(n)`` (``sigma`` pooled
-        over budgets with ``pooled``)."""
-        budgets = points["budget"] if "budget" in points and not pooled else [None] * len(points)
-        return np.array([self.sigma(b) for b in budgets]) / np.sqrt(points["n"].to_numpy(dtype=float))
+        """The standard error of each point's mean loss, ``sigma / sqrt(n)`` (:meth:`run_sd`)."""
+        return self.run_sd(points, pooled) / np.sqrt(points["n"].to_numpy(dtype=float))
+
+    def summary(self) -> dict[str, Any]:
+        """What a fit records of the noise it used (``info.noise``)."""
+        return {"pooled_std": self.pooled, "pooled_dof": self.dof,
+                "trend": None if self.trend is None else self.trend.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NoiseEstimate:
         """Read back :meth:`to_dict` (``fit/noise.json``)."""
         per = {float(b["flops"]): (math.nan if b["std"] is None else float(b["std"]), int(b["dof"])) for b in d["budgets"]}
-        return cls(per, float(d["pooled_std"]), int(d["pooled_dof"]))
+        trend = d.get("trend")
+        return cls(per, float(d["pooled_std"]), int(d["pooled_dof"]),
+                   NoiseTrend.from_dict(trend) if trend and trend.get("used") else None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,13 +193,16 @@ class NoiseEstimate:
             "pooled_dof": self.dof,
             "budgets": [{"flops": b, "std": s if dof > 0 else None, "dof": dof, "used_std": self.sigma(b)}
                         for b, (s, dof) in sorted(self.per_budget.items())],
-            "formula": "pooled std of final loss across seeds at each point: sum (L - mean)^2 / sum (n - 1)",
+            "trend": None if self.trend is None else {**self.trend.to_dict(), "used": True},
+            "formula": "pooled std of final loss across seeds at each point: sum (L - mean)^2 / sum (n - 1)"
+                       + ("; every point's noise from the trend in tokens per parameter" if self.trend is not None else ""),
         }
 
 
-def estimate_noise(frame: pd.DataFrame) -> NoiseEstimate | None:
+def estimate_noise(frame: pd.DataFrame, trend: bool = True) -> NoiseEstimate | None:
     """The noise of a fit's rows (``loss`` and ``budget`` or ``params, tokens``), or ``None``
-    when no point was measured more than once."""
+    when no point was measured more than once; with ``trend`` (and ``tokens`` and ``flops``), the
+    trend in tokens per parameter where the likelihood-ratio test adopts it (``TREND_P``)."""
     points = point_means(frame)
     if int((points["n"] - 1).sum()) == 0:
         return None
@@ -109,13 +212,17 @@ def estimate_noise(frame: pd.DataFrame) -> NoiseEstimate | None:
             dof = int((g["n"] - 1).sum())
             per[float(b)] = (math.sqrt(float(g["ss"].sum()) / dof) if dof else math.nan, dof)
     dof = int((points["n"] - 1).sum())
-    return NoiseEstimate(per, math.sqrt(float(points["ss"].sum()) / dof), dof)
+    fitted = None
+    if trend and {"tokens", "flops"} <= set(points.columns):
+        fitted = fit_trend(tokens_per_param(points), points["ss"].to_numpy(float), (points["n"] - 1).to_numpy(float))
+    if fitted is not None and fitted.p_value >= TREND_P:
+        fitted = None
+    return NoiseEstimate(per, math.sqrt(float(points["ss"].sum()) / dof), dof - 2 * (fitted is not None), fitted)
 
 
 def row_sigma(frame: pd.DataFrame, noise: NoiseEstimate) -> np.ndarray:
-    """The noise of each row's loss (its budget's, else the pooled one)."""
-    budgets = frame["budget"] if "budget" in frame else [None] * len(frame)
-    return np.array([noise.sigma(None if b is None or b != b else float(b)) for b in budgets])
+    """The noise of each row's loss (:meth:`NoiseEstimate.run_sd`)."""
+    return noise.run_sd(frame)
 
 
 def lack_of_fit(observed: np.ndarray, predicted: np.ndarray, se: np.ndarray, n_params: int,

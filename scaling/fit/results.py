@@ -440,6 +440,10 @@ def noise_line(noise: Mapping[str, Any]) -> str:
     """``noise: std 0.0042 (12 dof, repeated seeds); lack of fit chi2/dof 1.31 on 15 dof, p = 0.18``."""
     lof = noise.get("lack_of_fit") or {}
     head = f"noise: std {noise['pooled_std']:.4g} of the final loss ({noise['pooled_dof']} dof, from repeated seeds)"
+    trend = noise.get("trend")
+    if trend:
+        head += (f"; per point sqrt({trend['floor']:.3g}^2 + {trend['rise']:.3g}^2 (r/{trend['r_ref']:.3g})^"
+                 f"{2 * trend['slope']:.2f}) in tokens per parameter r (p = {trend['p_value']:.2g} against one value)")
     if lof.get("chi2_per_dof") is None:
         return f"{head}; lack of fit: no degrees of freedom left"
     verdict = "the model misses the data by more than the noise" if lof["p_value"] < 0.01 else "consistent with the noise"

@@ -64,10 +64,16 @@ def noise_blocks(study: Study) -> list[Block]:
         return []
     per = ", ".join(f"{b['flops']:.3g}: {b['used_std']:.4f}" + ("" if b.get("std") is not None else " (pooled)")
                     for b in nz.get("budgets", []))
+    trend = nz.get("trend")
+    how = "" if not trend else (
+        f" It depends on the run's tokens per parameter r = D/N: sd^2 = {trend['floor']:.3g}^2 + "
+        f"{trend['rise']:.3g}^2 (r / {trend['r_ref']:.3g})^{2 * trend['slope']:.2f} (likelihood-ratio p = "
+        f"{trend['p_value']:.2g} against one value; r clamped to the repeats' {trend['r_lo']:.3g}..{trend['r_hi']:.3g}); "
+        "every point's noise comes from this.")
     out: list[Block] = [
         Text("heading", "run-to-run noise (fit/noise.json)"),
         Text("note", f"Std of the final loss across repeated seeds, pooled: {nz['pooled_std']:.4f} on "
-                     f"{nz['pooled_dof']} dof; per budget: {per}. The fits weight by it (approach 2's parabolas by "
+                     f"{nz['pooled_dof']} dof; per budget: {per}.{how} The fits weight by it (approach 2's parabolas by "
                      "inverse variance, approach 3's residuals scaled by it) and redraw the losses with it in their "
                      "intervals, widened where a law misses by more than the noise (approach 3: by the square root "
                      "of chi2 / dof below; approach 2: by the scatter of the vertices about the power law); the "

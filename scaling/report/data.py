@@ -204,10 +204,16 @@ class Study:
     extend: dict[str, Any] | None = None  # extend.json: the runs the adaptive sweep added, and why
     cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
-    def noise_std(self, budget: float) -> float | None:
-        """The noise of one run's final loss at ``budget`` (its own estimate, else the pooled one)."""
+    def noise_std(self, budget: float, tokens: Any = None) -> Any:
+        """The noise of one run's final loss at ``budget`` (its own estimate, else the pooled one);
+        where the noise has a trend in tokens, at ``tokens`` (an array: one value each)."""
         if not self.noise:
             return None
+        if self.noise.get("trend") and tokens is not None:
+            from scaling.fit.noise import NoiseEstimate
+
+            d = np.asarray(tokens, float)
+            return NoiseEstimate.from_dict(self.noise).run_sd(pd.DataFrame({"tokens": d, "flops": np.full_like(d, budget)}))
         for b in self.noise.get("budgets", []):
             if math.isclose(float(b["flops"]), float(budget), rel_tol=1e-9):
                 return float(b["used_std"])

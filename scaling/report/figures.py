@@ -178,6 +178,15 @@ def _sig(a: np.ndarray, digits: int = 4) -> np.ndarray:
     return np.round(a * scale) / scale
 
 
+def _tokens_along(runs: pd.DataFrame, n_col: str, n: np.ndarray) -> np.ndarray | None:
+    """The tokens of a run of this budget at sizes ``n``: the budget's runs' ``log D`` against
+    ``log N``, fitted by a line (slope -1 where C counts N the same way); None without tokens."""
+    if "tokens" not in runs or runs[n_col].nunique() < 2:
+        return None
+    slope, icept = np.polyfit(np.log(runs[n_col].to_numpy(float)), np.log(runs["tokens"].to_numpy(float)), 1)
+    return np.exp(icept + slope * np.log(n))
+
+
 def isoflop(study: Study) -> go.Figure | None:
     """Loss against N at each budget, the fitted parabola in ln N and its minimum with a 1-sigma
     error bar, the run-to-run noise (``fit/noise.json``) as a band around the parabola; a toggle
@@ -214,14 +223,14 @@ def isoflop(study: Study) -> go.Figure | None:
             if v is None or v.parabola is None:
                 continue
             xs = np.exp(np.linspace(np.log(v.n_range[0]) - 0.15, np.log(v.n_range[1]) + 0.15, 60))
-            sigma = study.noise_std(float(budget))
+            sigma = study.noise_std(float(budget), _tokens_along(g, n_col, xs))
             if sigma is not None:  # the run-to-run noise of one run's loss, around the parabola
                 fig.add_trace(go.Scatter(
                     x=np.concatenate([xs, xs[::-1]]),
                     y=np.concatenate([v.loss_at(np.log(xs)) + sigma, (v.loss_at(np.log(xs)) - sigma)[::-1]]),
                     mode="lines", fill="toself", fillcolor=c, opacity=0.15, line={"width": 0},
                     legendgroup=label, showlegend=False, visible=visible, hoverinfo="skip",
-                    name=f"{label}: noise ±{sigma:.4f}",
+                    name=f"{label}: noise ±{np.min(sigma):.4f}" + ("" if np.ndim(sigma) == 0 else f"..{np.max(sigma):.4f}"),
                 ))
                 idx.append(len(fig.data) - 1)
             fig.add_trace(go.Scatter(

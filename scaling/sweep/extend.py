@@ -160,14 +160,27 @@ def plan_repeats(spec: SweepSpec, points: pd.DataFrame, shapes: dict[str, ModelS
         pts = _budget_points(points, budget)
         if not len(pts):
             continue
-        chosen = pts if rep.at == "all" else pts.nsmallest(1, "loss")
-        for _, p in chosen.sort_values("params").iterrows():
-            what = "every size" if rep.at == "all" else f"the best size of budget {budget:.3g}"
+        for _, p, what in _repeated_points(pts, rep.points, budget):
             reason = f"repeat: seed at {what}, to measure run-to-run noise"
             for seed in rep.seeds:
                 r = isoflop_run(spec, budget, shapes[str(p["run_id"])], seed, added=reason)
                 out.append({**entry(r, spec.model.count, "repeat", reason, None, round_), "run": r})
     return out
+
+
+def _repeated_points(pts: pd.DataFrame, chosen: list[str], budget: float) -> list[tuple[float, pd.Series, str]]:
+    """The points of one budget that ``grid.repeats.at`` names, ascending in N, each once (a size
+    that is both the best and the largest is repeated once), with what it was chosen as."""
+    if chosen == ["all"]:
+        return [(float(p["params"]), p, "every size") for _, p in pts.sort_values("params").iterrows()]
+    pick = {"optimum": (pts["loss"].idxmin(), "the best size"), "largest": (pts["params"].idxmax(), "the largest size"),
+            "smallest": (pts["params"].idxmin(), "the smallest size")}
+    named: dict[Any, list[str]] = {}
+    for which in chosen:
+        idx, what = pick[which]
+        named.setdefault(idx, []).append(what)
+    return sorted(((float(pts.loc[i, "params"]), pts.loc[i], f"{' and '.join(w)} of budget {budget:.3g}")
+                   for i, w in named.items()), key=lambda t: t[0])
 
 
 # ---- the driver -------------------------------------------------------------------------------------

@@ -112,21 +112,30 @@ def repeats_estimate(spec: SweepSpec, rows: list[dict[str, Any]], slots: int) ->
     """The runs ``grid.repeats`` adds once the grid is done (:class:`scaling.sweep.spec_grid.Repeats`)
     and their wall time on ``slots``: at ``all``, every run again per seed; at ``optimum``, one run
     per budget and seed, each priced as its budget's median run (which size is best is known only
-    after the sweep; the optimum sits mid-valley, between the short and the long runs)."""
+    after the sweep; the optimum sits mid-valley, between the short and the long runs); at
+    ``largest`` and ``smallest``, the budget's run of that size in the grid (the extension may
+    add sizes beyond it)."""
     rep = getattr(spec.grid, "repeats", None)
     if rep is None:
         return None
     seeds = len(rep.seeds)
-    if rep.at == "all":
+    if rep.points == ["all"]:
         each = [r["est_seconds"] for r in rows for _ in range(seeds)]
         basis = "every run again"
     else:
-        by_budget: dict[float, list[Any]] = {}
+        by_budget: dict[float, list[dict[str, Any]]] = {}
         for r in rows:
             if r["budget"] is not None:
-                by_budget.setdefault(float(r["budget"]), []).append(r["est_seconds"])
-        each = [None if None in v else float(np.median(v)) for v in by_budget.values() for _ in range(seeds)]
-        basis = "each budget's median run"
+                by_budget.setdefault(float(r["budget"]), []).append(r)
+        each = []
+        for runs in by_budget.values():
+            secs = [r["est_seconds"] for r in runs]
+            price = {"optimum": None if None in secs else float(np.median(secs)),
+                     "largest": max(runs, key=lambda r: r["params"])["est_seconds"],
+                     "smallest": min(runs, key=lambda r: r["params"])["est_seconds"]}
+            each += [price[p] for p in rep.points for _ in range(seeds)]
+        basis = " and ".join({"optimum": "each budget's median run", "largest": "its largest size's run",
+                              "smallest": "its smallest size's run"}[p] for p in rep.points)
     known = all(e is not None for e in each)
-    return {"seeds": seeds, "at": rep.at, "runs": len(each), "basis": basis,
+    return {"seeds": seeds, "at": rep.points if len(rep.points) > 1 else rep.points[0], "runs": len(each), "basis": basis,
             "est_wall_seconds": pack([float(e) for e in each], slots) if known and each else None}

@@ -78,13 +78,27 @@ class Repeats(StrictModel):
     """Repeated seeds, to measure run-to-run noise: each chosen point is run again once per seed
     in ``seeds`` (beside the runs of ``train.seeds``).
 
-    ``at``: ``optimum``, each budget's best size once the sweep (and its extension) is done; or
-    ``all``, every size of every budget. The spread of the final losses across seeds is the
-    noise the fits weight by (``fit/noise.json``).
+    ``at``: ``optimum``, each budget's best size once the sweep (and its extension) is done;
+    ``largest`` or ``smallest``, each budget's largest or smallest size (its shortest and its
+    longest run); a list of these, their union (``[optimum, largest]``: short runs can be far
+    noisier than the optimum, and a noise measured at both fits its trend in tokens); or ``all``,
+    every size of every budget. The spread of the final losses across seeds is the noise the fits
+    weight by (``fit/noise.json``).
     """
 
     seeds: list[int] = Field(min_length=1)
-    at: Literal["optimum", "all"] = "optimum"
+    at: Literal["optimum", "largest", "smallest", "all"] | list[Literal["optimum", "largest", "smallest"]] = "optimum"
+
+    @property
+    def points(self) -> list[str]:
+        """``at`` as a list of the points chosen at each budget (``["all"]`` for every size)."""
+        return [self.at] if isinstance(self.at, str) else list(dict.fromkeys(self.at))
+
+    @model_validator(mode="after")
+    def _some_point(self) -> Repeats:
+        if not self.points:
+            raise ValueError("at: name at least one of optimum, largest, smallest (or all)")
+        return self
 
 
 class IsoflopGrid(StrictModel):
