@@ -1,6 +1,6 @@
 """Are the 95% intervals of approaches 2 and 3 as wide as the spread of their estimates? Synthetic truth, known noise.
 
-    python benchmarks/interval_calibration.py [--sims 40] [--bootstrap 200] [--sigma 0.01] [--outliers 2]
+    python benchmarks/interval_calibration.py [--sims 40] [--bootstrap 200] [--sigma 0.01] [--outliers 2] [--rise 10]
 
 Each simulation draws an IsoFLOP grid from Hoffmann et al.'s approach-3 law (eq. 10: E = 1.69,
 A = 406.4, B = 410.7, alpha = 0.34, beta = 0.28) at 4 budgets (1e18-3e19 FLOPs), 6 sizes each
@@ -9,6 +9,12 @@ the noise from the repeats, fits approach 3 with it (``fit(noise=)``: weights an
 that redraws the losses around the fit) and approach 2 with it (weighted parabolas, the means
 redrawn), and keeps the estimate and the 95% interval of the allocation exponent
 ``a = beta / (alpha + beta)`` (approach 2: the slope of log N* on log C).
+
+``--rise R`` makes the noise grow toward few tokens per parameter r = D/N, as on the CPU runs:
+``sd(r) = sigma sqrt(1 + R^2 (r_min / r)^2)`` (R times sigma at the grid's fewest, ~sigma at its
+optimum). The fits are then run with the noise model of :mod:`scaling.fit.noise` (a trend in r
+where its likelihood-ratio test adopts it) and, as the baseline, with one constant noise pooled
+over every repeat (``estimate_noise(trend=False)``).
 
 ``--outliers K`` moves every seed of K points (the largest size of the first K budgets, where
 short runs lose steeply) 15 noise sds above the law: those points bias the estimate, so no
@@ -55,21 +61,24 @@ def n_opt(c: float) -> float:
 
 
 def grid(rng: np.random.Generator, sigma: float, repeats: int, outliers: int = 0, sizes: int = 6,
-         spread: float = 3.0) -> pd.DataFrame:
+         spread: float = 3.0, rise: float = 0.0) -> pd.DataFrame:
     rows = []
+    r_min = min(c / (6 * (n_opt(c) * spread) ** 2) for c in BUDGETS)  # the fewest tokens per parameter
     for i, c in enumerate(BUDGETS):
         for j, n in enumerate(n_opt(c) * np.geomspace(1 / spread, spread, sizes)):
             d = c / (6 * n)
             off = 15 * sigma if i < outliers and j == sizes - 1 else 0.0
+            sd = sigma * np.sqrt(1 + rise**2 * (r_min / (d / n)) ** 2)
             for _ in range(repeats):
-                loss = E + A / n**ALPHA + B / d**BETA + off + sigma * rng.standard_normal()
+                loss = E + A / n**ALPHA + B / d**BETA + off + sd * rng.standard_normal()
                 rows.append({"params": n, "tokens": d, "flops": c, "budget": c, "loss": loss})
     return pd.DataFrame(rows)
 
 
-def _one(approach: str, data: pd.DataFrame, bootstrap: int, seed: int, use_noise: bool) -> tuple[float, float, float]:
-    """The estimate of ``a`` and its 95% interval."""
-    noise = estimate_noise(data) if use_noise else None
+def _one(approach: str, data: pd.DataFrame, bootstrap: int, seed: int, noise_model: str) -> tuple[float, float, float]:
+    """The estimate of ``a`` and its 95% interval, with the noise measured as ``noise_model`` says
+    (``trend``: the study's model; ``constant``: one pooled value; ``none``)."""
+    noise = None if noise_model == "none" else estimate_noise(data, trend=noise_model == "trend")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)
         if approach == "2":
@@ -81,12 +90,12 @@ def _one(approach: str, data: pd.DataFrame, bootstrap: int, seed: int, use_noise
     return fit.params["beta"] / (fit.params["alpha"] + fit.params["beta"]), lo, hi
 
 
-def simulate(approach: str, sims: int, bootstrap: int, sigma: float, repeats: int, use_noise: bool,
-             outliers: int = 0) -> dict[str, float]:
+def simulate(approach: str, sims: int, bootstrap: int, sigma: float, repeats: int, noise_model: str,
+             outliers: int = 0, rise: float = 0.0) -> dict[str, float]:
     est, widths, hits = [], [], 0
     for k in range(sims):
-        data = grid(np.random.default_rng(1000 + k), sigma, repeats, outliers)
-        a, lo, hi = _one(approach, data, bootstrap, k, use_noise)
+        data = grid(np.random.default_rng(1000 + k), sigma, repeats, outliers, rise=rise)
+        a, lo, hi = _one(approach, data, bootstrap, k, noise_model)
         est.append(a)
         widths.append(hi - lo)
         hits += lo <= TRUE_A <= hi
@@ -102,15 +111,21 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=0.01)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--outliers", type=int, default=0)
+    ap.add_argument("--rise", type=float, default=0.0)
     args = ap.parse_args()
-    print(f"{args.sims} simulations: 4 budgets x 6 sizes x {args.repeats} seeds, noise {args.sigma}, "
-          f"bootstrap {args.bootstrap}, {args.outliers} points off the law; true a = {TRUE_A:.4f}")
+    print(f"{args.sims} simulations: 4 budgets x 6 sizes x {args.repeats} seeds, noise {args.sigma}"
+          + (f" rising {args.rise}x toward few tokens per parameter" if args.rise else "")
+          + f", bootstrap {args.bootstrap}, {args.outliers} points off the law; true a = {TRUE_A:.4f}")
     print(f"{'fit':<28}{'median 95% width':>18}{'realised 2x1.96 sd':>20}{'ratio':>8}{'coverage':>10}{'s':>6}")
-    rows = (("3", "3 with the measured noise", True), ("3", "3 without (runs resampled)", False),
-            ("2", "2 with the measured noise", True), ("2", "2 without (OLS t)", False))
-    for approach, label, use_noise in rows:
+    rows = [("3", "3 with the measured noise", "trend"), ("3", "3 without (runs resampled)", "none"),
+            ("2", "2 with the measured noise", "trend"), ("2", "2 without (OLS t)", "none")]
+    if args.rise:
+        rows[1:1] = [("3", "3 with one constant noise", "constant")]
+        rows[-1:-1] = [("2", "2 with one constant noise", "constant")]
+    for approach, label, noise_model in rows:
         t = time.time()
-        r = simulate(approach, args.sims, args.bootstrap, args.sigma, args.repeats, use_noise, args.outliers)
+        r = simulate(approach, args.sims, args.bootstrap, args.sigma, args.repeats, noise_model, args.outliers,
+                     args.rise)
         print(f"{label:<28}{r['width']:>18.4f}{r['spread']:>20.4f}{r['ratio']:>8.2f}{r['coverage']:>10.2f}"
               f"{time.time() - t:>6.0f}")
 

@@ -230,3 +230,12 @@ def test_prior_noise_from_repeated_seeds(tmp_path):
     assert prior.sigma == pytest.approx(0.02 / law.loss(a.params, a.tokens))
     assert "repeated seeds" in prior.sigma_source
     assert load_prior(f"fit:{path}", sigma=0.01).sigma == 0.01
+    # a noise with a trend in tokens per parameter: its value at the optimum's r = 6 D^2 / C
+    from scaling.fit.noise import NoiseEstimate, NoiseTrend
+
+    trend = NoiseTrend(floor=0.01, rise=0.05, r_ref=20.0, slope=-1.0, r_lo=1.0, r_hi=1e4, p_value=1e-5)
+    (tmp_path / "fit" / "noise.json").write_text(json.dumps(NoiseEstimate({}, 0.02, 5, trend).to_dict()))
+    prior = load_prior(f"fit:{path}")
+    sd = float(trend.sd_at(6 * a.tokens**2 / 2e11))
+    assert prior.sigma == pytest.approx(sd / law.loss(a.params, a.tokens)) and sd != pytest.approx(0.02)
+    assert "trend" in prior.sigma_source

@@ -63,6 +63,12 @@ def test_approach2_json_and_sweep_folder_non_embedding(tmp_path, cli):
     assert 0.45 < d["n_opt"]["exponent"] < 0.6
     proc = cli("fit", str(tmp_path / "study"), "--params-col", "non_embedding_params", "--backtest", check=True)
     assert "backtest at C = 1.6e+12" in proc.stdout
+    # --param-convention on a sweep folder picks the runs' column of that count, not only the label
+    by_flag = json.loads(cli("fit", str(tmp_path / "study"), "--approach", "2", "--param-convention", "non_embedding",
+                             "--json", check=True).stdout)
+    assert by_flag["n_opt"]["coef"] == pytest.approx(d["n_opt"]["coef"]) and by_flag["param_convention"] == "non_embedding"
+    total = json.loads(cli("fit", str(tmp_path / "study"), "--approach", "2", "--json", check=True).stdout)
+    assert total["n_opt"]["coef"] == pytest.approx(3 * d["n_opt"]["coef"], rel=1e-6)  # N total = 3 N here
 
 
 def test_text_output_and_tokens_from_flops(tmp_path, cli):

@@ -71,3 +71,31 @@ def test_scaling_fit_prints_the_noise_and_the_lack_of_fit(study, cli):
     lof = d["noise"]["lack_of_fit"]
     assert lof["test"] == "F" and lof["dof"] == lof["n_points"] - 5 and 0 <= lof["p_value"] <= 1
     assert "noise" not in json.loads(cli("fit", str(out), "--json", "--noise", "none", check=True).stdout)
+
+
+def test_the_band_follows_a_noise_trend_in_tokens_per_parameter(study, tmp_path):
+    """With a trend in tokens per parameter in ``fit/noise.json``, the band is ±1σ of the trend at
+    each size's tokens (wider toward the largest sizes, fewer tokens per parameter), and the page
+    states the trend."""
+    import shutil
+
+    import numpy as np
+
+    from scaling.fit.noise import NoiseEstimate, NoiseTrend
+
+    out = tmp_path / "study"
+    shutil.copytree(study[0], out)
+    nz = NoiseEstimate.from_dict(json.loads((out / "fit" / "noise.json").read_text()))
+    trend = NoiseTrend(floor=0.01, rise=0.02, r_ref=1e3, slope=-1.0, r_lo=1.0, r_hi=1e9, p_value=1e-6)
+    atomic_write_json(out / "fit" / "noise.json", NoiseEstimate(nz.per_budget, nz.pooled, nz.dof, trend).to_dict())
+    st = load_study(out)
+    fig = F.isoflop(st)
+    band = next(t for t in fig.data if t.fill == "toself")
+    half = (np.asarray(band.y[: len(band.y) // 2]) - np.asarray(band.y[len(band.y) // 2:])[::-1]) / 2
+    runs = st.done[st.done["budget"] == min(st.done["budget"])]
+    n = np.asarray(band.x[: len(band.x) // 2], float)
+    d = np.exp(np.polyval(np.polyfit(np.log(runs["params"]), np.log(runs["tokens"]), 1), np.log(n)))
+    assert half == pytest.approx(trend.sd_at(6 * d**2 / min(st.done["budget"])), rel=1e-6)
+    assert half[-1] > half[0]  # noisier at the largest size
+    html = build_report(out, tmp_path / "r.html").read_text()
+    assert "tokens per parameter r = D/N" in html

@@ -156,8 +156,10 @@ def fit_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]
 
     frame, is_sweep = read_table(args.data, curves=args.approach == "1")
     loss_col = args.loss_col or ("eval_loss" if is_sweep and args.approach != "1" else "loss")
-    cols = Columns(params=args.params_col, tokens=args.tokens_col, flops=args.flops_col, loss=loss_col,
-                   convention=_convention(args, frame, is_sweep))
+    conv = _convention(args, frame, is_sweep)
+    # a sweep folder's runs hold both counts: --param-convention picks the column, not just the label
+    params_col = conv.n_column if is_sweep and args.params_col == "params" else args.params_col
+    cols = Columns(params=params_col, tokens=args.tokens_col, flops=args.flops_col, loss=loss_col, convention=conv)
     if args.predict:
         from scaling.fit import Predictor
 

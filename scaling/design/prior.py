@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from scaling.errors import UsageError
 from scaling.laws import FIT_PREFIX, Law, UnknownLawError, get_law
@@ -61,13 +62,21 @@ def _fit_noise(path: Path, law: Law) -> tuple[float, str] | None:
     info = d.get("info") or {}
     noise = path.parent / "noise.json" if path.parent.name == "fit" else None
     if noise is not None and noise.is_file():
-        std = (json.loads(noise.read_text()) or {}).get("pooled_std")
+        measured = json.loads(noise.read_text()) or {}
+        std = measured.get("pooled_std")
         c = info.get("max_flops")
         if isinstance(std, (int, float)) and std > 0 and isinstance(c, (int, float)) and c > 0:
             a = law.optimal_allocation(float(c))
             level = float(law.loss(a.params, a.tokens))
+            how = "pooled"
+            if measured.get("trend"):  # the noise at the optimum's tokens per parameter, not the pooled mix
+                from scaling.fit.noise import NoiseEstimate
+
+                at = pd.DataFrame({"tokens": [a.tokens], "flops": [float(c)]})
+                std, how = float(NoiseEstimate.from_dict(measured).run_sd(at)[0]), "its trend at the optimum's D/N"
             if math.isfinite(level) and level > 0:
-                return float(std) / level, f"measured from repeated seeds ({noise}: sd {std:.3g} at loss {level:.3g})"
+                return float(std) / level, (f"measured from repeated seeds ({noise}, {how}: sd {std:.3g} at loss "
+                                            f"{level:.3g})")
     scale = info.get("residual_scale")
     if isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0:
         return float(scale), f"residual scale of the pilot fit {path} (includes lack of fit)"
