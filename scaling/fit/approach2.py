@@ -88,7 +88,8 @@ def isoflop_minimum(flops: float, runs: pd.DataFrame, noise: NoiseEstimate | Non
     standard errors, ``loss_opt``, the observed best, and whether the minimum is ``interior``.
 
     Repeats (rows with the same size) are averaged first; ``noise`` makes the parabolas weighted
-    (``se = sigma_b / sqrt(n)`` per mean) and adds ``lack_of_fit`` (against the pooled noise)."""
+    (``se = sigma / sqrt(n)`` per mean, ``sigma`` the budget's noise or the trend's at the size's
+    tokens per parameter) and adds ``lack_of_fit`` (against the pooled noise)."""
     group = point_means(runs.assign(budget=float(flops)))
     out: dict[str, Any] = {"flops": float(flops), "n_points": len(group), "n_runs": len(runs)}
     sizes = group["params"].nunique()
@@ -106,7 +107,7 @@ def isoflop_minimum(flops: float, runs: pd.DataFrame, noise: NoiseEstimate | Non
     se = None if noise is None else noise.point_se(group)
     vn, vd = parabola_vertex(logn, loss, se), parabola_vertex(logd, loss, se)
     if noise is not None:
-        out["noise_std"] = noise.sigma(flops)
+        out["noise_std"] = [float(s) for s in noise.run_sd(group)]  # one run's noise at each size
         out["lack_of_fit"] = lack_of_fit(loss, parabola_at({"centre": vn["centre"], "coef": vn["coef"]}, logn),
                                          noise.point_se(group, pooled=True), 3, noise.dof)
     inside_n = logn.min() < vn["x"] < logn.max()

@@ -56,7 +56,7 @@ from scaling.convention import Convention
 from scaling.fit import optim
 from scaling.fit.bootstrap import MAX_BOOTSTRAP, counts_from_indices, resample_counts
 from scaling.fit.data import Columns, FitData, FitRefusal, FitWarning, budget_groups, normalise
-from scaling.fit.noise import NoiseEstimate, birge_widening, lack_of_fit, point_means, row_sigma
+from scaling.fit.noise import NoiseEstimate, birge_widening, lack_of_fit, point_means
 from scaling.fit.results import LawFit
 
 NOISE_HUBER_K = 1.345
@@ -151,7 +151,7 @@ class Approach3:
         if noise is not None:
             if self.estimator != "grid":
                 raise FitRefusal("noise: scaling residuals by the measured noise needs estimator 'grid'")
-            sigma = row_sigma(data, noise)
+            sigma = noise.run_sd(data)
             problem = self._scaled(problem, sigma / data["loss"].to_numpy())
         if len(budget_groups(data)) == 1:
             warnings.warn(FitWarning(

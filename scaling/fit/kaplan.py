@@ -23,7 +23,7 @@ import pandas as pd
 
 from scaling.convention import N_COLUMN, Convention
 from scaling.fit.data import Columns, FitData, FitRefusal, budget_groups, normalise
-from scaling.fit.noise import NoiseEstimate, birge_widening, chi2_test, row_sigma
+from scaling.fit.noise import NoiseEstimate, birge_widening, chi2_test
 from scaling.fit.results import LawFit
 
 # Parameters are fitted in (log N_c, log D_c, log C_c, log E) where positive; exponents as is.
@@ -87,7 +87,7 @@ class KaplanFit:
         if noise is not None and self.form == "compute":
             raise FitRefusal("noise: the compute form fits each budget's lowest loss; weighting it by the noise "
                              "of single runs is not defined here")
-        scale = np.ones_like(logl) if noise is None else row_sigma(data, noise) / np.exp(logl)
+        scale = np.ones_like(logl) if noise is None else noise.run_sd(data) / np.exp(logl)
 
         from scipy import optimize
 

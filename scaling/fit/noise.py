@@ -163,8 +163,8 @@ class NoiseEstimate:
         return self.pooled
 
     def run_sd(self, frame: pd.DataFrame, pooled: bool = False) -> np.ndarray:
-        """The noise of one run at each row: the trend at its tokens where there is one, else its
-        budget's (the pooled one with ``pooled``, or where the row has no budget)."""
+        """The noise of one run at each row: the trend at its tokens per parameter where there is
+        one, else its budget's (the pooled one with ``pooled``, or where the row has no budget)."""
         if self.trend is not None:
             return self.trend.sd_at(tokens_per_param(frame))
         budgets = frame["budget"] if "budget" in frame and not pooled else [None] * len(frame)
@@ -184,8 +184,7 @@ class NoiseEstimate:
         """Read back :meth:`to_dict` (``fit/noise.json``)."""
         per = {float(b["flops"]): (math.nan if b["std"] is None else float(b["std"]), int(b["dof"])) for b in d["budgets"]}
         trend = d.get("trend")
-        return cls(per, float(d["pooled_std"]), int(d["pooled_dof"]),
-                   NoiseTrend.from_dict(trend) if trend and trend.get("used") else None)
+        return cls(per, float(d["pooled_std"]), int(d["pooled_dof"]), NoiseTrend.from_dict(trend) if trend else None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -193,7 +192,7 @@ class NoiseEstimate:
             "pooled_dof": self.dof,
             "budgets": [{"flops": b, "std": s if dof > 0 else None, "dof": dof, "used_std": self.sigma(b)}
                         for b, (s, dof) in sorted(self.per_budget.items())],
-            "trend": None if self.trend is None else {**self.trend.to_dict(), "used": True},
+            "trend": None if self.trend is None else self.trend.to_dict(),
             "formula": "pooled std of final loss across seeds at each point: sum (L - mean)^2 / sum (n - 1)"
                        + ("; every point's noise from the trend in tokens per parameter" if self.trend is not None else ""),
         }
@@ -218,11 +217,6 @@ def estimate_noise(frame: pd.DataFrame, trend: bool = True) -> NoiseEstimate | N
     if fitted is not None and fitted.p_value >= TREND_P:
         fitted = None
     return NoiseEstimate(per, math.sqrt(float(points["ss"].sum()) / dof), dof - 2 * (fitted is not None), fitted)
-
-
-def row_sigma(frame: pd.DataFrame, noise: NoiseEstimate) -> np.ndarray:
-    """The noise of each row's loss (:meth:`NoiseEstimate.run_sd`)."""
-    return noise.run_sd(frame)
 
 
 def lack_of_fit(observed: np.ndarray, predicted: np.ndarray, se: np.ndarray, n_params: int,
