@@ -206,7 +206,7 @@ class Study:
 
     def noise_std(self, budget: float, tokens: Any = None) -> Any:
         """The noise of one run's final loss at ``budget`` (its own estimate, else the pooled one);
-        where the noise has a trend in tokens, at ``tokens`` (an array: one value each)."""
+        where the noise has a trend in tokens per parameter, at ``tokens`` (an array: one value each)."""
         if not self.noise:
             return None
         if self.noise.get("trend") and tokens is not None:

@@ -80,10 +80,10 @@ class Repeats(StrictModel):
 
     ``at``: ``optimum``, each budget's best size once the sweep (and its extension) is done;
     ``largest`` or ``smallest``, each budget's largest or smallest size (its shortest and its
-    longest run); a list of these, their union (``[optimum, largest]``: short runs can be far
-    noisier than the optimum, and a noise measured at both fits its trend in tokens); or ``all``,
-    every size of every budget. The spread of the final losses across seeds is the noise the fits
-    weight by (``fit/noise.json``).
+    longest run); a list of these, their union (``[optimum, largest]``: runs with few tokens per
+    parameter can be far noisier than the optimum, and a noise measured at both fits its trend in
+    tokens per parameter); or ``all``, every size of every budget. The spread of the final losses
+    across seeds is the noise the fits weight by (``fit/noise.json``).
     """
 
     seeds: list[int] = Field(min_length=1)
