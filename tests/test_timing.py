@@ -120,16 +120,22 @@ def test_a_probe_taken_under_load_is_taken_again_when_the_machine_is_idle(tmp_pa
 
 def test_the_plan_prices_the_repeats_the_sweep_adds():
     """Repeats at each budget's optimum: one run per budget and seed, each its budget's median
-    run; at every point: each run again per seed. Packed on the same slots as the grid."""
+    run; at its largest size: that size's run; at every point: each run again per seed. Packed on
+    the same slots as the grid."""
     from scaling.sweep.plan import repeats_estimate
     from scaling.sweep.spec import parse_spec
 
     text = (Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml").read_text()
     spec = parse_spec(text, "quickstart.yaml")
     assert spec.grid.repeats is not None and spec.grid.repeats.seeds == [1, 2]
-    rows = [{"budget": 1.0, "est_seconds": s} for s in (10.0, 20.0, 60.0)] + \
-           [{"budget": 2.0, "est_seconds": s} for s in (30.0, 40.0)]
+    assert spec.grid.repeats.points == ["optimum", "largest"]
+    rows = [{"budget": 1.0, "params": n, "est_seconds": s} for n, s in ((3, 10.0), (2, 20.0), (1, 60.0))] + \
+           [{"budget": 2.0, "params": n, "est_seconds": s} for n, s in ((5, 30.0), (4, 40.0))]
     rep = repeats_estimate(spec, rows, slots=2)
+    assert (rep["runs"], rep["seeds"], rep["at"]) == (8, 2, ["optimum", "largest"])
+    assert rep["est_wall_seconds"] == pytest.approx(pack([20.0, 20.0, 10.0, 10.0, 35.0, 35.0, 30.0, 30.0], 2))
+    text = text.replace("at: [optimum, largest]", "at: optimum")
+    rep = repeats_estimate(parse_spec(text, "quickstart.yaml"), rows, slots=2)
     assert (rep["runs"], rep["seeds"], rep["at"]) == (4, 2, "optimum")
     assert rep["est_wall_seconds"] == pytest.approx(pack([20.0, 20.0, 35.0, 35.0], 2))
     every = parse_spec(text.replace("at: optimum", "at: all"), "quickstart.yaml")
