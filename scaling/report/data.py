@@ -209,15 +209,13 @@ class Study:
         where the noise has a trend in tokens per parameter, at ``tokens`` (an array: one value each)."""
         if not self.noise:
             return None
-        if self.noise.get("trend") and tokens is not None:
-            from scaling.fit.noise import NoiseEstimate
+        from scaling.fit.noise import NoiseEstimate
 
+        nz = NoiseEstimate.from_dict(self.noise)
+        if nz.trend is not None and tokens is not None:
             d = np.asarray(tokens, float)
-            return NoiseEstimate.from_dict(self.noise).run_sd(pd.DataFrame({"tokens": d, "flops": np.full_like(d, budget)}))
-        for b in self.noise.get("budgets", []):
-            if math.isclose(float(b["flops"]), float(budget), rel_tol=1e-9):
-                return float(b["used_std"])
-        return float(self.noise["pooled_std"])
+            return nz.run_sd(pd.DataFrame({"tokens": d, "flops": np.full_like(d, budget)}))
+        return nz.sigma(float(budget))
 
     @property
     def done(self) -> pd.DataFrame:
