@@ -58,14 +58,18 @@ def parts(runs: pd.DataFrame) -> list[tuple[str, set[str]]]:
     return out
 
 
-def half_widths(study: Path, ids: set[str], trend: bool, bootstrap: int) -> dict[str, float | None]:
+def study_frames(study: Path) -> dict[str, tuple[Convention, pd.DataFrame]]:
+    """Each count's fit input of the whole study, read once: its convention and its rows."""
+    flops = load_spec(study / "sweep.yaml").train.flops_convention
+    return {count: (conv, study_data(study, conv).frame) for count in COUNTS for conv in [Convention(count, flops)]}
+
+
+def half_widths(frames: dict[str, tuple[Convention, pd.DataFrame]], ids: set[str], trend: bool,
+                bootstrap: int) -> dict[str, float | None]:
     """Half-widths of a for approaches 2 and 3 in both counts, and approach 3's chi2 / dof, on the
     runs ``ids`` (noise measured from their repeats; None where nothing is repeated)."""
-    flops = load_spec(study / "sweep.yaml").train.flops_convention
     out: dict[str, float | None] = {}
-    for count in COUNTS:
-        conv = Convention(count, flops)
-        frame = study_data(study, conv).frame
+    for count, (conv, frame) in frames.items():
         data = normalise(frame[frame["run_id"].isin(ids)].reset_index(drop=True), Columns(convention=conv))
         noise = estimate_noise(data.frame, trend=trend)
         try:
@@ -100,11 +104,12 @@ def main() -> None:
     print("minutes: the runs' wall times summed, over 2 slots; noise: the model the fits used")
     print(ROW.format("part, noise", "minutes", "a2 total", "a2 non-e", "a3 total", "a3 non-e", "chi2 tot", "chi2 n-e"))
     base: dict[str, float | None] = {}
+    frames = study_frames(args.study)
     for name, ids in parts(runs):
         minutes = float(runs.loc[runs["run_id"].isin(ids), "wall_time"].sum()) / 2 / 60
-        rows = [half_widths(args.study, ids, True, args.bootstrap)]
+        rows = [half_widths(frames, ids, True, args.bootstrap)]
         if name != "grid" and rows[0]["trend"]:
-            rows.append(half_widths(args.study, ids, False, args.bootstrap))  # the baseline on the same runs
+            rows.append(half_widths(frames, ids, False, args.bootstrap))  # the baseline on the same runs
         for w, model in zip(rows, ("trend" if rows[0]["trend"] else "constant", "constant"), strict=False):
             if name == "grid":
                 base, model = {k: w[k] for k in KEYS}, "none"
