@@ -6,7 +6,7 @@ the same compute, predicted by simulation and realised by fitting.
 (a) Synthetic truth: a Chinchilla-form law in non-embedding N (E 3.2, A 29, alpha 0.44, B 2.8e5,
     beta 0.99: a = 0.69, near what the CPU ladder reaches on the built-in corpus) with noise sd
     0.006 of log loss, on the ladder of ``sweeps/quickstart.yaml``. Allowance: the pilot grid's FLOPs.
-    Predicted: median widths over simulations (approach 2: 200; approach 3: ``--draws3`` with 200
+    Predicted: geometric-mean widths over simulations (approach 2: 200; approach 3: ``--draws3`` with 200
     bootstrap resamples each). Realised: the study's own fitters on independent draws (other seeds).
     (a2) The families at the same allowance, criterion n_opt: the best IsoFLOP design without
     repeats, the best with 1-2 repeated seeds at each budget's optimum (their runs priced in; the

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import yaml
 
@@ -67,23 +68,35 @@ def _by(widths, approach, count):
 
 
 def test_fast_approach2_is_the_study_fitter(base, choice, prior):
-    """The batched simulation's approach 2 gives the fit stage's own numbers on the same draw:
-    exactly without repeats (OLS t intervals), and within the Monte Carlo error of the fit's
-    parametric bootstrap where repeats give it the noise (normal and t approximations here of
-    the fit's percentiles of redrawn vertices and of its widening by the line's residuals)."""
+    """The batched simulation's approach 2 gives the fit stage's own numbers on the same draws:
+    exactly without repeats (OLS t intervals); where repeats give it the noise, the normal and t
+    approximations here of the fit's percentiles of redrawn vertices and of its widening by the
+    line's residuals hold in the median over draws (within 10%) and on most draws (within 25%:
+    the delta method misses a flat valley's heavy-tailed vertex, which can tip the widening)."""
     plain = design_points(base, replace(choice.chosen.design, repeats=0), Pricing(), prior)
-    repeated = design_points(base, replace(choice.chosen.design, repeats=2), Pricing(), prior)
+    repeated = design_points(base, replace(choice.chosen.design, repeats=2, repeat_at=("optimum",)), Pricing(), prior)
+    both = design_points(base, replace(choice.chosen.design, repeats=1, repeat_at=("optimum", "largest")), Pricing(),
+                         prior)
     assert not plain.added and len(repeated.added) == 2 * len(repeated.design.budgets)
-    for p, rel in ((plain, 1e-6), (repeated, 0.15)):
-        ll = draw_log_losses(p, prior, 3, seed=7)
+    assert len(both.added) == 2 * len(both.design.budgets)  # the optimum is never the largest size (interior)
+    for p, draws in ((plain, 3), (repeated, 8), (both, 8)):
+        ll = draw_log_losses(p, prior, draws, seed=7)
         for count in ("total", "non_embedding"):
             fast = _approach2_batch(p, count, ll, TARGET)
-            for i in range(3):
+            ratios = []
+            for i in range(draws):
                 slow = _approach2_one(p, count, ll[i], TARGET)
                 assert fast["ok"][i] == (slow is not None)
                 if slow is not None:
-                    assert fast["exponent"][i] == pytest.approx(slow[0], rel=rel)
-                    assert fast["log_n_opt"][i] == pytest.approx(slow[1], rel=rel)
+                    assert fast["a"][i] == pytest.approx(slow[2], rel=1e-6)
+                    assert fast["log_n"][i] == pytest.approx(slow[3], rel=1e-6)
+                    ratios += [fast["exponent"][i] / slow[0], fast["log_n_opt"][i] / slow[1]]
+            ratios = np.array(ratios)
+            if not p.added:
+                assert ratios == pytest.approx(1.0, rel=1e-6)
+            else:
+                assert np.median(ratios) == pytest.approx(1.0, abs=0.10), (p.design.repeat_at, count)
+                assert np.mean(np.abs(ratios - 1) <= 0.25) >= 0.8, (p.design.repeat_at, count, ratios)
 
 
 def test_realised_widths_match_prediction_and_beat_plain(choice, prior):

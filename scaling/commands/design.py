@@ -128,6 +128,10 @@ def _print(summary: dict[str, Any]) -> None:
     con = Console(soft_wrap=False, width=max(110, Console().width))
     p = summary["prior"]
     con.print(f"prior {p['law']} (N {p['param_convention'].replace('_', '-')}), noise sd of log L {p['sigma']:.3g}: {p['sigma_source']}")
+    if p.get("trend"):
+        tr = p["trend"]
+        con.print(f"  the noise follows its trend in tokens per parameter r: sd(r)^2 = {tr['floor']:.3g}^2 + "
+                  f"{tr['rise']:.3g}^2 (r / {tr['r_ref']:.3g})^{2 * tr['slope']:.3g}, r in [{tr['r_lo']:.3g}, {tr['r_hi']:.3g}]")
     con.print(f"allowance {summary['allowance']}; target {summary['target']:.3g} FLOPs; criterion {summary['criterion']}; "
               f"{summary['considered']} affordable designs simulated")
     grids = {f"{f} best" + (" (chosen)" if f == summary["family"] else ""): g for f, g in summary["families"].items()}
@@ -138,19 +142,24 @@ def _print(summary: dict[str, Any]) -> None:
         con.print(f"{which:>20}: {d['grid']}; {cost['flops']:.3g} FLOPs{minutes}, {cost['gpu_hours']:.3g} GPU-hours at {summary['gpu']}")
     if len(summary["families"]) > 1:
         con.print(f"family {summary['family']} won: the narrowest widest interval (over the fits its study makes)")
-    t = Table(title="predicted 95% interval widths (median over simulations)")
-    for c in ("grid", "fit", "N", "a +-", "N* hi/lo", "L* width", "interior"):
+    t = Table(title="predicted 95% interval widths (geometric mean over simulations)")
+    for c in ("grid", "fit", "N", "a +-", "a +- needed", "N* hi/lo", "L* width", "interior"):
         t.add_column(c, justify="left" if c in ("grid", "fit", "N") else "right")
     for which, d in grids.items():
         for w in d["widths"]:
+            need = w["exponent_spread"] / 2
             t.add_row(which, f"approach {w['approach']}", w["count"].replace("_", "-"), f"{w['exponent_half_width']:.3f}",
-                      f"{w['n_opt_ratio']:.3g}x", "" if w["loss"] != w["loss"] else f"{w['loss']:.3g}", f"{w['interior']:.0%}")
+                      "" if need != need else f"{need:.3f}", f"{w['n_opt_ratio']:.3g}x",
+                      "" if w["loss"] != w["loss"] else f"{w['loss']:.3g}", f"{w['interior']:.0%}")
     con.print(t)
+    con.print("a +- needed: half the width a calibrated interval would have, from the estimates' scatter over the "
+              "simulations; a design is judged by the wider of the two")
     chosen = summary["chosen"]
     if chosen["family"] == "wsd":
         con.print(f"trunks: {', '.join(chosen['sizes'])}; branches at D = {', '.join(f'{t:.3g}' for t in chosen['tokens'])}")
     else:
         con.print(f"budgets: {', '.join(f'{c:.3g}' for c in chosen['budgets'])}"
-                  + (f"; {chosen['repeats']} repeat seed(s) at each budget's optimum" if chosen["repeats"] else ""))
+                  + (f"; {chosen['repeats']} repeat seed(s) at each budget's {' and '.join(chosen['repeat_at'])}"
+                     if chosen["repeats"] else "") + f"; noise fitted: {chosen['noise_model']}")
     if summary.get("written"):
         con.print(f"wrote {summary['written']}: scaling sweep plan {summary['written']}")

@@ -10,6 +10,7 @@ import yaml
 
 from scaling.design.prior import Prior
 from scaling.design.search import DesignChoice
+from scaling.design.simulate import trend_sd
 from scaling.design.space import Allowance, DesignPoints, Pricing, design_mapping, ladder
 from scaling.design.wsd import wsd_mapping
 from scaling.errors import UsageError
@@ -22,9 +23,10 @@ def _tag(r: Any) -> str:
     return f"L{r.model_shape.layers} d{r.model_shape.hidden}"
 
 
-def _grid(p: DesignPoints, widths: list[Any]) -> dict[str, Any]:
+def _grid(p: DesignPoints, widths: list[Any], prior: Prior) -> dict[str, Any]:
     """One design as JSON: its family, grid, runs (those its spec expands to, and the repeats the
-    sweep adds), cost and widths. A WSD design lists its trunks' sizes and branches' tokens."""
+    sweep adds, and where), the noise its study will fit (``noise_model``), cost and widths. A WSD
+    design lists its trunks' sizes and branches' tokens."""
     rows = []
     for w in widths:
         d = w.to_dict()
@@ -32,7 +34,8 @@ def _grid(p: DesignPoints, widths: list[Any]) -> dict[str, Any]:
         rows.append(d)
     out: dict[str, Any] = {"family": p.design.family, "grid": p.design.describe(), "label": p.design.label,
                            "runs": len(p.runs), "added_runs": len(p.added), "points": len(p.fitted),
-                           "repeats": p.design.repeats, "cost": p.cost, "widths": rows}
+                           "repeats": p.design.repeats, "repeat_at": list(getattr(p.design, "repeat_at", ())) or None,
+                           "noise_model": noise_model(p, prior), "cost": p.cost, "widths": rows}
     if p.design.family == "wsd":
         trunks = [r for r in p.runs if r.branch_of is None]
         out.update(budgets=[], sizes=[_tag(r) for r in trunks],
@@ -43,15 +46,24 @@ def _grid(p: DesignPoints, widths: list[Any]) -> dict[str, Any]:
     return out
 
 
+def noise_model(p: DesignPoints, prior: Prior) -> str:
+    """What noise the design's study will fit: none (no repeats), one per budget, or the trend."""
+    if not p.has_repeats:
+        return "none (no repeats): intervals from the fit's own scatter"
+    if p.design.family == "isoflop" and trend_sd(p, prior) is not None:
+        return "its trend in tokens per parameter, fitted on the repeats"
+    return "pooled per budget from the repeats, one noise for every size"
+
+
 def design_summary(choice: DesignChoice, prior: Prior, allowance: Allowance, pricing: Pricing,
                    target: float) -> dict[str, Any]:
     """The chosen and plain grids with their costs and predicted widths (``n_opt_ratio``: hi/lo of N*)."""
     return {"prior": prior.describe(), "allowance": allowance.describe(), "allowance_kind": allowance.kind,
             "gpu": f"{pricing.gpu} MFU {pricing.mfu:g}", "timing_model": pricing.timing.to_dict() if pricing.timing else None,
             "allowance_value": allowance.value, "target": target, "criterion": choice.criterion,
-            "considered": choice.considered, "chosen": _grid(choice.chosen, choice.chosen_widths),
-            "plain": _grid(choice.plain, choice.plain_widths), "family": choice.chosen.design.family,
-            "families": {f: _grid(p, w) for f, (p, w) in choice.families.items()}}
+            "considered": choice.considered, "chosen": _grid(choice.chosen, choice.chosen_widths, prior),
+            "plain": _grid(choice.plain, choice.plain_widths, prior), "family": choice.chosen.design.family,
+            "families": {f: _grid(p, w, prior) for f, (p, w) in choice.families.items()}}
 
 
 def design_header(summary: dict[str, Any]) -> str:
@@ -68,6 +80,7 @@ def design_header(summary: dict[str, Any]) -> str:
         f"criterion {summary['criterion']}; family {summary['family']} won"
         + (f" on the widest interval its study reports ({'; '.join(others)})" if others else "") + ".",
         f"Prior {pr['law']} with noise sd {pr['sigma']:.3g} of log loss ({pr['sigma_source']})"
+        + (", growing toward few tokens per parameter (its trend)" if pr.get("trend") else "")
         + (f", {pr['branch_share']:g} of its variance shared by the branches of one trunk" if summary["family"] == "wsd" else "")
         + ".",
         f"This grid: {c['grid']}. Predicted 95% widths: {widths(c)}.",

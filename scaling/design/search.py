@@ -1,6 +1,7 @@
 """Choose a design: the best of each family, then the family whose best is narrower.
 
-* IsoFLOP (:mod:`scaling.design.space`; with or without repeated seeds at each budget's optimum):
+* IsoFLOP (:mod:`scaling.design.space`; with or without repeated seeds at each budget's optimum,
+  or at its optimum and its largest size):
   ranked by predicted approach-2 widths (batched simulations); the best few, and the best without
   repeats, simulated with approach 3 too.
 * WSD branches (:mod:`scaling.design.wsd`): fitted by approach 3 only (no IsoFLOP budgets),
@@ -12,7 +13,8 @@ for a WSD one). ``sims3 = 0`` simulates no approach 3: the IsoFLOP family's appr
 decides alone and the WSD family is not considered. The plain grid of the same allowance is
 simulated beside the choice.
 
-Criteria (smaller is better, each a predicted median 95% width):
+Criteria (smaller is better, each a predicted 95% width (geometric mean over simulations), or the width a calibrated interval
+would need where the estimates scatter more than the study's intervals say: :meth:`Widths.honest`):
 
 * ``n_opt``: ``ln N*`` at the target budget, N counted as the spec counts it (``model.count``);
 * ``exponent``: the allocation exponent ``a``, the wider of the two counts of N;
@@ -66,9 +68,9 @@ def score(widths: list[Widths], criterion: str, count: str, min_interior: float)
     if any(w.interior < min_interior for w in a2.values()):
         return math.inf
     if criterion == "n_opt":
-        return a2[count].log_n_opt
+        return a2[count].honest("log_n_opt")
     if criterion == "exponent":
-        return max(w.exponent for w in a2.values())
+        return max(w.honest("exponent") for w in a2.values())
     a3 = [w for w in widths if w.approach == "3" and w.count == count]
     return a3[0].loss if a3 and math.isfinite(a3[0].loss) else math.inf
 
@@ -82,7 +84,7 @@ def study_score(widths: list[Widths], criterion: str, count: str, min_interior: 
         return math.inf
     key = {"n_opt": "log_n_opt", "exponent": "exponent", "loss": "loss"}[criterion]
     rows = [w for w in widths if (criterion == "exponent" or w.count == count) and math.isfinite(getattr(w, key))]
-    return max((getattr(w, key) for w in rows), default=math.inf)
+    return max((w.honest(key) if key != "loss" else w.loss for w in rows), default=math.inf)
 
 
 def _best_isoflop(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, target: float, criterion: str,

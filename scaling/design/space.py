@@ -11,9 +11,10 @@ an MFU (:func:`scaling.hardware.gpu_hours` of the runs' matmul FLOPs).
 The family: ``n`` budgets spaced ``ratio`` apart, for each the ``k`` ladder sizes (every
 ``stride``-th) centred on the ladder size the prior puts lowest at that budget, and the largest top
 budget (on a grid of quarter-octaves below the target) whose cost fits the allowance; with or
-without ``repeats`` extra seeds at each budget's optimum (``grid.repeats``), whose runs are priced
-in, so a repeated design has a lower top budget than the same design without. The WSD-branch family
-is :mod:`scaling.design.wsd`.
+without ``repeats`` extra seeds at chosen points of each budget (``grid.repeats``: its optimum, or
+its optimum and its largest size, where runs have the fewest tokens per parameter and the most
+noise), whose runs are priced in, so a repeated design has a lower top budget than the same design
+without. The WSD-branch family is :mod:`scaling.design.wsd`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import itertools
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,10 @@ from scaling.sweep.spec import ShapeSize, SweepSpec
 from scaling.timing import TimingModel, pack, waits_for
 
 UNITS = {"flops": "FLOPs", "seconds": "s", "gpu_hours": "GPU-hours"}
+REPEAT_AT: tuple[tuple[str, ...], ...] = (("optimum",), ("optimum", "largest"))
+"""Where a repeated design repeats in each budget: the optimum (the quietest runs), or the optimum
+and the largest size (the fewest tokens per parameter: the noisiest, and with the optimum a span
+of tokens per parameter that the noise's trend is fitted on)."""
 
 
 @dataclass(frozen=True)
@@ -99,18 +104,25 @@ class Pricing:
 @dataclass(frozen=True)
 class Design:
     """Budgets (ascending) and, for each, the ladder indices of its sizes; ``repeats`` extra seeds
-    at each budget's optimum (``grid.repeats: {seeds, at: optimum}``; 0: none)."""
+    at the points ``repeat_at`` names in each budget (``grid.repeats: {seeds, at}``; 0: none)."""
 
     budgets: tuple[float, ...]
     sizes: tuple[tuple[int, ...], ...]
     label: str = ""
     repeats: int = 0
     family: str = "isoflop"
+    repeat_at: tuple[str, ...] = ("optimum",)
+
+    @property
+    def where_repeated(self) -> str:
+        """``repeat_at`` in words: "each optimum", "each optimum and largest size"."""
+        names = {"optimum": "optimum", "largest": "largest size", "smallest": "smallest size"}
+        return "every size" if self.repeat_at == ("all",) else "each " + " and ".join(names[a] for a in self.repeat_at)
 
     def describe(self) -> str:
         k = sorted({len(s) for s in self.sizes})
         span = self.budgets[-1] / self.budgets[0]
-        rep = f", {self.repeats} repeat seed(s) at each optimum" if self.repeats else ""
+        rep = f", {self.repeats} repeat seed(s) at {self.where_repeated}" if self.repeats else ""
         return (f"{len(self.budgets)} budgets {self.budgets[0]:.3g}..{self.budgets[-1]:.3g} ({span:.3g}x), "
                 f"{'/'.join(map(str, k))} sizes each, {sum(len(s) for s in self.sizes)} runs{rep}")
 
@@ -197,7 +209,8 @@ def design_mapping(base: SweepSpec, design: Design, shapes: Sequence[ModelShape]
     per_budget = {float(c): [objs[i] for i in idx] for c, idx in zip(design.budgets, design.sizes, strict=True)}
     kept = {k: v for k, v in d.get("grid", {}).items() if k == "extend"}  # the base's own adaptive settings
     if design.repeats:
-        kept["repeats"] = {"seeds": repeat_seeds(base, design.repeats), "at": "optimum"}
+        at = list(design.repeat_at)
+        kept["repeats"] = {"seeds": repeat_seeds(base, design.repeats), "at": at[0] if len(at) == 1 else at}
     d["grid"] = {"kind": "isoflop", "budgets": [float(c) for c in design.budgets], "sizes_per_budget": per_budget, **kept}
     if name:
         d["name"] = name
@@ -215,10 +228,19 @@ def repeat_seeds(base: SweepSpec, n: int) -> list[int]:
     return [top + 1 + i for i in range(n)]
 
 
+def repeated_indices(idx: Sequence[int], best: int, at: Sequence[str]) -> list[int]:
+    """The ladder indices of one budget that ``grid.repeats.at`` names, each once, ascending, with
+    ``best`` standing for the optimum (the sweep's own choice: :func:`scaling.sweep.extend._repeated_points`)."""
+    if list(at) == ["all"]:
+        return sorted(idx)
+    pick = {"optimum": best, "largest": max(idx), "smallest": min(idx)}
+    return sorted({pick[a] for a in at})
+
+
 def repeat_runs(spec: SweepSpec, design: Design, shapes: Sequence[ModelShape], prior: Prior | None) -> tuple[RunSpec, ...]:
-    """The runs ``grid.repeats`` will add: its seeds at each budget's optimum, priced at the size
-    the prior puts lowest there (the sweep repeats the observed best; at one budget every size
-    costs the same FLOPs)."""
+    """The runs ``grid.repeats`` will add: its seeds at the points it names in each budget, the
+    optimum priced at the size the prior puts lowest there (the sweep repeats the observed best;
+    at one budget every size costs the same FLOPs)."""
     if not design.repeats or prior is None:
         return ()
     rep = spec.grid.repeats  # type: ignore[union-attr]
@@ -227,7 +249,8 @@ def repeat_runs(spec: SweepSpec, design: Design, shapes: Sequence[ModelShape], p
     for c, idx in zip(design.budgets, design.sizes, strict=True):
         best = min(idx, key=lambda i: float(prior.log_loss(np.array([shapes[i].count(prior.param_convention)], float),
                                                          np.array([c / flops_per_token(shapes[i], conv)]))[0]))
-        out += [isoflop_run(spec, c, shapes[best], seed, added="repeat") for seed in rep.seeds]
+        out += [isoflop_run(spec, c, shapes[i], seed, added="repeat")
+                for i in repeated_indices(idx, best, rep.points) for seed in rep.seeds]
     return tuple(out)
 
 
@@ -266,7 +289,8 @@ def _steps(base: SweepSpec, shape: ModelShape, budget: float) -> float:
 
 
 def _design(base: SweepSpec, prior: Prior, shapes: Sequence[ModelShape], top: float, n: int, ratio: float,
-            k: int, stride: int, min_steps: float = 0.0, repeats: int = 0) -> Design | None:
+            k: int, stride: int, min_steps: float = 0.0, repeats: int = 0,
+            repeat_at: tuple[str, ...] = ("optimum",)) -> Design | None:
     """``n`` budgets up to ``top``; each the window of ``k`` sizes around the prior's best, less
     the sizes whose runs would take fewer than ``min_steps`` steps (None if that leaves fewer than
     ``min(k, 5)`` sizes or the best at an edge)."""
@@ -283,16 +307,17 @@ def _design(base: SweepSpec, prior: Prior, shapes: Sequence[ModelShape], top: fl
             return None
         sizes.append(idx)
     label = f"{n}x{k} ratio {ratio:g} stride {stride}" + (f" min {min_steps:g} steps" if min_steps else "")
-    return Design(budgets, tuple(sizes), label + (f" +{repeats} seeds at optima" if repeats else ""), repeats)
+    design = Design(budgets, tuple(sizes), label, repeats, repeat_at=repeat_at)
+    return replace(design, label=label + (f" +{repeats} seeds at {design.where_repeated}" if repeats else ""))
 
 
 def _affordable(base: SweepSpec, prior: Prior, shapes: Sequence[ModelShape], allowance: Allowance, pricing: Pricing,
                 ceiling: float, n: int, ratio: float, k: int, stride: int, min_steps: float = 0.0,
-                repeats: int = 0) -> DesignPoints | None:
+                repeats: int = 0, repeat_at: tuple[str, ...] = ("optimum",)) -> DesignPoints | None:
     """The design of this shape with the largest top budget ``ceiling / 2^(j/4)`` that fits."""
     best: DesignPoints | None = None
     for j in range(0, 81):  # down 20 octaves at most; cost falls with the top budget
-        d = _design(base, prior, shapes, ceiling * 2 ** (-j / 4), n, ratio, k, stride, min_steps, repeats)
+        d = _design(base, prior, shapes, ceiling * 2 ** (-j / 4), n, ratio, k, stride, min_steps, repeats, repeat_at)
         if d is None:
             continue
         try:
@@ -308,15 +333,18 @@ def _affordable(base: SweepSpec, prior: Prior, shapes: Sequence[ModelShape], all
 def candidate_designs(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, ceiling: float, *,
                       n_budgets: Sequence[int] = (3, 4, 5, 6, 7, 8), ratios: Sequence[float] = (2.0, 4.0),
                       ks: Sequence[int] = (3, 5, 7), strides: Sequence[int] = (1, 2),
-                      min_steps: float = 0.0, repeats: Sequence[int] = (0, 1, 2)) -> list[DesignPoints]:
+                      min_steps: float = 0.0, repeats: Sequence[int] = (0, 1, 2),
+                      repeat_at: Sequence[tuple[str, ...]] = REPEAT_AT) -> list[DesignPoints]:
     """Every affordable member of the family (module docstring), top budget at most ``ceiling``;
-    each with ``repeats`` extra seeds at every budget's optimum (0: none), its runs priced in."""
+    each with ``repeats`` extra seeds (0: none) at each choice of ``repeat_at`` in every budget,
+    its runs priced in."""
     shapes = ladder(base)
     out = []
     for n, ratio, k, stride, r in itertools.product(n_budgets, ratios, ks, strides, repeats):
-        p = _affordable(base, prior, shapes, allowance, pricing, ceiling, n, ratio, k, stride, min_steps, r)
-        if p is not None:
-            out.append(p)
+        for at in repeat_at if r else [("optimum",)]:
+            p = _affordable(base, prior, shapes, allowance, pricing, ceiling, n, ratio, k, stride, min_steps, r, at)
+            if p is not None:
+                out.append(p)
     return out
 
 
