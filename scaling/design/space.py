@@ -313,10 +313,11 @@ def _design(base: SweepSpec, prior: Prior, shapes: Sequence[ModelShape], top: fl
 
 def _affordable(base: SweepSpec, prior: Prior, shapes: Sequence[ModelShape], allowance: Allowance, pricing: Pricing,
                 ceiling: float, n: int, ratio: float, k: int, stride: int, min_steps: float = 0.0,
-                repeats: int = 0, repeat_at: tuple[str, ...] = ("optimum",)) -> DesignPoints | None:
-    """The design of this shape with the largest top budget ``ceiling / 2^(j/4)`` that fits."""
-    best: DesignPoints | None = None
-    for j in range(0, 81):  # down 20 octaves at most; cost falls with the top budget
+                repeats: int = 0, repeat_at: tuple[str, ...] = ("optimum",),
+                start: int = 0) -> tuple[DesignPoints, int] | None:
+    """The design of this shape with the largest top budget ``ceiling / 2^(j/4)``, ``j >= start``,
+    that fits, and its ``j``."""
+    for j in range(start, 81):  # down 20 octaves at most; cost falls with the top budget
         d = _design(base, prior, shapes, ceiling * 2 ** (-j / 4), n, ratio, k, stride, min_steps, repeats, repeat_at)
         if d is None:
             continue
@@ -325,9 +326,8 @@ def _affordable(base: SweepSpec, prior: Prior, shapes: Sequence[ModelShape], all
         except UsageError:  # a run below one batch: smaller budgets only get worse
             break
         if pricing.spent(p.priced, allowance) <= allowance.value:
-            best = p
-            break
-    return best
+            return p, j
+    return None
 
 
 def candidate_designs(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, ceiling: float, *,
@@ -337,25 +337,32 @@ def candidate_designs(base: SweepSpec, prior: Prior, allowance: Allowance, prici
                       repeat_at: Sequence[tuple[str, ...]] = REPEAT_AT) -> list[DesignPoints]:
     """Every affordable member of the family (module docstring), top budget at most ``ceiling``;
     each with ``repeats`` extra seeds (0: none) at each choice of ``repeat_at`` in every budget,
-    its runs priced in."""
+    its runs priced in. A variant that adds runs to another (more seeds, or more points repeated)
+    costs at least as much, so its search for a top budget starts where that one's ended."""
     shapes = ladder(base)
     out = []
-    for n, ratio, k, stride, r in itertools.product(n_budgets, ratios, ks, strides, repeats):
-        for at in repeat_at if r else [("optimum",)]:
-            p = _affordable(base, prior, shapes, allowance, pricing, ceiling, n, ratio, k, stride, min_steps, r, at)
-            if p is not None:
-                out.append(p)
+    for n, ratio, k, stride in itertools.product(n_budgets, ratios, ks, strides):
+        found: dict[tuple[int, frozenset[str]], int] = {}
+        for r in sorted(repeats):
+            for at in repeat_at if r else [("optimum",)]:
+                key = (r, frozenset(at) if r else frozenset())
+                start = max((j for (r0, at0), j in found.items() if r0 <= r and at0 <= key[1]), default=0)
+                got = _affordable(base, prior, shapes, allowance, pricing, ceiling, n, ratio, k, stride, min_steps,
+                                  r, at, start)
+                if got is not None:
+                    out.append(got[0])
+                    found[key] = got[1]
     return out
 
 
 def plain_design(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, ceiling: float,
                  min_steps: float = 0.0) -> DesignPoints:
     """The standard grid of the same allowance: 4 budgets 2x apart, 5 consecutive ladder sizes each."""
-    p = _affordable(base, prior, ladder(base), allowance, pricing, ceiling, 4, 2.0, 5, 1, min_steps)
-    if p is None:
+    got = _affordable(base, prior, ladder(base), allowance, pricing, ceiling, 4, 2.0, 5, 1, min_steps)
+    if got is None:
         raise UsageError(f"--allowance {allowance.describe()}: not even a 4x5 grid fits it on this ladder; "
                          "raise the allowance or add sizes to grid.sizes")
-    return p
+    return got[0]
 
 
 def spec_points(spec: SweepSpec, pricing: Pricing) -> DesignPoints:
