@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from scaling.fit import Approach2, Approach3, KaplanFit
-from scaling.fit.approach2 import isoflop_minimum, parabola_vertex
+from scaling.fit.approach2 import isoflop_minimum, parabola_vertex, vertex_bend
 from scaling.fit.data import FitRefusal
 from scaling.fit.noise import NoiseEstimate, estimate_noise, lack_of_fit, point_means
 
@@ -248,6 +248,47 @@ def test_approach2_interval_widens_where_the_vertices_miss_the_power_law():
     assert tests[1]["chi2_per_dof"] > 10 > tests[0]["chi2_per_dof"]
     widths = [f.n_exponent()["ci"][1] - f.n_exponent()["ci"][0] for f in fits]
     assert widths[1] > 3 * widths[0]
+
+
+def test_approach2_lack_of_fit_test_does_not_move_with_the_bootstrap_seed():
+    """The vertices' scatter is tested against their delta-method variances, not against the
+    variance of their resamples (which a few nearly flat redrawn parabolas inflate): the same
+    data give the same chi2 under every seed, and intervals within a few percent of each other."""
+    data = isoflop_rows(np.random.default_rng(5), 0.01, repeats=2, budgets=(1e18, 2e18, 4e18, 8e18, 1.6e19))
+    noise = estimate_noise(data)
+    fits = [Approach2(bootstrap=1000, seed=s).fit(data, noise=noise) for s in range(4)]
+    chi2 = {f.info["noise"]["widening"]["power_law_n"]["chi2"] for f in fits}
+    assert len(chi2) == 1
+    widths = [np.diff(f.n_exponent()["ci"])[0] for f in fits]
+    assert max(widths) / min(widths) < 1.25
+
+
+def test_vertex_bend_reads_the_change_of_the_local_exponent():
+    """Vertices on ``ln N* = 0.6 u - 0.05 u^2`` (u = ln C centred) bend by ``2 (-0.05) ln 2`` per
+    octave, with local exponents falling along C; on a straight line they do not bend."""
+    logc = np.log([1e18, 2e18, 4e18, 8e18, 1.6e19])
+    u = logc - logc.mean()
+    bent = vertex_bend(logc, 0.6 * u - 0.05 * u * u, spread=1e-4)
+    assert bent["da_per_octave"] == pytest.approx(-0.1 * math.log(2), rel=1e-9)
+    assert bent["p_value"] < 1e-6
+    assert np.all(np.diff(bent["local_exponents"]) < 0)
+    straight = vertex_bend(logc, 0.6 * u + 0.01 * np.array([1, -1, 0, 1, -1]), spread=1e-4)
+    assert straight["p_value"] > 0.05 and straight["da_per_octave"] == pytest.approx(0.0, abs=0.02)
+    assert vertex_bend(logc[:3], 0.6 * u[:3], spread=1e-4) is None
+
+
+def test_an_interval_through_bent_vertices_says_where_they_bend():
+    """The N* exponent's description names the bend, and its two ends, where the quadratic's test
+    finds one, and stays silent on a straight line."""
+    def bent(n, d):
+        return chinchilla(n * (1 + 0.6 * np.sin(np.log(n * d) / 2)), d)
+
+    budgets = (1e18, 3e18, 1e19, 3e19, 1e20)
+    texts = [Approach2(bootstrap=200).fit(d, noise=estimate_noise(d)).n_exponent()["interval"]
+             for d in (isoflop_rows(np.random.default_rng(2), 0.004, budgets=budgets, law=law)
+                       for law in (chinchilla, bent))]
+    assert "bend" not in texts[0]
+    assert "the vertices bend" in texts[1] and "at the largest" in texts[1]
 
 
 def test_the_lack_of_fit_names_the_points_that_weigh_most():

@@ -99,3 +99,15 @@ def test_the_band_follows_a_noise_trend_in_tokens_per_parameter(study, tmp_path)
     assert half[-1] > half[0]  # noisier at the largest size
     html = build_report(out, tmp_path / "r.html").read_text()
     assert "tokens per parameter r = D/N" in html
+
+
+def test_the_lack_of_fit_table_says_where_the_n_star_line_bends():
+    """Approach 2's widening cell names a bend of its vertices (the quadratic's test below 0.05)
+    with the local exponents at both ends, and says nothing of one where the test finds none."""
+    from scaling.report.adaptive import _widening
+
+    bent = {"power_law_n": {"chi2_per_dof": 2.3, "bend": {"local_exponents": [0.91, 0.77, 0.57, 0.49],
+                                                          "da_per_octave": -0.15, "chi2": 6.8, "p_value": 0.009}}}
+    assert _widening(bent) == "about 1.5x (N* line); it bends (p = 0.009): local a 0.91 to 0.49"
+    bent["power_law_n"]["bend"]["p_value"] = 0.4
+    assert _widening(bent) == "about 1.5x (N* line)"

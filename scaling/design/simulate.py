@@ -32,7 +32,7 @@ from scipy import special
 from scaling.convention import PARAM_COUNTS, Convention
 from scaling.design.prior import Prior
 from scaling.design.space import DesignPoints
-from scaling.fit.approach2 import Approach2
+from scaling.fit.approach2 import Approach2, redraw_inflation
 from scaling.fit.approach3 import Approach3
 from scaling.fit.data import Columns, FitRefusal, FitWarning
 from scaling.fit.noise import TREND_P, NoiseEstimate, estimate_noise, fit_trend, point_means, tokens_per_param
@@ -157,8 +157,8 @@ def _approach2_batch(points: DesignPoints, count: str, log_loss: np.ndarray, tar
     the study knows its noise (:mod:`scaling.fit.noise`) and its intervals come from the means
     redrawn with it: here their normal approximation, ``2 z sd`` with the vertices' delta-method
     variances carried through the OLS, or, where the vertices miss the line by more than those
-    variances explain, ``2 t sd sqrt(s^2 / mean var)`` (the fit's widening,
-    :func:`scaling.fit.approach2.allocation_draws`). The noise: each budget's pooled sd across
+    variances explain, ``2 t sd sqrt(s^2 / mean var)`` (the fit's test and widening,
+    :func:`scaling.fit.approach2.allocation_draws`, on the same variances). The noise: each budget's pooled sd across
     seeds, one for all its sizes; or with ``sd`` (each fitted run's, :func:`trend_sd`) the trend
     the study fits, by which it weights each parabola."""
     loss = np.exp(log_loss)
@@ -195,7 +195,7 @@ def _approach2_batch(points: DesignPoints, count: str, log_loss: np.ndarray, tar
         # vertices spread as a t_nu (variance nu / (nu - 2) times theirs); and it widens the band by
         # the line's residual scale where the vertices miss it by more than that spread explains
         # (RSS / df above their mean variance): a t interval then
-        inflate, k_noise = (nu / (nu - 2), float(special.stdtrit(nu, Z_LEVEL))) if nu > 2 else (1.0, t)
+        inflate, k_noise = redraw_inflation(nu), float(special.stdtrit(nu, Z_LEVEL)) if nu > 2 else t
         ratio = s2 / (np.mean(var, axis=1) * inflate)
         k = np.where(ratio > 1, t * np.sqrt(np.maximum(ratio, 1.0) * inflate), k_noise)
         return {**out, "exponent": 2 * k * exp_sd, "log_n_opt": 2 * k * n_sd, "ok": ok & np.isfinite(n_sd)}

@@ -174,6 +174,13 @@ def vertex_draws(minimum: dict[str, Any], group: pd.DataFrame, noise: NoiseEstim
     return out[0], out[1]
 
 
+def redraw_inflation(noise_dof: int) -> float:
+    """``nu / (nu - 2)``: the variance of a vertex redrawn with its noise scaled by
+    ``sqrt(nu / chi2_nu)`` (a noise measured on ``nu`` dof: a t_nu) over its delta-method variance;
+    1 where ``nu <= 2`` (a t_nu without a variance)."""
+    return noise_dof / (noise_dof - 2) if noise_dof > 2 else 1.0
+
+
 def allocation_draws(minima: list[dict[str, Any]], groups: list[pd.DataFrame], noise: NoiseEstimate,
                      n_draws: int, seed: int | None) -> tuple[np.ndarray, dict[str, Any]]:
     """``(B, 4)`` draws of ``(n_coef, n_exponent, d_coef, d_exponent)`` and the widenings used.
@@ -182,8 +189,10 @@ def allocation_draws(minima: list[dict[str, Any]], groups: list[pd.DataFrame], n
     per resample by ``sqrt(nu / chi2_nu)`` (a noise measured on ``nu`` dof), and both power laws
     are refitted by OLS. Where the vertices scatter about a power law by more than their redrawn
     spread explains (``chi2_v = RSS / mean_b sd_b^2`` on ``budgets - 2`` dof above its dof, with
-    ``RSS`` the OLS line's residual sum of squares and ``sd_b`` the spread of budget b's redrawn
-    vertices), each resample's deviation from the OLS line is scaled by ``sqrt(chi2_v / chi2_dof)``:
+    ``RSS`` the OLS line's residual sum of squares and ``sd_b^2`` budget b's delta-method vertex
+    variance times :func:`redraw_inflation`; not the variance of the redrawn vertices, which a few
+    nearly flat redrawn parabolas inflate, so that the test, and with it the interval, would swing
+    with the bootstrap seed), each resample's deviation from the OLS line is scaled by ``sqrt(chi2_v / chi2_dof)``:
     the residual scale of the OLS fit, drawn from its scaled-inverse-chi-square, so the interval
     becomes the OLS t interval where the noise explains little of the scatter.
     The scatter of the vertices holds whatever the parabolas miss (a valley that is not a
@@ -199,13 +208,35 @@ def allocation_draws(minima: list[dict[str, Any]], groups: list[pd.DataFrame], n
         observed = np.log([m[f"{key}_opt"] for m in minima])
         coef = pinv @ observed
         c = pinv @ draws  # (2, B); nan rows stay nan
-        spread = float(np.mean(np.nanvar(draws, axis=1, ddof=1)))
+        spread = float(np.mean([m[f"{key}_opt_log_se"] ** 2 for m in minima])) * redraw_inflation(noise.dof)
         test = chi2_test(float(np.sum((observed - design @ coef) ** 2)) / spread, len(minima), 2)
-        used[f"power_law_{key}"] = test
+        used[f"power_law_{key}"] = {**test, "bend": vertex_bend(design[:, 1], observed, spread)}
         if test["chi2_per_dof"] is not None and test["chi2_per_dof"] > 1:
             c = coef[:, None] + (c - coef[:, None]) * np.sqrt(test["chi2"] / rng.chisquare(test["dof"], n_draws))
         out += [np.exp(c[0]), c[1]]
     return np.column_stack(out), used
+
+
+def vertex_bend(logc: np.ndarray, log_opt: np.ndarray, spread: float) -> dict[str, Any] | None:
+    """Whether the vertices curve away from one power law: the local exponents between adjacent
+    budgets, ``d ln y / d ln C``, and the quadratic ``ln y = b0 + b1 u + b2 u^2`` (``u`` = ln C
+    centred) against the line, ``chi2 = (RSS_line - RSS_quad) / spread`` on 1 dof (its p-value),
+    with ``da_per_octave = 2 b2 ln 2``, the change of the local exponent per doubling of C.
+    None below 4 budgets (no dof left for the test)."""
+    from scipy import stats
+
+    if len(logc) < 4:
+        return None
+    u = logc - logc.mean()
+    rss = []
+    for deg in (1, 2):
+        x = np.column_stack([u ** i for i in range(deg + 1)])
+        coef = np.linalg.lstsq(x, log_opt, rcond=None)[0]
+        rss.append(float(np.sum((log_opt - x @ coef) ** 2)))
+    chi2 = (rss[0] - rss[1]) / spread
+    local = np.diff(log_opt) / np.diff(logc)
+    return {"local_exponents": [float(v) for v in local], "da_per_octave": float(2 * coef[2] * math.log(2)),
+            "chi2": float(chi2), "p_value": float(stats.chi2.sf(chi2, 1))}
 
 
 def allocation_fit(approach: str, minima: list[dict[str, Any]], data: FitData, draws: np.ndarray | None = None,

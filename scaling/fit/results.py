@@ -184,6 +184,7 @@ class LawFit:
             interval = ("bootstrap percentiles (means redrawn with the noise, widened by any lack of fit of the vertices)"
                         if noisy else "OLS t interval")
             a, key = self.params["n_exponent"], "n_exponent"
+            interval += _bend_note(self.info)
         elif between is not None:
             return {**out, "a": local_exponent(self, *between), "ci": None, "interval": None,
                     "between": [float(c) for c in between]}
@@ -449,3 +450,16 @@ def noise_line(noise: Mapping[str, Any]) -> str:
     verdict = "the model misses the data by more than the noise" if lof["p_value"] < 0.01 else "consistent with the noise"
     return (f"{head}; lack of fit chi2/dof = {lof['chi2_per_dof']:.3g} on {lof['dof']} dof, "
             f"p = {lof['p_value']:.3g} ({verdict})")
+
+
+def _bend_note(info: Mapping[str, Any], level: float = 0.05) -> str:
+    """Where an allocation fit's vertices curve away from one power law (the quadratic's test,
+    :func:`scaling.fit.approach2.vertex_bend`, below ``level``): the local exponents at its ends,
+    so a wide interval reads as what it is, a line through a bend."""
+    test = ((info.get("noise") or {}).get("widening") or {}).get("power_law_n") or {}
+    bend = test.get("bend") if isinstance(test, Mapping) else None
+    if not bend or bend.get("p_value") is None or bend["p_value"] >= level:
+        return ""
+    local = bend["local_exponents"]
+    return (f"; the vertices bend (p = {bend['p_value']:.2g}): local exponent {local[0]:.2f} at the smallest"
+            f" budgets, {local[-1]:.2f} at the largest")

@@ -55,7 +55,10 @@ def _widening(w: Any) -> str:
     per = test.get("chi2_per_dof") if isinstance(test, dict) else None
     if not isinstance(per, (int, float)):
         return ""
-    return f"about {per ** 0.5:.2g}x (N* line)" if per > 1 else "1x (N* line within the noise)"
+    bend = test.get("bend") or {}
+    bends = (f"; it bends (p = {bend['p_value']:.2g}): local a {bend['local_exponents'][0]:.2f} to "
+             f"{bend['local_exponents'][-1]:.2f}" if bend.get("p_value") is not None and bend["p_value"] < 0.05 else "")
+    return (f"about {per ** 0.5:.2g}x (N* line)" if per > 1 else "1x (N* line within the noise)") + bends
 
 
 def noise_blocks(study: Study) -> list[Block]:
