@@ -138,6 +138,15 @@ def test_cost_stays_under_the_allowance(base, prior, choice):
     assert again.cost == by_time.chosen.cost
 
 
+def test_a_noise_that_buries_every_valley_is_named_in_the_refusal(base):
+    """A prior whose noise (sd 0.3 of log L) buries every valley leaves no design with its budgets
+    interior: the refusal says how close the best came and under which noise, exit 2."""
+    loud = Prior(synthetic_prior().law, 0.3, "synthetic", "assumed")
+    with pytest.raises(UsageError, match=r"the best of \d+: \d+%, under a noise sd of log L 0.3 at the optimum\)"):
+        choose_design(base, loud, parse_allowance("3e12"), Pricing(), TARGET, criterion="exponent", sims=20, sims3=0,
+                      seed=0, family={"min_steps": 150, "n_budgets": (4,), "ratios": (2.0,)})
+
+
 def test_allowance_units():
     assert parse_allowance("4e12").kind == "flops"
     assert parse_allowance("12min").value == 720

@@ -87,6 +87,15 @@ def study_score(widths: list[Widths], criterion: str, count: str, min_interior: 
     return max((w.honest(key) if key != "loss" else w.loss for w in rows), default=math.inf)
 
 
+def _rising(prior: Prior) -> str:
+    """How the prior's noise grows toward few tokens per parameter, in words (empty without a trend)."""
+    t = prior.trend
+    if t is None:
+        return ""
+    return (f"; the pilot's trend: sd of the loss {t.sd_at(t.r_hi):.3g} at D/N = {t.r_hi:.3g}, "
+            f"{t.sd_at(t.r_lo):.3g} at D/N = {t.r_lo:.3g}")
+
+
 def _best_isoflop(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: Pricing, target: float, criterion: str,
                   sims: int, sims3: int, bootstrap: int, seed: int, min_interior: float, finalists: int,
                   family: dict[str, Any]) -> tuple[DesignPoints, list[Widths], int]:
@@ -96,12 +105,16 @@ def _best_isoflop(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: 
     count = base.model.count
     cands = candidate_designs(base, prior, allowance, pricing, target, **family)
     rank_by = "n_opt" if criterion == "loss" else criterion
-    scored = [(score(predict_widths(p, prior, target, sims=sims, seed=seed), rank_by, count, min_interior), i, p)
-              for i, p in enumerate(cands)]
+    predicted = [predict_widths(p, prior, target, sims=sims, seed=seed) for p in cands]
+    scored = [(score(w, rank_by, count, min_interior), i, p) for i, (p, w) in enumerate(zip(cands, predicted, strict=True))]
     scored = sorted((s for s in scored if math.isfinite(s[0])), key=lambda s: (s[0], s[1]))
     if not scored:
+        best = max((min(w.interior for w in ws if w.approach == "2") for ws in predicted), default=0.0)
         raise UsageError(f"--allowance {allowance.describe()}: no design of the family has every budget interior in "
-                         f"{min_interior:.0%} of simulations; raise the allowance or widen the ladder (grid.sizes)")
+                         f"{min_interior:.0%} of simulations (the best of {len(cands)}: {best:.0%}, under a "
+                         f"noise sd of log L {prior.sigma:.3g} at the optimum{_rising(prior)}); raise the allowance, widen the ladder "
+                         "(grid.sizes), or, where the noise is what buries the valleys, give a lower --noise "
+                         "only if it was measured")
     top = [p for _, _, p in scored[:max(1, finalists) if sims3 > 0 else 1]]
     plain_best = next((p for _, _, p in scored if not p.design.repeats), None)
     if sims3 > 0 and plain_best is not None and plain_best not in top:
