@@ -70,9 +70,9 @@ def _by(widths, approach, count):
 def test_fast_approach2_is_the_study_fitter(base, choice, prior):
     """The batched simulation's approach 2 gives the fit stage's own numbers on the same draws:
     exactly without repeats (OLS t intervals); where repeats give it the noise, both test the
-    vertices' scatter about the line against their delta-method variances, and the normal and t
-    approximations here of the fit's percentiles of redrawn vertices hold in the median over draws
-    (within 5%) and on every draw (within 15%; 0.97-0.99 and 0.11 measured)."""
+    vertices' scatter about the line against their delta-method variances and take percentiles of
+    redrawn vertices (200 redraws here, 1000 in the fit): the widths agree in the median over
+    draws (within 10%) and on most draws (80% within 30%: percentiles of heavy-tailed redraws)."""
     plain = design_points(base, replace(choice.chosen.design, repeats=0), Pricing(), prior)
     repeated = design_points(base, replace(choice.chosen.design, repeats=2, repeat_at=("optimum",)), Pricing(), prior)
     both = design_points(base, replace(choice.chosen.design, repeats=1, repeat_at=("optimum", "largest")), Pricing(),
@@ -95,8 +95,8 @@ def test_fast_approach2_is_the_study_fitter(base, choice, prior):
             if not p.added:
                 assert ratios == pytest.approx(1.0, rel=1e-6)
             else:
-                assert np.median(ratios) == pytest.approx(1.0, abs=0.05), (p.design.repeat_at, count)
-                assert np.all(np.abs(ratios - 1) <= 0.15), (p.design.repeat_at, count, ratios)
+                assert np.median(ratios) == pytest.approx(1.0, abs=0.10), (p.design.repeat_at, count)
+                assert np.mean(np.abs(ratios - 1) <= 0.30) >= 0.8, (p.design.repeat_at, count, ratios)
 
 
 def test_realised_widths_match_prediction_and_beat_plain(choice, prior):

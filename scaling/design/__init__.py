@@ -10,7 +10,7 @@ target budget, on the allocation exponent and on the loss at the target read off
 
 Modules: ``prior`` (the law and noise level losses are drawn from), ``space`` (IsoFLOP designs,
 their runs, cost and family), ``wsd`` (the WSD-branch family), ``simulate`` (predicted interval
-widths), ``linear`` (linearised approach-3 widths, to rank), ``search`` (the choice).
+widths), ``trend`` (each simulated study's fitted noise trend), ``redraw`` (its approach-2 resamples), ``linear`` (linearised approach-3 widths, to rank), ``search`` (the choice).
 
 Pure: numpy, scipy, pandas and pydantic (through the sweep spec); no torch, submitit or plotly.
 """

@@ -31,13 +31,15 @@ from scipy import special
 
 from scaling.convention import PARAM_COUNTS, Convention
 from scaling.design.prior import Prior
+from scaling.design.redraw import Z_LEVEL, noise_scales, percentile_widths, redrawn_vertices
 from scaling.design.space import DesignPoints
+from scaling.design.trend import fitted_trend_sd
 from scaling.fit.approach2 import Approach2, redraw_inflation
 from scaling.fit.approach3 import Approach3
 from scaling.fit.data import Columns, FitRefusal, FitWarning
 from scaling.fit.noise import TREND_P, NoiseEstimate, estimate_noise, fit_trend, point_means, tokens_per_param
 
-Z_LEVEL = 0.975  # two-sided 95% intervals
+REDRAWS = 200  # the study's resamples simulated per simulation (it draws 1000; the mean over simulations averages the rest)
 
 
 @dataclass(frozen=True)
@@ -121,13 +123,18 @@ def _vertices(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, 
     ``(X^T diag(w) X)^-1``)."""
     u = x - x.mean()
     design = np.column_stack([np.ones_like(u), u, u * u])
-    inv = np.linalg.pinv(design.T @ (w[:, None] * design))
-    coef = y @ (w[:, None] * design @ inv)
+    if w.ndim == 1:  # one weighting for every simulation
+        inv = np.linalg.pinv(design.T @ (w[:, None] * design))
+        coef = y @ (w[:, None] * design @ inv)
+    else:  # each simulation's own (its fitted noise trend): (S, 3, 3) normal equations
+        inv = np.linalg.pinv(np.einsum("sp,pi,pj->sij", w, design, design))
+        coef = np.einsum("sij,sj->si", inv, (w * y) @ design)
     c1, c2 = coef[:, 1], coef[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         v = np.where(c2 > 0, -c1 / (2 * c2), np.nan)
         g = np.stack([-1 / (2 * c2), c1 / (2 * c2 * c2)], axis=1)  # d vertex / d (c1, c2)
-    q = np.einsum("si,ij,sj->s", g, inv[1:, 1:], g)
+    sub = inv[..., 1:, 1:]
+    q = np.einsum("si,ij,sj->s" if sub.ndim == 2 else "si,sij,sj->s", g, sub, g)
     v = v + x.mean()
     return v, (c2 > 0) & (v > x.min()) & (v < x.max()), q
 
@@ -146,22 +153,24 @@ def _budget_points(points: DesignPoints, count: str, loss: np.ndarray, c: float,
     means = loss[:, g] @ avg / n
     ss = ((loss[:, g] - means[:, inverse]) ** 2).sum(axis=1)
     logd = np.log(points.tokens[g] @ avg / n)
-    w = n if sd is None else n / ((sd[g] ** 2) @ avg / n)
+    w = n if sd is None else n / ((sd[..., g] ** 2) @ avg / n)
     return np.log(sizes), logd, n, means, ss, w
 
 
 def _approach2_batch(points: DesignPoints, count: str, log_loss: np.ndarray, target: float,
-                     sd: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                     sd: np.ndarray | None = None, resamples: int = REDRAWS, seed: int = 0) -> dict[str, np.ndarray]:
     """Approach 2 on every simulation at once: ``a``, ``ln N*`` at the target, the widths, and
     which fitted. Without repeats: OLS of ``log N*`` on ``log C`` with t intervals. With repeats
-    the study knows its noise (:mod:`scaling.fit.noise`) and its intervals come from the means
-    redrawn with it: here their normal approximation, ``2 z sd`` with the vertices' delta-method
-    variances carried through the OLS, or, where the vertices miss the line by more than those
-    variances explain, ``2 t sd sqrt(s^2 / mean var)`` (the fit's test and widening,
-    :func:`scaling.fit.approach2.allocation_draws`, on the same variances). The noise: each budget's pooled sd across
-    seeds, one for all its sizes; or with ``sd`` (each fitted run's, :func:`trend_sd`) the trend
-    the study fits, by which it weights each parabola."""
+    the study knows its noise (:mod:`scaling.fit.noise`) and its intervals are percentiles of the
+    means redrawn with it: here ``resamples`` of those redraws per simulation
+    (:mod:`scaling.design.redraw`), with the fit's test of the vertices against their
+    delta-method variances and its widening (:func:`scaling.fit.approach2.allocation_draws`).
+    The noise: each budget's pooled sd across seeds, one for all its sizes; or with ``sd`` (each
+    fitted run's sd, (runs,) or per simulation (S, runs):
+    :func:`scaling.design.trend.fitted_trend_sd`) the trend the study fits, by which it weights
+    each parabola."""
     loss = np.exp(log_loss)
+    budgets = []
     cs = np.unique(points.budget)
     log_nopt = np.empty((len(loss), len(cs)))
     var = np.empty_like(log_nopt)
@@ -178,6 +187,9 @@ def _approach2_batch(points: DesignPoints, count: str, log_loss: np.ndarray, tar
         dof = n.sum() - len(n)
         log_nopt[:, j] = vn
         var[:, j] = q if sd is not None else ss / dof * q if dof > 0 else np.nan
+        se = np.broadcast_to(1 / np.sqrt(w), means.shape) if sd is not None else \
+            np.sqrt(np.outer(ss / max(dof, 1), 1 / n))
+        budgets.append((logn, means, w, se))
     x = np.column_stack([np.ones(len(cs)), np.log(cs)])
     xtx_inv = np.linalg.inv(x.T @ x)
     lin = x @ xtx_inv  # (budgets, 2): OLS of log N* on log C
@@ -189,16 +201,15 @@ def _approach2_batch(points: DesignPoints, count: str, log_loss: np.ndarray, tar
     t = float(special.stdtrit(df, Z_LEVEL)) if df > 0 else math.inf
     out = {"a": coef[:, 1], "log_n": coef @ x0}
     if points.has_repeats:
-        exp_sd = np.sqrt(var @ lin[:, 1] ** 2)
-        n_sd = np.sqrt(var @ (lin @ x0) ** 2)
-        # a noise measured on nu dof: the fit scales each redraw by sqrt(nu / chi2_nu), so the
-        # vertices spread as a t_nu (variance nu / (nu - 2) times theirs); and it widens the band by
-        # the line's residual scale where the vertices miss it by more than that spread explains
-        # (RSS / df above their mean variance): a t interval then
-        inflate, k_noise = redraw_inflation(nu), float(special.stdtrit(nu, Z_LEVEL)) if nu > 2 else t
-        ratio = s2 / (np.mean(var, axis=1) * inflate)
-        k = np.where(ratio > 1, t * np.sqrt(np.maximum(ratio, 1.0) * inflate), k_noise)
-        return {**out, "exponent": 2 * k * exp_sd, "log_n_opt": 2 * k * n_sd, "ok": ok & np.isfinite(n_sd)}
+        # the fit tests the vertices' scatter about the line (RSS / df) against their delta-method
+        # variances, times nu / (nu - 2) for a noise measured on nu dof, and widens its resamples
+        # where it is above
+        ratio = s2 / (np.mean(var, axis=1) * redraw_inflation(nu))
+        rng = np.random.default_rng(seed)
+        scale = noise_scales(nu, (len(loss), resamples), rng)
+        vertices = np.stack([redrawn_vertices(*b, scale, rng) for b in budgets], axis=2)
+        widths = percentile_widths(vertices, coef, lin, x0, np.where(ratio > 1, df * ratio, 0.0), df, rng)
+        return {**out, "exponent": widths[0], "log_n_opt": widths[1], "ok": ok & np.isfinite(widths[1])}
     return {
         **out,
         "exponent": 2 * t * np.sqrt(s2 * xtx_inv[1, 1]),
@@ -289,9 +300,13 @@ def predict_widths(points: DesignPoints, prior: Prior, target: float, *, sims: i
     approach 3 (``sims3`` simulations of ``bootstrap`` resamples each), for each count of N."""
     out = []
     ll = draw_log_losses(points, prior, max(sims, sims3), seed)
-    sd = trend_sd(points, prior) if points.design.family == "isoflop" else None
+    trend = fitted_trend_sd(points, prior, np.exp(ll[:sims])) if points.design.family == "isoflop" else None
     for count in counts if points.design.family == "isoflop" else ():  # approach 2 needs IsoFLOP budgets
-        r = _approach2_batch(points, count, ll[:sims], target, sd)
+        r = _approach2_batch(points, count, ll[:sims], target, seed=seed)
+        if trend is not None:  # where a draw's study adopts its fitted trend, it weights by that
+            adopted, sd = trend
+            with_trend = _approach2_batch(points, count, ll[:sims], target, sd, seed=seed)
+            r = {k: np.where(adopted, with_trend[k], v) for k, v in r.items()}
         ok = r["ok"]
         out.append(Widths("2", count, _mean(r["exponent"][ok]), _mean(r["log_n_opt"][ok]), math.nan,
                           float(ok.mean()), int(ok.sum()), _spread(r["a"][ok]), _spread(r["log_n"][ok])))
