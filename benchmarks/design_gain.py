@@ -1,7 +1,7 @@
 """What ``scaling design`` buys: 95% interval widths of the designed grid beside the plain 4x5 grid of
 the same compute, predicted by simulation and realised by fitting.
 
-    python benchmarks/design_gain.py [--pilot studies/quickstart_old] [--designed studies/quickstart] [--only synthetic|cpu]
+    python benchmarks/design_gain.py [--pilot studies/quickstart_old] [--designed studies/quickstart] [--only synthetic|cpu|trend]
 
 (a) Synthetic truth: a Chinchilla-form law in non-embedding N (E 3.2, A 29, alpha 0.44, B 2.8e5,
     beta 0.99: a = 0.69, near what the CPU ladder reaches on the built-in corpus) with noise sd
@@ -16,6 +16,10 @@ the same compute, predicted by simulation and realised by fitting.
     the prior (its approach-3 fit, its residual scale as the noise) and the plain grid; its own fits
     give the realised widths. With ``--designed``, a finished study of the designed grid too.
 
+(c) ``--only trend``: the synthetic truth with a noise that rises toward few tokens per parameter (as
+    on the CPU runs): approach 2's predicted half-widths with one constant noise (the baseline) and
+    with the trend, beside those the study's fitters realise under it.
+
 Printed per approach and count of N: the half-width of the interval on the allocation exponent a
 and the hi/lo ratio of N* at the target (1.6e12 FLOPs), designed and plain, plain / designed, and
 the share of draws that fitted (approach 2 refuses a draw with a budget not interior).
@@ -27,14 +31,18 @@ import argparse
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
+
+import numpy as np
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scaling.design import Prior, choose_design, load_prior, predict_widths, realised_widths
-from scaling.design.space import Allowance, Pricing, spec_points
+from scaling.design.space import Allowance, Design, Pricing, design_points, spec_points
 from scaling.fit.artifacts import read_fit
+from scaling.fit.noise import NoiseTrend
 from scaling.laws.base import ParametricLaw
 from scaling.sweep.spec import load_spec
 
@@ -157,6 +165,45 @@ def cpu_study(pilot: Path, designed: Path | None, draws3: int) -> None:
                              f"{math.exp(r.log_n_opt):.3g}x", f"{r.log_n_opt / p.log_n_opt:.2f}x", ""))
 
 
+# The noise trend in tokens per parameter of tests/test_design_noise.py: sd 0.14 of the loss at 10,
+# 0.018 at 40, a floor of 0.01 (the shape of the quickstart's CPU runs).
+TREND = NoiseTrend(floor=0.01, rise=0.05, r_ref=20.0, slope=-1.5, r_lo=5.0, r_hi=3000.0, p_value=0.0)
+TREND_ROW = "{:<44} {:<14} {:>10} {:>10} {:>10} {:>10} {:>8}"
+
+
+def trend(draws: int) -> None:
+    """(c) Under a noise that rises toward few tokens per parameter: the grid a one-constant
+    simulation prefers and a grid repeating each optimum and largest size, each predicted with the
+    constant (the baseline), predicted with the trend (each simulated study fitting its own trend
+    and redrawing its own resamples), and realised by the study's fitters on draws with the trend."""
+    warnings.simplefilter("ignore", RuntimeWarning)  # a wild resample's power law overflows; it is dropped
+    base = load_spec(ROOT / "sweeps" / "quickstart.yaml")
+    law = ParametricLaw("synthetic", "benchmark truth", **TRUTH, param_convention="non_embedding",
+                        flops_convention="6N_non_embedding")
+    with_trend = Prior(law, SIGMA, "synthetic", "assumed", trend=TREND)
+    budgets = (1.25e10, 2.5e10, 5e10, 1e11, 2e11)
+    repeated = design_points(base, Design(budgets, ((0, 2, 4), (1, 3, 5), (2, 4, 6), (3, 5, 7), (5, 7, 9)),
+                                          "5x3 stride 2", 2, repeat_at=("optimum", "largest")), Pricing(), with_trend)
+    c = repeated
+    level = float(np.median(with_trend.log_sd(c.params("non_embedding"), c.tokens, c.flops)))
+    constant = Prior(law, level, "synthetic", "assumed")
+    naive = choose_design(base, constant, Allowance("flops", 3e12), Pricing(), TARGET, criterion="exponent", sims=120,
+                          sims3=0, seed=0, family={"min_steps": 150, "n_budgets": (5,), "repeats": (0,)}).chosen
+    print(f"\n(c) noise rising toward few tokens per parameter (sd {TREND.sd_at(10.0):.3g} of the loss at D/N = 10, "
+          f"{TREND.sd_at(300.0):.3g} at 300); the constant: its median over the runs, sd of log L {level:.4f}; "
+          f"realised: {draws} draws")
+    print(TREND_ROW.format("", "N", "a+- const", "a+- trend", "a+- real", "real/const", "real/tr"))
+    for label, p in ((f"constant's choice: {naive.design.describe()}", naive),
+                     ("5x3, 2 seeds at each optimum and largest", repeated)):
+        for count in ("total", "non_embedding"):
+            got = [next(w for w in ws if w.approach == "2") for ws in (
+                predict_widths(p, constant, TARGET, sims=200, seed=0, counts=(count,)),
+                predict_widths(p, with_trend, TARGET, sims=200, seed=0, counts=(count,)),
+                realised_widths(p, with_trend, TARGET, draws=draws, seed=202, counts=(count,)))]
+            print(TREND_ROW.format(label[:44], count, *(f"{w.exponent_half:.3f}" for w in got),
+                                   f"{got[2].exponent / got[0].exponent:.2f}", f"{got[2].exponent / got[1].exponent:.2f}"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pilot", type=Path, default=ROOT / "studies" / "quickstart_old",
@@ -164,8 +211,11 @@ def main() -> None:
     ap.add_argument("--designed", type=Path, help="a finished study of the designed grid")
     ap.add_argument("--draws", type=int, default=40, help="independent draws, approach 2")
     ap.add_argument("--draws3", type=int, default=8, help="simulations and draws, approach 3 (each a 200-resample bootstrap)")
-    ap.add_argument("--only", choices=("synthetic", "cpu"), help="run one part")
+    ap.add_argument("--only", choices=("synthetic", "cpu", "trend"), help="run one part")
     a = ap.parse_args()
+    if a.only == "trend":
+        trend(a.draws)
+        return
     if a.only != "cpu":
         synthetic(a.pilot, a.draws, a.draws3)
     if a.only == "synthetic":
