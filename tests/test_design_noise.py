@@ -74,7 +74,7 @@ def test_a_constant_noise_misprices_what_the_trend_prices(base, trend_prior):
     largest size, whose study estimates the trend on its repeats and weights by it, is priced
     within 10% on the study's own fitters (1.01x and 1.02x): the simulation fits each draw's trend
     (:mod:`scaling.design.trend`) and redraws its study's resamples (:mod:`scaling.design.redraw`).
-    The search under the trend takes the cheaper of the two for approach 2, as its realised widths
+    The search under the trend takes the narrower of the two for approach 2, as their realised widths
     say it should."""
     allowance = parse_allowance("3e12")
     with warnings.catch_warnings():

@@ -112,9 +112,8 @@ def _best_isoflop(base: SweepSpec, prior: Prior, allowance: Allowance, pricing: 
         best = max((min(w.interior for w in ws if w.approach == "2") for ws in predicted), default=0.0)
         raise UsageError(f"--allowance {allowance.describe()}: no design of the family has every budget interior in "
                          f"{min_interior:.0%} of simulations (the best of {len(cands)}: {best:.0%}, under a "
-                         f"noise sd of log L {prior.sigma:.3g} at the optimum{_rising(prior)}); raise the allowance, widen the ladder "
-                         "(grid.sizes), or, where the noise is what buries the valleys, give a lower --noise "
-                         "only if it was measured")
+                         f"noise sd of log L {prior.sigma:.3g} at the optimum{_rising(prior)}); raise the "
+                         "allowance or widen the ladder (grid.sizes)")
     top = [p for _, _, p in scored[:max(1, finalists) if sims3 > 0 else 1]]
     plain_best = next((p for _, _, p in scored if not p.design.repeats), None)
     if sims3 > 0 and plain_best is not None and plain_best not in top:
