@@ -278,17 +278,21 @@ def test_vertex_bend_reads_the_change_of_the_local_exponent():
 
 
 def test_an_interval_through_bent_vertices_says_where_they_bend():
-    """The N* exponent's description names the bend, and its two ends, where the quadratic's test
-    finds one, and stays silent on a straight line."""
+    """The N* exponent's description and the fit's printed summary name the bend, and its two
+    ends, where the quadratic's test finds one, and stay silent on a straight line."""
     def bent(n, d):
         return chinchilla(n * (1 + 0.6 * np.sin(np.log(n * d) / 2)), d)
 
     budgets = (1e18, 3e18, 1e19, 3e19, 1e20)
-    texts = [Approach2(bootstrap=200).fit(d, noise=estimate_noise(d)).n_exponent()["interval"]
-             for d in (isoflop_rows(np.random.default_rng(2), 0.004, budgets=budgets, law=law)
-                       for law in (chinchilla, bent))]
+    fits = [Approach2(bootstrap=200).fit(d, noise=estimate_noise(d))
+            for d in (isoflop_rows(np.random.default_rng(2), 0.004, budgets=budgets, law=law)
+                      for law in (chinchilla, bent))]
+    texts = [f.n_exponent()["interval"] for f in fits]
     assert "bend" not in texts[0]
     assert "the vertices bend" in texts[1] and "at the largest" in texts[1]
+    summaries = [f.summary() for f in fits]  # what `scaling fit --approach 2` prints
+    assert "N* line through the vertices: chi2/dof" in summaries[0] and "bend" not in summaries[0]
+    assert "(interval widened by its residual scale); the vertices bend" in summaries[1]
 
 
 def test_the_lack_of_fit_names_the_points_that_weigh_most():

@@ -301,6 +301,7 @@ class LawFit:
             lines.append(f"objective: {self.objective:.6g}")
         if self.info.get("noise"):
             lines.append(noise_line(self.info["noise"]))
+            lines += _vertex_line(self.info)
         minima = self.info.get("minima") or []
         if minima:
             lines.append(f"{'budget (FLOPs)':<16}{'N*':>12}{'D*':>12}{'loss':>10}")
@@ -463,3 +464,13 @@ def _bend_note(info: Mapping[str, Any], level: float = 0.05) -> str:
     local = bend["local_exponents"]
     return (f"; the vertices bend (p = {bend['p_value']:.2g}): local exponent {local[0]:.2f} at the smallest"
             f" budgets, {local[-1]:.2f} at the largest")
+
+
+def _vertex_line(info: Mapping[str, Any]) -> list[str]:
+    """Approach 2's test of its vertices against the N* power law, and any bend, as one line."""
+    test = ((info.get("noise") or {}).get("widening") or {}).get("power_law_n")
+    if not isinstance(test, Mapping) or test.get("chi2_per_dof") is None:
+        return []
+    how = "interval widened by its residual scale" if test["chi2_per_dof"] > 1 else "within the noise"
+    return [f"N* line through the vertices: chi2/dof = {test['chi2_per_dof']:.3g} on {test['dof']} dof ({how})"
+            + _bend_note(info)]
