@@ -49,8 +49,7 @@ def percentile_widths(vertices: np.ndarray, observed_coef: np.ndarray, lin: np.n
     with np.errstate(invalid="ignore"):
         c = vertices @ lin  # (S, B, 2)
     dev = c - observed_coef[:, None, :]
-    factor = np.where(widen[:, None] > 0, np.sqrt(np.maximum(widen, 1e-300)[:, None] / rng.chisquare(max(df, 1), c.shape[:2])),
-                      1.0)
+    factor = np.where(widen[:, None] > 0, np.sqrt(widen[:, None] / rng.chisquare(max(df, 1), c.shape[:2])), 1.0)
     c = observed_coef[:, None, :] + dev * factor[:, :, None]
     q = [100 * (1 - Z_LEVEL), 100 * Z_LEVEL]
     with np.errstate(invalid="ignore"), warnings.catch_warnings():

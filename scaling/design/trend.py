@@ -17,14 +17,22 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from scaling.design.prior import Prior
 from scaling.design.space import DesignPoints
-from scaling.fit.noise import TREND_MIN_DOF, TREND_MIN_POINTS, TREND_P
+from scaling.fit.noise import (
+    TREND_P,
+    TREND_SCALE_BOUNDS,
+    TREND_SLOPE_BOUNDS,
+    TREND_START_SLOPES,
+    tokens_per_param,
+    trend_can_be_fitted,
+    variance_nll,
+)
 
 ITERATIONS = 25  # Fisher-scoring steps: within 0.4% of the converged sd on 200 draws at 20
-STUDY_SLOPES = (-2.0, -0.5, 0.5, 2.0)  # the starting slopes of scaling.fit.noise.fit_trend
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,7 @@ class RepeatedPoints:
         key = np.column_stack([points.budget, points.tokens, points.params("total")])
         _, first, index = np.unique(key, axis=0, return_index=True, return_inverse=True)
         index = index.ravel()
-        r = 6.0 * points.tokens[first] ** 2 / points.flops[first]  # D/N as tokens_per_param counts it
+        r = tokens_per_param(pd.DataFrame({"tokens": points.tokens[first], "flops": points.flops[first]}))
         return cls(index, np.log(r), np.bincount(index, minlength=len(first)).astype(float))
 
     def sums_of_squares(self, loss: np.ndarray) -> np.ndarray:
@@ -51,8 +59,8 @@ class RepeatedPoints:
 
 
 def _nll(theta: np.ndarray, u: np.ndarray, ss: np.ndarray, dof: np.ndarray) -> np.ndarray:
-    v = np.exp(2 * theta[:, :1]) + np.exp(2 * theta[:, 1:2] + 2 * theta[:, 2:3] * u)
-    return np.sum(0.5 * dof * np.log(v) + 0.5 * ss / v, axis=1)
+    """Each draw's :func:`scaling.fit.noise.variance_nll` under its trend ``theta`` (S, 3)."""
+    return variance_nll(np.exp(2 * theta[:, :1]) + np.exp(2 * theta[:, 1:2] + 2 * theta[:, 2:3] * u), ss, dof)
 
 
 def _scoring_step(theta: np.ndarray, u: np.ndarray, ss: np.ndarray, dof: np.ndarray) -> np.ndarray:
@@ -96,23 +104,24 @@ def fitted_trend_sd(points: DesignPoints, prior: Prior, loss: np.ndarray) -> tup
     keep = rep.n > 1
     dof = rep.n[keep] - 1
     x = rep.log_r[keep]
-    if keep.sum() < TREND_MIN_POINTS or dof.sum() < TREND_MIN_DOF or x.max() - x.min() < math.log(2.0):
+    if not trend_can_be_fitted(x, dof):
         return None
     ss = rep.sums_of_squares(loss)[:, keep]
     m = float(np.sum(dof * x) / dof.sum())
     u = (x - m)[None, :]
     level = 0.5 * np.log(ss.sum(axis=1) / dof.sum())[:, None]  # (S, 1)
     t = prior.trend
-    lo = np.column_stack([level - 12, level - 12, np.full_like(level, -8.0)])
-    hi = np.column_stack([level + 6, level + 6, np.full_like(level, 8.0)])
+    (s_lo, s_hi), (a_lo, a_hi) = TREND_SCALE_BOUNDS, TREND_SLOPE_BOUNDS
+    lo = np.column_stack([level + s_lo, level + s_lo, np.full_like(level, a_lo)])
+    hi = np.column_stack([level + s_hi, level + s_hi, np.full_like(level, a_hi)])
     prior_start = np.tile([math.log(t.floor), math.log(t.rise) + t.slope * (m - math.log(t.r_ref)), t.slope], (len(loss), 1))
-    starts = [prior_start] + [np.column_stack([level - 0.5, level - 0.5, np.full_like(level, s)]) for s in STUDY_SLOPES]
+    starts = [prior_start] + [np.column_stack([level - 0.5, level - 0.5, np.full_like(level, s)]) for s in TREND_START_SLOPES]
     fits = [_maximise(np.clip(s, lo, hi), lo, hi, u, ss, dof) for s in starts]
     nlls = np.stack([f[1] for f in fits])  # (starts, S)
     best = np.argmin(nlls, axis=0)
     theta = np.stack([f[0] for f in fits])[best, np.arange(len(loss))]
     nll = nlls[best, np.arange(len(loss))]
-    constant = np.sum(0.5 * dof * (2 * level) + 0.5 * ss / np.exp(2 * level), axis=1)
+    constant = variance_nll(np.exp(2 * level), ss, dof)
     adopted = stats.chi2.sf(np.maximum(2 * (constant - nll), 0.0), 2) < TREND_P
     run_u = np.clip(rep.log_r[rep.index], x.min(), x.max())[None, :] - m
     sd = np.sqrt(np.exp(2 * theta[:, :1]) + np.exp(2 * theta[:, 1:2] + 2 * theta[:, 2:3] * run_u))

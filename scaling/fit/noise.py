@@ -104,14 +104,32 @@ class NoiseTrend:
         return cls(*(float(d[k]) for k in ("floor", "rise", "r_ref", "slope", "r_lo", "r_hi", "p_value")))
 
 
+TREND_START_SLOPES = (-2.0, -0.5, 0.5, 2.0)  # the fit's starting slopes, both log scales at the pooled level - 0.5
+TREND_SCALE_BOUNDS = (-12.0, 6.0)  # log floor and log rise, about the log of the pooled sd
+TREND_SLOPE_BOUNDS = (-8.0, 8.0)
+
+
+def trend_can_be_fitted(log_r: np.ndarray, dof: np.ndarray) -> bool:
+    """Whether repeated points at ``ln r`` with ``dof`` (each ``n - 1 > 0``) can carry a trend: at
+    least ``TREND_MIN_POINTS`` of them, ``TREND_MIN_DOF`` dof (the likelihood-ratio test's
+    chi-square is an asymptotic one), and ``r`` spanning 2x or more."""
+    return (len(log_r) >= TREND_MIN_POINTS and float(np.sum(dof)) >= TREND_MIN_DOF
+            and float(np.max(log_r) - np.min(log_r)) >= math.log(2.0))
+
+
+def variance_nll(v: np.ndarray, ss: np.ndarray, dof: np.ndarray) -> np.ndarray:
+    """Minus the log likelihood of sums of squares ``ss ~ v chi2_dof`` (constants dropped), summed
+    over the last axis."""
+    return np.sum(0.5 * dof * np.log(v) + 0.5 * ss / v, axis=-1)
+
+
 def _trend_nll(theta: np.ndarray, u: np.ndarray, ss: np.ndarray, dof: np.ndarray) -> tuple[float, np.ndarray]:
-    """Minus the log likelihood of sums of squares ``ss ~ V chi2_dof`` with
-    ``V = exp(2 t0) + exp(2 t1 + 2 t2 u)`` (constants dropped), and its gradient."""
+    """:func:`variance_nll` with ``V = exp(2 t0) + exp(2 t1 + 2 t2 u)``, and its gradient."""
     a, b = np.exp(2 * theta[0]), np.exp(2 * theta[1] + 2 * theta[2] * u)
     v = a + b
     dv = 0.5 * dof / v - 0.5 * ss / v**2
     grad = np.array([np.sum(dv * 2 * a), np.sum(dv * 2 * b), np.sum(dv * 2 * u * b)])
-    return float(np.sum(0.5 * dof * np.log(v) + 0.5 * ss / v)), grad
+    return float(variance_nll(v, ss, dof)), grad
 
 
 def fit_trend(r: np.ndarray, ss: np.ndarray, dof: np.ndarray) -> NoiseTrend | None:
@@ -123,15 +141,16 @@ def fit_trend(r: np.ndarray, ss: np.ndarray, dof: np.ndarray) -> NoiseTrend | No
 
     keep = dof > 0
     x, ss, dof = np.log(np.asarray(r, float)[keep]), np.asarray(ss, float)[keep], np.asarray(dof, float)[keep]
-    if len(x) < TREND_MIN_POINTS or dof.sum() < TREND_MIN_DOF or x.max() - x.min() < math.log(2.0) or not (ss > 0).all():
+    if not trend_can_be_fitted(x, dof) or not (ss > 0).all():
         return None
     m = float(np.sum(dof * x) / dof.sum())
     u = x - m
     level = 0.5 * math.log(float(ss.sum()) / float(dof.sum()))
     best = None
-    for slope in (-2.0, -0.5, 0.5, 2.0):
+    (lo, hi), slopes = TREND_SCALE_BOUNDS, TREND_SLOPE_BOUNDS
+    for slope in TREND_START_SLOPES:
         res = optimize.minimize(_trend_nll, np.array([level - 0.5, level - 0.5, slope]), args=(u, ss, dof),
-                                jac=True, method="L-BFGS-B", bounds=[(level - 12, level + 6)] * 2 + [(-8.0, 8.0)])
+                                jac=True, method="L-BFGS-B", bounds=[(level + lo, level + hi)] * 2 + [slopes])
         if best is None or res.fun < best.fun:
             best = res
     constant = _trend_nll(np.array([level, -np.inf, 0.0]), u, ss, dof)[0]

@@ -453,13 +453,21 @@ def noise_line(noise: Mapping[str, Any]) -> str:
             f"p = {lof['p_value']:.3g} ({verdict})")
 
 
-def _bend_note(info: Mapping[str, Any], level: float = 0.05) -> str:
-    """Where an allocation fit's vertices curve away from one power law (the quadratic's test,
-    :func:`scaling.fit.approach2.vertex_bend`, below ``level``): the local exponents at its ends,
-    so a wide interval reads as what it is, a line through a bend."""
-    test = ((info.get("noise") or {}).get("widening") or {}).get("power_law_n") or {}
+BEND_LEVEL = 0.05  # the quadratic's p-value below which the vertices are said to bend
+
+
+def significant_bend(test: Any) -> Mapping[str, Any] | None:
+    """The bend an N* line's test records (:func:`scaling.fit.approach2.vertex_bend`, in
+    ``info.noise.widening.power_law_n``) where its p-value is below ``BEND_LEVEL``; else None."""
     bend = test.get("bend") if isinstance(test, Mapping) else None
-    if not bend or bend.get("p_value") is None or bend["p_value"] >= level:
+    return bend if bend and bend.get("p_value") is not None and bend["p_value"] < BEND_LEVEL else None
+
+
+def _bend_note(info: Mapping[str, Any]) -> str:
+    """Where an allocation fit's vertices curve away from one power law (:func:`significant_bend`):
+    the local exponents at its ends, so a wide interval reads as what it is, a line through a bend."""
+    bend = significant_bend(((info.get("noise") or {}).get("widening") or {}).get("power_law_n"))
+    if bend is None:
         return ""
     local = bend["local_exponents"]
     return (f"; the vertices bend (p = {bend['p_value']:.2g}): local exponent {local[0]:.2f} at the smallest"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from scaling.fit.results import significant_bend
 from scaling.report.blocks import Block, Table, Text
 from scaling.report.data import Study
 
@@ -55,9 +56,9 @@ def _widening(w: Any) -> str:
     per = test.get("chi2_per_dof") if isinstance(test, dict) else None
     if not isinstance(per, (int, float)):
         return ""
-    bend = test.get("bend") or {}
-    bends = (f"; it bends (p = {bend['p_value']:.2g}): local a {bend['local_exponents'][0]:.2f} to "
-             f"{bend['local_exponents'][-1]:.2f}" if bend.get("p_value") is not None and bend["p_value"] < 0.05 else "")
+    bend = significant_bend(test)
+    bends = "" if bend is None else (f"; it bends (p = {bend['p_value']:.2g}): local a "
+                                     f"{bend['local_exponents'][0]:.2f} to {bend['local_exponents'][-1]:.2f}")
     return (f"about {per ** 0.5:.2g}x (N* line)" if per > 1 else "1x (N* line within the noise)") + bends
 
 
