@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from scaling.bends import significant_bend
 from scaling.convention import Convention
 from scaling.laws.base import (
     Allocation,
@@ -451,16 +452,6 @@ def noise_line(noise: Mapping[str, Any]) -> str:
     verdict = "the model misses the data by more than the noise" if lof["p_value"] < 0.01 else "consistent with the noise"
     return (f"{head}; lack of fit chi2/dof = {lof['chi2_per_dof']:.3g} on {lof['dof']} dof, "
             f"p = {lof['p_value']:.3g} ({verdict})")
-
-
-BEND_LEVEL = 0.05  # the quadratic's p-value below which the vertices are said to bend
-
-
-def significant_bend(test: Any) -> Mapping[str, Any] | None:
-    """The bend an N* line's test records (:func:`scaling.fit.approach2.vertex_bend`, in
-    ``info.noise.widening.power_law_n``) where its p-value is below ``BEND_LEVEL``; else None."""
-    bend = test.get("bend") if isinstance(test, Mapping) else None
-    return bend if bend and bend.get("p_value") is not None and bend["p_value"] < BEND_LEVEL else None
 
 
 def _bend_note(info: Mapping[str, Any]) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scaling.fit.results import significant_bend
+from scaling.bends import significant_bend
 from scaling.report.blocks import Block, Table, Text
 from scaling.report.data import Study
 
