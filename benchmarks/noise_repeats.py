@@ -92,14 +92,19 @@ def _fmt(x: float | None, base: float | None = None) -> str:
     return f"{x:.3f}" if base is None else f"{x / base:.2f}x"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def study_args(description: str) -> tuple[argparse.Namespace, pd.DataFrame]:
+    """The command line (a STUDY and --bootstrap) and the study's finished runs."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("study", type=Path)
     ap.add_argument("--bootstrap", type=int, default=1000)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     runs = load_runs(args.study)
-    runs = runs[runs["status"] == "done"]
+    return args, runs[runs["status"] == "done"].copy()
+
+
+def main() -> None:
+    args, runs = study_args(__doc__.splitlines()[0])
     print(f"{args.study}: {len(runs)} runs")
     print("minutes: the runs' wall times summed, over 2 slots; noise: the model the fits used")
     print(ROW.format("part, noise", "minutes", "a2 total", "a2 non-e", "a3 total", "a3 non-e", "chi2 tot", "chi2 n-e"))

@@ -19,9 +19,7 @@ budgets, or a budget with no interior valley, prints "-" for it.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -29,10 +27,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pandas as pd
-from noise_repeats import KEYS, half_widths, study_frames
+from noise_repeats import KEYS, half_widths, study_args, study_frames
 
 from scaling.fit import FitRefusal
-from scaling.store import load_runs
 
 ROW = "{:<34} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9}"
 
@@ -79,13 +76,7 @@ def _widths(frames, ids: set[str], trend: bool, bootstrap: int) -> dict[str, flo
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("study", type=Path)
-    ap.add_argument("--bootstrap", type=int, default=1000)
-    args = ap.parse_args()
-    warnings.simplefilter("ignore")
-    runs = load_runs(args.study)
-    runs = runs[runs["status"] == "done"].copy()
+    args, runs = study_args(__doc__.splitlines()[0])
     runs["budget"] = pd.to_numeric(runs["budget"])
     frames = study_frames(args.study)
     budgets = sorted(runs["budget"].unique())
