@@ -44,10 +44,20 @@ KEYS = ("a2 total", "a2 non_embedding", "a3 total", "a3 non_embedding")
 ROW = "{:<22} {:>7} {:>9} {:>9} {:>9} {:>9}   {:>9} {:>9}"
 
 
+def is_grid(runs: pd.DataFrame) -> pd.Series:
+    """True for the grid's own runs (and the extension's), False for the repeated seeds."""
+    return ~runs["added"].fillna("").astype(str).str.startswith("repeat")
+
+
+def minutes(runs: pd.DataFrame, ids: set[str]) -> float:
+    """Minutes of training of the runs ``ids``: their wall times summed over the quickstart's 2 slots."""
+    return float(runs.loc[runs["run_id"].isin(ids), "wall_time"].sum()) / 2 / 60
+
+
 def parts(runs: pd.DataFrame) -> list[tuple[str, set[str]]]:
     """The nested sets of run ids: the grid, then each kind of repeat the study added."""
     added = runs["added"].fillna("").astype(str)
-    grid = set(runs.loc[~added.str.startswith("repeat"), "run_id"])
+    grid = set(runs.loc[is_grid(runs), "run_id"])
     best = set(runs.loc[added.str.contains("the best size"), "run_id"])
     largest = set(runs.loc[added.str.contains("the largest size"), "run_id"])
     out = [("grid", grid)]
@@ -86,7 +96,7 @@ def half_widths(frames: dict[str, tuple[Convention, pd.DataFrame]], ids: set[str
     return out
 
 
-def _fmt(x: float | None, base: float | None = None) -> str:
+def fmt_width(x: float | None, base: float | None = None) -> str:
     if x is None:
         return "-"
     return f"{x:.3f}" if base is None else f"{x / base:.2f}x"
@@ -111,16 +121,16 @@ def main() -> None:
     base: dict[str, float | None] = {}
     frames = study_frames(args.study)
     for name, ids in parts(runs):
-        minutes = float(runs.loc[runs["run_id"].isin(ids), "wall_time"].sum()) / 2 / 60
+        spent = minutes(runs, ids)
         rows = [half_widths(frames, ids, True, args.bootstrap)]
         if name != "grid" and rows[0]["trend"]:
             rows.append(half_widths(frames, ids, False, args.bootstrap))  # the baseline on the same runs
         for w, model in zip(rows, ("trend" if rows[0]["trend"] else "constant", "constant"), strict=False):
             if name == "grid":
                 base, model = {k: w[k] for k in KEYS}, "none"
-            print(ROW.format(f"{name}, {model}", f"{minutes:.2f}", *(_fmt(w[k]) for k in KEYS),
-                             _fmt(w["chi2 total"]), _fmt(w["chi2 non_embedding"])))
-            print(ROW.format("  / grid", "", *(_fmt(w[k], base[k]) if base.get(k) else "-" for k in KEYS), "", ""))
+            print(ROW.format(f"{name}, {model}", f"{spent:.2f}", *(fmt_width(w[k]) for k in KEYS),
+                             fmt_width(w["chi2 total"]), fmt_width(w["chi2 non_embedding"])))
+            print(ROW.format("  / grid", "", *(fmt_width(w[k], base[k]) if base.get(k) else "-" for k in KEYS), "", ""))
 
 if __name__ == "__main__":
     main()

@@ -13,8 +13,8 @@ The subsets cut the study along the two axes that cost minutes:
   the inner sizes alone (each budget's smallest and largest grid size dropped, with their repeats).
 
 Minutes: the runs' wall times summed over the two slots of the quickstart (sum / 2); the study's
-other stages (alignment, fits, report) are not counted. A subset that leaves a fit fewer than three
-budgets, or a budget with no interior valley, prints "-" for it.
+other stages (alignment, fits, report) are not counted. Every subset keeps at least three budgets;
+where a budget is left with no interior valley, approach 2 refuses and prints "-".
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pandas as pd
-from noise_repeats import KEYS, half_widths, study_args, study_frames
-
-from scaling.fit import FitRefusal
+from noise_repeats import KEYS, fmt_width, half_widths, is_grid, minutes, study_args, study_frames
 
 ROW = "{:<34} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9}"
 
@@ -46,8 +44,7 @@ def budget_sets(budgets: list[float]) -> list[tuple[str, list[float]]]:
 
 def inner_ids(runs: pd.DataFrame) -> set[str]:
     """Run ids of every run whose size is strictly inside its budget's grid (repeats included)."""
-    added = runs["added"].fillna("").astype(str)
-    grid = runs[~added.str.startswith("repeat")]
+    grid = runs[is_grid(runs)]
     span = grid.groupby("budget")["params"].agg(["min", "max"])
     lo = runs["budget"].map(span["min"])
     hi = runs["budget"].map(span["max"])
@@ -56,23 +53,9 @@ def inner_ids(runs: pd.DataFrame) -> set[str]:
 
 def run_sets(runs: pd.DataFrame) -> list[tuple[str, set[str], bool]]:
     """(name, run ids, fit with the study's noise model) for each way of cutting a budget's runs."""
-    added = runs["added"].fillna("").astype(str)
     every = set(runs["run_id"])
-    grid = set(runs.loc[~added.str.startswith("repeat"), "run_id"])
+    grid = set(runs.loc[is_grid(runs), "run_id"])
     return [("every run", every, True), ("grid only", grid, False), ("inner sizes", inner_ids(runs), True)]
-
-
-def _fmt(x: float | None, base: float | None = None) -> str:
-    if x is None:
-        return "-"
-    return f"{x:.3f}" if base is None else f"{x / base:.2f}x"
-
-
-def _widths(frames, ids: set[str], trend: bool, bootstrap: int) -> dict[str, float | None]:
-    try:
-        return half_widths(frames, ids, trend, bootstrap)
-    except (FitRefusal, ValueError):
-        return dict.fromkeys(KEYS)
 
 
 def main() -> None:
@@ -88,13 +71,13 @@ def main() -> None:
     for bname, chosen in budget_sets(budgets):
         in_budgets = runs[runs["budget"].isin(chosen)]
         for rname, ids, trend in run_sets(in_budgets):
-            minutes = float(in_budgets.loc[in_budgets["run_id"].isin(ids), "wall_time"].sum()) / 2 / 60
-            w = _widths(frames, ids, trend, args.bootstrap)
+            spent = minutes(in_budgets, ids)
+            w = half_widths(frames, ids, trend, args.bootstrap)
             if not base:
-                base, base_minutes = dict(w), minutes
-            print(ROW.format(f"{bname}, {rname}", len(ids), f"{minutes:.2f}", *(_fmt(w[k]) for k in KEYS)))
-            print(ROW.format("  / whole study", "", f"{minutes / base_minutes:.2f}x",
-                             *(_fmt(w[k], base[k]) if base.get(k) and w[k] else "-" for k in KEYS)))
+                base, base_minutes = dict(w), spent
+            print(ROW.format(f"{bname}, {rname}", len(ids), f"{spent:.2f}", *(fmt_width(w[k]) for k in KEYS)))
+            print(ROW.format("  / whole study", "", f"{spent / base_minutes:.2f}x",
+                             *(fmt_width(w[k], base[k]) if base.get(k) and w[k] else "-" for k in KEYS)))
 
 
 if __name__ == "__main__":
