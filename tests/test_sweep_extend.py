@@ -166,6 +166,21 @@ def test_extension_then_repeats_at_the_extended_optimum(tmp_path):
     assert added(res) == ["C3e11_L2H48", "C3e11_L2H64", "C3e11_L2H48_s7"]
 
 
+def test_a_budget_added_to_a_repeated_study_gets_its_own_repeats(tmp_path):
+    """A study whose repeats are done, then a larger budget launched into it (``launch --add``): the
+    next extension repeats the new budget's best size and leaves the first budget's as they were."""
+    out, res = run_extension(tmp_path, budgets="[1e11]", extend="  extend: {max_added: 0}\n",
+                             repeats="  repeats: {seeds: [1, 2]}\n", noise=0.01)
+    assert added(res) == ["C1e11_L2H32_s1", "C1e11_L2H32_s2"]
+    wider = spec_file(tmp_path / "wider", budgets="[1e11, 3e11]", extend="  extend: {max_added: 0}\n",
+                      repeats="  repeats: {seeds: [1, 2]}\n", noise=0.01)
+    launch(wider, out, progress=False, add=True)
+    res = extend_folder(out, progress=False)
+    assert added(res) == ["C1e11_L2H32_s1", "C1e11_L2H32_s2", "C3e11_L2H32_s1", "C3e11_L2H32_s2"], added(res)
+    assert res["done"] == 10
+    assert added(extend_folder(out, progress=False)) == added(res)  # once per budget: a rerun adds nothing
+
+
 @pytest.mark.slow
 def test_a_kill_during_extension_loses_nothing_and_a_rerun_carries_on(tmp_path):
     spec = spec_file(tmp_path, step_s=0.02, executor="local", extend="  extend: {per_budget: 3}\n")

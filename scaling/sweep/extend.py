@@ -151,12 +151,13 @@ def plan_round(spec: SweepSpec, points: pd.DataFrame, log: dict[str, Any], done:
 
 
 def plan_repeats(spec: SweepSpec, points: pd.DataFrame, shapes: dict[str, ModelShape],
-                 round_: int) -> list[dict[str, Any]]:
+                 round_: int, repeated: frozenset[float] = frozenset()) -> list[dict[str, Any]]:
     """Log lines (with ``run``) of ``grid.repeats``: its seeds at each budget's best size, or at
-    every size (``at: all``). ``shapes``: run id -> shape of the finished runs."""
+    every size (``at: all``), at the budgets not in ``repeated`` (those whose repeats are already
+    logged). ``shapes``: run id -> shape of the finished runs."""
     rep = spec.grid.repeats  # type: ignore[union-attr]
     out: list[dict[str, Any]] = []
-    for budget in sorted(spec.grid.budgets):  # type: ignore[union-attr]
+    for budget in sorted(set(spec.grid.budgets) - repeated):  # type: ignore[union-attr]
         pts = _budget_points(points, budget)
         if not len(pts):
             continue
@@ -234,10 +235,10 @@ def extend_sweep(spec: SweepSpec, study: str | Path, run: Callable[[], dict[str,
         _record(out, log, adds, states, round_)
         if run().get("cancelled"):
             return log
-    rep = spec.grid.repeats
-    if rep is not None and not any(e["kind"] == "repeat" for e in log["added"]):
+    if spec.grid.repeats is not None:  # at each budget once: a budget added later (launch --add) gets its own
+        repeated = frozenset(float(e["budget"]) for e in log["added"] if e["kind"] == "repeat")
         points, done = _points(out, spec, loss_column)
-        adds = plan_repeats(spec, points, _shapes(out, set(points["run_id"])), int(log["rounds"]) + 1)
+        adds = plan_repeats(spec, points, _shapes(out, set(points["run_id"])), int(log["rounds"]) + 1, repeated)
         if adds:
             say(f"repeats: {len(adds)} runs ({', '.join(a['name'] for a in adds)})")
             _record(out, log, adds, None, int(log["rounds"]) + 1)
