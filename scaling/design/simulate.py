@@ -294,6 +294,24 @@ def _widths3(count: str, got: list[tuple[float, ...]], tried: int) -> Widths:
                   len(got), _spread(c[:, 3]), _spread(c[:, 4]))
 
 
+def _approach2_by_noise_model(points: DesignPoints, count: str, log_loss: np.ndarray, target: float,
+                              trend: tuple[np.ndarray, np.ndarray] | None, seed: int) -> dict[str, np.ndarray]:
+    """:func:`_approach2_batch` on each draw under the noise model its study adopts: the draws
+    whose repeats adopt their fitted trend (``trend``'s mask, :func:`fitted_trend_sd`) weight by it,
+    the others pool per budget; each draw is fitted once, under its own model."""
+    if trend is None:
+        return _approach2_batch(points, count, log_loss, target, seed=seed)
+    adopted, sd = trend
+    out: dict[str, np.ndarray] = {}
+    for rows, run_sd in ((~adopted, None), (adopted, sd[adopted])):
+        if not rows.any():
+            continue
+        got = _approach2_batch(points, count, log_loss[rows], target, run_sd, seed=seed)
+        for k, v in got.items():
+            out.setdefault(k, np.empty(len(log_loss), v.dtype))[rows] = v
+    return out
+
+
 def predict_widths(points: DesignPoints, prior: Prior, target: float, *, sims: int = 200, sims3: int = 0,
                    bootstrap: int = 200, seed: int = 0, counts: tuple[str, ...] = PARAM_COUNTS) -> list[Widths]:
     """Predicted widths for approach 2 (``sims`` simulations, batched) and, with ``sims3 > 0``,
@@ -302,11 +320,7 @@ def predict_widths(points: DesignPoints, prior: Prior, target: float, *, sims: i
     ll = draw_log_losses(points, prior, max(sims, sims3), seed)
     trend = fitted_trend_sd(points, prior, np.exp(ll[:sims])) if points.design.family == "isoflop" else None
     for count in counts if points.design.family == "isoflop" else ():  # approach 2 needs IsoFLOP budgets
-        r = _approach2_batch(points, count, ll[:sims], target, seed=seed)
-        if trend is not None:  # where a draw's study adopts its fitted trend, it weights by that
-            adopted, sd = trend
-            with_trend = _approach2_batch(points, count, ll[:sims], target, sd, seed=seed)
-            r = {k: np.where(adopted, with_trend[k], v) for k, v in r.items()}
+        r = _approach2_by_noise_model(points, count, ll[:sims], target, trend, seed)
         ok = r["ok"]
         out.append(Widths("2", count, _mean(r["exponent"][ok]), _mean(r["log_n_opt"][ok]), math.nan,
                           float(ok.mean()), int(ok.sum()), _spread(r["a"][ok]), _spread(r["log_n"][ok])))
