@@ -303,12 +303,12 @@ def _approach2_by_noise_model(points: DesignPoints, count: str, log_loss: np.nda
         return _approach2_batch(points, count, log_loss, target, seed=seed)
     adopted, sd = trend
     out: dict[str, np.ndarray] = {}
-    for rows, run_sd in ((~adopted, None), (adopted, sd[adopted])):
+    for k, (rows, run_sd) in enumerate(((~adopted, None), (adopted, sd[adopted]))):
         if not rows.any():
-            continue
-        got = _approach2_batch(points, count, log_loss[rows], target, run_sd, seed=seed)
-        for k, v in got.items():
-            out.setdefault(k, np.empty(len(log_loss), v.dtype))[rows] = v
+            continue  # each part its own redraw stream, so no two draws share their resamples
+        got = _approach2_batch(points, count, log_loss[rows], target, run_sd, seed=seed + k)
+        for key, v in got.items():
+            out.setdefault(key, np.empty(len(log_loss), v.dtype))[rows] = v
     return out
 
 
