@@ -235,8 +235,9 @@ def extend_sweep(spec: SweepSpec, study: str | Path, run: Callable[[], dict[str,
         _record(out, log, adds, states, round_)
         if run().get("cancelled"):
             return log
-    if spec.grid.repeats is not None:  # at each budget once: a budget added later (launch --add) gets its own
-        repeated = frozenset(float(e["budget"]) for e in log["added"] if e["kind"] == "repeat")
+    repeated = frozenset(float(e["budget"]) for e in log["added"] if e["kind"] == "repeat")
+    # at each budget once: a budget added later (launch --add) gets its own; none left, nothing read
+    if spec.grid.repeats is not None and set(spec.grid.budgets) - repeated:
         points, done = _points(out, spec, loss_column)
         adds = plan_repeats(spec, points, _shapes(out, set(points["run_id"])), int(log["rounds"]) + 1, repeated)
         if adds:
