@@ -57,3 +57,22 @@ def tiny_study(tmp_path_factory):
     proc = run_cli("run", str(TINY_SPEC), "--out", str(out), "--report", str(report), "--json", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, report, json.loads(proc.stdout), time.perf_counter() - t0
+
+
+# Fixtures that hold one costly thing per session: every module using one runs on the same
+# pytest-xdist worker, so each is built once (a Slurm cluster, the tiny study).
+SHARED_FIXTURES = ("tiny_study", "slurm_cluster")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup``, one xdist group per module (its module fixtures are built once),
+    and one group for all the modules that share a session fixture of :data:`SHARED_FIXTURES`."""
+    group: dict[str, str] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        shared = next((f for f in SHARED_FIXTURES if f in getattr(item, "fixturenames", ())), None)
+        if shared is not None or module not in group:
+            group[module] = shared or group.get(module, module)
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group[item.nodeid.split("::")[0]]))
