@@ -46,17 +46,22 @@ TINY_SPEC = ROOT / "tests" / "specs" / "pipeline_tiny.yaml"
 def tiny_study(tmp_path_factory):
     """`scaling run` on the reduced quickstart (16 tiny runs, fits, SFT, DPO, report), once per session.
 
-    Returns ``(study_dir, report_path, summary, seconds)``. Tests must not modify the folder: copy it.
+    Returns ``(study_dir, report_path, summary, cpu_seconds)``: ``cpu_seconds`` the user + system time
+    of the study's processes (its runs are reaped children of its own), which another pytest-xdist
+    worker on the same cores does not inflate as it does the wall time. Tests must not modify the
+    folder: copy it.
     """
     import json
-    import time
+    import resource
 
     root = tmp_path_factory.mktemp("tiny_study")
     out, report = root / "study", root / "study.html"
-    t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = run_cli("run", str(TINY_SPEC), "--out", str(out), "--report", str(report), "--json", timeout=900)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, report, json.loads(proc.stdout), time.perf_counter() - t0
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return out, report, json.loads(proc.stdout), cpu
 
 
 # Fixtures that hold one costly thing per session: every module using one runs on the same
