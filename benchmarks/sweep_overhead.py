@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ POLL_S = 0.1
 
 NOOP_SPEC = """\
 name: noop
-backend: "benchmarks._sweep_noop:NoopBackend"
+backend: noop
 model: {{vocab: 256, seq_len: 16}}
 train: {{batch: 16, lr: 0.001}}
 grid:
@@ -76,8 +77,11 @@ def bare_submitit(n: int, parallel: int, folder: Path) -> float:
 
 
 def sweep_noop(n: int, parallel: int, folder: Path) -> float:
+    from scaling.backends.base import register_backend
     from scaling.sweep import launch, parse_spec
 
+    register_backend("noop", "benchmarks._sweep_noop:NoopBackend")  # a backend registered in this process
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # for the jobs
     spec = parse_spec(NOOP_SPEC.format(tokens=", ".join(str(16 * (i + 1)) for i in range(n)), poll=POLL_S))
     t0 = time.perf_counter()
     s = launch(spec, folder, executor="local", max_parallel=parallel, threads=1, progress=False)
