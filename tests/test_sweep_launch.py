@@ -216,3 +216,13 @@ def test_resolved_spec_is_stored_and_reloads(tmp_path):
     stored = load_spec(tmp_path / "out")
     assert stored == load_spec(spec)
     assert parse_spec((tmp_path / "out" / "sweep.yaml").read_text()) == stored
+
+
+def test_the_overhead_benchmark_launches_its_no_op_backend():
+    """benchmarks/sweep_overhead.py registers its no-op backend in its own process and sweeps with it."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_overhead.py"), "--only", "overhead",
+                           "--runs", "2", "--json"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout[proc.stdout.index("{"):])["overhead"]
+    assert got["runs"] == 2 and got["sweep_s_per_run"] > 0 and got["ratio"] == pytest.approx(
+        got["sweep_s_per_run"] / got["bare_submitit_s_per_run"])
