@@ -5,14 +5,16 @@ the same compute, predicted by simulation and realised by fitting.
 
 (a) Synthetic truth: a Chinchilla-form law in non-embedding N (E 3.2, A 29, alpha 0.44, B 2.8e5,
     beta 0.99: a = 0.69, near what the CPU ladder reaches on the built-in corpus) with noise sd
-    0.006 of log loss, on the ladder of ``sweeps/quickstart.yaml``. Allowance: the pilot grid's FLOPs.
+    0.006 of log loss, on the ladder of ``sweeps/quickstart.yaml``. Allowance: the FLOPs of the plain
+    grid, ``sweeps/quickstart_4x5.yaml``.
     Predicted: geometric-mean widths over simulations (approach 2: 200; approach 3: ``--draws3`` with 200
     bootstrap resamples each). Realised: the study's own fitters on independent draws (other seeds).
     (a2) The families at the same allowance, criterion n_opt: the best IsoFLOP design without
     repeats, the best with 1-2 repeated seeds at each budget's optimum (their runs priced in; the
     fits then use the noise they measure), and the best WSD-branch design (approach 3 only),
     predicted and realised beside the plain grid, with realised / predicted and plain / design.
-(b) This machine's CPU study: the pilot (a finished ``scaling run`` of the old 4x5 quickstart) is
+(b) This machine's CPU study: the pilot (a finished ``scaling run sweeps/quickstart_4x5.yaml --out
+    studies/quickstart_old``) is
     the prior (its approach-3 fit, its residual scale as the noise) and the plain grid; its own fits
     give the realised widths. With ``--designed``, a finished study of the designed grid too.
 
@@ -47,6 +49,7 @@ from scaling.laws.base import ParametricLaw
 from scaling.sweep.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
+PLAIN_SPEC = ROOT / "sweeps" / "quickstart_4x5.yaml"  # the plain 4x5 grid: baseline and allowance
 TARGET = 1.6e12
 TRUTH = dict(E=3.2, A=29.0, B=2.8e5, alpha=0.44, beta=0.99)
 SIGMA = 0.006
@@ -69,16 +72,16 @@ def _table(title: str, designed: list, plain: list) -> None:
             print(_row(f"approach {d.approach}, N {d.count}", d, p))
 
 
-def synthetic(pilot: Path, draws: int, draws3: int) -> None:
+def synthetic(draws: int, draws3: int) -> None:
     base = load_spec(ROOT / "sweeps" / "quickstart.yaml")
     law = ParametricLaw("synthetic", "benchmark truth", **TRUTH, param_convention="non_embedding",
                         flops_convention="6N_non_embedding")
     prior = Prior(law, SIGMA, "synthetic", "assumed")
-    flops = spec_points(load_spec(pilot), Pricing()).cost["flops"]
+    flops = spec_points(load_spec(PLAIN_SPEC), Pricing()).cost["flops"]
     t = time.perf_counter()
     ch = choose_design(base, prior, Allowance("flops", float(flops)), Pricing(), TARGET, criterion="exponent",
                        sims=200, sims3=draws3, bootstrap=200, seed=0, family={"min_steps": 150}, families=("isoflop",))
-    print(f"(a) synthetic truth, allowance {flops:.3g} FLOPs (the pilot's): {ch.considered} designs, "
+    print(f"(a) synthetic truth, allowance {flops:.3g} FLOPs (the plain 4x5 grid's): {ch.considered} designs, "
           f"{time.perf_counter() - t:.0f} s to choose")
     print(f"  designed: {ch.chosen.design.describe()}, {ch.chosen.cost['flops']:.3g} FLOPs")
     print(f"  plain:    {ch.plain.design.describe()}, {ch.plain.cost['flops']:.3g} FLOPs")
@@ -148,6 +151,9 @@ def _study_widths(study: Path) -> list:
 
 
 def cpu_study(pilot: Path, designed: Path | None, draws3: int) -> None:
+    if not (pilot / "fit" / "approach3_non_embedding.json").exists():
+        raise SystemExit(f"--pilot {pilot}: no finished study there; make it with `scaling run "
+                         f"sweeps/quickstart_4x5.yaml --out {pilot}` (a whole study, 10-15 min on 2 cores), or run --only synthetic")
     prior = load_prior(f"fit:{pilot / 'fit' / 'approach3_non_embedding.json'}")
     print(f"\n(b) CPU study: prior {pilot} approach 3 (N non-embedding), noise {prior.sigma:.4f} ({prior.sigma_source})")
     for label, study in (("pilot (plain 4x5)", pilot), ("designed", designed)):
@@ -217,7 +223,7 @@ def main() -> None:
         trend(a.draws)
         return
     if a.only != "cpu":
-        synthetic(a.pilot, a.draws, a.draws3)
+        synthetic(a.draws, a.draws3)
     if a.only == "synthetic":
         return
     cpu_study(a.pilot, a.designed, a.draws3)
