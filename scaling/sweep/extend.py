@@ -151,13 +151,13 @@ def plan_round(spec: SweepSpec, points: pd.DataFrame, log: dict[str, Any], done:
 
 
 def plan_repeats(spec: SweepSpec, points: pd.DataFrame, shapes: dict[str, ModelShape],
-                 round_: int, repeated: frozenset[float] = frozenset()) -> list[dict[str, Any]]:
+                 round_: int, budgets: set[float] | None = None) -> list[dict[str, Any]]:
     """Log lines (with ``run``) of ``grid.repeats``: its seeds at each budget's best size, or at
-    every size (``at: all``), at the budgets not in ``repeated`` (those whose repeats are already
-    logged). ``shapes``: run id -> shape of the finished runs."""
+    every size (``at: all``), at ``budgets`` (default: every budget of the grid). ``shapes``: run
+    id -> shape of the finished runs."""
     rep = spec.grid.repeats  # type: ignore[union-attr]
     out: list[dict[str, Any]] = []
-    for budget in sorted(set(spec.grid.budgets) - repeated):  # type: ignore[union-attr]
+    for budget in sorted(spec.grid.budgets if budgets is None else budgets):  # type: ignore[union-attr]
         pts = _budget_points(points, budget)
         if not len(pts):
             continue
@@ -235,11 +235,11 @@ def extend_sweep(spec: SweepSpec, study: str | Path, run: Callable[[], dict[str,
         _record(out, log, adds, states, round_)
         if run().get("cancelled"):
             return log
-    repeated = frozenset(float(e["budget"]) for e in log["added"] if e["kind"] == "repeat")
     # at each budget once: a budget added later (launch --add) gets its own; none left, nothing read
-    if spec.grid.repeats is not None and set(spec.grid.budgets) - repeated:
+    unrepeated = set(spec.grid.budgets) - {float(e["budget"]) for e in log["added"] if e["kind"] == "repeat"}
+    if spec.grid.repeats is not None and unrepeated:
         points, done = _points(out, spec, loss_column)
-        adds = plan_repeats(spec, points, _shapes(out, set(points["run_id"])), int(log["rounds"]) + 1, repeated)
+        adds = plan_repeats(spec, points, _shapes(out, set(points["run_id"])), int(log["rounds"]) + 1, unrepeated)
         if adds:
             say(f"repeats: {len(adds)} runs ({', '.join(a['name'] for a in adds)})")
             _record(out, log, adds, None, int(log["rounds"]) + 1)
