@@ -151,10 +151,11 @@ def _study_widths(study: Path) -> list:
 
 
 def cpu_study(pilot: Path, designed: Path | None, draws3: int) -> None:
-    if not (pilot / "fit" / "approach3_non_embedding.json").exists():
+    fit = pilot / "fit" / "approach3_non_embedding.json"
+    if not fit.exists():
         raise SystemExit(f"--pilot {pilot}: no finished study there; make it with `scaling run "
                          f"sweeps/quickstart_4x5.yaml --out {pilot}` (a whole study, 10-15 min on 2 cores), or run --only synthetic")
-    prior = load_prior(f"fit:{pilot / 'fit' / 'approach3_non_embedding.json'}")
+    prior = load_prior(f"fit:{fit}")
     print(f"\n(b) CPU study: prior {pilot} approach 3 (N non-embedding), noise {prior.sigma:.4f} ({prior.sigma_source})")
     for label, study in (("pilot (plain 4x5)", pilot), ("designed", designed)):
         if study is None:

@@ -54,13 +54,10 @@ executor: {{kind: local, retries: 0, poll_s: {poll}}}
 
 def bare_submitit(n: int, parallel: int, folder: Path) -> float:
     """Submit ``n`` no-op calls with submitit's LocalExecutor, ``parallel`` in flight, polled like the launcher."""
-    import os
-
     import submitit
 
     from benchmarks._sweep_noop import noop
 
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     ex = submitit.LocalExecutor(folder)
     ex.update_parameters(timeout_min=60)
     t0 = time.perf_counter()
@@ -81,7 +78,6 @@ def sweep_noop(n: int, parallel: int, folder: Path) -> float:
     from scaling.sweep import launch, parse_spec
 
     register_backend("noop", "benchmarks._sweep_noop:NoopBackend")  # a backend registered in this process
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # for the jobs
     spec = parse_spec(NOOP_SPEC.format(tokens=", ".join(str(16 * (i + 1)) for i in range(n)), poll=POLL_S))
     t0 = time.perf_counter()
     s = launch(spec, folder, executor="local", max_parallel=parallel, threads=1, progress=False)
@@ -91,6 +87,7 @@ def sweep_noop(n: int, parallel: int, folder: Path) -> float:
 
 
 def overhead(n: int, parallel: int) -> dict[str, float]:
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # jobs import benchmarks/
     with tempfile.TemporaryDirectory() as d:
         bare_submitit(2, parallel, Path(d) / "warm")  # warm the page cache for both sides
         bare = bare_submitit(n, parallel, Path(d) / "bare")

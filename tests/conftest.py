@@ -73,11 +73,11 @@ SHARED_FIXTURES = ("tiny_study", "slurm_cluster")
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under ``--dist loadgroup``, one xdist group per module (its module fixtures are built once),
     and one group for all the modules that share a session fixture of :data:`SHARED_FIXTURES`."""
-    group: dict[str, str] = {}
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        shared = next((f for f in SHARED_FIXTURES if f in getattr(item, "fixturenames", ())), None)
-        if shared is not None or module not in group:
-            group[module] = shared or group.get(module, module)
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group[item.nodeid.split("::")[0]]))
+    modules = [item.nodeid.split("::")[0] for item in items]
+    group = {module: module for module in modules}
+    for item, module in zip(items, modules, strict=True):
+        for fixture in SHARED_FIXTURES:
+            if fixture in getattr(item, "fixturenames", ()):
+                group[module] = fixture
+    for item, module in zip(items, modules, strict=True):
+        item.add_marker(pytest.mark.xdist_group(group[module]))
